@@ -1,0 +1,124 @@
+"""The ``cardreamer`` command: tasks, run, train, eval, serve, drive, map, task, collect.
+
+Every subcommand reports bad input (an unknown task, a config typo, a malformed map) as one
+clear line on stderr and exit status 2, never as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+
+from cardreamer.config_loading import ConfigError
+from cardreamer.roadmap import MapError
+from cardreamer.world.api import WorldError
+
+USER_ERRORS = (ConfigError, MapError, WorldError, FileNotFoundError)
+
+SUBCOMMAND_MODULES = (
+    "dreamerv3_backbone.cli",
+    "visualization.cli",
+    "task_dev_suite.map_cli",
+    "task_dev_suite.cli",
+)
+"""Modules that add their subcommands through a ``register(subparsers)`` function."""
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from cardreamer.task_registry import env_id, task_description, task_names
+
+    for name in task_names():
+        print(f"{name:<28} {env_id(name):<40} {task_description(name)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run episodes with a random or expert policy and print per-episode metrics."""
+    from rich.console import Console
+    from rich.table import Table
+    from tqdm import tqdm
+
+    from cardreamer.env import make_env
+    from cardreamer.expert import ExpertPolicy
+
+    env = make_env(args.task, args.overrides)
+    policy = ExpertPolicy(env) if args.policy == "expert" else None
+    rows, steps, start = [], 0, time.perf_counter()
+    with tqdm(total=args.episodes, desc=f"{args.task} ({args.policy})", unit="ep") as bar:
+        for episode in range(args.episodes):
+            obs, info = env.reset(seed=args.seed + episode)
+            done = False
+            while not done:
+                action = policy.act() if policy else env.action_space.sample()
+                obs, reward, terminated, truncated, info = env.step(action)
+                steps += 1
+                done = terminated or truncated
+            rows.append({"episode": episode, "seed": args.seed + episode, **{
+                k: info[k] for k in ("episode_return", "episode_length", "success", "collision",
+                                     "route_completion", "mean_speed", "terminal_reason")}})
+            bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - start):.0f}",
+                            success=f"{sum(r['success'] for r in rows) / len(rows):.0%}")
+            bar.update()
+    env.close()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    table = Table(title=f"{args.task}: {args.policy} policy")
+    for col in ("episode", "seed", "return", "length", "success", "collision", "completion", "speed", "end"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["episode"]), str(r["seed"]), f"{r['episode_return']:.1f}", str(r["episode_length"]),
+                      "yes" if r["success"] else "no", "yes" if r["collision"] else "no",
+                      f"{r['route_completion']:.0%}", f"{r['mean_speed']:.1f}", r["terminal_reason"])
+    console = Console()
+    console.print(table)
+    n = len(rows)
+    console.print(f"success {sum(r['success'] for r in rows) / n:.0%}, collisions {sum(r['collision'] for r in rows) / n:.0%}, "
+                  f"mean return {sum(r['episode_return'] for r in rows) / n:.1f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cardreamer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("tasks", help="list the built-in tasks")
+    p.set_defaults(func=cmd_tasks)
+    p = sub.add_parser("run", help="run episodes of a task with a random or expert policy")
+    p.add_argument("--task", default="wpt", help="task name or task .yaml path")
+    p.add_argument("--policy", choices=("random", "expert"), default="expert")
+    p.add_argument("--episodes", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the per-episode metrics as JSON")
+    p.set_defaults(func=cmd_run)
+    for module_name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    overrides = [u for u in unknown if u.startswith("--") and "=" in u]
+    stray = [u for u in unknown if u not in overrides]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)} (config overrides look like --env.world.dt=0.05)")
+    args.overrides = overrides
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as exc:
+        print(f"cardreamer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""YAML loading with source positions, deep merging, and dotted command-line overrides.
+
+Every configuration error is raised as ConfigError with the file, the line and column, the dotted
+key, and (for unknown keys) the nearest valid keys, so a typo never ends in a traceback.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names file, position and key."""
+
+
+class _PositionLoader(yaml.SafeLoader):
+    """SafeLoader that records the (line, column) of every mapping key, by dotted path."""
+
+
+def _load_with_positions(text: str, source: str) -> tuple[Any, dict[str, tuple[int, int]]]:
+    loader = _PositionLoader(text)
+    try:
+        node = loader.get_single_node()
+        positions: dict[str, tuple[int, int]] = {}
+
+        def walk(n: yaml.Node, path: str) -> None:
+            if isinstance(n, yaml.MappingNode):
+                for key_node, value_node in n.value:
+                    key = f"{path}.{key_node.value}" if path else str(key_node.value)
+                    positions[key] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                    walk(value_node, key)
+            elif isinstance(n, yaml.SequenceNode):
+                for i, item in enumerate(n.value):
+                    positions[f"{path}.{i}"] = (item.start_mark.line + 1, item.start_mark.column + 1)
+                    walk(item, f"{path}.{i}")
+
+        if node is not None:
+            walk(node, "")
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    finally:
+        loader.dispose()
+    return data, positions
+
+
+class SourcedConfig:
+    """A plain nested dict plus where each key came from (file, line, column)."""
+
+    def __init__(self, data: dict | None = None):
+        self.data: dict = data or {}
+        self.origin: dict[str, tuple[str, int, int]] = {}
+
+    def where(self, dotted: str) -> str:
+        """'file:line:col' of a dotted key (or of its nearest ancestor that has a position)."""
+        parts = dotted.split(".")
+        while parts:
+            key = ".".join(parts)
+            if key in self.origin:
+                f, line, col = self.origin[key]
+                return f"{f}:{line}:{col}" if line else f
+            parts.pop()
+        return "<config>"
+
+    def merge_file(self, path: str | os.PathLike) -> "SourcedConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data, positions = _load_with_positions(path.read_text(encoding="utf-8"), str(path))
+        if data is None:
+            return self
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+        self.merge(data, str(path), positions)
+        return self
+
+    def merge(self, data: dict, source: str, positions: dict[str, tuple[int, int]] | None = None) -> None:
+        positions = positions or {}
+        _deep_merge(self.data, copy.deepcopy(data))
+        for key in _dotted_keys(data):
+            line, col = positions.get(key, (0, 0))
+            self.origin[key] = (source, line, col)
+
+    def apply_overrides(self, overrides: list[str]) -> None:
+        """Apply ``--a.b.c=value`` (or ``a.b.c=value``) overrides; values are parsed as YAML."""
+        for item in overrides:
+            text = item[2:] if item.startswith("--") else item
+            if "=" not in text:
+                raise ConfigError(f"override {item!r} must look like --key.subkey=value")
+            key, raw = text.split("=", 1)
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError:
+                value = raw
+            self.set(key, value, source=f"command line override {item!r}")
+
+    def set(self, dotted: str, value: Any, source: str) -> None:
+        parts = dotted.split(".")
+        node = self.data
+        for depth, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or part not in node:
+                here = ".".join(parts[:depth])
+                valid = sorted(node) if isinstance(node, dict) else []
+                raise ConfigError(f"{source}: unknown key {'.'.join(parts[:depth + 1])!r}"
+                                  f"{nearest_hint(part, valid)}" + (f" under {here!r}" if here else ""))
+            node = node[part]
+        if not isinstance(node, dict) or parts[-1] not in node and not _open_mapping(dotted):
+            valid = sorted(node) if isinstance(node, dict) else []
+            raise ConfigError(f"{source}: unknown key {dotted!r}{nearest_hint(parts[-1], valid)}")
+        node[parts[-1]] = value
+        self.origin[dotted] = (source, 0, 0)
+
+
+OPEN_MAPPINGS = ("env.observation.",)
+"""Dotted prefixes under which new keys may be added (e.g. a new observation entry)."""
+
+
+def _open_mapping(dotted: str) -> bool:
+    return any(dotted.startswith(p) and dotted.count(".") == p.count(".") for p in OPEN_MAPPINGS)
+
+
+def nearest_hint(name: str, valid: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=3, cutoff=0.5)
+    if close:
+        return f"; did you mean {', '.join(repr(c) for c in close)}?"
+    if valid:
+        return f"; valid keys: {', '.join(str(v) for v in valid)}"
+    return ""
+
+
+def _deep_merge(base: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _dotted_keys(data: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            keys.append(key)
+            keys.extend(_dotted_keys(v, key))
+    return keys
+
+
+def write_yaml_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write YAML to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.safe_dump(data, f, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

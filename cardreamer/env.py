@@ -1,0 +1,131 @@
+"""The Gymnasium environment: a task on a world, observed by handlers, driven by an agent."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+from cardreamer.actions import ActionMapper
+from cardreamer.config import Config, validate
+from cardreamer.config_loading import SourcedConfig
+from cardreamer.config import DEFAULTS_FILE
+from cardreamer.observer import DEFAULT_OBSERVATIONS, Observer
+from cardreamer.roadmap import RoadMap
+from cardreamer.task_registry import task_file
+from cardreamer.task_runtime import make_task_logic
+from cardreamer.world import make_world
+
+
+def build_config(task: str | Path, overrides: list[str] | None = None) -> tuple[Config, SourcedConfig]:
+    """Observation defaults, then configs/defaults.yaml, the task file and the overrides, validated."""
+    import tasks  # noqa: F401  (registers the built-in tasks' reward terms and logic)
+
+    sourced = SourcedConfig()
+    sourced.merge({"env": {"observation": DEFAULT_OBSERVATIONS}}, "built-in observation defaults")
+    sourced.merge_file(DEFAULTS_FILE)
+    sourced.merge_file(task_file(task))
+    sourced.apply_overrides(overrides or [])
+    return validate(sourced), sourced
+
+
+class CarDreamerEnv(gymnasium.Env):
+    """A CarDreamer driving task as a Gymnasium env.
+
+    Observations are a dict of the enabled handlers' outputs (``env.observation.enabled``);
+    actions are discrete (acceleration × steer grid) or continuous ``[acc, steer]``. ``info``
+    carries every reward term as ``r_<term>``, the ego's speed, and on the last step the
+    ``terminal_reason`` and episode metrics (success, collision, route_completion, mean_speed).
+    Reaching ``task.terminal.time_limit`` steps truncates; every other end terminates.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, task: str | Path = "wpt", overrides: list[str] | None = None, config: Config | None = None,
+                 render_mode: str | None = None):
+        self.config = config if config is not None else build_config(task, overrides)[0]
+        self.render_mode = render_mode
+        env_cfg = self.config.env
+        self.road_map = RoadMap.load(self.config.task.map, env_cfg.world.map_dir)
+        self.task = make_task_logic(self.config.task, self.road_map)
+        self.world = make_world(env_cfg.world, self.road_map)
+        self.actions = ActionMapper(env_cfg.action)
+        self.observer = Observer(env_cfg.observation, env_cfg.observation["enabled"])
+        self.action_space = self.actions.space
+        self.observation_space = self.observer.observation_space
+        self.time_limit = int(self.task.terminal_cfg["time_limit"])
+        self.publisher = _make_publisher(env_cfg.display)
+        self.ego_id = -1
+        self._renderer = None
+        self._episode_seed = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._episode_seed = int(self.np_random.integers(2**31 - 1))
+        self.world.reset(self._episode_seed)
+        self.ego_id = self.task.reset(self.world, np.random.default_rng(self._episode_seed))
+        self.steps = 0
+        self.episode_return = 0.0
+        self.observer.reset(self.world, self.ego_id)
+        obs, obs_info = self.observer.step(self.world, self.ego_id)
+        info = {"seed": self._episode_seed, **obs_info}
+        self._publish(obs, info)
+        return obs, info
+
+    def step(self, action):
+        self.world.apply_control(self.ego_id, self.actions.to_control(action))
+        self.world.tick()
+        self.task.after_tick(self.world)
+        reward, terms, reason, ctx = self.task.evaluate(self.world)
+        self.steps += 1
+        self.episode_return += reward
+        obs, obs_info = self.observer.step(self.world, self.ego_id)
+        terminated = reason is not None
+        truncated = not terminated and self.steps >= self.time_limit
+        info: dict[str, Any] = {f"r_{k}": v for k, v in terms.items()}
+        info.update(obs_info, speed=ctx.speed, route_s=ctx.route_s, lateral_offset=ctx.lateral_offset)
+        if terminated or truncated:
+            info["terminal_reason"] = reason or "time_limit"
+            info.update(self.task.episode_metrics(reason), episode_return=self.episode_return)
+        self._publish(obs, info)
+        return obs, reward, terminated, truncated, info
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if self._renderer is None:
+            self._renderer = Observer({"spectator": DEFAULT_OBSERVATIONS["spectator"]}, ["spectator"])
+            self._renderer.reset(self.world, self.ego_id)
+        obs, _ = self._renderer.step(self.world, self.ego_id)
+        return obs["spectator"]
+
+    def close(self):
+        if self.publisher is not None:
+            self.publisher.close()
+        self.world.close()
+
+    def _publish(self, obs: dict, info: dict) -> None:
+        if self.publisher is None:
+            return
+        for key in self.config.env.display.keys:
+            if key in obs and getattr(obs[key], "ndim", 0) == 3:
+                self.publisher.publish_frame(key, obs[key])
+        self.publisher.publish_step(info)
+
+
+def _make_publisher(display):
+    if not display.enable:
+        return None
+    from visualization.publisher import make_publisher
+
+    return make_publisher(display.url, display.token, display.run)
+
+
+def make_env(task: str | Path, overrides: list[str] | None = None, seed: int | None = None,
+             render_mode: str | None = None) -> CarDreamerEnv:
+    """Build a task's env with dotted overrides; ``seed`` seeds its first reset."""
+    env = CarDreamerEnv(task, overrides, render_mode=render_mode)
+    if seed is not None:
+        env.reset(seed=seed)
+    return env

@@ -1,0 +1,7 @@
+"""Road network from OpenDRIVE: lanes, lane graph, routes, signals, spawn points, BEV raster."""
+from cardreamer.roadmap.lane import Lane, LaneKey
+from cardreamer.roadmap.road_map import MapError, RoadMap, Signal, SpawnPoints, builtin_map_names
+from cardreamer.roadmap.route import Route, plan_route, plan_route_via, random_route
+
+__all__ = ["Lane", "LaneKey", "MapError", "RoadMap", "Signal", "SpawnPoints", "builtin_map_names", "Route",
+           "plan_route", "plan_route_via", "random_route"]

@@ -1,0 +1,284 @@
+"""The road network of one OpenDRIVE map: lanes, their connections, signals and spawn points.
+
+The map is parsed offline by the ``carla`` client wheel (``carla.Map(name, xodr_text)``); the CARLA
+server backend hands over the server's ``carla.Map`` instead, so everything built here is shared.
+"""
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import carla
+import networkx as nx
+import numpy as np
+
+from cardreamer.roadmap.lane import Lane, LaneKey
+
+BUILTIN_MAP_DIR = Path(__file__).resolve().parent.parent / "maps"
+CARLA_MAP_DIR_ENV = "CARDREAMER_CARLA_MAPS"
+TRAFFIC_LIGHT_TYPE = "1000001"
+STOP_SIGN_TYPE = "206"
+SAMPLE_SPACING = 1.0
+
+
+class MapError(ValueError):
+    """A map file is missing, malformed, or a location is not on the map."""
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A traffic light or stop sign, resolved to the lane it controls and the stop line on it."""
+
+    id: str
+    kind: str  # "traffic_light" | "stop_sign"
+    location: np.ndarray  # (x, y) of the signal itself
+    lane: int  # index of the controlled lane
+    stop_s: float  # arc length of the stop line on that lane
+    junction_id: int  # junction the lane leads into (-1 if none)
+
+
+@dataclass(frozen=True)
+class SpawnPoints:
+    """Candidate spawn poses on driving lanes, away from junctions: arrays of equal length."""
+
+    xy: np.ndarray
+    yaw: np.ndarray  # radians
+    lane: np.ndarray
+    s: np.ndarray
+
+
+def builtin_map_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_MAP_DIR.glob("*.xodr"))
+
+
+def resolve_map_path(name: str, map_dir: str | os.PathLike | None = None) -> Path:
+    """Find a map by built-in name, CARLA town name (in ``map_dir`` or $CARDREAMER_CARLA_MAPS), or path."""
+    candidate = Path(name).expanduser()
+    if candidate.suffix == ".xodr" or candidate.exists():
+        if not candidate.is_file():
+            raise MapError(f"map file {candidate} does not exist")
+        return candidate
+    if (BUILTIN_MAP_DIR / f"{name}.xodr").is_file():
+        return BUILTIN_MAP_DIR / f"{name}.xodr"
+    search = [d for d in (map_dir, os.environ.get(CARLA_MAP_DIR_ENV)) if d]
+    for directory in search:
+        path = Path(directory).expanduser() / f"{name}.xodr"
+        if path.is_file():
+            return path
+    where = ", ".join(str(d) for d in search) or f"no map_dir set (env.world.map_dir or ${CARLA_MAP_DIR_ENV})"
+    raise MapError(
+        f"map {name!r} not found: not a built-in map ({', '.join(builtin_map_names())}), "
+        f"not a .xodr path, and not in {where}. CARLA towns ship as "
+        f"CarlaUE4/Content/Carla/Maps/OpenDrive/<Town>.xodr; point env.world.map_dir at that folder."
+    )
+
+
+def _check_opendrive(path: Path, text: str) -> None:
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise MapError(f"{path}: not valid XML ({exc})") from None
+    if root.tag != "OpenDRIVE":
+        raise MapError(f"{path}: root element is <{root.tag}>, expected <OpenDRIVE>")
+    if root.find("road") is None:
+        raise MapError(f"{path}: OpenDRIVE file has no <road> element")
+
+
+class RoadMap:
+    """Lanes of an OpenDRIVE map as polylines, the lane graph, signals and spawn points."""
+
+    def __init__(self, carla_map: carla.Map, name: str, source: Path | None = None):
+        self.carla_map = carla_map
+        self.name = name
+        self.source = source
+        self.lanes: list[Lane] = []
+        self._index: dict[LaneKey, int] = {}
+        self._build_lanes()
+        self.graph = self._build_graph()
+        self.signals = self._resolve_signals()
+        points = np.concatenate([lane.points for lane in self.lanes])
+        self.bounds = (points.min(axis=0), points.max(axis=0))
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, name: str, map_dir: str | os.PathLike | None = None) -> "RoadMap":
+        """Load a built-in map, a CARLA town from ``map_dir``, or any ``.xodr`` path."""
+        path = resolve_map_path(name, map_dir)
+        return _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "RoadMap":
+        text = path.read_text(encoding="utf-8", errors="replace")
+        _check_opendrive(path, text)
+        carla_map = carla.Map(path.stem, text)
+        if not carla_map.get_topology():
+            raise MapError(f"{path}: the map has no driving lanes connected into a topology")
+        return cls(carla_map, path.stem, path)
+
+    # ------------------------------------------------------------------ construction
+    @staticmethod
+    def _key(wp: carla.Waypoint) -> LaneKey:
+        return (wp.road_id, wp.section_id, wp.lane_id)
+
+    def _build_lanes(self) -> None:
+        starts: dict[LaneKey, carla.Waypoint] = {}
+        edges: list[tuple[LaneKey, LaneKey]] = []
+        for a, b in self.carla_map.get_topology():
+            starts.setdefault(self._key(a), a)
+            starts.setdefault(self._key(b), b)
+            edges.append((self._key(a), self._key(b)))
+        for key in sorted(starts):
+            self._add_lane(key, starts[key])
+        for a, b in edges:
+            ia, ib = self._index[a], self._index[b]
+            if ib not in self.lanes[ia].successors:
+                self.lanes[ia].successors.append(ib)
+                self.lanes[ib].predecessors.append(ia)
+        for lane in self.lanes:
+            lane.left = self._neighbour(lane, "left")
+            lane.right = self._neighbour(lane, "right")
+
+    def _add_lane(self, key: LaneKey, start: carla.Waypoint) -> None:
+        wps = [start] + [w for w in start.next_until_lane_end(SAMPLE_SPACING) if self._key(w) == key]
+        if len(wps) < 2:  # a lane shorter than the spacing: close it with its successor's start
+            wps = [start] + start.next(max(start.lane_width * 0.1, 0.2))[:1]
+        points = np.array([[w.transform.location.x, w.transform.location.y] for w in wps])
+        keep = np.concatenate([[True], np.linalg.norm(np.diff(points, axis=0), axis=1) > 1e-3])
+        wps = [w for w, k in zip(wps, keep) if k]
+        points = points[keep]
+        if len(points) < 2:
+            return
+        lc = start.lane_change
+        lane = Lane(
+            index=len(self.lanes),
+            key=key,
+            points=points,
+            headings=np.angle(np.exp(1j * np.radians([w.transform.rotation.yaw for w in wps]))),
+            widths=np.array([w.lane_width for w in wps]),
+            is_junction=start.is_junction,
+            junction_id=start.junction_id if start.is_junction else -1,
+            change_left=lc in (carla.LaneChange.Left, carla.LaneChange.Both),
+            change_right=lc in (carla.LaneChange.Right, carla.LaneChange.Both),
+            left_marking=[str(w.left_lane_marking.type) for w in wps],
+            right_marking=[str(w.right_lane_marking.type) for w in wps],
+        )
+        self._index[key] = lane.index
+        self.lanes.append(lane)
+        self._start_wp = getattr(self, "_start_wp", {})
+        self._start_wp[lane.index] = start
+
+    def _neighbour(self, lane: Lane, side: str) -> int | None:
+        """Index of the adjacent same-direction driving lane on ``side``, if any."""
+        start = self._start_wp[lane.index]
+        wp = start.get_left_lane() if side == "left" else start.get_right_lane()
+        if wp is None or wp.lane_type != carla.LaneType.Driving or wp.lane_id * start.lane_id <= 0:
+            return None
+        return self._index.get(self._key(wp))
+
+    def _build_graph(self) -> nx.DiGraph:
+        """Lane graph: 'follow' edges to successors, 'change' edges to permitted neighbours."""
+        graph = nx.DiGraph()
+        for lane in self.lanes:
+            graph.add_node(lane.index)
+            for succ in lane.successors:
+                graph.add_edge(lane.index, succ, kind="follow", weight=lane.length)
+            for side, allowed in (("left", lane.change_left), ("right", lane.change_right)):
+                target = getattr(lane, side)
+                if allowed and target is not None and not lane.is_junction:
+                    graph.add_edge(lane.index, target, kind=side, weight=LANE_CHANGE_COST)
+        return graph
+
+    def _resolve_signals(self) -> list[Signal]:
+        signals: list[Signal] = []
+        for kind, type_id in (("traffic_light", TRAFFIC_LIGHT_TYPE), ("stop_sign", STOP_SIGN_TYPE)):
+            for landmark in self.carla_map.get_all_landmarks_of_type(type_id):
+                loc = landmark.transform.location
+                for lane_index, stop_s in self._controlled_lanes(landmark):
+                    signals.append(Signal(
+                        id=str(landmark.id), kind=kind, location=np.array([loc.x, loc.y]),
+                        lane=lane_index, stop_s=stop_s,
+                        junction_id=self._junction_ahead(lane_index)))
+        return signals
+
+    def _controlled_lanes(self, landmark: carla.Landmark) -> list[tuple[int, float]]:
+        out = []
+        lane_ids = set()
+        for lo, hi in landmark.get_lane_validities():
+            lane_ids.update(i for i in range(min(lo, hi), max(lo, hi) + 1) if i != 0)
+        for lane_id in sorted(lane_ids):
+            wp = self.carla_map.get_waypoint_xodr(landmark.road_id, lane_id, landmark.s)
+            if wp is None or wp.lane_type != carla.LaneType.Driving:
+                continue
+            index = self._index.get(self._key(wp))
+            if index is None:
+                continue
+            lane = self.lanes[index]
+            s, _ = lane.local_coordinates(np.array([[wp.transform.location.x, wp.transform.location.y]]))
+            out.append((index, float(s[0])))
+        return out
+
+    def add_stop_sign(self, xy: np.ndarray, sign_id: str) -> Signal:
+        """Register a stop sign at a world location (for maps whose OpenDRIVE lacks one)."""
+        lane, s, _ = self.locate(np.asarray(xy, dtype=float))
+        signal = Signal(id=sign_id, kind="stop_sign", location=np.asarray(xy, dtype=float), lane=lane,
+                        stop_s=s, junction_id=self._junction_ahead(lane))
+        self.signals.append(signal)
+        return signal
+
+    def _junction_ahead(self, lane_index: int) -> int:
+        for succ in self.lanes[lane_index].successors:
+            if self.lanes[succ].is_junction:
+                return self.lanes[succ].junction_id
+        return -1
+
+    # ------------------------------------------------------------------ queries
+    def lane(self, key: LaneKey) -> Lane:
+        return self.lanes[self._index[key]]
+
+    def locate(self, xy: np.ndarray, max_distance: float = 3.0) -> tuple[int, float, float]:
+        """The driving lane under a world point: (lane index, s on it, lateral offset).
+
+        Raises MapError if no driving lane is within ``max_distance`` metres.
+        """
+        x, y = float(xy[0]), float(xy[1])
+        wp = self.carla_map.get_waypoint(carla.Location(x=x, y=y, z=0.0), project_to_road=True,
+                                         lane_type=carla.LaneType.Driving)
+        index = None if wp is None else self._index.get(self._key(wp))
+        if index is not None:
+            lane = self.lanes[index]
+            s, lateral = lane.local_coordinates(np.array([[x, y]]))
+            if abs(lateral[0]) <= max_distance + lane.width_at(s[0]) / 2:
+                return index, float(s[0]), float(lateral[0])
+        raise MapError(f"location ({x:.1f}, {y:.1f}) is not on a driving lane of map {self.name!r} "
+                       f"(no lane within {max_distance} m); map bounds are "
+                       f"x {self.bounds[0][0]:.0f}..{self.bounds[1][0]:.0f}, "
+                       f"y {self.bounds[0][1]:.0f}..{self.bounds[1][1]:.0f}")
+
+    def spawn_points(self, spacing: float = 10.0, margin: float = 5.0) -> SpawnPoints:
+        """Poses every ``spacing`` metres on driving lanes outside junctions, ``margin`` from lane ends."""
+        xy, yaw, lanes, ss = [], [], [], []
+        for lane in self.lanes:
+            if lane.is_junction or lane.length < 2 * margin:
+                continue
+            s = np.arange(margin, lane.length - margin + 1e-9, spacing)
+            xy.append(lane.position(s))
+            yaw.append(lane.heading_at(s))
+            lanes.append(np.full(len(s), lane.index))
+            ss.append(s)
+        return SpawnPoints(np.concatenate(xy), np.concatenate(yaw), np.concatenate(lanes), np.concatenate(ss))
+
+
+LANE_CHANGE_COST = 20.0
+"""Route cost, in metres, of one lane change: routes change lanes only when it saves distance."""
+
+
+_CACHE: dict[tuple[str, int], RoadMap] = {}
+
+
+def _load_cached(path: str, mtime: int) -> RoadMap:
+    key = (path, mtime)
+    if key not in _CACHE:
+        _CACHE[key] = RoadMap.from_file(Path(path))
+    return _CACHE[key]

@@ -1,0 +1,373 @@
+"""The DreamerV3 agent: world model, actor and critic, trained by one jitted step.
+
+Replayed batches are dicts of (B, T, ...) numpy arrays holding the observation keys plus
+``action`` (in the env's format), ``reward``, ``is_first``, ``is_last`` and ``is_terminal``.
+The action stored at step t is the one taken after observing step t.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from typing import Any
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from . import dists, returns
+from .nets import Decoder, Encoder, Head
+from .optim import make_optimizer
+from .rssm import RSSM
+
+sg = jax.lax.stop_gradient
+
+
+def split_keys(obs_space: gym.spaces.Dict, cnn_pattern: str, mlp_pattern: str) -> tuple[dict, dict]:
+    """Image keys (H, W, C uint8 boxes) matching ``cnn_pattern`` and flat vector keys matching
+    ``mlp_pattern``: returns ({key: (H, W, C)}, {key: size})."""
+    images, vectors = {}, {}
+    for key, space in obs_space.spaces.items():
+        if not isinstance(space, gym.spaces.Box):
+            raise ValueError(f"observation key {key!r}: only Box spaces are supported, got {space}")
+        if len(space.shape) == 3 and space.dtype == np.uint8:
+            if re.fullmatch(cnn_pattern, key):
+                images[key] = tuple(space.shape)
+        elif len(space.shape) == 1:
+            if re.fullmatch(mlp_pattern, key):
+                vectors[key] = int(space.shape[0])
+        else:
+            raise ValueError(f"observation key {key!r}: expected an HxWxC uint8 image or a flat vector, got "
+                             f"shape {space.shape} dtype {space.dtype} (flatten it with the loop's env wrapper)")
+    return images, vectors
+
+
+class Networks(nnx.Module):
+    """All trainable networks: encoder, RSSM, decoder, reward/continue heads, actor, critic."""
+
+    def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, cfg, dtype, seed: int):
+        rngs = nnx.Rngs(seed)
+        enc_images, enc_vectors = split_keys(obs_space, cfg.cnn_keys, cfg.mlp_keys)
+        dec_images, dec_vectors = split_keys(obs_space, cfg.dec_cnn_keys or cfg.cnn_keys,
+                                             cfg.dec_mlp_keys or cfg.mlp_keys)
+        if not enc_images and not enc_vectors:
+            raise ValueError(f"no observation key matches model.cnn_keys={cfg.cnn_keys!r} or "
+                             f"model.mlp_keys={cfg.mlp_keys!r}; keys: {list(obs_space.spaces)}")
+        self.discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.action_size = int(act_space.n) if self.discrete else int(np.prod(act_space.shape))
+        self.encoder = Encoder(enc_images, enc_vectors, cfg, dtype, rngs)
+        self.rssm = RSSM(self.encoder.out_size, self.action_size, cfg, dtype, rngs)
+        feat = self.rssm.feat_size
+        self.decoder = Decoder(feat, dec_images, dec_vectors, cfg, dtype, rngs)
+        self.reward = Head(feat, cfg.head_layers, cfg.units, cfg.bins, dtype, rngs, zero_init=True)
+        self.cont = Head(feat, cfg.head_layers, cfg.units, 1, dtype, rngs)
+        actor_out = self.action_size if self.discrete else 2 * self.action_size
+        self.actor = Head(feat, cfg.ac_layers, cfg.units, actor_out, dtype, rngs)
+        self.critic = Head(feat, cfg.ac_layers, cfg.units, cfg.bins, dtype, rngs, zero_init=True)
+
+
+def count_params(obs_space: gym.spaces.Dict, act_space: gym.Space, cfg) -> dict[str, int]:
+    """Parameter counts per network, computed abstractly (no allocation)."""
+    abstract = nnx.eval_shape(lambda: Networks(obs_space, act_space, cfg, jnp.float32, 0))
+    counts = {}
+    for name in ("encoder", "rssm", "decoder", "reward", "cont", "actor", "critic"):
+        leaves = jax.tree.leaves(nnx.state(getattr(abstract, name), nnx.Param))
+        counts[name] = int(sum(np.prod(x.shape) for x in leaves))
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def resolve_dtype(name: str):
+    if name == "auto":
+        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+class DreamerV3:
+    """DreamerV3 backbone: ``policy``, ``train``, ``report``, ``save``/``load``."""
+
+    def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, config):
+        self.obs_space, self.act_space, self.config = obs_space, act_space, config
+        cfg = self.cfg = config.model
+        if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
+            raise ValueError(f"action space {act_space}: only Discrete(n) and Box are supported")
+        dtype = resolve_dtype(cfg.compute_dtype)
+        nets = Networks(obs_space, act_space, cfg, dtype, config.seed)
+        self.graphdef, params = nnx.split(nets, nnx.Param)
+        self.critic_graphdef = nnx.graphdef(nets.critic)
+        self.discrete, self.action_size = nets.discrete, nets.action_size
+        self.image_keys = list(nets.decoder.image_keys)
+        self.obs_keys = list(obs_space.spaces)
+        self.bins = dists.symlog_bins(cfg.bins)
+        if not self.discrete:
+            self.act_low = np.asarray(act_space.low, np.float32).ravel()
+            self.act_high = np.asarray(act_space.high, np.float32).ravel()
+            self.act_bounded = bool(np.all(np.isfinite(self.act_low)) and np.all(np.isfinite(self.act_high)))
+        self.optimizer = make_optimizer(cfg.lr, cfg.warmup, cfg.agc, cfg.eps, cfg.beta1, cfg.beta2)
+        self.state = {
+            "params": params,
+            "slow_critic": jax.tree.map(jnp.copy, params["critic"]),
+            "opt": self.optimizer.init(params),
+            "retnorm": returns.init_percentiles(),
+            "key": jax.random.key(config.seed),
+            "updates": jnp.zeros((), jnp.int32),
+        }
+        self._train = jax.jit(self._train_step, donate_argnums=0)
+        self._policy = jax.jit(self._policy_step, static_argnums=4)
+        self._report = jax.jit(self._report_step)
+        self._policy_key = jax.random.key(config.seed + 1)
+
+    # ------------------------------------------------------------------ action formats
+
+    def _to_model_action(self, action: jax.Array) -> jax.Array:
+        """Env actions -> model actions (one-hot, or scaled to [-1, 1])."""
+        if self.discrete:
+            return jax.nn.one_hot(action.astype(jnp.int32), self.action_size)
+        action = action.reshape(*action.shape[:action.ndim - len(self.act_space.shape)], -1).astype(jnp.float32)
+        if self.act_bounded:
+            action = 2 * (action - self.act_low) / (self.act_high - self.act_low) - 1
+        return action
+
+    def _to_env_action(self, action: jax.Array) -> jax.Array:
+        if self.discrete:
+            return jnp.argmax(action, -1).astype(jnp.int32)
+        action = jnp.clip(action, -1, 1)
+        if self.act_bounded:
+            action = self.act_low + (action + 1) / 2 * (self.act_high - self.act_low)
+        return action.reshape(*action.shape[:-1], *self.act_space.shape)
+
+    # ------------------------------------------------------------------ policy distribution
+
+    def _act_sample(self, nets: Networks, feat: jax.Array, key: jax.Array, greedy: bool = False) -> jax.Array:
+        raw = nets.actor(feat)
+        if self.discrete:
+            logits = dists.unimix_logits(raw, self.cfg.unimix)
+            return dists.onehot_mode(logits) if greedy else dists.onehot_sample(key, logits)
+        mean, std = dists.bounded_normal(raw, self.cfg.minstd, self.cfg.maxstd)
+        return mean if greedy else mean + std * jax.random.normal(key, mean.shape)
+
+    def _act_logp_entropy(self, nets: Networks, feat: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
+        raw = nets.actor(feat)
+        if self.discrete:
+            logits = dists.unimix_logits(raw, self.cfg.unimix)
+            return dists.categorical_logp(logits, action), dists.categorical_entropy(logits)
+        mean, std = dists.bounded_normal(raw, self.cfg.minstd, self.cfg.maxstd)
+        return dists.normal_logp(mean, std, action), dists.normal_entropy(std)
+
+    # ------------------------------------------------------------------ acting
+
+    def _policy_step(self, params, carry, obs, key, greedy: bool):
+        nets = nnx.merge(self.graphdef, params)
+        token = nets.encoder(obs)
+        k_obs, k_act = jax.random.split(key)
+        state, _ = nets.rssm.obs_step(carry["state"], carry["prev_action"], token, obs["is_first"], k_obs)
+        action = sg(self._act_sample(nets, nets.rssm.feat(state), k_act, greedy))
+        return self._to_env_action(action), {"state": state, "prev_action": action}
+
+    def initial_policy_state(self, batch: int) -> dict:
+        state = {"deter": np.zeros((batch, self.cfg.deter), np.float32),
+                 "stoch": np.zeros((batch, self.cfg.stoch, self.cfg.classes), np.float32)}
+        return {"state": state, "prev_action": np.zeros((batch, self.action_size), np.float32)}
+
+    def policy(self, obs: dict, state: Any = None, mode: str = "train") -> tuple[np.ndarray, Any]:
+        """Actions for a batch of observations (dict of (N, ...) arrays incl. ``is_first``).
+
+        ``mode`` 'train' samples from the policy, 'eval' takes its mode (greedy)."""
+        if mode not in ("train", "eval"):
+            raise ValueError(f"policy mode must be 'train' or 'eval', got {mode!r}")
+        if state is None:
+            state = self.initial_policy_state(len(obs["is_first"]))
+        inputs = {k: obs[k] for k in self.obs_keys}
+        inputs["is_first"] = np.asarray(obs["is_first"], bool)
+        self._policy_key, key = jax.random.split(self._policy_key)
+        action, state = self._policy(self.state["params"], state, inputs, key, mode == "eval")
+        return np.asarray(action), state
+
+    # ------------------------------------------------------------------ training
+
+    def _world_model_loss(self, nets: Networks, batch: dict, key: jax.Array):
+        cfg = self.cfg
+        action = self._to_model_action(batch["action"])
+        prev_action = jnp.concatenate([jnp.zeros_like(action[:, :1]), action[:, :-1]], 1)
+        tokens = nets.encoder(batch)
+        b = tokens.shape[0]
+        states, post = nets.rssm.observe(nets.rssm.initial(b), tokens, prev_action, batch["is_first"], key)
+        prior = nets.rssm.prior(states["deter"])
+        dyn, rep = nets.rssm.kl_losses(post, prior)
+        feat = nets.rssm.feat(states)
+        recon = nets.decoder(feat)
+        rec = 0.0
+        for key_, pred in recon.items():
+            if key_ in self.image_keys:
+                target = batch[key_].astype(jnp.float32) / 255.0
+                rec = rec + ((pred - target) ** 2).sum((-3, -2, -1))
+            else:
+                target = dists.symlog(batch[key_].astype(jnp.float32))
+                rec = rec + ((pred.astype(jnp.float32) - target) ** 2).sum(-1)
+        losses = {
+            "rec": rec,
+            "rew": dists.twohot_loss(nets.reward(feat), batch["reward"], self.bins),
+            "con": -dists.bernoulli_logp(nets.cont(feat)[..., 0], 1.0 - batch["is_terminal"].astype(jnp.float32)),
+            "dyn": dyn,
+            "rep": rep,
+        }
+        metrics = {
+            "dyn_kl": dists.categorical_kl(post, prior).sum(-1).mean(),
+            "post_entropy": dists.categorical_entropy(post).sum(-1).mean(),
+            "prior_entropy": dists.categorical_entropy(prior).sum(-1).mean(),
+        }
+        return losses, metrics, states, feat
+
+    def _loss(self, params, slow_critic, retnorm, batch, key):
+        cfg = self.cfg
+        nets = nnx.merge(self.graphdef, params)
+        slow = nnx.merge(self.critic_graphdef, slow_critic)
+        k_wm, k_img = jax.random.split(key)
+        losses, metrics, states, feat = self._world_model_loss(nets, batch, k_wm)
+        b, t = feat.shape[:2]
+        disc = 1.0 - 1.0 / cfg.horizon
+
+        # Imagination from every replayed posterior state; the world model gets no gradient here.
+        start = jax.tree.map(lambda x: sg(x.reshape(b * t, *x.shape[2:])), states)
+        policy = lambda f, k: sg(self._act_sample(nets, sg(f), k))  # noqa: E731
+        img_states, img_actions = nets.rssm.imagine(start, policy, cfg.imag_horizon, k_img)
+        img_feat = sg(nets.rssm.feat(img_states))
+        rew = dists.twohot_mean(nets.reward(img_feat), self.bins)
+        con = jax.nn.sigmoid(nets.cont(img_feat)[..., 0])
+        slow_val = dists.twohot_mean(slow(img_feat), self.bins)
+        weight = sg(jnp.cumprod(disc * con, 1) / disc)
+        ret = returns.lambda_return(jnp.zeros_like(con), 1 - con, rew, slow_val, disc, cfg.lam)
+        retnorm = returns.update_percentiles(retnorm, ret, cfg.retnorm_rate)
+        scale = returns.return_scale(retnorm, cfg.retnorm_limit)
+        adv = sg((ret - slow_val[:, :-1]) / scale)
+        logp, ent = self._act_logp_entropy(nets, img_feat, sg(img_actions))
+        losses["policy"] = weight[:, :-1] * -(logp[:, :-1] * adv + cfg.actent * ent[:, :-1])
+        critic_logits = nets.critic(img_feat)[:, :-1]
+        losses["value"] = weight[:, :-1] * (
+            dists.twohot_loss(critic_logits, sg(ret), self.bins)
+            + cfg.slowreg * dists.twohot_loss(critic_logits, sg(slow_val[:, :-1]), self.bins))
+
+        # Critic also regresses λ-returns on the replayed trajectory, bootstrapped by imagination.
+        rep_feat = sg(feat)
+        rep_slow = dists.twohot_mean(slow(rep_feat), self.bins)
+        boot = sg(ret[:, 0].reshape(b, t))
+        last, term = batch["is_last"].astype(jnp.float32), batch["is_terminal"].astype(jnp.float32)
+        rep_ret = returns.lambda_return(last, term, batch["reward"].astype(jnp.float32), boot, disc, cfg.lam)
+        rep_logits = nets.critic(rep_feat)[:, :-1]
+        losses["repval"] = (1 - last[:, :-1]) * (
+            dists.twohot_loss(rep_logits, sg(rep_ret), self.bins)
+            + cfg.slowreg * dists.twohot_loss(rep_logits, sg(rep_slow[:, :-1]), self.bins))
+
+        total = sum(cfg.loss_scales[k] * v.mean() for k, v in losses.items())
+        metrics.update({f"loss/{k}": v.mean() for k, v in losses.items()})
+        metrics.update({
+            "ret_mean": ret.mean(), "ret_scale": scale, "adv_mag": jnp.abs(adv).mean(),
+            "actor_entropy": ent.mean(), "imag_reward": rew.mean(), "imag_cont": con.mean(),
+            "value_mean": dists.twohot_mean(critic_logits, self.bins).mean(),
+        })
+        return total, (metrics, retnorm)
+
+    def _train_step(self, state, batch):
+        key, k_loss = jax.random.split(state["key"])
+        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+        (total, (metrics, retnorm)), grads = grad_fn(state["params"], state["slow_critic"], state["retnorm"],
+                                                     batch, k_loss)
+        updates, opt = self.optimizer.update(grads, state["opt"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        rate = self.cfg.slow_rate
+        slow = jax.tree.map(lambda s, p: (1 - rate) * s + rate * p, state["slow_critic"], params["critic"])
+        metrics.update({"loss/total": total, "grad_norm": optax.global_norm(grads),
+                        "param_norm": optax.global_norm(params)})
+        new_state = {"params": params, "slow_critic": slow, "opt": opt, "retnorm": retnorm, "key": key,
+                     "updates": state["updates"] + 1}
+        return new_state, metrics
+
+    def _prepare(self, batch: dict) -> dict:
+        keys = self.obs_keys + ["action", "reward", "is_first", "is_last", "is_terminal"]
+        missing = [k for k in keys if k not in batch]
+        if missing:
+            raise KeyError(f"batch lacks keys {missing}; it has {sorted(batch)}")
+        return {k: batch[k] for k in keys}
+
+    def train(self, batch: dict, state: Any = None) -> tuple[Any, dict]:
+        """One update on a (B, T) batch; returns (state, metrics). ``state`` is unused (the reference
+        carries replay context through it)."""
+        self.state, metrics = self._train(self.state, self._prepare(batch))
+        return state, {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+    # ------------------------------------------------------------------ open-loop report
+
+    def _report_step(self, params, batch, key):
+        nets = nnx.merge(self.graphdef, params)
+        context = self.cfg.report_context
+        action = self._to_model_action(batch["action"])
+        prev_action = jnp.concatenate([jnp.zeros_like(action[:, :1]), action[:, :-1]], 1)
+        tokens = nets.encoder(batch)
+        b = tokens.shape[0]
+        k_obs, k_img = jax.random.split(key)
+        states, _ = nets.rssm.observe(nets.rssm.initial(b), tokens[:, :context], prev_action[:, :context],
+                                      batch["is_first"][:, :context], k_obs)
+        last = jax.tree.map(lambda x: x[:, -1], states)
+
+        def step(state, inputs):
+            act, k = inputs
+            state = nets.rssm.img_step(state, act, k)
+            return state, state
+
+        keys = jax.random.split(k_img, action.shape[1] - context)
+        _, imagined = jax.lax.scan(step, last, (jnp.swapaxes(prev_action[:, context:], 0, 1), keys))
+        imagined = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), imagined)
+        feat = jnp.concatenate([nets.rssm.feat(states), nets.rssm.feat(imagined)], 1)
+        recon = nets.decoder(feat)
+        return {k: recon[k] for k in self.image_keys}
+
+    def report(self, batch: dict, max_rows: int = 4) -> dict:
+        """Open-loop predictions: observe ``report_context`` steps, then imagine the rest with the
+        replayed actions. Returns 'openloop/<key>' videos (T, rows*H, 2*W, 3) uint8, real on the
+        left and imagined on the right, and 'openloop/<key>_mse' image errors."""
+        batch = {k: np.asarray(v)[:max_rows] for k, v in self._prepare(batch).items()}
+        self._policy_key, key = jax.random.split(self._policy_key)
+        recon = jax.device_get(self._report(self.state["params"], batch, key))
+        out = {}
+        for name, pred in recon.items():
+            real = batch[name].astype(np.float32) / 255.0
+            out[f"openloop/{name}_mse"] = float(((pred - real)[:, self.cfg.report_context:] ** 2).mean())
+            frames = np.concatenate([real, pred], 3)  # (B, T, H, 2W, C)
+            frames = np.concatenate(list(frames), 1)  # (T, B*H, 2W, C)
+            if frames.shape[-1] == 1:
+                frames = np.repeat(frames, 3, -1)
+            out[f"openloop/{name}"] = (np.clip(frames[..., :3], 0, 1) * 255).astype(np.uint8)
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, path: str) -> None:
+        """Write the full training state (params, slow critic, optimizer, normaliser) atomically."""
+        state = {**self.state, "key": jax.random.key_data(self.state["key"])}
+        leaves = [np.asarray(x) for x in jax.device_get(jax.tree.leaves(state))]
+        folder = os.path.dirname(os.path.abspath(path))
+        with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=".tmp", delete=False) as f:
+            pickle.dump({"format": "dreamerv3-state-1", "leaves": leaves}, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(f.name, path)
+
+    def load(self, path: str) -> None:
+        """Restore a state written by ``save``; the model must have the same size and spaces."""
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+        template = {**self.state, "key": jax.random.key_data(self.state["key"])}
+        leaves, treedef = jax.tree.flatten(template)
+        saved = data.get("leaves", []) if isinstance(data, dict) else []
+        shapes = [np.shape(x) for x in leaves]
+        if [np.shape(x) for x in saved] != shapes:
+            raise ValueError(f"{path}: checkpoint does not match this model (different size, spaces or format)")
+        state = jax.tree.unflatten(treedef, [jnp.asarray(x, dtype=t.dtype) for x, t in zip(saved, leaves)])
+        state["key"] = jax.random.wrap_key_data(state["key"])
+        self.state = state
+

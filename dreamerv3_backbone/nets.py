@@ -1,0 +1,191 @@
+"""Network building blocks (flax nnx): linear/conv layers with RMSNorm + SiLU, block-diagonal
+linear layers for the GRU, the observation encoder and decoder, and output heads.
+
+Parameters are float32; layers compute in ``dtype`` (bfloat16 on accelerators); norms and all
+distribution outputs are float32.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import jax
+import numpy as np
+import jax.numpy as jnp
+from flax import nnx
+
+from .dists import symlog
+
+INIT = nnx.initializers.variance_scaling(1.0, "fan_avg", "truncated_normal")
+BLOCK_INIT = nnx.initializers.variance_scaling(1.0, "fan_avg", "truncated_normal", in_axis=-2, out_axis=-1,
+                                               batch_axis=(0,))
+ZEROS = nnx.initializers.zeros_init()
+
+
+class Norm(nnx.Module):
+    """RMSNorm computed in float32, cast back to the compute dtype."""
+
+    def __init__(self, features: int, dtype, rngs: nnx.Rngs):
+        self.norm = nnx.RMSNorm(features, epsilon=1e-4, dtype=jnp.float32, rngs=rngs)
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.norm(x.astype(jnp.float32)).astype(self.dtype)
+
+
+class Dense(nnx.Module):
+    """Linear -> RMSNorm -> SiLU."""
+
+    def __init__(self, fan_in: int, units: int, dtype, rngs: nnx.Rngs):
+        self.linear = nnx.Linear(fan_in, units, use_bias=False, dtype=dtype, kernel_init=INIT, rngs=rngs)
+        self.norm = Norm(units, dtype, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jax.nn.silu(self.norm(self.linear(x)))
+
+
+class MLP(nnx.Module):
+    def __init__(self, fan_in: int, layers: int, units: int, dtype, rngs: nnx.Rngs):
+        sizes = [fan_in] + [units] * layers
+        self.layers = nnx.List([Dense(a, b, dtype, rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.dtype = dtype
+        self.out_size = sizes[-1]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.astype(self.dtype)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class Head(nnx.Module):
+    """MLP followed by a linear output layer (zero-initialised when ``zero_init``)."""
+
+    def __init__(self, fan_in: int, layers: int, units: int, out: int, dtype, rngs: nnx.Rngs,
+                 zero_init: bool = False):
+        self.mlp = MLP(fan_in, layers, units, dtype, rngs)
+        self.out = nnx.Linear(self.mlp.out_size, out, dtype=dtype, kernel_init=ZEROS if zero_init else INIT,
+                              rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.out(self.mlp(x)).astype(jnp.float32)
+
+
+class BlockLinear(nnx.Module):
+    """Block-diagonal linear layer: ``blocks`` independent linear maps over equal slices."""
+
+    def __init__(self, fan_in: int, out: int, blocks: int, dtype, rngs: nnx.Rngs):
+        assert fan_in % blocks == 0 and out % blocks == 0, (fan_in, out, blocks)
+        shape = (blocks, fan_in // blocks, out // blocks)
+        self.kernel = nnx.Param(BLOCK_INIT(rngs.params(), shape, jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((out,), jnp.float32))
+        self.blocks, self.dtype = blocks, dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: (..., blocks, fan_in // blocks) -> (..., blocks * out // blocks)."""
+        y = jnp.einsum("...gi,gio->...go", x.astype(self.dtype), self.kernel.value.astype(self.dtype))
+        return y.reshape(*y.shape[:-2], -1) + self.bias.value.astype(self.dtype)
+
+
+def select_keys(spaces: dict, pattern: str) -> list[str]:
+    return sorted(k for k in spaces if re.fullmatch(pattern, k))
+
+
+def stacked_image_shape(image_shapes: dict[str, tuple]) -> tuple[int, int, int]:
+    """(H, W, total channels) of image keys stacked on channels; H and W must agree."""
+    sizes = {tuple(shape[:2]) for shape in image_shapes.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"image keys must share height and width to be stacked, got {dict(image_shapes)}")
+    (h, w), = sizes
+    return h, w, sum(shape[2] for shape in image_shapes.values())
+
+
+class Encoder(nnx.Module):
+    """Images (HxWxC uint8) through conv stages, vectors (flat) through symlog + MLP; the outputs
+    are concatenated. Image keys share H and W and are stacked on channels.
+    """
+
+    def __init__(self, image_shapes: dict[str, tuple], vector_sizes: dict[str, int], cfg, dtype, rngs: nnx.Rngs):
+        self.image_keys, self.vector_keys, self.dtype = sorted(image_shapes), sorted(vector_sizes), dtype
+        self.strided, self.out_size = cfg.strided, 0
+        if image_shapes:
+            h, w, channels = stacked_image_shape(image_shapes)
+            depths = [cfg.depth * m for m in cfg.mults]
+            stride = 2 if cfg.strided else 1
+            self.convs = nnx.List()
+            self.norms = nnx.List()
+            for depth in depths:
+                self.convs.append(nnx.Conv(channels, depth, (cfg.kernel, cfg.kernel), stride, use_bias=False,
+                                           dtype=dtype, kernel_init=INIT, rngs=rngs))
+                self.norms.append(Norm(depth, dtype, rngs))
+                channels, h, w = depth, h // 2, w // 2
+            self.out_size += h * w * channels
+        if self.vector_keys:
+            self.mlp = MLP(sum(vector_sizes.values()), cfg.enc_layers, cfg.units, dtype, rngs)
+            self.out_size += cfg.units
+
+    def __call__(self, obs: dict) -> jax.Array:
+        """obs values have leading batch axes (...); returns (..., out_size)."""
+        outs = []
+        if self.image_keys:
+            x = jnp.concatenate([obs[k] for k in self.image_keys], -1)
+            lead = x.shape[:-3]
+            x = x.reshape(-1, *x.shape[-3:]).astype(self.dtype) / 255.0 - 0.5
+            for conv, norm in zip(self.convs, self.norms):
+                x = conv(x)
+                if not self.strided:
+                    b, h, w, c = x.shape
+                    x = x.reshape(b, h // 2, 2, w // 2, 2, c).max((2, 4))
+                x = jax.nn.silu(norm(x))
+            outs.append(x.reshape(*lead, -1))
+        if self.vector_keys:
+            x = jnp.concatenate([obs[k].astype(jnp.float32) for k in self.vector_keys], -1)
+            outs.append(self.mlp(symlog(x)))
+        return jnp.concatenate([o.astype(self.dtype) for o in outs], -1)
+
+
+class Decoder(nnx.Module):
+    """From model features back to images (resize + conv, sigmoid) and vectors (symlog space)."""
+
+    def __init__(self, feat_size: int, image_shapes: dict[str, tuple], vector_sizes: dict[str, int], cfg, dtype,
+                 rngs: nnx.Rngs):
+        self.image_keys, self.vector_sizes, self.dtype = sorted(image_shapes), dict(sorted(vector_sizes.items())), dtype
+        if image_shapes:
+            h, w, channels = stacked_image_shape(image_shapes)
+            self.image_channels = [image_shapes[k][-1] for k in self.image_keys]
+            depths = [cfg.depth * m for m in cfg.mults]
+            stages = len(depths)
+            self.minres = (h // 2**stages, w // 2**stages)
+            self.space = nnx.Linear(feat_size, math.prod(self.minres) * depths[-1], use_bias=False,
+                                    dtype=dtype, kernel_init=INIT, rngs=rngs)
+            self.space_norm = Norm(depths[-1], dtype, rngs)
+            ins = depths[::-1]
+            outs = depths[::-1][1:] + [channels]
+            self.convs = nnx.List([nnx.Conv(a, b, (cfg.kernel, cfg.kernel), use_bias=(i == stages - 1), dtype=dtype,
+                                            kernel_init=INIT, rngs=rngs)
+                                   for i, (a, b) in enumerate(zip(ins, outs))])
+            self.norms = nnx.List([Norm(b, dtype, rngs) for b in outs[:-1]])
+            self.depth_last = depths[-1]
+        if vector_sizes:
+            self.mlp = Head(feat_size, cfg.dec_layers, cfg.units, sum(vector_sizes.values()), dtype, rngs)
+
+    def __call__(self, feat: jax.Array) -> dict[str, jax.Array]:
+        """Returns image means in [0, 1] (as float32, key -> (..., H, W, C)) and symlog vector means."""
+        out = {}
+        lead = feat.shape[:-1]
+        if self.image_keys:
+            x = self.space(feat.reshape(-1, feat.shape[-1]))
+            x = jax.nn.silu(self.space_norm(x.reshape(-1, *self.minres, self.depth_last)))
+            for i, conv in enumerate(self.convs):
+                x = jnp.repeat(jnp.repeat(x, 2, 1), 2, 2)
+                x = conv(x)
+                if i < len(self.norms):
+                    x = jax.nn.silu(self.norms[i](x))
+            x = jax.nn.sigmoid(x.astype(jnp.float32)).reshape(*lead, *x.shape[1:])
+            out.update(zip(self.image_keys, jnp.split(x, np.cumsum(self.image_channels)[:-1].tolist(), -1)))
+        if self.vector_sizes:
+            x = self.mlp(feat)
+            sizes = list(self.vector_sizes.values())
+            out.update(zip(self.vector_sizes, jnp.split(x, np.cumsum(sizes)[:-1].tolist(), -1)))
+        return out

@@ -1,0 +1,244 @@
+"""Live state of the visualization server and per-viewer flow control.
+
+The hub keeps, for each run, only the newest item of each slot (a video stream or the step info
+of one env). A dispatcher thread sends a slot's newest item to a viewer once that viewer has
+acknowledged the previous item of the same slot, and at most ``max_fps`` times per second, so a
+slow viewer receives fewer, always-current frames and the server never queues a backlog.
+
+The hub knows nothing about Socket.IO: it is given an ``emit(event, payload, sid)`` function.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+Emit = Callable[[str, dict[str, Any], str], None]
+
+
+@dataclass
+class Slot:
+    env: int
+    stream: str
+    event: str
+    seq: int
+    payload: dict[str, Any]
+
+
+@dataclass
+class Viewer:
+    sid: str
+    run: str | None = None
+    envs: set[int] | None = None  # None: every env
+    streams: set[str] | None = None  # None: every stream (step info is always sent)
+    sent_seq: dict[str, int] = field(default_factory=dict)
+    in_flight: dict[str, float] = field(default_factory=dict)  # slot key -> time sent
+    last_sent: dict[str, float] = field(default_factory=dict)
+
+    def wants(self, slot: Slot) -> bool:
+        if self.envs is not None and slot.env not in self.envs:
+            return False
+        return slot.event == "step" or self.streams is None or slot.stream in self.streams
+
+
+@dataclass
+class LiveRun:
+    name: str
+    publishers: dict[str, bool] = field(default_factory=dict)  # sid -> accepts driving controls
+    slots: dict[str, Slot] = field(default_factory=dict)
+    dream: dict[str, Any] | None = None
+    last_update: float = 0.0
+
+
+class LiveHub:
+    """Thread-safe live state: publishers, viewers, newest slot items, and the dispatcher."""
+
+    def __init__(self, emit: Emit, max_fps: float = 30.0, ack_timeout: float = 5.0):
+        if max_fps <= 0:
+            raise ValueError(f"max_fps must be positive, got {max_fps}")
+        self._emit = emit
+        self.min_interval = 1.0 / max_fps
+        self.ack_timeout = ack_timeout
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._runs: dict[str, LiveRun] = {}
+        self._publisher_runs: dict[str, str] = {}
+        self._viewers: dict[str, Viewer] = {}
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._dirty = False  # something changed since the dispatcher last looked
+
+    # -- publishers -------------------------------------------------------------------------
+    def add_publisher(self, sid: str, run: str, interactive: bool) -> None:
+        with self._lock:
+            live = self._runs.setdefault(run, LiveRun(run))
+            live.publishers[sid] = interactive
+            live.last_update = time.time()
+            self._publisher_runs[sid] = run
+
+    def remove_publisher(self, sid: str) -> str | None:
+        with self._lock:
+            run = self._publisher_runs.pop(sid, None)
+            if run is not None:
+                self._runs[run].publishers.pop(sid, None)
+            return run
+
+    def run_of_publisher(self, sid: str) -> str | None:
+        with self._lock:
+            return self._publisher_runs.get(sid)
+
+    def controllers(self, run: str) -> list[str]:
+        """Sids of the run's publishers that accept driving controls."""
+        with self._lock:
+            live = self._runs.get(run)
+            return [sid for sid, interactive in live.publishers.items() if interactive] if live else []
+
+    def put(self, run: str, env: int, stream: str, event: str, payload: dict[str, Any]) -> bool:
+        """Store the newest item of a slot; return True if the slot is new (the run list changed)."""
+        key = f"{env}/{stream}"
+        with self._wake:
+            self._seq += 1
+            live = self._runs.setdefault(run, LiveRun(run))
+            is_new = key not in live.slots
+            live.slots[key] = Slot(env, stream, event, self._seq, {**payload, "run": run, "key": key,
+                                                                  "seq": self._seq})
+            live.last_update = time.time()
+            self._notify()
+            return is_new
+
+    def set_dream(self, run: str, dream: dict[str, Any]) -> None:
+        with self._lock:
+            live = self._runs.setdefault(run, LiveRun(run))
+            live.dream = dream
+            live.last_update = time.time()
+
+    def dream(self, run: str) -> dict[str, Any] | None:
+        with self._lock:
+            live = self._runs.get(run)
+            return live.dream if live else None
+
+    # -- viewers ----------------------------------------------------------------------------
+    def add_viewer(self, sid: str) -> None:
+        with self._lock:
+            self._viewers[sid] = Viewer(sid)
+
+    def remove_viewer(self, sid: str) -> None:
+        with self._lock:
+            self._viewers.pop(sid, None)
+
+    def join(self, sid: str, run: str) -> str | None:
+        """Make the viewer watch ``run`` (every env and stream); return the run it left."""
+        with self._wake:
+            viewer = self._viewers.get(sid)
+            if viewer is None:
+                return None
+            previous = viewer.run
+            self._viewers[sid] = Viewer(sid, run=run)
+            self._notify()
+            return previous
+
+    def watch(self, sid: str, envs: set[int] | None, streams: set[str] | None) -> None:
+        """Restrict which envs and streams of its run the viewer receives (None: all)."""
+        with self._wake:
+            viewer = self._viewers.get(sid)
+            if viewer is not None:
+                viewer.envs, viewer.streams = envs, streams
+                self._notify()
+
+    def ack(self, sid: str, key: str) -> None:
+        with self._wake:
+            viewer = self._viewers.get(sid)
+            if viewer is not None and viewer.in_flight.pop(key, None) is not None:
+                self._notify()
+
+    def viewers_of(self, run: str) -> int:
+        with self._lock:
+            return sum(1 for v in self._viewers.values() if v.run == run)
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per live run: whether a publisher is connected, its envs and streams, and controls."""
+        with self._lock:
+            result = {}
+            for name, live in self._runs.items():
+                envs: dict[int, list[str]] = {}
+                for slot in live.slots.values():
+                    streams = envs.setdefault(slot.env, [])
+                    if slot.event == "frame":
+                        streams.append(slot.stream)
+                result[name] = {
+                    "live": bool(live.publishers),
+                    "interactive": any(live.publishers.values()),
+                    "envs": {str(env): sorted(streams) for env, streams in sorted(envs.items())},
+                    "has_dream": live.dream is not None,
+                    "last_update": live.last_update,
+                }
+            return result
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def due(self, now: float) -> tuple[list[tuple[str, dict[str, Any], str]], float | None]:
+        """Items to send now, and the time of the next rate-limited send (None if nothing waits).
+
+        Marks the returned items as sent; callers must emit them.
+        """
+        sends = []
+        next_time = None
+        with self._lock:
+            for viewer in self._viewers.values():
+                live = self._runs.get(viewer.run) if viewer.run else None
+                if live is None:
+                    continue
+                for key, slot in live.slots.items():
+                    if slot.seq <= viewer.sent_seq.get(key, 0) or not viewer.wants(slot):
+                        continue
+                    sent_at = viewer.in_flight.get(key)
+                    if sent_at is not None and now - sent_at < self.ack_timeout:
+                        continue  # waiting for the viewer's ack; the ack wakes the dispatcher
+                    ready_at = viewer.last_sent.get(key, 0.0) + self.min_interval
+                    if now < ready_at:
+                        next_time = ready_at if next_time is None else min(next_time, ready_at)
+                        continue
+                    viewer.sent_seq[key] = slot.seq
+                    viewer.in_flight[key] = now
+                    viewer.last_sent[key] = now
+                    sends.append((slot.event, slot.payload, viewer.sid))
+            if next_time is None and any(v.in_flight for v in self._viewers.values()):
+                next_time = now + self.ack_timeout  # re-check stale acks
+        return sends, next_time
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._stopping = False
+            self._thread = threading.Thread(target=self._dispatch_loop, name="vis-dispatch", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._notify()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+
+    def _notify(self) -> None:
+        # Called with the lock held.
+        self._dirty = True
+        self._wake.notify()
+
+    def _dispatch_loop(self) -> None:
+        next_time: float | None = None
+        while True:
+            with self._wake:
+                if not self._dirty and not self._stopping:
+                    timeout = None if next_time is None else max(0.0, next_time - time.monotonic())
+                    self._wake.wait(timeout)
+                if self._stopping:
+                    return
+                self._dirty = False
+            sends, next_time = self.due(time.monotonic())
+            for event, payload, sid in sends:
+                self._emit(event, payload, sid)

@@ -1,0 +1,366 @@
+"""Publish live frames, step info, episodes, metrics and dreams to the visualization server.
+
+``make_publisher(url, token, run)`` returns a :class:`SocketPublisher`, or a :class:`NullPublisher`
+that does nothing when ``url`` is None. The socket publisher never blocks or slows its caller: each
+publish call only records the newest item of its stream (a queue of size one that drops the oldest)
+and returns; a background thread connects, encodes images (JPEG for camera-like streams, PNG for
+flat bird's-eye rasters), and sends them as binary Socket.IO payloads, waiting for the server's
+acknowledgement so nothing piles up. With no server reachable it retries quietly with backoff and
+drops live frames, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import cv2
+import numpy as np
+import socketio
+
+from visualization.protocol import (
+    PUBLISH_NAMESPACE,
+    STEP_SLOT,
+    check_env_index,
+    check_image,
+    check_name,
+    image_format,
+    slot_key,
+    to_jsonable,
+)
+
+log = logging.getLogger(__name__)
+
+JPEG_QUALITY = 85
+MAX_DREAM_FRAMES = 64
+DREAM_INTERVAL = 1.0  # seconds; dreams are large and change slowly
+IN_FLIGHT_WINDOW = 4  # messages sent but not yet acknowledged by the server
+ACK_TIMEOUT = 10.0  # seconds without an ack before the connection is considered stuck
+EVENT_QUEUE = 1000  # episodes and metrics kept while disconnected
+
+
+@dataclass(frozen=True)
+class Control:
+    """Driving input from the page: which arrow/WASD keys are held, and a one-shot reset request."""
+
+    keys: dict[str, bool]
+    reset: bool
+
+
+class Publisher:
+    """Interface of publishers; this base class publishes nothing (see :class:`NullPublisher`)."""
+
+    def publish_frame(self, stream: str, image: np.ndarray, env_index: int = 0) -> None:
+        """Show ``image`` (HxWx3 uint8 RGB) as the newest frame of ``stream`` for env ``env_index``."""
+
+    def publish_step(self, info: dict[str, Any], env_index: int = 0) -> None:
+        """Show live step info (speed, reward, ``r_*`` terms, terminal reason...)."""
+
+    def publish_episode(self, metrics: dict[str, Any], env_index: int = 0) -> None:
+        """Report a finished episode (return, length, success, collision...); also ends its recording."""
+
+    def publish_metrics(self, step: int, metrics: dict[str, Any]) -> None:
+        """Report training scalars logged at ``step``."""
+
+    def publish_dream(self, real: np.ndarray, imagined: np.ndarray, step: int | None = None) -> None:
+        """Show world-model open-loop predictions beside the real frames: (T,)HxWx3 uint8 each."""
+
+    def poll_control(self, env_index: int = 0, max_age: float = 1.0) -> Control | None:
+        """Newest driving input for ``env_index`` if received within ``max_age`` seconds."""
+        return None
+
+    def close(self) -> None:
+        """Flush queued episodes/metrics briefly and disconnect."""
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class NullPublisher(Publisher):
+    """A publisher that does nothing, used when no visualization server is configured."""
+
+
+@dataclass
+class _Frame:
+    env: int
+    stream: str
+    image: np.ndarray
+    time: float
+
+
+class SocketPublisher(Publisher):
+    """Publishes to a visualization server from a background thread; see the module docstring."""
+
+    def __init__(self, url: str, token: str, run: str, interactive: bool = False, max_fps: float = 30.0):
+        self.url = url
+        self.token = token
+        self.run = check_name("run", run)
+        self.interactive = interactive
+        self.min_interval = 1.0 / max_fps
+        self.frames_sent = 0
+        self._lock = threading.Condition()
+        self._latest: dict[str, tuple[str, Any]] = {}  # slot key -> (event, item); newest only
+        self._accepted_at: dict[str, float] = {}
+        self._events: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(maxlen=EVENT_QUEUE)
+        self._controls: dict[int, tuple[float, Control]] = {}
+        self._reset_requested: set[int] = set()
+        self._in_flight = 0
+        self._generation = 0
+        self._connected = threading.Event()
+        self._closed = threading.Event()
+        self._client: socketio.Client | None = None
+        self._known_streams: set[str] = set()
+        self._thread = threading.Thread(target=self._run_loop, name=f"vis-publisher-{run}", daemon=True)
+        self._thread.start()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    # -- caller side: cheap, never blocks on the network ------------------------------------
+    def _accept(self, key: str, min_interval: float | None = None) -> bool:
+        """Whether a live item for ``key`` should be kept (connected, and not above max_fps)."""
+        if not self._connected.is_set():
+            return False
+        now = time.monotonic()
+        with self._lock:
+            if now - self._accepted_at.get(key, -1e9) < (min_interval or self.min_interval):
+                return False
+            self._accepted_at[key] = now
+            return True
+
+    def _store(self, key: str, event: str, item: Any) -> None:
+        with self._lock:
+            self._latest[key] = (event, item)
+            self._lock.notify()
+
+    def publish_frame(self, stream: str, image: np.ndarray, env_index: int = 0) -> None:
+        if stream not in self._known_streams:
+            self._known_streams.add(check_name("stream", stream))
+        env = check_env_index(env_index)
+        check_image(f"stream {stream!r}", image)
+        key = slot_key(env, stream)
+        if self._accept(key):
+            self._store(key, "frame", _Frame(env, stream, image.copy(), time.time()))
+
+    def publish_step(self, info: dict[str, Any], env_index: int = 0) -> None:
+        env = check_env_index(env_index)
+        key = slot_key(env, STEP_SLOT)
+        if self._accept(key):
+            self._store(key, "step", {"env": env, "info": dict(info), "t": time.time()})
+
+    def publish_dream(self, real: np.ndarray, imagined: np.ndarray, step: int | None = None) -> None:
+        real, imagined = np.asarray(real), np.asarray(imagined)
+        if real.shape != imagined.shape:
+            raise ValueError(f"publish_dream: real {real.shape} and imagined {imagined.shape} differ in shape")
+        if real.ndim == 3:
+            real, imagined = real[None], imagined[None]
+        if real.ndim != 4 or len(real) == 0:
+            raise ValueError(f"publish_dream: expected TxHxWx3 or HxWx3 uint8 frames, got shape {real.shape}")
+        check_image("publish_dream real[0]", real[0])
+        check_image("publish_dream imagined[0]", imagined[0])
+        if self._accept("dream", DREAM_INTERVAL):
+            stride = max(1, int(np.ceil(len(real) / MAX_DREAM_FRAMES)))
+            self._store("dream", "dream", (real[::stride].copy(), imagined[::stride].copy(), step))
+
+    def publish_episode(self, metrics: dict[str, Any], env_index: int = 0) -> None:
+        env = check_env_index(env_index)
+        with self._lock:
+            self._events.append(("episode", {"env": env, "metrics": dict(metrics), "t": time.time()}))
+            self._lock.notify()
+
+    def publish_metrics(self, step: int, metrics: dict[str, Any]) -> None:
+        with self._lock:
+            self._events.append(("metrics", {"step": int(step), "metrics": dict(metrics)}))
+            self._lock.notify()
+
+    def poll_control(self, env_index: int = 0, max_age: float = 1.0) -> Control | None:
+        with self._lock:
+            received = self._controls.get(env_index)
+            reset = env_index in self._reset_requested
+            self._reset_requested.discard(env_index)
+        if received is None or time.monotonic() - received[0] > max_age:
+            return Control({}, reset) if reset else None
+        return Control(received[1].keys, reset)
+
+    def close(self, flush_seconds: float = 1.0) -> None:
+        deadline = time.monotonic() + flush_seconds
+        while self._connected.is_set() and time.monotonic() < deadline:
+            with self._lock:
+                if not self._events and self._in_flight == 0:
+                    break
+            time.sleep(0.01)
+        self._closed.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._thread.join(timeout=5.0)
+
+    # -- background thread ------------------------------------------------------------------
+    def _run_loop(self) -> None:
+        delay = 0.25
+        while not self._closed.is_set():
+            if not self._connected.is_set():
+                if self._connect():
+                    delay = 0.25
+                else:
+                    self._closed.wait(delay)
+                    delay = min(delay * 2, 10.0)
+                continue
+            message = self._next_message()
+            if message is None:
+                continue
+            event, payload = message
+            if not self._send(event, payload):
+                self._drop_connection("the server stopped acknowledging messages")
+        self._drop_connection(None)
+
+    def _connect(self) -> bool:
+        client = socketio.Client(reconnection=False, logger=False, engineio_logger=False)
+        client.on("control", self._on_control, namespace=PUBLISH_NAMESPACE)
+        client.on("disconnect", lambda *_: self._connected.clear(), namespace=PUBLISH_NAMESPACE)
+        try:
+            client.connect(self.url, namespaces=[PUBLISH_NAMESPACE], transports=["websocket"], wait_timeout=5,
+                           auth={"token": self.token, "run": self.run, "interactive": self.interactive})
+        except socketio.exceptions.ConnectionError as error:
+            message = str(error)
+            if "token" in message or "name" in message:
+                log.warning("visualization server at %s refused run %r: %s", self.url, self.run, message)
+            else:
+                log.debug("visualization server at %s not reachable: %s", self.url, message)
+            try:
+                client.disconnect()
+            except Exception:  # already torn down
+                pass
+            return False
+        with self._lock:
+            self._client = client
+            self._generation += 1
+            self._in_flight = 0
+            self._accepted_at.clear()
+        self._connected.set()
+        log.info("publishing run %r to %s", self.run, self.url)
+        return True
+
+    def _drop_connection(self, reason: str | None) -> None:
+        if reason:
+            log.warning("visualization connection to %s dropped: %s", self.url, reason)
+        self._connected.clear()
+        with self._lock:
+            client, self._client = self._client, None
+            self._latest.clear()
+        if client is not None:
+            try:
+                client.disconnect()
+            except Exception:  # the socket may already be gone
+                pass
+
+    def _next_message(self) -> tuple[str, dict[str, Any]] | None:
+        """Wait briefly for something to send; episodes/metrics first, then the oldest-waiting slot."""
+        with self._lock:
+            if not self._events and not self._latest:
+                self._lock.wait(0.25)
+            if self._events:
+                return self._events.popleft()
+            if not self._latest:
+                return None
+            key = next(iter(self._latest))
+            event, item = self._latest.pop(key)
+        return event, self._encode(event, item)
+
+    def _encode(self, event: str, item: Any) -> dict[str, Any]:
+        if event == "frame":
+            fmt = image_format(item.stream)
+            height, width = item.image.shape[:2]
+            return {"env": item.env, "stream": item.stream, "fmt": fmt, "data": encode_image(item.image, fmt),
+                    "t": item.time, "w": width, "h": height}
+        if event == "step":
+            return {**item, "info": to_jsonable(item["info"])}
+        real, imagined, step = item
+        fmt = "png" if real.shape[1] * real.shape[2] <= 128 * 128 else "jpeg"
+        return {"real": [encode_image(f, fmt) for f in real], "imagined": [encode_image(f, fmt) for f in imagined],
+                "fmt": fmt, "step": step, "t": time.time()}
+
+    def _send(self, event: str, payload: dict[str, Any]) -> bool:
+        """Emit once fewer than IN_FLIGHT_WINDOW messages await acks; False if acks stopped coming."""
+        deadline = time.monotonic() + ACK_TIMEOUT
+        with self._lock:
+            while self._in_flight >= IN_FLIGHT_WINDOW:
+                if self._closed.is_set() or not self._connected.is_set():
+                    return True  # the run loop reconnects or exits; the message is dropped
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(min(remaining, 0.25))
+            client, generation = self._client, self._generation
+            self._in_flight += 1
+        if client is None:
+            return True
+
+        def acknowledged(*_: object) -> None:
+            with self._lock:
+                if self._generation == generation:
+                    self._in_flight -= 1
+                    self._lock.notify_all()
+
+        try:
+            client.emit(event, payload, namespace=PUBLISH_NAMESPACE, callback=acknowledged)
+        except socketio.exceptions.BadNamespaceError:
+            self._connected.clear()
+            return True
+        if event == "frame":
+            self.frames_sent += 1
+        return True
+
+    def _on_control(self, data: dict[str, Any]) -> None:
+        try:
+            env = check_env_index(data.get("env", 0))
+            keys = {str(k): bool(v) for k, v in dict(data.get("keys", {})).items()}
+        except (AttributeError, TypeError, ValueError):
+            return
+        with self._lock:
+            self._controls[env] = (time.monotonic(), Control(keys, False))
+            if data.get("reset"):
+                self._reset_requested.add(env)
+
+
+def encode_image(image: np.ndarray, fmt: str) -> bytes:
+    """Encode an RGB uint8 image as JPEG or PNG bytes with OpenCV."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if fmt == "jpeg":
+        ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    else:
+        ok, buffer = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {image.shape} image as {fmt}")
+    return buffer.tobytes()
+
+
+def make_publisher(url: str | None, token: str | None, run: str, interactive: bool = False,
+                   max_fps: float = 30.0) -> Publisher:
+    """A publisher for ``run`` on the server at ``url`` (a NullPublisher when ``url`` is None).
+
+    ``url`` may carry the token as a query (``http://127.0.0.1:9000/?token=...``), as printed by
+    the server; ``interactive`` lets the page send driving controls to this publisher.
+    """
+    if url is None:
+        return NullPublisher()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"visualization url {url!r} must look like http://127.0.0.1:9000")
+    if token is None:
+        token = parse_qs(parts.query).get("token", [None])[0]
+    if not token:
+        raise ValueError(f"visualization url {url!r}: a token is required (pass token= or add ?token=... "
+                         "as printed by 'cardreamer serve')")
+    return SocketPublisher(f"{parts.scheme}://{parts.netloc}", token, run, interactive=interactive, max_fps=max_fps)
