@@ -103,28 +103,17 @@ class SourcedConfig:
             self.set(key, value, source=f"command line override {item!r}")
 
     def set(self, dotted: str, value: Any, source: str) -> None:
+        """Set a dotted key; whether the key exists is checked when the config is validated."""
         parts = dotted.split(".")
         node = self.data
         for depth, part in enumerate(parts[:-1]):
-            if not isinstance(node, dict) or part not in node:
-                here = ".".join(parts[:depth])
-                valid = sorted(node) if isinstance(node, dict) else []
-                raise ConfigError(f"{source}: unknown key {'.'.join(parts[:depth + 1])!r}"
-                                  f"{nearest_hint(part, valid)}" + (f" under {here!r}" if here else ""))
-            node = node[part]
-        if not isinstance(node, dict) or parts[-1] not in node and not _open_mapping(dotted):
-            valid = sorted(node) if isinstance(node, dict) else []
-            raise ConfigError(f"{source}: unknown key {dotted!r}{nearest_hint(parts[-1], valid)}")
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source}: {'.'.join(parts[:depth + 1])!r} is a value "
+                                  f"({child!r}), not a section with key {parts[depth + 1]!r}")
+            node = child
         node[parts[-1]] = value
         self.origin[dotted] = (source, 0, 0)
-
-
-OPEN_MAPPINGS = ("env.observation.",)
-"""Dotted prefixes under which new keys may be added (e.g. a new observation entry)."""
-
-
-def _open_mapping(dotted: str) -> bool:
-    return any(dotted.startswith(p) and dotted.count(".") == p.count(".") for p in OPEN_MAPPINGS)
 
 
 def nearest_hint(name: str, valid: list[str] | tuple[str, ...]) -> str:

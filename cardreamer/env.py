@@ -67,8 +67,7 @@ class CarDreamerEnv(gymnasium.Env):
         self.ego_id = self.task.reset(self.world, np.random.default_rng(self._episode_seed))
         self.steps = 0
         self.episode_return = 0.0
-        self.observer.reset(self.world, self.ego_id)
-        obs, obs_info = self.observer.step(self.world, self.ego_id)
+        obs, obs_info = self.observer.reset(self.world, self.ego_id)
         info = {"seed": self._episode_seed, **obs_info}
         self._publish(obs, info)
         return obs, info

@@ -42,6 +42,7 @@ class ExpertPolicy:
                     self._stops.append((index, signal.kind, float(s[0])))
         self._stopped_at: set[int] = set()
         self._stop_timer = 0.0
+        self._residual = np.zeros(2)
 
     def act(self, env: CarDreamerEnv | None = None):
         env = env or self.env
@@ -58,7 +59,17 @@ class ExpertPolicy:
         gap, leader_speed = self._leader_gap(v, i, route, s)
         gap = min(gap, self._stop_gap(world.traffic_lights(), s, speed, world.dt))
         acc = self._idm(speed, target, gap, leader_speed)
-        return env.actions.nearest(acc, steer)
+        return self._quantize(env, acc, steer)
+
+    def _quantize(self, env: CarDreamerEnv, acc: float, steer: float):
+        """Nearest action, carrying the rounding error over to the next step (sigma-delta), so a
+        coarse discrete grid still tracks the desired acceleration and steer on average."""
+        if not env.config.env.action.discrete:
+            return env.actions.nearest(acc, steer)
+        want = np.array([acc, steer]) + self._residual
+        action = env.actions.nearest(*want)
+        self._residual = np.clip(want - np.array(env.actions.acc_steer(action)), -1.0, 1.0)
+        return action
 
     def _steer(self, route, s, xy, yaw, speed) -> float:
         lookahead = max(4.0, 0.6 * speed + 3.0)

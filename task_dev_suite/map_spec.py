@@ -10,6 +10,7 @@ degrees counter-clockwise from +x.  See docs/maps.md for the format with example
 
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
 from typing import Annotated, Literal
@@ -175,7 +176,7 @@ class RoundaboutLayout(_Model):
     center: Point
     radius: float = Field(ge=8.0)
     arms: list[RoundaboutArm] = Field(min_length=2, max_length=8)
-    junction_angle: float = Field(default=50.0, gt=10.0, lt=120.0)
+    junction_angle: float = Field(default=40.0, gt=10.0, lt=120.0)
     arm_gap: float = Field(default=8.0, gt=2.0, description="metres from the ring's outer edge to the arm")
     lane_width: float = Field(default=DEFAULT_LANE_WIDTH, gt=1.0, le=6.0)
     speed_limit: float = Field(default=30.0, gt=0)
@@ -193,11 +194,13 @@ class OnRamp(_Model):
 
 
 class HighwayLayout(_Model):
-    """A straight one-way multi-lane road from ``start`` with an optional on-ramp."""
+    """A straight multi-lane road from ``start`` (``lanes`` along it, ``opposite_lanes`` against it)
+    with an optional on-ramp on the right."""
 
     start: Pose
     length: float = Field(gt=0)
     lanes: int = Field(default=4, ge=1, le=6)
+    opposite_lanes: int = Field(default=0, ge=0, le=6)
     lane_width: float = Field(default=DEFAULT_LANE_WIDTH, gt=1.0, le=6.0)
     speed_limit: float = Field(default=100.0, gt=0)
     junction_length: float = Field(default=5.0, gt=0.5)
@@ -245,7 +248,9 @@ def load_spec(path: str | Path) -> MapSpec:
     except yaml.YAMLError as err:
         raise MapSpecError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(data, dict):
-        raise MapSpecError(f"{path}: a map spec must be a mapping with at least 'name', got {type(data).__name__}")
+        raise MapSpecError(
+            f"{path}: a map spec must be a mapping with at least 'name', got {type(data).__name__}"
+        )
     return parse_spec(data, source=str(path))
 
 
@@ -265,10 +270,18 @@ def _describe(err: ValidationError) -> str:
         key = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
         if e["type"] == "extra_forbidden":
             model = _model_at(e["loc"][:-1])
-            valid = ", ".join(sorted(model.model_fields)) if model else "see docs/maps.md"
-            lines.append(f"  {key}: unknown key (valid keys here: {valid})")
+            names = sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
+            close = difflib.get_close_matches(str(e["loc"][-1]), names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            valid = ", ".join(names) if names else "see docs/maps.md"
+            lines.append(f"  {key}: unknown key ({hint}valid keys here: {valid})")
+        elif e["type"] == "missing":
+            lines.append(f"  {key}: required key missing")
         else:
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+            given = repr(e.get("input"))
+            lines.append(
+                f"  {key or '(top level)'}: {e['msg']} (got {given[:80] + '...' if len(given) > 80 else given})"
+            )
     return "\n".join(lines)
 
 
@@ -367,18 +380,24 @@ def _check_references(net: Network, source: str) -> None:
             raise MapSpecError(f"{source}: {owner} names road {end.road}, which does not exist")
         key = (end.road, end.contact)
         if key in taken:
-            raise MapSpecError(f"{source}: the {end.contact} of road {end.road} is used by both {taken[key]} and {owner}")
+            raise MapSpecError(
+                f"{source}: the {end.contact} of road {end.road} is used by both {taken[key]} and {owner}"
+            )
         taken[key] = owner
 
     for road in net.roads:
         if road.predecessor:
             claim(RoadEnd(road=road.id, contact="start"), f"road {road.id} predecessor")
             if road.predecessor.road not in by_id:
-                raise MapSpecError(f"{source}: roads[id={road.id}].predecessor names missing road {road.predecessor.road}")
+                raise MapSpecError(
+                    f"{source}: roads[id={road.id}].predecessor names missing road {road.predecessor.road}"
+                )
         if road.successor:
             claim(RoadEnd(road=road.id, contact="end"), f"road {road.id} successor")
             if road.successor.road not in by_id:
-                raise MapSpecError(f"{source}: roads[id={road.id}].successor names missing road {road.successor.road}")
+                raise MapSpecError(
+                    f"{source}: roads[id={road.id}].successor names missing road {road.successor.road}"
+                )
         if road.taper and (road.successor is None or road.lanes.right < 2):
             raise MapSpecError(
                 f"{source}: roads[id={road.id}].taper needs a successor road and at least 2 right lanes"
@@ -390,18 +409,40 @@ def _check_references(net: Network, source: str) -> None:
         for m in junction.movements or []:
             for ref in (m.from_, m.to):
                 if ref.road not in arm_roads:
-                    raise MapSpecError(f"{source}: junction {junction.id} movement uses road {ref.road}, not one of its arms")
+                    raise MapSpecError(
+                        f"{source}: junction {junction.id} movement uses road {ref.road}, not one of its arms"
+                    )
                 lanes = by_id[ref.road].lanes
                 if not (-lanes.right <= ref.lane <= lanes.left):
                     raise MapSpecError(
                         f"{source}: junction {junction.id} movement names lane {ref.lane} of road {ref.road}, "
                         f"which has lanes {-lanes.right}..{lanes.left}"
                     )
+    for road in net.roads:  # a link must be returned by the other road, or left for the writer to add
+        for end, link in (("start", road.predecessor), ("end", road.successor)):
+            if link is None:
+                continue
+            other = by_id[link.road]
+            back = other.predecessor if link.contact == "start" else other.successor
+            expected = RoadEnd(road=road.id, contact=end)
+            if back is None:  # the writer adds the link back; no other road or junction may take that end
+                claim(RoadEnd(road=link.road, contact=link.contact), f"road {road.id} {end} link")
+            elif back != expected:
+                raise MapSpecError(
+                    f"{source}: road {road.id} links its {end} to the {link.contact} of road {link.road}, "
+                    f"but that end links to road {back.road}'s {back.contact}"
+                )
 
 
 def _line(start: Pose, length: float, lanes: Lanes, speed: float, kind: str = "town", **links) -> dict:
-    return dict(start=start, segments=[LineSegment(type="line", length=length)], lanes=lanes,
-                speed_limit=speed, kind=kind, **links)
+    return dict(
+        start=start,
+        segments=[LineSegment(type="line", length=length)],
+        lanes=lanes,
+        speed_limit=speed,
+        kind=kind,
+        **links,
+    )
 
 
 def _polar(center: Point, radius: float, angle_deg: float) -> tuple[float, float]:
@@ -432,28 +473,57 @@ def _expand_roundabout(layout: RoundaboutLayout, new_road):
         following = angles[(i + 1) % len(angles)] + (360 if i == len(angles) - 1 else 0)
         sweep = following - angle - 2 * half
         if sweep <= 5:
-            raise MapSpecError(f"roundabout at {layout.center}: arms at {angle} and {following % 360} degrees "
-                               f"are too close for junction_angle {layout.junction_angle}")
+            raise MapSpecError(
+                f"roundabout at {layout.center}: arms at {angle} and {following % 360} degrees "
+                f"are too close for junction_angle {layout.junction_angle}"
+            )
         x, y = _polar(layout.center, ref_radius, angle + half)
-        ring.append(new_road(
-            start=Pose(x=x, y=y, heading=angle + half + 90),
-            segments=[ArcSegment(type="arc", length=math.radians(sweep) * ref_radius, curvature=1 / ref_radius)],
-            lanes=Lanes(right=1, left=0, width=w), speed_limit=layout.speed_limit))
+        ring.append(
+            new_road(
+                start=Pose(x=x, y=y, heading=angle + half + 90),
+                segments=[
+                    ArcSegment(type="arc", length=math.radians(sweep) * ref_radius, curvature=1 / ref_radius)
+                ],
+                lanes=Lanes(right=1, left=0, width=w),
+                speed_limit=layout.speed_limit,
+            )
+        )
         x, y = _polar(layout.center, layout.radius + w / 2 + layout.arm_gap, angle)
-        spokes.append(new_road(**_line(Pose(x=x, y=y, heading=angle), arms_by_angle[angle].length,
-                                       Lanes(right=1, left=1, width=w), layout.speed_limit)))
-    return [([RoadEnd(road=ring[i - 1].id, contact="end"), RoadEnd(road=ring[i].id, contact="start"),
-              RoadEnd(road=spokes[i].id, contact="start")], "none", None) for i in range(len(angles))]
+        spokes.append(
+            new_road(
+                **_line(
+                    Pose(x=x, y=y, heading=angle),
+                    arms_by_angle[angle].length,
+                    Lanes(right=1, left=1, width=w),
+                    layout.speed_limit,
+                )
+            )
+        )
+    return [
+        (
+            [
+                RoadEnd(road=ring[i - 1].id, contact="end"),
+                RoadEnd(road=ring[i].id, contact="start"),
+                RoadEnd(road=spokes[i].id, contact="start"),
+            ],
+            "none",
+            None,
+        )
+        for i in range(len(angles))
+    ]
 
 
 def _expand_highway(layout: HighwayLayout, new_road):
-    w, n, h = layout.lane_width, layout.lanes, layout.start.heading
-    lanes = Lanes(right=n, left=0, width=w)
+    w, n, back, h = layout.lane_width, layout.lanes, layout.opposite_lanes, layout.start.heading
+    lanes = Lanes(right=n, left=back, width=w)
 
     def along(s: float, t: float = 0.0) -> Pose:
         a = math.radians(h)
-        return Pose(x=layout.start.x + s * math.cos(a) - t * math.sin(a),
-                    y=layout.start.y + s * math.sin(a) + t * math.cos(a), heading=h)
+        return Pose(
+            x=layout.start.x + s * math.cos(a) - t * math.sin(a),
+            y=layout.start.y + s * math.sin(a) + t * math.cos(a),
+            heading=h,
+        )
 
     ramp = layout.on_ramp
     if ramp is None:
@@ -463,24 +533,61 @@ def _expand_highway(layout: HighwayLayout, new_road):
     merge_length = ramp.accel_length + ramp.taper_length
     rest = layout.length - merge_start - merge_length
     if rest <= 1.0:
-        raise MapSpecError(f"highway from {layout.start}: on_ramp.at + junction + merge ({merge_start + merge_length:.0f} m) "
-                           f"must be shorter than length {layout.length:.0f} m")
+        raise MapSpecError(
+            f"highway from {layout.start}: on_ramp.at + junction + merge ({merge_start + merge_length:.0f} m) "
+            f"must be shorter than length {layout.length:.0f} m"
+        )
     before = new_road(**_line(layout.start, ramp.at, lanes, layout.speed_limit, "motorway"))
     merge_id, after_id = before.id + 1, before.id + 2
-    merge = new_road(**_line(along(merge_start), merge_length, Lanes(right=n + 1, left=0, width=w),
-                             layout.speed_limit, "motorway", successor=RoadEnd(road=after_id, contact="start")),
-                     taper=Taper(length=ramp.taper_length))
-    after = new_road(**_line(along(merge_start + merge_length), rest, lanes, layout.speed_limit, "motorway",
-                             predecessor=RoadEnd(road=merge_id, contact="end")))
+    merge = new_road(
+        **_line(
+            along(merge_start),
+            merge_length,
+            Lanes(right=n + 1, left=back, width=w),
+            layout.speed_limit,
+            "motorway",
+            successor=RoadEnd(road=after_id, contact="start"),
+        ),
+        taper=Taper(length=ramp.taper_length),
+    )
+    after = new_road(
+        **_line(
+            along(merge_start + merge_length),
+            rest,
+            lanes,
+            layout.speed_limit,
+            "motorway",
+            predecessor=RoadEnd(road=merge_id, contact="end"),
+        )
+    )
     assert (merge.id, after.id) == (merge_id, after_id)
-    ramp_road = new_road(start=ramp.start, segments=[CubicSegment(type="cubic", end=along(ramp.at, -n * w))],
-                         lanes=Lanes(right=1, left=0, width=w), speed_limit=layout.speed_limit * 0.6, kind="motorway")
-    movements = [Movement.model_validate({"from": {"road": before.id, "lane": -k}, "to": {"road": merge.id, "lane": -k}})
-                 for k in range(1, n + 1)]
-    movements.append(Movement.model_validate({"from": {"road": ramp_road.id, "lane": -1},
-                                              "to": {"road": merge.id, "lane": -(n + 1)}}))
-    arms = [RoadEnd(road=before.id, contact="end"), RoadEnd(road=ramp_road.id, contact="end"),
-            RoadEnd(road=merge.id, contact="start")]
+    ramp_road = new_road(
+        start=ramp.start,
+        segments=[CubicSegment(type="cubic", end=along(ramp.at, -n * w))],
+        lanes=Lanes(right=1, left=0, width=w),
+        speed_limit=layout.speed_limit * 0.6,
+        kind="motorway",
+    )
+    movements = [
+        Movement.model_validate(
+            {"from": {"road": before.id, "lane": -k}, "to": {"road": merge.id, "lane": -k}}
+        )
+        for k in range(1, n + 1)
+    ]
+    movements += [
+        Movement.model_validate({"from": {"road": merge.id, "lane": k}, "to": {"road": before.id, "lane": k}})
+        for k in range(1, back + 1)
+    ]
+    movements.append(
+        Movement.model_validate(
+            {"from": {"road": ramp_road.id, "lane": -1}, "to": {"road": merge.id, "lane": -(n + 1)}}
+        )
+    )
+    arms = [
+        RoadEnd(road=before.id, contact="end"),
+        RoadEnd(road=ramp_road.id, contact="end"),
+        RoadEnd(road=merge.id, contact="start"),
+    ]
     return [(arms, "none", movements)]
 
 
@@ -489,8 +596,10 @@ def _expand_grid(layout: GridLayout, new_road):
     b, rj, m, rho = layout.block, layout.junction_radius, layout.ring_margin, layout.ring_corner_radius
     lanes = Lanes(right=layout.lanes, left=layout.lanes, width=layout.lane_width)
     if b <= 2 * rj + 5 or m <= 2 * rj + 5 or m <= rho + rj + 1:
-        raise MapSpecError("grid: block and ring_margin must exceed the junction sizes "
-                           f"(block {b}, ring_margin {m}, junction_radius {rj}, ring_corner_radius {rho})")
+        raise MapSpecError(
+            "grid: block and ring_margin must exceed the junction sizes "
+            f"(block {b}, ring_margin {m}, junction_radius {rj}, ring_corner_radius {rho})"
+        )
     ox, oy = layout.origin.x, layout.origin.y
     arms: dict[tuple, list[RoadEnd]] = {}  # junction key -> arms
 
@@ -520,25 +629,42 @@ def _expand_grid(layout: GridLayout, new_road):
     sides = [  # (T-junction keys in travel order, their positions, heading)
         ([("s", c) for c in range(layout.cols)], [(ox + c * b, oy - m) for c in range(layout.cols)], 0),
         ([("e", r) for r in range(layout.rows)], [(xmax + m, oy + r * b) for r in range(layout.rows)], 90),
-        ([("n", c) for c in reversed(range(layout.cols))], [(ox + c * b, ymax + m) for c in reversed(range(layout.cols))], 180),
-        ([("w", r) for r in reversed(range(layout.rows))], [(ox - m, oy + r * b) for r in reversed(range(layout.rows))], 270),
+        (
+            [("n", c) for c in reversed(range(layout.cols))],
+            [(ox + c * b, ymax + m) for c in reversed(range(layout.cols))],
+            180,
+        ),
+        (
+            [("w", r) for r in reversed(range(layout.rows))],
+            [(ox - m, oy + r * b) for r in reversed(range(layout.rows))],
+            270,
+        ),
     ]
     for i, (keys, points, heading) in enumerate(sides):
         a = math.radians(heading)
         dx, dy = math.cos(a), math.sin(a)
         for k in range(len(keys) - 1):
             (x0, y0), (x1, y1) = points[k], points[k + 1]
-            road_between(keys[k], keys[k + 1], Pose(x=x0 + rj * dx, y=y0 + rj * dy, heading=heading),
-                         math.hypot(x1 - x0, y1 - y0) - 2 * rj)
+            road_between(
+                keys[k],
+                keys[k + 1],
+                Pose(x=x0 + rj * dx, y=y0 + rj * dy, heading=heading),
+                math.hypot(x1 - x0, y1 - y0) - 2 * rj,
+            )
         # Corner: from this side's last T-junction round to the next side's first one.
-        next_keys, next_points, _ = sides[(i + 1) % 4]
+        next_keys = sides[(i + 1) % 4][0]
         x0, y0 = points[-1]
         straight = m - rj - rho
-        road = new_road(start=Pose(x=x0 + rj * dx, y=y0 + rj * dy, heading=heading),
-                        segments=[LineSegment(type="line", length=straight),
-                                  ArcSegment(type="arc", length=math.pi / 2 * rho, curvature=1 / rho),
-                                  LineSegment(type="line", length=straight)],
-                        lanes=lanes, speed_limit=layout.speed_limit)
+        road = new_road(
+            start=Pose(x=x0 + rj * dx, y=y0 + rj * dy, heading=heading),
+            segments=[
+                LineSegment(type="line", length=straight),
+                ArcSegment(type="arc", length=math.pi / 2 * rho, curvature=1 / rho),
+                LineSegment(type="line", length=straight),
+            ],
+            lanes=lanes,
+            speed_limit=layout.speed_limit,
+        )
         arms.setdefault(keys[-1], []).append(RoadEnd(road=road.id, contact="start"))
         arms.setdefault(next_keys[0], []).append(RoadEnd(road=road.id, contact="end"))
     return [(arms[key], layout.control, None) for key in sorted(arms, key=_junction_order)]

@@ -10,6 +10,7 @@ the same spec gives byte-identical text.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import tempfile
@@ -38,6 +39,8 @@ TURN_THRESHOLD = math.radians(30)  # a movement turning more than this is a left
 TRAFFIC_LIGHT, STOP_SIGN = "1000001", "206"
 
 _GAUSS_X, _GAUSS_W = np.polynomial.legendre.leggauss(16)
+_TANGENT_FACTORS = np.linspace(0.3, 1.8, 61)  # candidate tangent lengths, times the chord
+_CURVATURE_SAMPLES = np.linspace(0.0, 1.0, 81)
 
 
 # ------------------------------------------------------------------------------------------ geometry
@@ -87,11 +90,16 @@ class Geometry:
         if self.poly is not None:
             (_, bu, cu, du), (_, bv, cv, dv) = self.poly
             x, y = self.sample(2)[1]
-            return Pose2(float(x), float(y), self.start.h + math.atan2(bv + 2 * cv + 3 * dv, bu + 2 * cu + 3 * du))
+            return Pose2(
+                float(x), float(y), self.start.h + math.atan2(bv + 2 * cv + 3 * dv, bu + 2 * cu + 3 * du)
+            )
         if self.kind == "arc":
             k, h = self.curvature, self.start.h + self.length * self.curvature
-            return Pose2(self.start.x + (math.sin(h) - math.sin(self.start.h)) / k,
-                         self.start.y - (math.cos(h) - math.cos(self.start.h)) / k, h)
+            return Pose2(
+                self.start.x + (math.sin(h) - math.sin(self.start.h)) / k,
+                self.start.y - (math.cos(h) - math.cos(self.start.h)) / k,
+                h,
+            )
         return self.start.moved(self.length, 0.0)
 
 
@@ -105,17 +113,21 @@ def hermite(start: Pose2, end: Pose2) -> tuple[Geometry, float]:
     chord = math.hypot(x1, y1)
     if chord < 1e-6:
         raise MapSpecError(f"cubic from {start} to {end}: the two ends coincide")
-    best = None
-    for factor in np.linspace(0.3, 1.8, 61):
-        m = chord * float(factor)
-        u = (0.0, m, 3 * x1 - 2 * m - m * math.cos(dh), -2 * x1 + m + m * math.cos(dh))
-        v = (0.0, 0.0, 3 * y1 - m * math.sin(dh), -2 * y1 + m * math.sin(dh))
-        peak = _peak_curvature(u, v)
-        score = peak + 1e-9 * abs(factor - 1.0)  # ties (straight lines) go to the chord length
-        if best is None or score < best[0]:
-            best = (score, peak, u, v)
-    _, peak, u, v = best
-    return Geometry(start=start, length=_poly_length(u, v), poly=(u, v)), peak
+    # All candidate tangent lengths at once: coefficients (F, 1), derivatives (F, P).
+    m = chord * _TANGENT_FACTORS[:, None]
+    cu, du = 3 * x1 - 2 * m - m * math.cos(dh), -2 * x1 + m + m * math.cos(dh)
+    cv, dv = 3 * y1 - m * math.sin(dh), -2 * y1 + m * math.sin(dh)
+    p = _CURVATURE_SAMPLES[None, :]
+    u1, v1 = m + 2 * cu * p + 3 * du * p**2, 2 * cv * p + 3 * dv * p**2
+    u2, v2 = 2 * cu + 6 * du * p, 2 * cv + 6 * dv * p
+    speed = np.hypot(u1, v1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        peaks = np.max(np.abs(u1 * v2 - v1 * u2) / speed**3, axis=1)
+    peaks[speed.min(axis=1) < 1e-6] = np.inf  # a cusp
+    best = int(np.argmin(peaks + 1e-9 * np.abs(_TANGENT_FACTORS - 1.0)))  # ties (straight) go to the chord
+    u = (0.0, float(m[best, 0]), float(cu[best, 0]), float(du[best, 0]))
+    v = (0.0, 0.0, float(cv[best, 0]), float(dv[best, 0]))
+    return Geometry(start=start, length=_poly_length(u, v), poly=(u, v)), float(peaks[best])
 
 
 def _derivatives(u, v, p):
@@ -124,20 +136,10 @@ def _derivatives(u, v, p):
     return du, dv
 
 
-def _peak_curvature(u, v) -> float:
-    p = np.linspace(0.0, 1.0, 81)
-    du, dv = _derivatives(u, v, p)
-    ddu, ddv = 2 * u[2] + 6 * u[3] * p, 2 * v[2] + 6 * v[3] * p
-    speed = np.hypot(du, dv)
-    if speed.min() < 1e-6:
-        return math.inf
-    return float(np.max(np.abs(du * ddv - dv * ddu) / speed**3))
-
-
 def _poly_length(u, v) -> float:
     edges = np.linspace(0.0, 1.0, 9)
     total = 0.0
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         p = (a + b) / 2 + (b - a) / 2 * _GAUSS_X
         total += (b - a) / 2 * float(np.sum(_GAUSS_W * np.hypot(*_derivatives(u, v, p))))
     return total
@@ -216,9 +218,19 @@ class Junction:
 
 def build_network(net: Network) -> tuple[list[Road], list[Junction], list[tuple[int, list[str]]]]:
     """Roads (incl. connecting roads), junctions and controllers (id, signal ids) for ``net``."""
-    roads = {r.id: Road(id=r.id, geometries=road_geometries(r), right=r.lanes.right, left=r.lanes.left,
-                        width=r.lanes.width, speed_limit=r.speed_limit, kind=r.kind,
-                        taper_length=r.taper.length if r.taper else 0.0) for r in net.roads}
+    roads = {
+        r.id: Road(
+            id=r.id,
+            geometries=road_geometries(r),
+            right=r.lanes.right,
+            left=r.lanes.left,
+            width=r.lanes.width,
+            speed_limit=r.speed_limit,
+            kind=r.kind,
+            taper_length=r.taper.length if r.taper else 0.0,
+        )
+        for r in net.roads
+    }
     for spec in net.roads:
         _link_roads(roads, spec)
     used = set(roads) | {j.id for j in net.junctions}
@@ -255,32 +267,50 @@ def build_network(net: Network) -> tuple[list[Road], list[Junction], list[tuple[
 
 
 def _link_roads(roads: dict[int, Road], spec: RoadSpec) -> None:
-    """Road-to-road links and the lane links they imply (same lane id when the roads run on)."""
-    road = roads[spec.id]
+    """Road-to-road links of ``spec`` (and the other road's link back, when it gives none)."""
     for end, link in (("start", spec.predecessor), ("end", spec.successor)):
         if link is None:
             continue
+        _link(roads[spec.id], end, roads[link.road], link.contact)
         other = roads[link.road]
-        runs_on = (end == "end") == (link.contact == "start")  # s directions agree
-        lanes = {}
-        for lane in list(range(-road.right, 0)) + list(range(1, road.left + 1)):
-            target = lane if runs_on else -lane
-            if -other.right <= target <= other.left and target != 0:
-                lanes[lane] = target
-        if end == "start":
-            road.predecessor, road.lane_predecessors = ("road", other.id, link.contact), lanes
-        else:
-            road.successor, road.lane_successors = ("road", other.id, link.contact), lanes
+        if (other.predecessor if link.contact == "start" else other.successor) is None:
+            _link(other, link.contact, roads[spec.id], end)
     if spec.taper:
-        outer = -road.right
-        road.lane_successors[outer] = outer + 1  # the tapered lane continues in its left neighbour
+        outer = -roads[spec.id].right
+        roads[spec.id].lane_successors[outer] = outer + 1  # the tapered lane continues in its left neighbour
+
+
+def _link(road: Road, end: str, other: Road, other_contact: str) -> None:
+    """Link ``road``'s ``end`` to ``other``; lanes keep their id when the roads run on, else flip."""
+    runs_on = (end == "end") == (other_contact == "start")  # s directions agree
+    lanes = {}
+    for lane in [*range(-road.right, 0), *range(1, road.left + 1)]:
+        target = lane if runs_on else -lane
+        if -other.right <= target <= other.left:
+            lanes[lane] = target
+    if end == "start":
+        road.predecessor, road.lane_predecessors = ("road", other.id, other_contact), lanes
+    else:
+        road.successor = ("road", other.id, other_contact)
+        road.lane_successors = {**lanes, **road.lane_successors}  # keep a taper's successor
 
 
 def _movements(roads: dict[int, Road], spec: JunctionSpec):
     """((incoming end, lane), (outgoing end, lane)) pairs of the junction, in a fixed order."""
     arm_of = {a.road: a for a in spec.arms}
     if spec.movements is not None:
-        return [((arm_of[m.from_.road], m.from_.lane), (arm_of[m.to.road], m.to.lane)) for m in spec.movements]
+        for m in spec.movements:
+            into = roads[m.from_.road].lanes_into(arm_of[m.from_.road].contact)
+            out_of = roads[m.to.road].lanes_out_of(arm_of[m.to.road].contact)
+            if m.from_.lane not in into or m.to.lane not in out_of:
+                raise MapSpecError(
+                    f"junction {spec.id}: movement from road {m.from_.road} lane {m.from_.lane} to road "
+                    f"{m.to.road} lane {m.to.lane} must start on a lane driving into the junction "
+                    f"({into}) and end on one driving out of it ({out_of})"
+                )
+        return [
+            ((arm_of[m.from_.road], m.from_.lane), (arm_of[m.to.road], m.to.lane)) for m in spec.movements
+        ]
     out = []
     for src in spec.arms:
         incoming = roads[src.road].lanes_into(src.contact)
@@ -302,7 +332,9 @@ def _movements(roads: dict[int, Road], spec: JunctionSpec):
                 pairs = [(incoming[-1], outgoing[-1])]
             else:  # straight: lane by lane; the innermost lane is kept for left turns when there are some
                 first = 1 if has_left and len(incoming) > 1 else 0
-                pairs = [(incoming[i], outgoing[min(i, len(outgoing) - 1)]) for i in range(first, len(incoming))]
+                pairs = [
+                    (incoming[i], outgoing[min(i, len(outgoing) - 1)]) for i in range(first, len(incoming))
+                ]
             out += [((src, a), (dst, b)) for a, b in pairs]
     return out
 
@@ -323,28 +355,42 @@ def _connector(roads, road_id, junction_id, src: RoadEnd, from_lane, dst: RoadEn
         raise MapSpecError(
             f"junction {junction_id}: the movement from road {src.road} lane {from_lane} to road {dst.road} "
             f"lane {to_lane} bends too sharply (peak curvature {peak:.3f} 1/m x lane width {width} m = "
-            f"{peak * width:.2f} >= 1, the lane would fold); make the junction larger")
-    return Road(id=road_id, geometries=[geometry], right=1, left=0, width=width,
-                speed_limit=min(a.speed_limit, b.speed_limit), kind=a.kind, junction=junction_id,
-                predecessor=("road", src.road, src.contact), successor=("road", dst.road, dst.contact),
-                lane_predecessors={-1: from_lane}, lane_successors={-1: to_lane})
+            f"{peak * width:.2f} >= 1, the lane would fold); make the junction larger"
+        )
+    return Road(
+        id=road_id,
+        geometries=[geometry],
+        right=1,
+        left=0,
+        width=width,
+        speed_limit=min(a.speed_limit, b.speed_limit),
+        kind=a.kind,
+        junction=junction_id,
+        predecessor=("road", src.road, src.contact),
+        successor=("road", dst.road, dst.contact),
+        lane_predecessors={-1: from_lane},
+        lane_successors={-1: to_lane},
+    )
 
 
 def _signal(road: Road, contact: str, lanes: list[int], control: str, signal_id: int) -> dict:
     """A traffic light or stop sign at the road's side, 1 m before the junction, valid for ``lanes``."""
     at_end = contact == "end"
     side = road.right if at_end else road.left
-    return dict(
-        id=str(signal_id), s=road.length - 1.0 if at_end else 1.0,
-        t=-(side * road.width + 1.0) if at_end else side * road.width + 1.0,
-        orientation="+" if at_end else "-",
-        dynamic="yes" if control == "traffic_light" else "no",
-        type=TRAFFIC_LIGHT if control == "traffic_light" else STOP_SIGN,
-        name=("TrafficLight" if control == "traffic_light" else "StopSign") + f"_{signal_id}",
-        zOffset=3.0 if control == "traffic_light" else 2.0,
-        height=1.0, width=0.5 if control == "traffic_light" else 0.8,
-        validity=(min(lanes), max(lanes)),
-    )
+    light = control == "traffic_light"
+    return {
+        "id": str(signal_id),
+        "s": road.length - 1.0 if at_end else 1.0,
+        "t": -(side * road.width + 1.0) if at_end else side * road.width + 1.0,
+        "orientation": "+" if at_end else "-",
+        "dynamic": "yes" if light else "no",
+        "type": TRAFFIC_LIGHT if light else STOP_SIGN,
+        "name": ("TrafficLight" if light else "StopSign") + f"_{signal_id}",
+        "zOffset": 3.0 if light else 2.0,
+        "height": 1.0,
+        "width": 0.5 if light else 0.8,
+        "validity": (min(lanes), max(lanes)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- XML
@@ -356,16 +402,28 @@ def _num(value: float) -> str:
 
 
 def _sub(parent: ET.Element, tag: str, **attrs) -> ET.Element:
-    return ET.SubElement(parent, tag, {k: _num(v) if isinstance(v, float) else str(v) for k, v in attrs.items()})
+    return ET.SubElement(
+        parent, tag, {k: _num(v) if isinstance(v, float) else str(v) for k, v in attrs.items()}
+    )
 
 
 def network_to_xodr(net: Network) -> str:
     roads, junctions, controllers = build_network(net)
     points = np.concatenate([g.sample(max(2, int(g.length / 5) + 2)) for r in roads for g in r.geometries])
     root = ET.Element("OpenDRIVE")
-    header = _sub(root, "header", revMajor=1, revMinor=4, name=net.name, version="1.00",
-                  north=float(points[:, 1].max()), south=float(points[:, 1].min()),
-                  east=float(points[:, 0].max()), west=float(points[:, 0].min()), vendor="CarDreamer")
+    header = _sub(
+        root,
+        "header",
+        revMajor=1,
+        revMinor=4,
+        name=net.name,
+        version="1.00",
+        north=float(points[:, 1].max()),
+        south=float(points[:, 1].min()),
+        east=float(points[:, 0].max()),
+        west=float(points[:, 0].min()),
+        vendor="CarDreamer",
+    )
     ET.SubElement(header, "geoReference").text = net.geo_reference
     for road in roads:
         _write_road(root, road)
@@ -376,7 +434,9 @@ def network_to_xodr(net: Network) -> str:
     for junction in junctions:
         j = _sub(root, "junction", id=junction.id, name=f"Junction_{junction.id}")
         for k, (incoming, connecting, from_lane, to_lane) in enumerate(junction.connections):
-            c = _sub(j, "connection", id=k, incomingRoad=incoming, connectingRoad=connecting, contactPoint="start")
+            c = _sub(
+                j, "connection", id=k, incomingRoad=incoming, connectingRoad=connecting, contactPoint="start"
+            )
             _sub(c, "laneLink", **{"from": from_lane, "to": -1})
         for seq, cid in enumerate(junction.controllers):
             _sub(j, "controller", id=cid, type="0", sequence=seq)
@@ -390,7 +450,7 @@ def _write_road(root: ET.Element, road: Road) -> None:
     for tag, target in (("predecessor", road.predecessor), ("successor", road.successor)):
         if target is not None:
             kind, target_id, contact = target
-            attrs = dict(elementType=kind, elementId=target_id)
+            attrs = {"elementType": kind, "elementId": target_id}
             if contact is not None:
                 attrs["contactPoint"] = contact
             _sub(link, tag, **attrs)
@@ -402,7 +462,19 @@ def _write_road(root: ET.Element, road: Road) -> None:
         geom = _sub(plan, "geometry", s=s, x=g.start.x, y=g.start.y, hdg=g.start.h, length=g.length)
         if g.kind == "paramPoly3":
             (au, bu, cu, du), (av, bv, cv, dv) = g.poly
-            _sub(geom, "paramPoly3", aU=au, bU=bu, cU=cu, dU=du, aV=av, bV=bv, cV=cv, dV=dv, pRange="normalized")
+            _sub(
+                geom,
+                "paramPoly3",
+                aU=au,
+                bU=bu,
+                cU=cu,
+                dU=du,
+                aV=av,
+                bV=bv,
+                cV=cv,
+                dV=dv,
+                pRange="normalized",
+            )
         elif g.kind == "arc":
             _sub(geom, "arc", curvature=g.curvature)
         else:
@@ -419,10 +491,26 @@ def _write_road(root: ET.Element, road: Road) -> None:
         _write_section(lanes, road, 0.0, road.length, first=True, last=True)
     signals = _sub(r, "signals")
     for sig in road.signals:
-        el = _sub(signals, "signal", s=sig["s"], t=sig["t"], id=sig["id"], name=sig["name"],
-                  dynamic=sig["dynamic"], orientation=sig["orientation"], zOffset=sig["zOffset"],
-                  country="OpenDRIVE", type=sig["type"], subtype="-1", value=-1.0, height=sig["height"],
-                  width=sig["width"], hOffset=0.0, pitch=0.0, roll=0.0)
+        el = _sub(
+            signals,
+            "signal",
+            s=sig["s"],
+            t=sig["t"],
+            id=sig["id"],
+            name=sig["name"],
+            dynamic=sig["dynamic"],
+            orientation=sig["orientation"],
+            zOffset=sig["zOffset"],
+            country="OpenDRIVE",
+            type=sig["type"],
+            subtype="-1",
+            value=-1.0,
+            height=sig["height"],
+            width=sig["width"],
+            hOffset=0.0,
+            pitch=0.0,
+            roll=0.0,
+        )
         _sub(el, "validity", fromLane=sig["validity"][0], toLane=sig["validity"][1])
 
 
@@ -434,21 +522,34 @@ def _write_section(lanes_el, road: Road, s: float, length: float, first: bool, l
     if road.left:
         left = _sub(section, "left")
         for lane in range(road.left, 0, -1):
-            _write_lane(left, road, lane, first, last, "solid" if lane == road.left else "broken", connecting, 0.0)
+            _write_lane(
+                left, road, lane, first, last, "solid" if lane == road.left else "broken", connecting, 0.0
+            )
     center = _sub(section, "center")
     c = _sub(center, "lane", id=0, type="none", level="false")
-    _mark(c, "none" if connecting else ("solid solid" if two_way else "solid"), "yellow" if two_way else "white")
+    _mark(
+        c, "none" if connecting else ("solid solid" if two_way else "solid"), "yellow" if two_way else "white"
+    )
     if road.right:
         right = _sub(section, "right")
         tapering = bool(road.taper_length) and not first
         for lane in range(-1, -road.right - 1, -1):
             taper = length if tapering and lane == -road.right else 0.0
-            _write_lane(right, road, lane, first, last, "solid" if lane == -road.right else "broken",
-                        connecting, taper)
+            _write_lane(
+                right,
+                road,
+                lane,
+                first,
+                last,
+                "solid" if lane == -road.right else "broken",
+                connecting,
+                taper,
+            )
 
 
-def _write_lane(parent, road: Road, lane: int, first: bool, last: bool, mark: str, connecting: bool,
-                taper_length: float) -> None:
+def _write_lane(
+    parent, road: Road, lane: int, first: bool, last: bool, mark: str, connecting: bool, taper_length: float
+) -> None:
     el = _sub(parent, "lane", id=lane, type="driving", level="false")
     link = _sub(el, "link")
     pred = road.lane_predecessors.get(lane) if first else lane
@@ -463,17 +564,32 @@ def _write_lane(parent, road: Road, lane: int, first: bool, last: bool, mark: st
     else:
         _sub(el, "width", sOffset=0.0, a=w, b=0.0, c=0.0, d=0.0)
     _mark(el, "none" if connecting else mark, "white")
-    _sub(el, "speed", sOffset=0.0, max=float(road.speed_limit), unit="km/h")
 
 
 def _mark(lane_el, kind: str, color: str) -> None:
     if kind == "none":
-        _sub(lane_el, "roadMark", sOffset=0.0, type="none", weight="standard", color="standard", width=0.0,
-             laneChange="both")
+        _sub(
+            lane_el,
+            "roadMark",
+            sOffset=0.0,
+            type="none",
+            weight="standard",
+            color="standard",
+            width=0.0,
+            laneChange="both",
+        )
         return
     change = "both" if kind == "broken" else "none"
-    _sub(lane_el, "roadMark", sOffset=0.0, type=kind, weight="standard", color=color, width=0.15,
-         laneChange=change)
+    _sub(
+        lane_el,
+        "roadMark",
+        sOffset=0.0,
+        type=kind,
+        weight="standard",
+        color=color,
+        width=0.15,
+        laneChange=change,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- API
@@ -484,14 +600,17 @@ def spec_to_xodr(spec: MapSpec, source: str = "<map spec>") -> str:
     return network_to_xodr(expand(spec, source))
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and os.replace."""
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file in the same directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -505,6 +624,8 @@ def build_map(spec_path: str | Path, out_path: str | Path) -> Path:
         text = spec_to_xodr(spec, str(spec_path))
     except MapSpecError as err:
         message = str(err)
-        raise MapSpecError(message if message.startswith(str(spec_path)) else f"{spec_path}: {message}") from None
+        raise MapSpecError(
+            message if message.startswith(str(spec_path)) else f"{spec_path}: {message}"
+        ) from None
     write_atomic(out_path, text)
     return Path(out_path)

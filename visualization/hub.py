@@ -5,17 +5,24 @@ of one env). A dispatcher thread sends a slot's newest item to a viewer once tha
 acknowledged the previous item of the same slot, and at most ``max_fps`` times per second, so a
 slow viewer receives fewer, always-current frames and the server never queues a backlog.
 
-The hub knows nothing about Socket.IO: it is given an ``emit(event, payload, sid)`` function.
+The dispatcher is also the only thread that sends anything to viewers (other messages go through
+:meth:`LiveHub.send`): python-socketio writes a message with binary data as several WebSocket
+frames without a lock, so two threads sending to one viewer can interleave them, and the browser
+then drops the connection.
+
+The hub knows nothing about Socket.IO: it is given an ``emit(event, payload, to)`` function,
+where ``to`` is a viewer sid or None for every viewer.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-Emit = Callable[[str, dict[str, Any], str], None]
+Emit = Callable[[str, dict[str, Any], "str | None"], None]
 
 
 @dataclass
@@ -70,6 +77,7 @@ class LiveHub:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._dirty = False  # something changed since the dispatcher last looked
+        self._outbox: collections.deque[tuple[str, dict[str, Any], str | None]] = collections.deque()
 
     # -- publishers -------------------------------------------------------------------------
     def add_publisher(self, sid: str, run: str, interactive: bool) -> None:
@@ -178,6 +186,20 @@ class LiveHub:
             return result
 
     # -- dispatch ---------------------------------------------------------------------------
+    def send(self, event: str, payload: dict[str, Any], to: str | None = None) -> None:
+        """Queue a message for one viewer sid, or (``to=None``) for every viewer."""
+        with self._wake:
+            self._outbox.append((event, payload, to))
+            self._notify()
+
+    def send_to_run(self, event: str, payload: dict[str, Any], run: str) -> None:
+        """Queue a message for the viewers watching ``run`` now (not those joining later)."""
+        with self._wake:
+            for viewer in self._viewers.values():
+                if viewer.run == run:
+                    self._outbox.append((event, payload, viewer.sid))
+            self._notify()
+
     def due(self, now: float) -> tuple[list[tuple[str, dict[str, Any], str]], float | None]:
         """Items to send now, and the time of the next rate-limited send (None if nothing waits).
 
@@ -239,6 +261,10 @@ class LiveHub:
                 if self._stopping:
                     return
                 self._dirty = False
+                messages = list(self._outbox)
+                self._outbox.clear()
+            for event, payload, to in messages:
+                self._emit(event, payload, to)
             sends, next_time = self.due(time.monotonic())
             for event, payload, sid in sends:
                 self._emit(event, payload, sid)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, jsonify, render_template, request
-from flask_socketio import SocketIO, join_room, leave_room
+from flask_socketio import SocketIO
 from socketio.exceptions import ConnectionRefusedError as ConnectionRefused
 
 from visualization.history import RunHistory, list_run_dirs
@@ -73,6 +73,9 @@ class VisualizationServer:
         self.recorder = EpisodeRecorder()
         self._histories: dict[str, RunHistory] = {}
         self._histories_lock = threading.Lock()
+        # Held while adding to a run's history (and telling its viewers) and while a viewer joins
+        # (history snapshot, then join), so each record reaches a viewer exactly once.
+        self._replay_lock = threading.Lock()
         self._last_runs: list[dict[str, Any]] | None = None
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -97,8 +100,9 @@ class VisualizationServer:
             self._poller = None
 
     # -- helpers ----------------------------------------------------------------------------
-    def _emit_to_viewer(self, event: str, payload: dict[str, Any], sid: str) -> None:
-        self.socketio.emit(event, payload, to=sid, namespace=VIEW_NAMESPACE)
+    def _emit_to_viewer(self, event: str, payload: dict[str, Any], to: str | None) -> None:
+        # Only the hub's dispatcher thread calls this (see visualization.hub).
+        self.socketio.emit(event, payload, to=to, namespace=VIEW_NAMESPACE)
 
     def _token_ok(self, auth: object) -> bool:
         given = auth.get("token") if isinstance(auth, dict) else None
@@ -107,7 +111,9 @@ class VisualizationServer:
     def history(self, run: str) -> RunHistory:
         with self._histories_lock:
             if run not in self._histories:
-                self._histories[run] = RunHistory(self.logdir / run)
+                history = RunHistory(self.logdir / run)
+                history.poll_files()  # the files' records come before anything published live
+                self._histories[run] = history
             return self._histories[run]
 
     def runs(self) -> list[dict[str, Any]]:
@@ -127,7 +133,7 @@ class VisualizationServer:
         shape = [{k: v for k, v in r.items() if k != "last_update"} for r in runs]
         if force or shape != self._last_runs:
             self._last_runs = shape
-            self.socketio.emit("runs", {"runs": runs}, namespace=VIEW_NAMESPACE)
+            self.hub.send("runs", {"runs": runs})
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(FILE_POLL_SECONDS):
@@ -138,13 +144,12 @@ class VisualizationServer:
                 for run in runs:
                     if self.hub.viewers_of(run) == 0:
                         continue
-                    metrics, episodes = self.history(run).poll_files()
-                    if metrics:
-                        self.socketio.emit("metrics", {"run": run, "records": metrics}, to=run,
-                                           namespace=VIEW_NAMESPACE)
-                    if episodes:
-                        self.socketio.emit("episodes", {"run": run, "records": episodes}, to=run,
-                                           namespace=VIEW_NAMESPACE)
+                    with self._replay_lock:
+                        metrics, episodes = self.history(run).poll_files()
+                        if metrics:
+                            self.hub.send_to_run("metrics", {"run": run, "records": metrics}, run)
+                        if episodes:
+                            self.hub.send_to_run("episodes", {"run": run, "records": episodes}, run)
             except Exception:  # keep polling; one bad file must not stop the server
                 log.exception("polling the logdir failed")
 
@@ -220,9 +225,10 @@ class VisualizationServer:
                 log.warning("run %s: bad episode message: %s", run, error)
                 return False
             self.recorder.end_episode(run, env)
-            added = self.history(run).add_episode(record)
-            if added is not None:
-                self.socketio.emit("episodes", {"run": run, "records": [added]}, to=run, namespace=VIEW_NAMESPACE)
+            with self._replay_lock:
+                added = self.history(run).add_episode(record)
+                if added is not None:
+                    self.hub.send_to_run("episodes", {"run": run, "records": [added]}, run)
             return True
 
         def metrics(data):
@@ -232,27 +238,31 @@ class VisualizationServer:
             except (KeyError, TypeError, ValueError) as error:
                 log.warning("run %s: bad metrics message: %s", run, error)
                 return False
-            added = self.history(run).add_metrics(record)
-            if added is not None:
-                self.socketio.emit("metrics", {"run": run, "records": [added]}, to=run, namespace=VIEW_NAMESPACE)
+            with self._replay_lock:
+                added = self.history(run).add_metrics(record)
+                if added is not None:
+                    self.hub.send_to_run("metrics", {"run": run, "records": [added]}, run)
             return True
 
         def dream(data):
             run = self.hub.run_of_publisher(request.sid)
             try:
-                real, imagined = list(data["real"]), list(data["imagined"])
-                if not real or len(real) != len(imagined) or data["fmt"] not in ("jpeg", "png"):
-                    raise ValueError("dream needs equally long non-empty 'real' and 'imagined' frame lists")
-                if not all(isinstance(f, bytes) for f in real + imagined):
-                    raise ValueError("dream frames must be bytes")
-                payload = {"run": run, "real": real, "imagined": imagined, "fmt": data["fmt"],
-                           "step": to_jsonable(data.get("step")), "t": float(data.get("t", time.time()))}
+                payload = {"run": run, "fmt": data["fmt"], "step": to_jsonable(data.get("step")),
+                           "t": float(data.get("t", time.time()))}
+                for part in ("real", "imagined"):
+                    blob, sizes = data[part], [int(n) for n in data[f"{part}_sizes"]]
+                    if not isinstance(blob, bytes) or not sizes or sum(sizes) != len(blob) or min(sizes) <= 0:
+                        raise ValueError(f"dream '{part}' must be bytes made of images of sizes '{part}_sizes'")
+                    payload[part], payload[f"{part}_sizes"] = blob, sizes
+                if len(payload["real_sizes"]) != len(payload["imagined_sizes"]) or payload["fmt"] not in ("jpeg", "png"):
+                    raise ValueError("dream needs as many real as imagined frames, in jpeg or png")
             except (KeyError, TypeError, ValueError) as error:
                 log.warning("run %s: bad dream message: %s", run, error)
                 return False
             first = self.hub.dream(run) is None
-            self.hub.set_dream(run, payload)
-            self.socketio.emit("dream", payload, to=run, namespace=VIEW_NAMESPACE)
+            with self._replay_lock:
+                self.hub.set_dream(run, payload)
+                self.hub.send_to_run("dream", payload, run)
             if first:
                 self.broadcast_runs()
             return True
@@ -263,14 +273,19 @@ class VisualizationServer:
 
     # -- viewers ----------------------------------------------------------------------------
     def _register_viewer_events(self) -> None:
+        # These handlers never return a value: a return value would be sent as a Socket.IO ack from
+        # this thread, and only the hub's dispatcher may send to viewers (see visualization.hub).
         on = self.socketio.on_event
         ns = VIEW_NAMESPACE
+
+        def refuse(message: str) -> None:
+            self.hub.send("problem", {"message": message}, to=request.sid)
 
         def connect(auth=None):
             if self.viewer_token_required and not self._token_ok(auth):
                 raise ConnectionRefused("this server needs a token: open the URL it printed (it ends in ?token=...)")
             self.hub.add_viewer(request.sid)
-            self.socketio.emit("runs", {"runs": self.runs()}, to=request.sid, namespace=ns)
+            self.hub.send("runs", {"runs": self.runs()}, to=request.sid)
 
         def disconnect(*_):
             self.hub.remove_viewer(request.sid)
@@ -279,29 +294,24 @@ class VisualizationServer:
             try:
                 run = check_name("run", data["run"])
             except (KeyError, TypeError, ValueError) as error:
-                return {"ok": False, "error": str(error)}
-            previous = self.hub.join(request.sid, run)
-            if previous is not None:
-                leave_room(previous)
-            join_room(run)
+                return refuse(f"join: {error}")
             history = self.history(run)
-            history.poll_files()
-            self.socketio.emit("history", {"run": run, **history.snapshot()}, to=request.sid, namespace=ns)
-            dream = self.hub.dream(run)
-            if dream is not None:
-                self.socketio.emit("dream", dream, to=request.sid, namespace=ns)
-            return {"ok": True}
+            with self._replay_lock:  # nothing is added to the history between snapshot and join
+                history.poll_files()
+                self.hub.send("history", {"run": run, **history.snapshot()}, to=request.sid)
+                dream = self.hub.dream(run)
+                if dream is not None:
+                    self.hub.send("dream", dream, to=request.sid)
+                self.hub.join(request.sid, run)
 
         def watch(data):
             try:
-                envs = data.get("envs")
-                streams = data.get("streams")
+                envs, streams = data.get("envs"), data.get("streams")
                 envs = None if envs is None else {check_env_index(e) for e in envs}
                 streams = None if streams is None else {check_name("stream", s) for s in streams}
             except (AttributeError, TypeError, ValueError) as error:
-                return {"ok": False, "error": str(error)}
+                return refuse(f"watch: {error}")
             self.hub.watch(request.sid, envs, streams)
-            return {"ok": True}
 
         def ack(data):
             if isinstance(data, dict) and isinstance(data.get("key"), str):
@@ -313,22 +323,18 @@ class VisualizationServer:
                 env = check_env_index(data.get("env", 0))
                 keys = {k: bool(data.get("keys", {}).get(k, False)) for k in CONTROL_KEYS}
             except (AttributeError, KeyError, TypeError, ValueError) as error:
-                return {"ok": False, "error": str(error)}
+                return refuse(f"control: {error}")
             message = {"env": env, "keys": keys, "reset": bool(data.get("reset", False)), "t": time.time()}
-            controllers = self.hub.controllers(run)
-            for sid in controllers:
+            for sid in self.hub.controllers(run):
                 self.socketio.emit("control", message, to=sid, namespace=PUBLISH_NAMESPACE)
-            return {"ok": bool(controllers)}
 
         def record(data):
             try:
                 run = check_name("run", data["run"])
                 env = check_env_index(data.get("env", 0))
             except (KeyError, TypeError, ValueError) as error:
-                return {"ok": False, "error": str(error)}
-            sid = request.sid
-            self.socketio.start_background_task(self._save_recording, run, env, sid)
-            return {"ok": True}
+                return refuse(f"record: {error}")
+            self.socketio.start_background_task(self._save_recording, run, env, request.sid)
 
         for name, handler in [("connect", connect), ("disconnect", disconnect), ("join", join),
                               ("watch", watch), ("ack", ack), ("control", control), ("record", record)]:
@@ -339,12 +345,10 @@ class VisualizationServer:
             paths = self.recorder.save(run, env, self.logdir / run / "videos")
         except Exception as error:
             log.warning("saving the episode of run %s env %d failed: %s", run, env, error)
-            self.socketio.emit("recorded", {"run": run, "env": env, "ok": False, "error": str(error)},
-                               to=sid, namespace=VIEW_NAMESPACE)
+            self.hub.send("recorded", {"run": run, "env": env, "ok": False, "error": str(error)}, to=sid)
             return
         files = [str(path.relative_to(self.logdir)) for path in paths]
-        self.socketio.emit("recorded", {"run": run, "env": env, "ok": True, "files": files},
-                           to=sid, namespace=VIEW_NAMESPACE)
+        self.hub.send("recorded", {"run": run, "env": env, "ok": True, "files": files}, to=sid)
 
 
 def resolve_token(token: str | None) -> str:

@@ -6,6 +6,7 @@ metres. BEV image: the ego's heading points up, its right points right.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -40,16 +41,16 @@ class BevView:
     obs_range: float
     ego_offset: float
 
-    @property
+    @cached_property
     def pixels_per_meter(self) -> float:
         return self.height / self.obs_range
 
-    @property
+    @cached_property
     def ego_pixel(self) -> tuple[float, float]:
         """(col, row) of the ego's centre in the image."""
         return self.width / 2.0, self.height - self.ego_offset * self.pixels_per_meter
 
-    @property
+    @cached_property
     def radius(self) -> float:
         """Distance (m) from the ego to the farthest image corner: anything farther is out of view."""
         k = self.pixels_per_meter

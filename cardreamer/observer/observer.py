@@ -1,12 +1,13 @@
 """The Observer: builds the enabled observation handlers from a config and merges their output."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import gymnasium
 import numpy as np
 
-from cardreamer.observer.handler import Handler, ObservationConfigError, did_you_mean, build_handler
+from cardreamer.observer.handler import Handler, ObservationConfigError, build_handler, did_you_mean
 from cardreamer.world.api import World
 
 

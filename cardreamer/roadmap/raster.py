@@ -4,7 +4,9 @@ The layers are drawn once per (map, pixels per metre) and cached; observation ha
 ego-centred views out of them with a single ``cv2.warpAffine`` / ``cv2.warpPerspective``.
 
 CARLA's frame is x right and y down when seen from above, so world -> pixel is a plain scale and
-translation: ``col = (x - origin_x) * ppm``, ``row = (y - origin_y) * ppm``.
+translation: ``col = (x - origin_x) * ppm``, ``row = (y - origin_y) * ppm``. Pixel coordinates
+follow OpenCV's convention: pixel (i, j) is centred on integer coordinates, so the pixel under
+a point is the rounded coordinate.
 
 All layers are packed into one ``uint8`` label image, one bit per layer (``ROAD``, ``SOLID``,
 ``BROKEN``, ``JUNCTION``), so that one warp of ``labels`` yields every layer of a view at once;
@@ -27,7 +29,7 @@ MARGIN_M = 20.0          # empty border around the map's lanes, metres
 DASH_M = 3.0             # broken markings: painted and gap lengths, metres
 MARKING_WIDTH_M = 0.15   # painted line width (drawn at least one pixel wide)
 SHIFT = 3                # fixed-point bits for sub-pixel polygon / line coordinates
-_CACHE: "weakref.WeakKeyDictionary[RoadMap, dict[float, RoadRaster]]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[RoadMap, dict[float, RoadRaster]] = weakref.WeakKeyDictionary()
 
 
 def marking_kind(marking: str) -> int:
@@ -59,7 +61,7 @@ class RoadRaster:
         self._draw(road_map.lanes)
 
     @classmethod
-    def for_map(cls, road_map: RoadMap, pixels_per_meter: float = 4.0) -> "RoadRaster":
+    def for_map(cls, road_map: RoadMap, pixels_per_meter: float = 4.0) -> RoadRaster:
         """The raster of ``road_map`` at this resolution, built on first use and cached."""
         per_map = _CACHE.setdefault(road_map, {})
         key = float(pixels_per_meter)
@@ -92,7 +94,7 @@ class RoadRaster:
 
     def is_road(self, xy: np.ndarray) -> np.ndarray:
         """Whether world points (..., 2) lie on the drivable surface (False outside the raster)."""
-        px = np.floor(self.to_pixel(xy)).astype(np.int64)
+        px = np.rint(self.to_pixel(xy)).astype(np.int64)
         inside = (px[..., 0] >= 0) & (px[..., 0] < self.width) & (px[..., 1] >= 0) & (px[..., 1] < self.height)
         col = np.clip(px[..., 0], 0, self.width - 1)
         row = np.clip(px[..., 1], 0, self.height - 1)
@@ -121,7 +123,7 @@ class RoadRaster:
         for polygon in junctions:
             cv2.fillPoly(road, [polygon], 1, lineType=cv2.LINE_8, shift=SHIFT)
             cv2.fillPoly(junction, [polygon], 1, lineType=cv2.LINE_8, shift=SHIFT)
-        thickness = max(1, int(round(MARKING_WIDTH_M * self.pixels_per_meter)))
+        thickness = max(1, round(MARKING_WIDTH_M * self.pixels_per_meter))
         masks = {ROAD: road, JUNCTION: junction}
         for bit, polylines in lines.items():
             mask = np.zeros_like(self.labels)

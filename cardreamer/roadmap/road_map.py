@@ -128,7 +128,8 @@ class RoadMap:
         for a, b in self.carla_map.get_topology():
             starts.setdefault(self._key(a), a)
             starts.setdefault(self._key(b), b)
-            edges.append((self._key(a), self._key(b)))
+            if self._key(a) != self._key(b):  # offline carla lists an unlinked lane as an edge to itself
+                edges.append((self._key(a), self._key(b)))
         for key in sorted(starts):
             self._add_lane(key, starts[key])
         for a, b in edges:

@@ -1,0 +1,85 @@
+"""Reaching a CARLA server: the client, the version check, ``backend: auto`` and free ports."""
+from __future__ import annotations
+
+import logging
+import socket
+import warnings
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+import carla
+
+from cardreamer.config import CarlaServer, WorldConfig
+from cardreamer.world.carla_backend.errors import CarlaConnectionError, CarlaVersionWarning
+
+log = logging.getLogger(__name__)
+
+ClientFactory = Callable[[str, int], Any]
+"""Builds a client for (host, port): ``carla.Client`` itself, or a stand-in in tests."""
+
+
+def client_version() -> str:
+    """Version of the installed ``carla`` client package."""
+    try:
+        return metadata.version("carla")
+    except metadata.PackageNotFoundError:
+        return str(getattr(carla, "__version__", "unknown"))
+
+
+def _release(version: str) -> str:
+    """'0.9.16-dirty' -> '0.9.16' (the API version without a build suffix)."""
+    return version.strip().split("-")[0].split("+")[0]
+
+
+def connect(config: CarlaServer, client_factory: ClientFactory = carla.Client,
+            timeout: float | None = None) -> tuple[Any, str]:
+    """A client connected to the configured server and the server's version.
+
+    Raises CarlaConnectionError naming the address and both versions when nothing answers within
+    ``timeout`` (default ``config.timeout``); warns (CarlaVersionWarning) when versions differ.
+    """
+    timeout = config.timeout if timeout is None else timeout
+    client = client_factory(config.host, config.port)
+    client.set_timeout(timeout)
+    try:
+        server_version = str(client.get_server_version())
+    except RuntimeError as exc:
+        raise CarlaConnectionError(
+            f"no CARLA server answered at {config.host}:{config.port} within {timeout:g} s "
+            f"(client package carla {client_version()}): {exc}. Start one with "
+            f"`cardreamer carla start --root $CARLA_ROOT --port {config.port}`, fix env.world.carla.host/port, "
+            f"or use env.world.backend=embedded") from None
+    if _release(server_version) != _release(client_version()):
+        warnings.warn(
+            f"CARLA server at {config.host}:{config.port} is version {server_version} but the client package is "
+            f"carla {client_version()}; install the matching client (pip install carla=={_release(server_version)}) "
+            f"if calls fail", CarlaVersionWarning, stacklevel=2)
+    return client, server_version
+
+
+def choose_backend(config: WorldConfig, client_factory: ClientFactory = carla.Client) -> str:
+    """Resolve ``backend: auto``: 'carla' when a server answers within the timeout, else 'embedded'."""
+    if config.backend != "auto":
+        return config.backend
+    server = config.carla
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CarlaVersionWarning)
+            _, version = connect(server, client_factory)
+    except CarlaConnectionError:
+        log.info("backend auto: no CARLA server at %s:%d within %g s, using the embedded simulator",
+                 server.host, server.port, server.timeout)
+        return "embedded"
+    log.info("backend auto: CARLA server %s answered at %s:%d, using it", version, server.host, server.port)
+    return "carla"
+
+
+def free_port(avoid: set[int] = frozenset()) -> int:
+    """A TCP port free on this machine right now (for a Traffic Manager), not in ``avoid``."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in avoid:
+            return port

@@ -1,0 +1,37 @@
+"""Errors of the CARLA server backend; all are WorldErrors, so the CLI reports them as one line."""
+from __future__ import annotations
+
+from cardreamer.world.api import WorldError
+
+
+class CarlaConnectionError(WorldError):
+    """No CARLA server answered at the configured host and port."""
+
+
+class CarlaServerLost(WorldError):
+    """The server stopped answering mid-run (crashed or timed out).
+
+    A trainer catches it, calls ``world.reconnect()`` and starts a fresh episode with ``reset``.
+    """
+
+
+class CarlaLaunchError(WorldError):
+    """A CARLA server could not be started, or did not answer in time after starting."""
+
+
+class SensorTimeout(WorldError):
+    """A sensor's reading for the current frame did not arrive in time."""
+
+
+class CarlaVersionWarning(UserWarning):
+    """The client package and the server report different CARLA versions."""
+
+
+LOST_MARKERS = ("time-out", "timeout", "connection", "closed", "broken pipe")
+"""Fragments of the RuntimeError messages libcarla raises when the server is gone."""
+
+
+def is_server_lost(exc: BaseException) -> bool:
+    """Whether a libcarla RuntimeError means the server is unreachable (not a refused request)."""
+    return isinstance(exc, RuntimeError) and not isinstance(exc, WorldError) and any(
+        marker in str(exc).lower() for marker in LOST_MARKERS)

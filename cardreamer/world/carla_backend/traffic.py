@@ -1,0 +1,59 @@
+"""Background traffic through CARLA's Traffic Manager: its port, seed, and per-vehicle behaviours.
+
+Each world gets a Traffic Manager on its own port (``tm_port: 0`` picks a free one), so parallel
+envs and servers never share one. The TM runs in synchronous mode and is seeded on every reset.
+What the TM offers per vehicle is mapped from ``Behavior``; IDM/MOBIL parameters it has no
+equivalent for (time headway, accelerations, politeness) are not used by this backend.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import carla
+import numpy as np
+
+from cardreamer.config import CarlaServer
+from cardreamer.roadmap import Route
+from cardreamer.world.api import Behavior
+from cardreamer.world.carla_backend.connection import free_port
+
+PATH_SPACING = 10.0  # m between the locations handed to the TM's set_path
+
+
+def choose_tm_port(config: CarlaServer) -> int:
+    """The configured Traffic Manager port, or a free one when it is 0 (never the server's ports)."""
+    if config.tm_port:
+        return config.tm_port
+    return free_port(avoid={config.port, config.port + 1, config.port + 2})
+
+
+def start_traffic_manager(client: Any, port: int, seed: int) -> Any:
+    tm = client.get_trafficmanager(port)
+    tm.set_synchronous_mode(True)
+    tm.set_random_device_seed(seed)
+    return tm
+
+
+def apply_behavior(tm: Any, vehicle: Any, behavior: Behavior) -> None:
+    """Hand one vehicle's behaviour to the Traffic Manager."""
+    if hasattr(tm, "set_desired_speed"):  # CARLA >= 0.9.14
+        tm.set_desired_speed(vehicle, behavior.desired_speed * 3.6)
+    else:  # older TMs only take a percentage below the road's speed limit (km/h)
+        limit = max(float(vehicle.get_speed_limit()), 1.0)
+        tm.vehicle_percentage_speed_difference(vehicle, 100.0 * (1.0 - behavior.desired_speed * 3.6 / limit))
+    tm.ignore_lights_percentage(vehicle, 100.0 if behavior.ignore_lights else 0.0)
+    tm.ignore_signs_percentage(vehicle, 100.0 if behavior.ignore_signs else 0.0)
+    tm.ignore_vehicles_percentage(vehicle, 100.0 if behavior.ignore_vehicles else 0.0)
+    tm.auto_lane_change(vehicle, behavior.auto_lane_change)
+    tm.distance_to_leading_vehicle(vehicle, behavior.min_gap)
+
+
+def route_locations(route: Route, z: float = 0.0, spacing: float = PATH_SPACING) -> list[carla.Location]:
+    """Locations every ``spacing`` metres along a route (its start left out, its end kept)."""
+    s = np.append(np.arange(spacing, route.length, spacing), route.length)
+    xy = route.position(s)
+    return [carla.Location(x=float(x), y=float(y), z=z) for x, y in xy]
+
+
+def set_route(tm: Any, vehicle: Any, route: Route, z: float) -> None:
+    tm.set_path(vehicle, route_locations(route, z))

@@ -1,0 +1,498 @@
+"""CarlaWorld: the World interface on a running CARLA 0.9.x server.
+
+The server runs in synchronous mode with a fixed step, so one ``tick`` is one ``dt``. Vehicles
+are spawned and destroyed in batches; background vehicles drive on the Traffic Manager along the
+routes this backend plans on the shared RoadMap. Every actor spawned here is recorded and
+destroyed on ``reset`` and ``close``, so nothing accumulates on the server across resets. When
+the server stops answering, calls raise CarlaServerLost; ``reconnect`` brings the world back.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import carla
+import numpy as np
+
+from cardreamer.config import CarlaServer
+from cardreamer.roadmap import MapError, RoadMap, Route, random_route
+from cardreamer.roadmap.lane import project_onto_polyline
+from cardreamer.world.api import (
+    Behavior,
+    CollisionEvent,
+    LaneInvasionEvent,
+    Pose,
+    SpawnError,
+    TrafficLightStates,
+    VehicleArrays,
+    World,
+    WorldError,
+)
+from cardreamer.world.carla_backend import launcher
+from cardreamer.world.carla_backend.connection import ClientFactory, connect
+from cardreamer.world.carla_backend.errors import CarlaServerLost, is_server_lost
+from cardreamer.world.carla_backend.lights import LightTable
+from cardreamer.world.carla_backend.sensors import EventSensors, SensorManager, SensorSpec
+from cardreamer.world.carla_backend.snapshot import Shape, ShapeCache, vehicle_arrays
+from cardreamer.world.carla_backend.traffic import (
+    apply_behavior,
+    choose_tm_port,
+    set_route,
+    start_traffic_manager,
+)
+
+log = logging.getLogger(__name__)
+
+SpawnActor = carla.command.SpawnActor
+"""The batch spawn command (a module attribute so tests can stand in for it: it needs a server blueprint)."""
+
+SPAWN_LIFT = 0.5            # m above the road surface, so a new vehicle does not touch the ground
+LOAD_TIMEOUT = 120.0        # s allowed for loading a map on the server
+ROUTE_END_MARGIN = 3.0      # m before a route's end at which a vehicle counts as arrived
+NEXT_ROUTE_LENGTH = 300.0   # m of a new random route for vehicles whose route ended
+PROGRESS_WINDOW = (-5.0, 40.0)  # m around the last progress searched when projecting onto a route
+GENERATION = {"vertex_distance": 2.0, "max_road_length": 50.0, "wall_height": 1.0, "additional_width": 0.6,
+              "smooth_junctions": True, "enable_mesh_visibility": True}
+"""Mesh generation for a task's own .xodr (``client.generate_opendrive_world``)."""
+
+
+@dataclass
+class _Vehicle:
+    """Bookkeeping of one vehicle this world spawned."""
+
+    actor: Any
+    role: str
+    route: Route | None
+    behavior: Behavior
+    progress: float = 0.0
+
+
+def _town_name(path_or_name: str) -> str:
+    return path_or_name.rsplit("/", 1)[-1]
+
+
+def load_world(client: Any, map_name_or_xodr: str) -> Any:
+    """Load a CARLA town by name, or a task's own .xodr (a town's .xodr loads that town)."""
+    towns = sorted({_town_name(m) for m in client.get_available_maps()})
+    path = Path(map_name_or_xodr).expanduser()
+    if path.suffix == ".xodr":
+        if not path.is_file():
+            raise MapError(f"map file {path} does not exist")
+        if path.stem in towns:
+            return _load_town(client, path.stem)
+        log.info("generating a CARLA world from %s", path)
+        return client.generate_opendrive_world(path.read_text(encoding="utf-8"),
+                                               carla.OpendriveGenerationParameters(**GENERATION))
+    if map_name_or_xodr not in towns:
+        raise MapError(f"the CARLA server has no map {map_name_or_xodr!r}; it has {', '.join(towns)} "
+                       f"(or give a path to an .xodr file)")
+    return _load_town(client, map_name_or_xodr)
+
+
+def _load_town(client: Any, town: str) -> Any:
+    world = client.get_world()
+    if _town_name(world.get_map().name) == town:
+        return world  # already loaded: reloading takes tens of seconds
+    log.info("loading %s on the CARLA server", town)
+    return client.load_world(town)
+
+
+def clipped_control(control: carla.VehicleControl) -> carla.VehicleControl:
+    """The control with throttle and brake in [0, 1] and steer in [-1, 1] (as CARLA expects)."""
+    return carla.VehicleControl(throttle=float(np.clip(control.throttle, 0.0, 1.0)),
+                                steer=float(np.clip(control.steer, -1.0, 1.0)),
+                                brake=float(np.clip(control.brake, 0.0, 1.0)), hand_brake=bool(control.hand_brake),
+                                reverse=bool(control.reverse), manual_gear_shift=bool(control.manual_gear_shift),
+                                gear=int(control.gear))
+
+
+class CarlaWorld(World):
+    """A World on a CARLA server: ``config`` says where, ``map_name_or_xodr`` which map.
+
+    ``road_map`` may be given when the caller already parsed the same OpenDRIVE (so its lane
+    indices and signals, e.g. a task's stop signs, are shared); otherwise the server's map is
+    wrapped. ``client_factory`` builds the client (a stand-in in tests).
+    """
+
+    def __init__(self, config: CarlaServer, map_name_or_xodr: str, dt: float = 0.1, seed: int = 0, *,
+                 road_map: RoadMap | None = None, vehicle_blueprint: str = "vehicle.tesla.model3",
+                 sensor_timeout: float = 10.0, client_factory: ClientFactory = carla.Client):
+        self.config = config
+        self.map_request = str(map_name_or_xodr)
+        self.dt = float(dt)
+        self.vehicle_blueprint = vehicle_blueprint
+        self._client_factory = client_factory
+        self._seed = seed
+        self._launched: subprocess.Popen | None = None
+        self._closed = False
+        self._lost = False
+        self.road_map = road_map
+        self.sensors = SensorManager(sensor_timeout)
+        self.events = EventSensors()
+        self.shapes = ShapeCache()
+        self._clear_bookkeeping()
+        self._connect()
+        self.rng = np.random.default_rng(seed)
+
+    # ------------------------------------------------------------------ connection
+    def _connect(self) -> None:
+        self.client, self.server_version = connect(self.config, self._client_factory)
+        with self._server_calls("loading the map"):
+            self.client.set_timeout(max(self.config.timeout, LOAD_TIMEOUT))
+            self.world = load_world(self.client, self.map_request)
+            self.client.set_timeout(self.config.timeout)
+            self._original_settings = self.world.get_settings()
+            settings = self.world.get_settings()
+            settings.synchronous_mode = True
+            settings.fixed_delta_seconds = self.dt
+            self.world.apply_settings(settings)
+            self.tm_port = choose_tm_port(self.config)
+            self.tm = start_traffic_manager(self.client, self.tm_port, self._seed)
+            if self.road_map is None:
+                carla_map = self.world.get_map()
+                self.road_map = RoadMap(carla_map, _town_name(carla_map.name) or Path(self.map_request).stem)
+            self.lights = LightTable(self.world, self.road_map)
+            self._blueprint = self.world.get_blueprint_library().find(self.vehicle_blueprint)
+            self.frame = self.world.tick()
+            self._snapshot = self.world.get_snapshot()
+        log.info("CARLA %s at %s:%d, map %s, dt %.3f s, Traffic Manager on port %d", self.server_version,
+                 self.config.host, self.config.port, self.road_map.name, self.dt, self.tm_port)
+
+    @contextmanager
+    def _server_calls(self, what: str) -> Iterator[None]:
+        """Turn libcarla's time-outs into CarlaServerLost (and refuse calls once the server is lost)."""
+        if self._lost:
+            raise CarlaServerLost(f"the CARLA server at {self.config.host}:{self.config.port} was lost; "
+                                  f"call reconnect() before {what}")
+        try:
+            yield
+        except RuntimeError as exc:
+            if not is_server_lost(exc):
+                raise
+            self._lost = True
+            raise CarlaServerLost(
+                f"the CARLA server at {self.config.host}:{self.config.port} stopped answering during {what}: {exc}. "
+                f"Call world.reconnect() (it relaunches env.world.carla.launch_command when set) and reset the env"
+            ) from exc
+
+    def reconnect(self, relaunch: bool | None = None) -> None:
+        """Connect again after CarlaServerLost; relaunch the server first (default: when a launch command is set).
+
+        Bookkeeping starts empty; actors that survived on a still-running server are destroyed.
+        The caller then calls ``reset`` for a fresh episode.
+        """
+        relaunch = bool(self.config.launch_command) if relaunch is None else relaunch
+        survivors = self._tracked_actor_ids()
+        self._forget_listeners()
+        self._clear_bookkeeping()
+        if relaunch:
+            if self._launched is not None:
+                launcher.stop(self._launched)
+            self._launched = launcher.launch_from_config(self.config, client_factory=self._client_factory)
+        self._lost = False
+        self._connect()
+        if survivors:
+            self._destroy_batch(survivors)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _clear_bookkeeping(self) -> None:
+        self._vehicles: dict[int, _Vehicle] = {}
+        self._controls: dict[int, carla.VehicleControl] = {}
+        self._pending: dict[int, tuple[Pose, float, Shape]] = {}   # spawned since the last tick
+        self._hidden: set[int] = set()                             # destroyed since the last tick
+        self._sensor_parent: dict[int, int] = {}                   # sensor actor id -> vehicle id
+        self._collisions: dict[int, list[CollisionEvent]] = {}
+        self._invasions: dict[int, list[LaneInvasionEvent]] = {}
+        self._arrays: VehicleArrays | None = None
+
+    def _tracked_actor_ids(self) -> list[int]:
+        """Every actor this world spawned and still owns: sensors first, then vehicles."""
+        return list(self._sensor_parent) + list(self._vehicles)
+
+    def _forget_listeners(self) -> None:
+        for stop in (self.sensors.clear, self.events.clear):
+            try:
+                stop()
+            except RuntimeError as exc:  # a lost server cannot unsubscribe; the streams are gone anyway
+                log.debug("stopping sensors: %s", exc)
+
+    def _destroy_batch(self, actor_ids: list[int]) -> None:
+        if not actor_ids:
+            return
+        responses = self.client.apply_batch_sync([carla.command.DestroyActor(i) for i in actor_ids], False)
+        failed = [(i, r.error) for i, r in zip(actor_ids, responses) if r.error]
+        if failed:
+            log.debug("destroying %d actors: %s", len(failed), failed[:3])
+
+    # ------------------------------------------------------------------ World API: lifecycle
+    def reset(self, seed: int) -> None:
+        with self._server_calls("reset"):
+            self.sensors.clear()
+            self.events.clear()
+            self._destroy_batch(self._tracked_actor_ids())
+            self._clear_bookkeeping()
+            self._seed = seed
+            self.rng = np.random.default_rng(seed)
+            self.tm.set_random_device_seed(seed)
+            self.world.reset_all_traffic_lights()
+            self._advance()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self._lost:
+                with self._server_calls("close"):
+                    self._forget_listeners()
+                    self._destroy_batch(self._tracked_actor_ids())
+                    self.tm.set_synchronous_mode(False)
+                    self.world.apply_settings(self._original_settings)
+        except CarlaServerLost as exc:
+            log.warning("closing: %s", exc)
+        finally:
+            self._clear_bookkeeping()
+            if self._launched is not None:
+                launcher.stop(self._launched)
+                self._launched = None
+
+    # ------------------------------------------------------------------ World API: vehicles
+    def spawn_vehicle(self, pose: Pose, *, role: str = "background", route: Route | None = None,
+                      behavior: Behavior | None = None, speed: float = 0.0,
+                      extent: tuple[float, float] = (2.4, 1.05)) -> int:
+        """Spawn one vehicle (``extent`` is ignored: CARLA's blueprint fixes the size)."""
+        result = self._spawn([(pose, role, route, behavior or Behavior(), speed)])[0]
+        if isinstance(result, str):
+            raise SpawnError(f"cannot spawn a {role} vehicle at ({pose.x:.1f}, {pose.y:.1f}): {result}")
+        return result
+
+    def try_spawn_vehicle(self, pose: Pose, **kwargs) -> int | None:
+        try:
+            return self.spawn_vehicle(pose, **kwargs)
+        except SpawnError:
+            return None
+
+    def spawn_traffic(self, count: int, behavior: Behavior | None = None,
+                      exclude_near: np.ndarray | None = None, exclude_radius: float = 0.0) -> list[int]:
+        points = self.road_map.spawn_points()
+        keep = np.ones(len(points.xy), dtype=bool)
+        if exclude_near is not None:
+            keep &= np.linalg.norm(points.xy - np.asarray(exclude_near, float).reshape(1, 2), axis=1) > exclude_radius
+        occupied = self.vehicles().xy
+        if len(occupied):
+            keep &= np.min(np.linalg.norm(points.xy[:, None] - occupied[None], axis=-1), axis=1) > 8.0
+        chosen = self.rng.permutation(np.flatnonzero(keep))[:count]
+        behavior = behavior or Behavior()
+        requests = []
+        for i in chosen:
+            route = random_route(self.road_map, self.rng, int(points.lane[i]), float(points.s[i]), NEXT_ROUTE_LENGTH)
+            pose = Pose(float(points.xy[i, 0]), float(points.xy[i, 1]), float(points.yaw[i]))
+            requests.append((pose, "background", route, behavior, 0.0))
+        return [r for r in self._spawn(requests) if not isinstance(r, str)]
+
+    def _spawn(self, requests: list[tuple[Pose, str, Route | None, Behavior, float]]) -> list[int | str]:
+        """Spawn in one batch; each result is the new actor id or why it failed."""
+        results: list[int | str] = [""] * len(requests)
+        commands, slots = [], []
+        for k, (pose, role, route, behavior, speed) in enumerate(requests):
+            if role not in ("ego", "background"):
+                raise WorldError(f"vehicle role {role!r} is not valid; use 'ego' or 'background'")
+            try:
+                self.road_map.locate(np.array([pose.x, pose.y]))
+            except MapError as exc:
+                results[k] = f"off every driving lane ({exc})"
+                continue
+            commands.append(self._spawn_command(pose, role, speed))
+            slots.append(k)
+        if not commands:
+            return results
+        with self._server_calls("spawning vehicles"):
+            responses = self.client.apply_batch_sync(commands, False)
+            spawned = {k: r.actor_id for k, r in zip(slots, responses) if not r.error}
+            for k, r in zip(slots, responses):
+                results[k] = r.error or r.actor_id
+            actors = {a.id: a for a in self.world.get_actors(list(spawned.values()))} if spawned else {}
+            self.shapes.remember(actors.values())
+            for k, actor_id in spawned.items():
+                pose, role, route, behavior, speed = requests[k]
+                actor = actors[actor_id]
+                self._vehicles[actor_id] = _Vehicle(actor, role, route, behavior)
+                self._pending[actor_id] = (pose, speed, self.shapes.shapes[actor_id])
+                if role == "ego":
+                    for sensor_id in self.events.attach(self.world, actor):
+                        self._sensor_parent[sensor_id] = actor_id
+                else:
+                    apply_behavior(self.tm, actor, behavior)
+                    if route is not None:
+                        set_route(self.tm, actor, route, self._ground_z(pose) + SPAWN_LIFT)
+        self._arrays = None
+        return results
+
+    def _spawn_command(self, pose: Pose, role: str, speed: float) -> Any:
+        self._blueprint.set_attribute("role_name", "hero" if role == "ego" else "autopilot")
+        transform = pose.to_transform()
+        transform.location.z = self._ground_z(pose) + SPAWN_LIFT
+        command = SpawnActor(self._blueprint, transform)
+        if role == "background":
+            command = command.then(carla.command.SetAutopilot(carla.command.FutureActor, True, self.tm_port))
+        if speed > 0:
+            velocity = carla.Vector3D(x=speed * float(np.cos(pose.yaw)), y=speed * float(np.sin(pose.yaw)), z=0.0)
+            command = command.then(carla.command.ApplyTargetVelocity(carla.command.FutureActor, velocity))
+        return command
+
+    def _ground_z(self, pose: Pose) -> float:
+        waypoint = self.road_map.carla_map.get_waypoint(carla.Location(x=pose.x, y=pose.y, z=0.0))
+        return float(waypoint.transform.location.z) if waypoint is not None else 0.0
+
+    def destroy(self, actor_id: int) -> None:
+        self._vehicle(actor_id)
+        sensors = [s for s, parent in self._sensor_parent.items() if parent == actor_id]
+        with self._server_calls("destroying a vehicle"):
+            for sensor in self.events.detach(actor_id) + self.sensors.detach(actor_id):
+                sensor.stop()
+            self._destroy_batch(sensors + [actor_id])
+        for sensor in sensors:
+            del self._sensor_parent[sensor]
+        del self._vehicles[actor_id]
+        self._controls.pop(actor_id, None)
+        self._pending.pop(actor_id, None)
+        self._hidden.add(actor_id)
+        self._arrays = None
+
+    def _vehicle(self, actor_id: int) -> _Vehicle:
+        vehicle = self._vehicles.get(actor_id)
+        if vehicle is None:
+            raise WorldError(f"no vehicle with id {actor_id} was spawned by this world "
+                             f"({len(self._vehicles)} alive: {sorted(self._vehicles)[:10]})")
+        return vehicle
+
+    def apply_control(self, actor_id: int, control: carla.VehicleControl) -> None:
+        if self._vehicle(actor_id).role != "ego":
+            raise WorldError(f"vehicle {actor_id} is driven by the Traffic Manager; only ego vehicles take controls")
+        self._controls[actor_id] = clipped_control(control)
+
+    # ------------------------------------------------------------------ World API: time
+    def tick(self) -> int:
+        with self._server_calls("tick"):
+            if self._controls:
+                self.client.apply_batch([carla.command.ApplyVehicleControl(i, c) for i, c in self._controls.items()])
+                self._controls.clear()
+            self._advance()
+            self._follow_routes()
+        return self.frame
+
+    def _advance(self) -> None:
+        """One world.tick(): new snapshot, the tick's sensor readings and events."""
+        self.frame = self.world.tick()
+        self._snapshot = self.world.get_snapshot()
+        self._pending.clear()
+        self._hidden.clear()
+        self.shapes.update(self.world, [a.id for a in self._snapshot])
+        self._arrays = None
+        self.sensors.collect(self.frame)
+        self._gather_events()
+
+    def _gather_events(self) -> None:
+        collisions, invasions = self.events.drain()
+        self._collisions, self._invasions = {}, {}
+        if collisions:
+            v = self.vehicles()
+            velocity = dict(zip(v.ids.tolist(), v.velocity))
+            for raw in collisions:
+                own = velocity.get(raw.actor_id, np.zeros(2))
+                other = velocity.get(raw.other_id, np.zeros(2))
+                event = CollisionEvent(raw.frame, raw.actor_id, raw.other_id, float(np.linalg.norm(own - other)))
+                self._collisions.setdefault(raw.actor_id, []).append(event)
+        for event in invasions:
+            self._invasions.setdefault(event.actor_id, []).append(event)
+
+    def _follow_routes(self) -> None:
+        """Update route progress; give arrived background vehicles a new route, or remove them."""
+        with_route = [(i, v) for i, v in self._vehicles.items() if v.route is not None]
+        if not with_route:
+            return
+        arrays = self.vehicles()
+        row = {actor_id: k for k, actor_id in enumerate(arrays.ids.tolist())}
+        arrived = []
+        for actor_id, vehicle in with_route:
+            if actor_id not in row:
+                continue
+            route = vehicle.route
+            lo, hi = np.searchsorted(route.s, [vehicle.progress + PROGRESS_WINDOW[0], vehicle.progress + PROGRESS_WINDOW[1]])
+            hi = min(max(hi, lo + 2), len(route.s))
+            lo = min(lo, hi - 2)
+            s, _ = project_onto_polyline(route.points[lo:hi], route.s[lo:hi], arrays.xy[row[actor_id]][None])
+            vehicle.progress = max(vehicle.progress, float(s[0]))
+            if vehicle.role == "background" and vehicle.progress >= route.length - ROUTE_END_MARGIN:
+                arrived.append((actor_id, vehicle, arrays.xy[row[actor_id]]))
+        for actor_id, vehicle, xy in arrived:
+            if vehicle.behavior.on_route_end == "destroy":
+                self.destroy(actor_id)
+                continue
+            try:
+                lane, s, _ = self.road_map.locate(xy)
+            except MapError:
+                continue  # off the lanes for a moment (turning); try again next tick
+            vehicle.route = random_route(self.road_map, self.rng, lane, s, NEXT_ROUTE_LENGTH)
+            vehicle.progress = 0.0
+            set_route(self.tm, vehicle.actor, vehicle.route, self._ground_z(Pose(*xy, 0.0)) + SPAWN_LIFT)
+
+    # ------------------------------------------------------------------ World API: state
+    def vehicles(self) -> VehicleArrays:
+        if self._arrays is None:
+            egos = {i for i, v in self._vehicles.items() if v.role == "ego"}
+            self._arrays = vehicle_arrays(self._snapshot, self.shapes, egos, self._hidden, self._pending)
+        return self._arrays
+
+    def route_of(self, actor_id: int) -> Route | None:
+        return self._vehicle(actor_id).route
+
+    def route_progress(self, actor_id: int) -> float:
+        return self._vehicle(actor_id).progress
+
+    def traffic_lights(self) -> TrafficLightStates:
+        return self.lights.states()
+
+    def set_traffic_light_timing(self, green: float, yellow: float, red: float | None = None,
+                                 junction_id: int | None = None) -> None:
+        with self._server_calls("setting light timing"):
+            self.lights.set_timing(green, yellow, red, junction_id)
+
+    def collisions(self, actor_id: int) -> list[CollisionEvent]:
+        return list(self._collisions.get(actor_id, ()))
+
+    def lane_invasions(self, actor_id: int) -> list[LaneInvasionEvent]:
+        return list(self._invasions.get(actor_id, ()))
+
+    def is_off_road(self, actor_id: int) -> bool:
+        """Whether the vehicle's centre is off every driving lane."""
+        v = self.vehicles()
+        x, y = v.xy[v.row(actor_id)]
+        waypoint = self.road_map.carla_map.get_waypoint(carla.Location(x=float(x), y=float(y), z=0.0),
+                                                        project_to_road=False, lane_type=carla.LaneType.Driving)
+        return waypoint is None
+
+    # ------------------------------------------------------------------ sensors for handlers
+    def attach_sensor(self, name: str, spec: SensorSpec, actor_id: int | None = None) -> int:
+        """Mount a camera or lidar on a vehicle (default: the only ego) and tick once for its first reading."""
+        if actor_id is None:
+            egos = [i for i, v in self._vehicles.items() if v.role == "ego"]
+            if len(egos) != 1:
+                raise WorldError(f"attach_sensor needs actor_id: there are {len(egos)} ego vehicles")
+            actor_id = egos[0]
+        vehicle = self._vehicle(actor_id)
+        with self._server_calls(f"attaching sensor {name!r}"):
+            sensor_id = self.sensors.attach(self.world, name, spec, vehicle.actor, self.dt)
+            self._sensor_parent[sensor_id] = actor_id
+        self.tick()
+        return sensor_id
+
+    def sensor_data(self, name: str) -> np.ndarray:
+        """The reading of sensor ``name`` for the current frame: (H, W, 3) uint8 RGB or (N, 4) float32 points."""
+        return self.sensors.data(name, self.frame)
+

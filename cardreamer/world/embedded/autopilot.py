@@ -1,0 +1,209 @@
+"""The background-traffic driver, vectorized over all autopilot vehicles at once.
+
+Per tick and vehicle it chooses a road-wheel angle (pure pursuit on the route) and an
+acceleration (IDM), where the IDM gap is the nearest of:
+
+- any vehicle box on the vehicle's own path ahead (path points every 4 m for 40 m, tested against
+  every box ahead within reach at once: this covers followed vehicles and vehicles crossing in junctions);
+- the stop line of a red or yellow light it can still stop for, or of a stop sign it has not yet
+  stopped at for ``SIGN_STOP_TIME``;
+- the entry of the next junction when it must yield there: vehicles heading into the same
+  junction on paths that cross or merge are ordered by one priority key per vehicle (inside the
+  junction, then unable to stop, then time to reach the entry, with a penalty for stop-sign
+  approaches; ties by row), so the yield relation has no cycles and cannot deadlock. A vehicle
+  also waits at the entry while the exit beyond the junction is blocked ("don't block the box").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cardreamer.world.embedded.dynamics import MAX_BRAKE, pure_pursuit
+from cardreamer.world.embedded.fleet import Fleet
+from cardreamer.world.embedded.geometry import point_box_distance
+from cardreamer.world.embedded.lights import GREEN, STOP_SIGN, YELLOW
+from cardreamer.world.embedded.route_table import LEVEL_GAP, SPACING
+
+PATH_STEP = 4.0          # m between sampled path points (a box cannot slip between two)
+PATH_POINTS = 11         # -> 40 m of path ahead of the front bumper
+SENSE_RADIUS = 46.0      # m: vehicles farther than this from a vehicle's centre are not tested
+PATH_MARGIN = 0.35       # m added to the half width when testing boxes against the path
+STOP_LINE_GAP = 1.0      # m: standstill distance to a stop line or junction entry
+SIGN_STOP_TIME = 1.0     # s at standstill before a stop sign counts as obeyed
+SIGN_NEAR = 3.0          # m: "at the line" for a stop sign
+RED_BRAKE = 6.0          # m/s^2: stop for red if this suffices, else go through
+YELLOW_BRAKE = 3.5       # m/s^2: stop for yellow only if this suffices
+JUNCTION_HORIZON = 30.0  # m before a junction entry where yielding starts
+CONFLICT_STEP = 2.0
+CONFLICT_POINTS = 20
+CONFLICT_MARGIN = 0.6    # m added to both half widths: closer path points conflict
+SIGN_PENALTY = 3.0       # s added to the priority key of stop-sign approaches
+COMMIT_BRAKE = 5.0       # m/s^2: a vehicle that cannot stop before the entry with this is committed
+EXIT_CLEAR = 0.0         # m beyond a junction exit that must be free before entering
+
+
+@dataclass
+class AutopilotCommand:
+    accel: np.ndarray
+    steer: np.ndarray
+
+
+def _idm_interaction(v, dv, gap, s0, headway, a_max, b_comf):
+    """IDM interaction term (s*/gap)^2."""
+    s_star = s0 + np.maximum(0.0, v * headway + v * dv / (2.0 * np.sqrt(a_max * b_comf)))
+    return (s_star / np.maximum(gap, 0.1)) ** 2
+
+
+def idm_accel(v, v0, gap, dv, s0, headway, a_max, b_comf):
+    """IDM acceleration behind a leader ``gap`` metres ahead approached at ``dv`` (inf gap: free road)."""
+    free = 1.0 - (v / np.maximum(v0, 0.1)) ** 4
+    return a_max * (free - _idm_interaction(v, dv, gap, s0, headway, a_max, b_comf))
+
+
+def drive(f: Fleet, auto: np.ndarray, signal_state: np.ndarray, dt: float, levels: bool = False) -> AutopilotCommand:
+    """Acceleration and steering of the autopilot rows ``auto``; updates their stop-sign memory.
+
+    ``levels``: the map has roads above others, so vehicles more than ``LEVEL_GAP`` apart in height
+    ignore each other.
+    """
+    n = f.n
+    xy, yaw, v = f.xy[auto], f.yaw[auto], f.speed[auto]
+    ext, wheelbase, s = f.extent[auto], f.wheelbase[auto], f.route_s[auto]
+    a_max, b_comf, headway = f.a_max[auto], f.b_comf[auto], f.headway[auto]
+    last = f.route_points - 1
+    rows = auto[:, None]
+
+    # ---- steering: pure pursuit on the route, look-ahead from the rear axle growing with speed
+    look = np.clip(2.5 + 0.4 * v, 3.5, 15.0)
+    target_s = np.clip(s - 0.5 * wheelbase + look, 0.0, last - 1.0) / SPACING
+    i0 = target_s.astype(np.int64)
+    frac = (target_s - i0)[:, None]
+    target = f.r_xy[auto, i0] * (1.0 - frac) + f.r_xy[auto, i0 + 1] * frac
+    steer = pure_pursuit(xy, yaw, wheelbase, target)
+
+    # ---- path ahead of the front bumper and the curve speed along it
+    front = s + ext[:, 0]
+    ahead = np.arange(PATH_POINTS) * PATH_STEP
+    idx = np.minimum(((front[:, None] + ahead) / SPACING + 0.5).astype(np.int64), last)
+    vcurve = np.sqrt(f.r_vcurve[rows, idx] ** 2 + 2.0 * b_comf[:, None] * ahead).min(axis=1)
+    v0 = np.minimum(f.v0[auto], vcurve)
+    interaction = np.zeros(len(auto))
+
+    # ---- vehicles on the path: every vehicle ahead within reach, tested against every path point
+    lead_gap = np.full(len(auto), np.inf)
+    lead_slow = np.zeros(len(auto), dtype=bool)
+    fi = np.minimum((front / SPACING).astype(np.int64), last)
+    j_in, j_out = f.r_junction_in[auto, fi], f.r_junction_out[auto, fi]
+    d_entry = j_in - front
+    dx = f.xy[None, :n, 0] - xy[:, 0, None]
+    dy = f.xy[None, :n, 1] - xy[:, 1, None]
+    cos, sin = np.cos(yaw), np.sin(yaw)
+    near = (dx * dx + dy * dy < SENSE_RADIUS**2) & (dx * cos[:, None] + dy * sin[:, None] > 0.0)  # not itself
+    if levels:
+        near &= np.abs(f.z[None, :n] - f.z[auto, None]) < LEVEL_GAP
+    near[f.ignore_vehicles[auto]] = False
+    pi, pj = np.nonzero(near)
+    if len(pi):
+        path = f.r_xy[rows, idx][pi]
+        dist = point_box_distance(path, f.xy[pj], f.yaw[pj], f.extent[pj])
+        clearance = (ext[pi, 1] + PATH_MARGIN)[:, None]
+        hit = dist < clearance
+        any_hit = hit.any(axis=1)
+        pi, pj, hit, dist = pi[any_hit], pj[any_hit], hit[any_hit], dist[any_hit]
+        first = hit.argmax(axis=1)
+        # refine between the last free path point and the first blocked one
+        before = np.maximum(first - 1, 0)
+        free_run = np.clip(dist[np.arange(len(pi)), before] - clearance[any_hit][:, 0], 0.0, PATH_STEP)
+        gap = np.where(first > 0, ahead[before] + free_run, 0.0)
+        path_heading = f.r_heading[auto[pi], idx[pi, first]]
+        v_other = f.speed[pj] * np.cos(f.yaw[pj] - path_heading)
+        term = _idm_interaction(v[pi], v[pi] - v_other, gap, f.s0[auto[pi]], headway[pi], a_max[pi], b_comf[pi])
+        np.maximum.at(interaction, pi, term)
+        np.minimum.at(lead_gap, pi, gap)
+        blocking_exit = (gap > d_entry[pi]) & (gap < j_out[pi] - front[pi] + EXIT_CLEAR) & (v_other < 2.0)
+        lead_slow[pi[blocking_exit]] = True
+
+    # ---- stop lines: lights and stop signs
+    stop_sig = f.r_stop_sig[auto, fi]
+    stop_s = f.r_stop_s[auto, fi]
+    gap_stop = stop_s - front
+    state = np.where(stop_sig >= 0, signal_state[np.maximum(stop_sig, 0)], GREEN)
+    braking_needed = v * v / (2.0 * np.maximum(gap_stop + 0.5, 0.05))
+    light_hold = ~f.ignore_lights[auto] & (((state != GREEN) & (state != STOP_SIGN) & (braking_needed < RED_BRAKE))
+                                          & ((state != YELLOW) | (braking_needed < YELLOW_BRAKE)))
+    sign_pending = (state == STOP_SIGN) & ~f.ignore_signs[auto] & (stop_s > f.sign_cleared_s[auto] + 1e-6)
+    at_line = sign_pending & (gap_stop < SIGN_NEAR) & (v < 0.3)
+    wait = np.where(at_line, f.sign_wait[auto] + dt, 0.0)
+    done = wait >= SIGN_STOP_TIME - 1e-9
+    f.sign_wait[auto] = np.where(done, 0.0, wait)
+    f.sign_cleared_s[auto] = np.where(done, stop_s, f.sign_cleared_s[auto])
+    held = (light_hold | (sign_pending & ~done)) & (gap_stop < 80.0)
+    stop_term = _idm_interaction(v, v, gap_stop, STOP_LINE_GAP, headway, a_max, b_comf)
+    interaction = np.where(held, np.maximum(interaction, stop_term), interaction)
+
+    # ---- yielding at junctions
+    junction = f.r_junction[auto, fi]
+    inside = d_entry <= 0.0
+    held_before_junction = held & (stop_s <= j_in + SIGN_NEAR)  # a stop line further on does not count
+    approaching = (junction >= 0) & (d_entry < JUNCTION_HORIZON) & ~held_before_junction
+    hold = approaching & ~inside & lead_slow & (lead_gap > d_entry)
+    hold_gap = np.where(hold, d_entry, np.inf)
+    q = np.flatnonzero(approaching)
+    if len(q) > 1:
+        must, gap = _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j_out)
+        hold |= must
+        hold_gap = np.minimum(hold_gap, gap)
+    hold &= ~inside & ~f.ignore_vehicles[auto]
+    entry_term = _idm_interaction(v, v, hold_gap, STOP_LINE_GAP, headway, a_max, b_comf)
+    interaction = np.where(hold, np.maximum(interaction, entry_term), interaction)
+
+    accel = a_max * (1.0 - (v / np.maximum(v0, 0.1)) ** 4 - interaction)
+    f.debug = dict(auto=auto, approaching=approaching, stop_s=stop_s-front, j_in=j_in, junction=junction, held=held, hold=hold, hold_gap=hold_gap, lead_gap=lead_gap, lead_slow=lead_slow, state=state, gap_stop=gap_stop, d_entry=d_entry, inter=interaction, v0=v0)
+    return AutopilotCommand(np.clip(accel, -MAX_BRAKE, a_max), steer)
+
+
+def _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j_out):
+    """Which autopilot vehicles must yield at their next junction, and the gap to stop in.
+
+    A vehicle yields to every vehicle with a lower priority key whose path through the same
+    junction comes within both half widths plus ``CONFLICT_MARGIN`` of its own. It stops at the
+    junction entry, or, when it is too fast to stop there ("committed"), before the conflict point.
+    """
+    committed = v * v / (2.0 * COMMIT_BRAKE) > d_entry
+    key = np.where(inside, -1000.0 - (front - j_in), d_entry / np.maximum(v, 2.0) - 100.0 * committed)
+    fi = np.minimum((front / SPACING).astype(np.int64), f.route_points - 1)
+    key = key + SIGN_PENALTY * f.r_junction_sign[auto, fi]
+    kq = key[q]
+    same = junction[q][:, None] == junction[q][None, :]
+    lower = (kq[:, None] > kq[None, :]) | ((kq[:, None] == kq[None, :]) & (q[:, None] > q[None, :]))
+    candidate = same & lower & ~inside[q][:, None]
+    a, b = np.nonzero(candidate)
+    must = np.zeros(len(auto), dtype=bool)
+    gap = np.full(len(auto), np.inf)
+    if not len(a):
+        return must, gap
+    a, b = q[a], q[b]
+    last = f.route_points - 1
+    entry_a = f.r_xy[auto[a], np.minimum((j_in[a] / SPACING).astype(np.int64), last)]
+    entry_b = f.r_xy[auto[b], np.minimum((j_in[b] / SPACING).astype(np.int64), last)]
+    distinct = np.hypot(*(entry_a - entry_b).T) > 1.0  # same entry point: a queue, left to car following
+    a, b = a[distinct], b[distinct]
+    if not len(a):
+        return must, gap
+    steps = np.arange(CONFLICT_POINTS) * CONFLICT_STEP
+    sa = np.maximum(front[a], j_in[a])[:, None] + steps
+    sb = np.maximum(s[b] - ext[b, 0], j_in[b])[:, None] + steps
+    valid_a = sa <= j_out[a][:, None] + 1.0
+    valid_b = sb <= j_out[b][:, None] + 1.0
+    pa = f.r_xy[auto[a][:, None], np.minimum((sa / SPACING).astype(np.int64), last)]
+    pb = f.r_xy[auto[b][:, None], np.minimum((sb / SPACING).astype(np.int64), last)]
+    d = pa[:, :, None, :] - pb[:, None, :, :]
+    close = np.einsum("pijc,pijc->pij", d, d) < ((ext[a, 1] + ext[b, 1] + CONFLICT_MARGIN) ** 2)[:, None, None]
+    close_a = (close & valid_b[:, None, :]).any(axis=2) & valid_a
+    conflict = close_a.any(axis=1)
+    a, close_a = a[conflict], close_a[conflict]
+    d_conflict = sa[conflict][np.arange(len(a)), close_a.argmax(axis=1)] - front[a] - ext[a, 1] - CONFLICT_MARGIN
+    must[a] = True
+    np.minimum.at(gap, a, np.where(committed[a], d_conflict, d_entry[a]))
+    return must, gap

@@ -1,0 +1,84 @@
+"""Command-line entry points ``train`` and ``eval``, added to the ``cardreamer`` command by
+``register(subparsers)``.
+
+    cardreamer train --task CartPole-v1 --size tiny --steps 20000 --logdir runs/cartpole
+    cardreamer train --task right_turn_simple --size cpu --logdir runs/rt --model.batch_size=8
+    cardreamer eval --logdir runs/rt --episodes 20 --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .config import SIZES, make_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train a backbone on a task (resumes an existing logdir)",
+                                  description="Extra dotted overrides such as --model.lr=1e-4 or "
+                                              "--env.overrides=[env.world.backend=carla] are applied last.")
+    train.add_argument("--task", required=True, help="CarDreamer task name or gymnasium id (e.g. CartPole-v1)")
+    train.add_argument("--backbone", default="dreamerv3", help="registered backbone name (default: dreamerv3)")
+    train.add_argument("--size", default="cpu", choices=sorted(SIZES), help="model size preset (default: cpu)")
+    train.add_argument("--steps", type=int, help="env steps to train for")
+    train.add_argument("--logdir", required=True, help="run directory")
+    train.add_argument("--envs", type=int, help="parallel environments")
+    train.add_argument("--train-ratio", type=float, help="replayed steps per env step")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--eval-every", type=int, help="env steps between evaluations (0: never)")
+    train.add_argument("--eval-episodes", type=int)
+    train.add_argument("--serve", action="store_true", help="publish metrics and frames to the visualizer")
+    train.set_defaults(handler=run_train)
+
+    evaluate = subparsers.add_parser("eval", help="evaluate a trained backbone")
+    evaluate.add_argument("--logdir", help="run directory (uses its newest checkpoint)")
+    evaluate.add_argument("--checkpoint", help="a checkpoint folder, logdir/checkpoints/<step>")
+    evaluate.add_argument("--episodes", type=int, default=10)
+    evaluate.add_argument("--json", nargs="?", const="-", help="write the results as JSON to this file ('-': stdout)")
+    evaluate.set_defaults(handler=run_eval)
+
+
+def config_from_args(args: argparse.Namespace, extra: list[str]) -> dict:
+    """The config for ``train`` from parsed flags and dotted ``--key=value`` overrides."""
+    overrides = [f"env.task={args.task}", f"backbone={args.backbone}", f"logdir={args.logdir}"]
+    flags = {"steps": "run.steps", "envs": "env.num_envs", "train_ratio": "run.train_ratio", "seed": "seed",
+             "eval_every": "run.eval_every", "eval_episodes": "run.eval_episodes"}
+    overrides += [f"{key}={getattr(args, flag)}" for flag, key in flags.items() if getattr(args, flag) is not None]
+    if args.serve:
+        overrides.append("run.serve=true")
+    for item in extra:
+        if not item.startswith("--") or "=" not in item:
+            raise SystemExit(f"unrecognised argument {item!r}: overrides look like --model.lr=1e-4")
+        overrides.append(item[2:])
+    return make_config(args.size, overrides)
+
+
+def run_train(args: argparse.Namespace, extra: list[str] | None = None) -> int:
+    from .loop import train
+
+    summary = train(config_from_args(args, list(extra or [])))
+    print(f"trained {summary['env_steps']} env steps, {summary['updates']} updates -> {summary['logdir']}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace, extra: list[str] | None = None) -> int:
+    from .evaluate import evaluate
+
+    if bool(args.logdir) == bool(args.checkpoint):
+        raise SystemExit("eval: give exactly one of --logdir or --checkpoint")
+    evaluate(args.logdir or args.checkpoint, args.episodes, json_path=args.json, show=args.json != "-")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (``python -m dreamerv3_backbone.cli``)."""
+    parser = argparse.ArgumentParser(prog="dreamerv3_backbone")
+    register(parser.add_subparsers(dest="command", required=True))
+    args, extra = parser.parse_known_args(argv)
+    if args.command != "train" and extra:
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    return args.handler(args, extra)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""Environments for the training loop: the default env factory, observation standardising, and
+vector envs (subprocesses for several envs).
+
+Every env is wrapped by ``StandardObs`` so agents see a dict of HxWxC uint8 images and flat
+float32 vectors, whatever the env gives.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import cv2
+import gymnasium as gym
+import numpy as np
+
+EnvFn = Callable[[], gym.Env]
+RESERVED_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
+
+
+class StandardObs(gym.ObservationWrapper):
+    """Dict observations of images (resized to ``image_size`` if given) and flat float32 vectors.
+
+    A non-dict observation becomes ``{"image": obs}`` (HxWxC uint8) or ``{"vector": obs}``.
+    Discrete observations become one-hot vectors.
+    """
+
+    def __init__(self, env: gym.Env, image_size: tuple[int, int] | None = None):
+        super().__init__(env)
+        space = env.observation_space
+        self._single = not isinstance(space, gym.spaces.Dict)
+        spaces = {self._default_key(space): space} if self._single else dict(space.spaces)
+        self.image_size = tuple(image_size) if image_size and all(image_size) else None
+        out = {}
+        for key, sub in spaces.items():
+            if key in RESERVED_KEYS:
+                raise ValueError(f"observation key {key!r} clashes with a replay key; reserved: {RESERVED_KEYS}")
+            if self._is_image(sub):
+                h, w = self.image_size or sub.shape[:2]
+                out[key] = gym.spaces.Box(0, 255, (h, w, sub.shape[2]), np.uint8)
+            elif isinstance(sub, gym.spaces.Box):
+                out[key] = gym.spaces.Box(-np.inf, np.inf, (int(np.prod(sub.shape)) or 1,), np.float32)
+            elif isinstance(sub, gym.spaces.Discrete):
+                out[key] = gym.spaces.Box(0, 1, (int(sub.n),), np.float32)
+            else:
+                raise ValueError(f"observation key {key!r}: unsupported space {sub}; use Box images/vectors or Discrete")
+        self._spaces = spaces
+        self.observation_space = gym.spaces.Dict(out)
+
+    @staticmethod
+    def _is_image(space: gym.Space) -> bool:
+        return isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and space.dtype == np.uint8
+
+    @classmethod
+    def _default_key(cls, space: gym.Space) -> str:
+        return "image" if cls._is_image(space) else "vector"
+
+    def observation(self, obs):
+        obs = {self._default_key(self.env.observation_space): obs} if self._single else obs
+        out = {}
+        for key, sub in self._spaces.items():
+            value = obs[key]
+            if self._is_image(sub):
+                value = np.asarray(value, np.uint8)
+                if self.image_size and value.shape[:2] != self.image_size:
+                    h, w = self.image_size
+                    value = cv2.resize(value, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1)
+            elif isinstance(sub, gym.spaces.Discrete):
+                value = np.eye(sub.n, dtype=np.float32)[int(value) - sub.start]
+            else:
+                value = np.asarray(value, np.float32).reshape(-1)
+            out[key] = value
+        return out
+
+
+def make_task_env(task: str, overrides: list[str] | None = None, seed: int | None = None) -> gym.Env:
+    """A gymnasium id (e.g. CartPole-v1) through ``gymnasium.make``, otherwise a CarDreamer task
+    through ``cardreamer.env.make_env``."""
+    if task in gym.registry and not overrides:
+        return gym.make(task)
+    try:
+        from cardreamer.env import make_env
+    except ImportError as error:
+        raise ValueError(f"env.task={task!r} is not a gymnasium id and cardreamer.env.make_env is unavailable "
+                         f"({error})") from error
+    return make_env(task, list(overrides or []), seed)
+
+
+def default_env_fn(config) -> EnvFn:
+    """A picklable zero-argument factory for the task named in ``config.env``."""
+    if not config.env.task:
+        raise ValueError("env.task is empty: name a CarDreamer task or a gymnasium id, e.g. --task CartPole-v1")
+    return functools.partial(make_task_env, config.env.task, list(config.env.overrides), config.seed)
+
+
+def _wrapped(env_fn: EnvFn, image_size) -> gym.Env:
+    return StandardObs(env_fn(), image_size)
+
+
+def make_vector_env(env_fn: EnvFn, num_envs: int, parallel: bool, image_size=None) -> gym.vector.VectorEnv:
+    """Vector env with next-step autoreset: after an episode's last step, the next ``step`` call
+    resets that env (ignoring its action) and returns the new episode's first observation."""
+    fns = [functools.partial(_wrapped, env_fn, image_size)] * num_envs
+    mode = gym.vector.AutoresetMode.NEXT_STEP
+    if num_envs > 1 and parallel:
+        return gym.vector.AsyncVectorEnv(fns, context="spawn", autoreset_mode=mode)
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)

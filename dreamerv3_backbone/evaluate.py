@@ -1,0 +1,72 @@
+"""Evaluate a trained backbone: success, collision, speed, route completion and return."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from rich.console import Console
+from rich.table import Table
+
+from . import checkpoint
+from .config import load_config
+from .envs import EnvFn, default_env_fn, make_vector_env
+from .loop import run_episodes, summarize
+from .protocol import make_backbone
+
+
+def _resolve(path: str) -> tuple[str, str]:
+    """(logdir, checkpoint folder) from a logdir (newest checkpoint) or a checkpoint folder."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isfile(os.path.join(path, "agent.pkl")):
+        return os.path.dirname(os.path.dirname(path)), path
+    if os.path.isfile(os.path.join(path, "config.yaml")):
+        found = checkpoint.checkpoint_dirs(path)
+        if not found:
+            raise FileNotFoundError(f"{path}: no checkpoint under {os.path.join(path, 'checkpoints')}")
+        return path, found[-1]
+    raise FileNotFoundError(f"{path}: neither a run directory (with config.yaml) nor a checkpoint (with agent.pkl)")
+
+
+def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_path: str | None = None,
+             show: bool = True, seed: int | None = None) -> dict:
+    """Run ``episodes`` greedy episodes of a logdir's newest checkpoint (or a given checkpoint
+    folder) and return the summary; print it as a table when ``show``; write JSON to ``json_path``."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    logdir, ckpt = _resolve(path)
+    config = load_config(os.path.join(logdir, "config.yaml"))
+    envs = make_vector_env(env_fn or default_env_fn(config), 1, False, config.env.image_size)
+    try:
+        agent = make_backbone(config.backbone, envs.single_observation_space, envs.single_action_space, config)
+        agent.load(os.path.join(ckpt, "agent.pkl"))
+        results, _ = run_episodes(agent, envs, episodes, "eval", config.seed + 20_000 if seed is None else seed)
+    finally:
+        envs.close()
+    summary = {"checkpoint": ckpt, "task": config.env.task, "backbone": config.backbone, **summarize(results),
+               "per_episode": results}
+    if show:
+        print_summary(summary)
+    if json_path:
+        text = json.dumps(summary, indent=2)
+        if json_path == "-":
+            print(text)
+        else:
+            folder = os.path.dirname(os.path.abspath(json_path))
+            with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
+                f.write(text)
+            os.replace(f.name, json_path)
+    return summary
+
+
+def print_summary(summary: dict) -> None:
+    table = Table(title=f"{summary['backbone']} on {summary['task'] or 'env'} ({summary['episodes']} episodes)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    fmt = {"success_rate": "{:.0%}", "collision_rate": "{:.0%}", "route_completion": "{:.1%}",
+           "mean_speed": "{:.2f}", "return": "{:.2f}", "return_std": "{:.2f}", "length": "{:.1f}"}
+    for key, pattern in fmt.items():
+        value = summary.get(key)
+        table.add_row(key, "n/a" if value is None else pattern.format(value))
+    Console().print(table)

@@ -1,0 +1,116 @@
+"""The backbone protocol and the registry of backbones by name.
+
+A backbone is any object with these methods (see docs/backbones.md):
+
+- ``policy(obs, state, mode) -> (action, state)``: ``obs`` is a dict of (N, ...) arrays with the
+  observation keys plus ``is_first``; ``state`` starts as ``None``; ``mode`` is 'train' or 'eval'.
+- ``train(batch, state) -> (state, metrics)``: ``batch`` is a dict of (B, T, ...) arrays with the
+  observation keys plus ``action``, ``reward``, ``is_first``, ``is_last``, ``is_terminal``.
+- ``report(batch) -> dict``: numbers and videos ((T, H, W, 3) uint8 arrays) to log.
+- ``save(path)`` / ``load(path)``: the full training state in one file.
+
+Register a factory ``factory(obs_space, act_space, config) -> backbone`` with
+``register_backbone(name, factory)`` (or as a decorator) and train it by name.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    def policy(self, obs: dict[str, np.ndarray], state: Any, mode: str) -> tuple[np.ndarray, Any]: ...
+
+    def train(self, batch: dict[str, np.ndarray], state: Any) -> tuple[Any, dict[str, float]]: ...
+
+    def report(self, batch: dict[str, np.ndarray]) -> dict[str, Any]: ...
+
+    def save(self, path: str) -> None: ...
+
+    def load(self, path: str) -> None: ...
+
+
+Factory = Callable[[gym.spaces.Dict, gym.Space, Any], Backbone]
+_REGISTRY: dict[str, Factory] = {}
+
+
+def register_backbone(name: str, factory: Factory | None = None):
+    """Register ``factory`` under ``name``; usable as ``@register_backbone("name")`` too."""
+
+    def add(fn: Factory) -> Factory:
+        if not callable(fn):
+            raise TypeError(f"backbone {name!r}: factory must be callable, got {fn!r}")
+        _REGISTRY[name] = fn
+        return fn
+
+    return add(factory) if factory is not None else add
+
+
+def available_backbones() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make_backbone(name: str, obs_space: gym.spaces.Dict, act_space: gym.Space, config: Any) -> Backbone:
+    """Build the backbone registered as ``name``."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown backbone {name!r}; registered: {', '.join(available_backbones())}")
+    backbone = _REGISTRY[name](obs_space, act_space, config)
+    missing = [m for m in ("policy", "train", "report", "save", "load") if not callable(getattr(backbone, m, None))]
+    if missing:
+        raise TypeError(f"backbone {name!r} lacks methods {missing} of the backbone protocol")
+    return backbone
+
+
+class RandomBackbone:
+    """Uniformly random actions; trains nothing. A baseline and a smoke test for the loop."""
+
+    def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, config: Any):
+        self.act_space = act_space
+        self.rng = np.random.default_rng(getattr(config, "seed", 0))
+        self.updates = 0
+
+    def policy(self, obs: dict, state: Any = None, mode: str = "train") -> tuple[np.ndarray, Any]:
+        n = len(obs["is_first"])
+        if isinstance(self.act_space, gym.spaces.Discrete):
+            action = self.act_space.start + self.rng.integers(self.act_space.n, size=n)
+        else:
+            low, high = self.act_space.low, self.act_space.high
+            action = self.rng.uniform(low, high, size=(n, *self.act_space.shape)).astype(self.act_space.dtype)
+        return action, state
+
+    def train(self, batch: dict, state: Any = None) -> tuple[Any, dict]:
+        self.updates += 1
+        return state, {"updates": float(self.updates)}
+
+    def report(self, batch: dict) -> dict:
+        return {}
+
+    def save(self, path: str) -> None:
+        folder = os.path.dirname(os.path.abspath(path))
+        with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=".tmp", delete=False) as f:
+            pickle.dump({"rng": self.rng.bit_generator.state, "updates": self.updates}, f)
+        os.replace(f.name, path)
+
+    def load(self, path: str) -> None:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+        self.rng.bit_generator.state = data["rng"]
+        self.updates = data["updates"]
+
+
+def _make_dreamerv3(obs_space: gym.spaces.Dict, act_space: gym.Space, config: Any) -> Backbone:
+    from .agent import DreamerV3  # imported lazily: JAX start-up is not needed for other backbones
+
+    return DreamerV3(obs_space, act_space, config)
+
+
+register_backbone("dreamerv3", _make_dreamerv3)
+register_backbone("random", RandomBackbone)

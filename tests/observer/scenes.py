@@ -1,0 +1,132 @@
+"""Hand-placed scenes on real CARLA towns for the observer tests, pictures and benchmark.
+
+Run as a script to save a PNG of every handler's output for both scenes:
+``python tests/observer/scenes.py /tmp/obs_png``.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cardreamer.roadmap import RoadMap, plan_route
+from cardreamer.roadmap.route import route_through_lanes
+from cardreamer.world.api import Pose, TrafficLightStates
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_world import StaticWorld
+
+CARLA_MAPS = Path("/work/shared/carla_maps")
+
+
+def load_town(name: str) -> RoadMap:
+    return RoadMap.load(str(CARLA_MAPS / f"{name}.xodr"))
+
+
+@dataclass
+class Scene:
+    world: StaticWorld
+    ego: int
+    others: dict[str, int]
+
+
+def town04_straight() -> Scene:
+    """Ego at (5.8, 100) heading along its lane toward y = -58; a car 10 m ahead in the same lane,
+    one in the lane to its right, one on the opposite carriageway, one changing lanes behind."""
+    road_map = load_town("Town04")
+    world = StaticWorld(road_map)
+    lane_index, s, _ = road_map.locate(np.array([5.8, 100.0]))
+    lane = road_map.lanes[lane_index]
+    yaw = float(lane.heading_at(s))
+    route = plan_route(road_map, (5.8, 100.0), (5.8, -58.0))
+    ego = world.spawn_vehicle(Pose(5.8, 100.0, yaw), role="ego", route=route, speed=10.0)
+    ahead_xy = np.array([5.8, 100.0]) + 10.0 * np.array([np.cos(yaw), np.sin(yaw)])
+    others = {"ahead": world.spawn_vehicle(Pose(*ahead_xy, yaw), route=route, speed=8.0)}
+    others["right"] = world.spawn_on_lane(lane.right, float(road_map.lanes[lane.right].local_coordinates(
+        np.array([[9.3, 100.0]]))[0][0]), speed=9.0)
+    opposite_index, opp_s, _ = road_map.locate(np.array([-1.8, 80.0]))
+    others["opposite"] = world.spawn_on_lane(opposite_index, opp_s, speed=9.0)
+    right_lane = road_map.lanes[lane.right]
+    s_right = float(right_lane.local_coordinates(np.array([[9.3, 112.0]]))[0][0])
+    change = route_through_lanes(road_map, [lane.right, lane_index], s_right, 60.0)
+    others["changing"] = world.spawn_on_lane(lane.right, s_right, route=change, speed=9.0)
+    return Scene(world, ego, others)
+
+
+def town10_junction() -> Scene:
+    """Ego 12 m before the big four-way junction of Town10HD (junction 189), turning left through
+    it, with cars queued and crossing, and the lights of the junction set red / green."""
+    road_map = load_town("Town10HD")
+    world = StaticWorld(road_map)
+    incoming = [lane for lane in road_map.lanes
+                if not lane.is_junction and any(road_map.lanes[n].junction_id == 189 for n in lane.successors)]
+    incoming.sort(key=lambda lane: lane.index)
+    rng = np.random.default_rng(3)
+
+    def turn(lane_index: int) -> float:
+        headings = road_map.lanes[lane_index].headings
+        return float(np.angle(np.exp(1j * (headings[-1] - headings[0]))))
+
+    ego_lane = next(lane for lane in incoming if any(turn(n) < -1.2 for n in lane.successors))
+    left_turn = road_map.lanes[min(ego_lane.successors, key=turn)]
+    lanes = [ego_lane.index, left_turn.index] + left_turn.successors[:1]
+    route = route_through_lanes(road_map, lanes, ego_lane.length - 12.0, 30.0)
+    start = route.points[0]
+    ego = world.spawn_vehicle(Pose(float(start[0]), float(start[1]), float(route.headings[0])), role="ego",
+                              route=route, speed=6.0)
+    others = {}
+    for k, lane in enumerate([lane for lane in incoming if lane is not ego_lane][:6]):
+        others[f"queue{k}"] = world.spawn_on_lane(lane.index, max(lane.length - 6.0 - 8.0 * (k % 2), 0.5),
+                                                  speed=float(rng.uniform(0, 6)))
+    crossing = [lane for lane in road_map.lanes if lane.junction_id == 189]
+    for k, lane in enumerate(crossing[3:18:5]):
+        others[f"crossing{k}"] = world.spawn_on_lane(lane.index, lane.length / 2, speed=5.0)
+    lights = world.traffic_lights()
+    for k, signal in enumerate(lights.signals):
+        world.set_light_state(int(signal), (TrafficLightStates.RED, TrafficLightStates.GREEN,
+                                            TrafficLightStates.YELLOW)[k % 3])
+    return Scene(world, ego, others)
+
+
+def crowd(count: int = 50, radius: float = 60.0, seed: int = 0) -> Scene:
+    """The Town04 scene plus background cars on free spawn points within ``radius`` of the ego
+    (``count`` vehicles in all): a dense worst case for the renderers."""
+    scene = town04_straight()
+    world = scene.world
+    ego_xy = world.vehicles().xy[world.vehicles().row(scene.ego)]
+    points = world.road_map.spawn_points(spacing=7.0)
+    distance = np.hypot(*(points.xy - ego_xy).T)
+    occupied = world.vehicles().xy
+    free = (distance < radius) & (np.min(np.hypot(*(points.xy[:, None] - occupied[None]).transpose(2, 0, 1)),
+                                         axis=1) > 6.0)
+    rng = np.random.default_rng(seed)
+    for i in rng.permutation(np.flatnonzero(free))[:count - len(world.vehicles().ids)]:
+        world.spawn_on_lane(int(points.lane[i]), float(points.s[i]), speed=float(rng.uniform(3, 12)))
+    return scene
+
+
+def save_pictures(out_dir: Path) -> list[Path]:
+    import cv2
+
+    from cardreamer.observer import Observer
+    from cardreamer.observer.defaults import DEFAULT_OBSERVATIONS
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for scene_name, scene in (("town04", town04_straight()), ("town10_junction", town10_junction())):
+        scene.world.collision_events[scene.ego] = []
+        observer = Observer(DEFAULT_OBSERVATIONS, list(DEFAULT_OBSERVATIONS))
+        obs, _ = observer.reset(scene.world, scene.ego)
+        for key, value in obs.items():
+            if value.dtype == np.uint8 and value.ndim == 3:
+                path = out_dir / f"{scene_name}_{key}.png"
+                cv2.imwrite(str(path), cv2.cvtColor(value, cv2.COLOR_RGB2BGR))
+                written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for path in save_pictures(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/obs_png")):
+        print(path)

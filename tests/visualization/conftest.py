@@ -1,0 +1,186 @@
+"""Shared fixtures for the visualization tests: a server subprocess, viewers, and synthetic scenes."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import socketio
+
+from visualization.cli import start_server_subprocess
+from visualization.protocol import VIEW_NAMESPACE
+
+
+def birdeye_frame(t: float, size: int = 128) -> np.ndarray:
+    """A bird's-eye-view-like RGB frame: a two-lane road, a route, the ego and a moving car."""
+    image = np.zeros((size, size, 3), np.uint8)
+    image[:] = (24, 28, 36)
+    s = size / 128
+    cv2.rectangle(image, (int(44 * s), 0), (int(84 * s), size), (70, 74, 82), -1)
+    for y in range(int(-16 * s + (t * 40 * s) % (16 * s)), size, int(16 * s)):
+        cv2.line(image, (int(64 * s), y), (int(64 * s), y + int(8 * s)), (210, 210, 210), max(1, int(s)))
+    route = np.array([[74 * s, size], [74 * s, 60 * s], [74 * s - 20 * s * math.sin(t), 0]], np.int32)
+    cv2.polylines(image, [route], False, (60, 150, 255), max(1, int(2 * s)))
+    cv2.rectangle(image, (int(69 * s), int(84 * s)), (int(79 * s), int(102 * s)), (80, 220, 120), -1)
+    y = int((t * 30 * s) % size)
+    cv2.rectangle(image, (int(49 * s), y), (int(59 * s), y + int(18 * s)), (240, 90, 80), -1)
+    return image
+
+
+def camera_frame(t: float, size: int = 128) -> np.ndarray:
+    """A camera-like RGB frame: sky gradient, a road in perspective, a lead vehicle."""
+    h = w = size
+    sky = np.linspace(150, 60, h // 2, dtype=np.float32)[:, None, None] * np.array([0.55, 0.75, 1.0])
+    image = np.zeros((h, w, 3), np.uint8)
+    image[: h // 2] = np.broadcast_to(sky, (h // 2, w, 3)).astype(np.uint8)
+    image[h // 2:] = (54, 62, 50)
+    road = np.array([[w * 0.45, h / 2], [w * 0.55, h / 2], [w * 0.95, h], [w * 0.05, h]], np.int32)
+    cv2.fillPoly(image, [road], (80, 80, 86))
+    phase = (t * 2) % 1
+    for k in range(4):
+        d = (k + phase) / 4
+        y0, y1 = int(h / 2 + d * d * h / 2), int(h / 2 + (d + 0.1) ** 2 * h / 2)
+        cv2.line(image, (w // 2, y0), (w // 2, min(y1, h - 1)), (230, 230, 230), max(1, size // 128))
+    car_w = int(w * (0.12 + 0.03 * math.sin(t)))
+    cv2.rectangle(image, (w // 2 - car_w // 2, int(h * 0.58)), (w // 2 + car_w // 2, int(h * 0.58) + car_w // 2),
+                  (190, 40, 40), -1)
+    return image
+
+
+def write_history(run_dir: Path, steps: int = 40) -> None:
+    """Write metrics.jsonl and scores.jsonl the way a trainer does."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for i in range(1, steps + 1):
+            step = i * 1000
+            f.write(json.dumps({
+                "step": step,
+                "train/loss/image": 3.0 * math.exp(-i / 12) + 0.2 + 0.05 * rng.random(),
+                "train/loss/reward": 0.8 * math.exp(-i / 8) + 0.05 + 0.02 * rng.random(),
+                "train/loss/policy": 0.3 + 0.1 * math.sin(i / 4),
+                "episode/return_mean": 40 * (1 - math.exp(-i / 15)) + 3 * rng.standard_normal(),
+                "fps/env": 300 + 20 * rng.standard_normal(),
+                "fps/train": 18 + rng.standard_normal(),
+            }) + "\n")
+    with open(run_dir / "scores.jsonl", "w") as f:
+        for i in range(1, steps // 2 + 1):
+            success = bool(rng.random() < i / (steps / 2))
+            f.write(json.dumps({
+                "step": i * 2000, "return": round(45 * (i / 20) + 5 * rng.standard_normal(), 2),
+                "length": int(100 + rng.integers(0, 60)), "success": success,
+                "collision": (not success) and bool(rng.random() < 0.5),
+                "terminal_reason": "destination reached" if success else "collision",
+            }) + "\n")
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A visualization server subprocess on a free port, serving ``tmp_path/runs``."""
+    logdir = tmp_path / "runs"
+    process, url = start_server_subprocess(logdir, announce=False)
+    try:
+        yield {"url": url, "base": url.split("/?")[0], "token": url.split("token=")[1], "logdir": logdir}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+class Viewer:
+    """A Python viewer on real sockets that records what it receives and can ack frames slowly."""
+
+    def __init__(self, base_url: str, run: str, ack_delay: float = 0.0, auth: dict | None = None):
+        self.received: list[tuple[str, dict, float]] = []
+        self.ack_delay = ack_delay
+        self.client = socketio.Client(reconnection=False)
+        self.history: dict | None = None
+        for event in ("frame", "step"):
+            self.client.on(event, self._make_handler(event), namespace=VIEW_NAMESPACE)
+        self.client.on("history", self._on_history, namespace=VIEW_NAMESPACE)
+        self._joined = threading.Event()
+        self.client.connect(base_url, namespaces=[VIEW_NAMESPACE], transports=["websocket"], auth=auth or {})
+        self.client.emit("join", {"run": run}, namespace=VIEW_NAMESPACE)
+        if not self._joined.wait(5):
+            raise TimeoutError(f"no history from {base_url} after joining run {run!r}")
+
+    def _on_history(self, data):
+        self.history = data
+        self._joined.set()
+
+    def _make_handler(self, event):
+        def handler(data):
+            self.received.append((event, data, time.time()))
+            if self.ack_delay:
+                time.sleep(self.ack_delay)
+            self.client.emit("ack", {"key": data["key"]}, namespace=VIEW_NAMESPACE)
+        return handler
+
+    def frames(self, key: str | None = None) -> list[dict]:
+        return [d for e, d, _ in self.received if e == "frame" and (key is None or d["key"] == key)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+class FakeDrivingEnv:
+    """A small Gymnasium env for the driving loop: a car on a road that the actions move.
+
+    Observations are a dict with an RGB bird's-eye image and a state vector; the info carries speed,
+    ``r_*`` terms and a terminal reason, like the project's envs. Every action taken is recorded.
+    """
+
+    def __new__(cls, discrete: bool = False, episode_length: int = 30):
+        import gymnasium as gym
+
+        class _Env(gym.Env):
+            metadata = {"render_modes": []}
+
+            def __init__(self):
+                self.observation_space = gym.spaces.Dict({
+                    "birdeye_wpt": gym.spaces.Box(0, 255, (64, 64, 3), np.uint8),
+                    "state": gym.spaces.Box(-np.inf, np.inf, (3,), np.float32),
+                })
+                if discrete:
+                    self.discrete_actions = [(a, s) for a in (-2.0, 0.0, 2.0) for s in (-0.5, 0.0, 0.5)]
+                    self.action_space = gym.spaces.Discrete(len(self.discrete_actions))
+                else:
+                    self.action_space = gym.spaces.Box(np.array([-3.0, -0.8], np.float32),
+                                                       np.array([3.0, 0.8], np.float32))
+                self.actions: list = []
+                self.resets = 0
+
+            def _control(self, action):
+                if discrete:
+                    return self.discrete_actions[int(action)]
+                return float(action[0]), float(action[1])
+
+            def _obs(self):
+                image = birdeye_frame(self.x / 5.0, 64)
+                return {"birdeye_wpt": image, "state": np.array([self.x, self.y, self.speed], np.float32)}
+
+            def reset(self, *, seed=None, options=None):
+                super().reset(seed=seed)
+                self.x = self.y = self.speed = 0.0
+                self.t = 0
+                self.resets += 1
+                return self._obs(), {"speed": 0.0}
+
+            def step(self, action):
+                self.actions.append(action)
+                acceleration, steering = self._control(action)
+                self.speed = max(0.0, self.speed + 0.1 * acceleration)
+                self.x += 0.1 * self.speed
+                self.y += 0.1 * self.speed * steering
+                self.t += 1
+                truncated = self.t >= episode_length
+                info = {"speed": np.float32(self.speed), "r_speed": np.float64(0.1 * self.speed),
+                        "r_steer": -abs(steering) * 0.1, "terminal_reason": "time limit" if truncated else None}
+                return self._obs(), float(info["r_speed"] + info["r_steer"]), False, truncated, info
+
+        return _Env()

@@ -1,0 +1,650 @@
+"""Stand-ins for the server side of CARLA: Client, World, actors, sensors, Traffic Manager.
+
+There is no CARLA server on the test machine, so these classes play its part with the call
+signatures and return types of the carla 0.9.16 client API. carla's value types stay real:
+Transform, Location, Rotation, Vector3D, BoundingBox, VehicleControl, WorldSettings,
+TrafficLightState, the commands DestroyActor / SetAutopilot / ApplyVehicleControl /
+ApplyTargetVelocity, and the Map (a real ``carla.Map`` parsed from the town's .xodr, as the
+server would send it). Only ``carla.command.SpawnActor`` is stood in for (``SpawnCommand``),
+because it needs a blueprint object that only a server can hand out.
+
+Motion is deliberately simple and deterministic: ego vehicles follow their controls with a
+kinematic bicycle, autopilot vehicles drive along their Traffic Manager path at the desired
+speed, and overlapping boxes stop both vehicles and report a collision. This checks the
+backend's translation of the API, not CARLA's physics.
+"""
+from __future__ import annotations
+
+import fnmatch
+import threading
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import carla
+import numpy as np
+
+STANDIN_VERSION = "0.9.16"
+VEHICLE_EXTENT = carla.Vector3D(x=2.4, y=1.05, z=0.75)
+DEFAULT_AUTOPILOT_SPEED = 30.0  # km/h, the TM's default on town roads
+
+
+@lru_cache(maxsize=4)
+def parse_map(path: str) -> carla.Map:
+    """The map as a server sends it (name 'Carla/Maps/<Town>'); parsed once per test session."""
+    return carla.Map(f"Carla/Maps/{Path(path).stem}", Path(path).read_text(encoding="utf-8"))
+
+
+class Response:
+    """Like carla.command.Response: an actor id, or an error message."""
+
+    def __init__(self, actor_id: int = 0, error: str = ""):
+        self.actor_id = actor_id
+        self.error = error
+
+    def has_error(self) -> bool:
+        return bool(self.error)
+
+
+class SpawnCommand:
+    """Stands in for carla.command.SpawnActor(blueprint, transform[, parent])."""
+
+    def __init__(self, blueprint: Blueprint, transform: carla.Transform, parent: Any = None):
+        self.blueprint = blueprint.copy()  # CARLA copies the blueprint into the command
+        self.transform = carla.Transform(transform.location, transform.rotation)
+        self.parent = parent
+        self.followers: list[Any] = []
+
+    def then(self, command: Any) -> SpawnCommand:
+        self.followers.append(command)
+        return self
+
+
+# ----------------------------------------------------------------------------- blueprints
+class Blueprint:
+    def __init__(self, blueprint_id: str, attributes: dict[str, str]):
+        self.id = blueprint_id
+        self.attributes = dict(attributes)
+
+    def has_attribute(self, key: str) -> bool:
+        return key in self.attributes
+
+    def set_attribute(self, key: str, value: str) -> None:
+        if key not in self.attributes:
+            raise IndexError(f"actor blueprint {self.id!r} has no attribute {key!r}")
+        self.attributes[key] = str(value)
+
+    def copy(self) -> Blueprint:
+        return Blueprint(self.id, self.attributes)
+
+
+BLUEPRINTS = {
+    "vehicle.tesla.model3": {"role_name": "autopilot"},
+    "vehicle.audi.tt": {"role_name": "autopilot"},
+    "sensor.other.collision": {"role_name": "front"},
+    "sensor.other.lane_invasion": {"role_name": "front"},
+    "sensor.camera.rgb": {"image_size_x": "800", "image_size_y": "600", "fov": "90", "sensor_tick": "0.0",
+                          "role_name": "front"},
+    "sensor.lidar.ray_cast": {"channels": "32", "range": "10.0", "points_per_second": "56000",
+                              "rotation_frequency": "10.0", "upper_fov": "10.0", "lower_fov": "-30.0",
+                              "sensor_tick": "0.0", "role_name": "front"},
+}
+
+
+class BlueprintLibrary:
+    def find(self, blueprint_id: str) -> Blueprint:
+        if blueprint_id not in BLUEPRINTS:
+            raise IndexError(f"blueprint {blueprint_id!r} not found")
+        return Blueprint(blueprint_id, BLUEPRINTS[blueprint_id])
+
+
+# ----------------------------------------------------------------------------- actors
+class Actor:
+    def __init__(self, server: StandInServer, actor_id: int, type_id: str, transform: carla.Transform,
+                 attributes: dict[str, str], parent: Actor | None = None):
+        self._server = server
+        self.id = actor_id
+        self.type_id = type_id
+        self.attributes = attributes
+        self.parent = parent
+        self.xy = np.array([transform.location.x, transform.location.y])
+        self.z = transform.location.z
+        self.yaw = np.radians(transform.rotation.yaw)
+        self.velocity = np.zeros(2)
+        self.acceleration = np.zeros(2)
+        self.bounding_box = carla.BoundingBox(carla.Location(), carla.Vector3D())
+
+    def get_transform(self) -> carla.Transform:
+        self._server.check()
+        return carla.Transform(carla.Location(x=float(self.xy[0]), y=float(self.xy[1]), z=float(self.z)),
+                               carla.Rotation(yaw=float(np.degrees(self.yaw))))
+
+    def get_velocity(self) -> carla.Vector3D:
+        self._server.check()
+        return carla.Vector3D(x=float(self.velocity[0]), y=float(self.velocity[1]), z=0.0)
+
+    def get_acceleration(self) -> carla.Vector3D:
+        self._server.check()
+        return carla.Vector3D(x=float(self.acceleration[0]), y=float(self.acceleration[1]), z=0.0)
+
+
+class Vehicle(Actor):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bounding_box = carla.BoundingBox(carla.Location(x=0.0, y=0.0, z=VEHICLE_EXTENT.z), VEHICLE_EXTENT)
+        self.control = carla.VehicleControl()
+        self.speed = 0.0
+        self.autopilot_port: int | None = None
+        self.path: list[np.ndarray] = []
+        self.desired_speed_kmh = DEFAULT_AUTOPILOT_SPEED
+        self.tm_settings: dict[str, Any] = {}
+
+    def get_speed_limit(self) -> float:
+        return 50.0
+
+
+class Sensor(Actor):
+    """A server-side sensor: ``emit`` hands a reading to the listener (what CARLA's stream does)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.callback: Callable[[Any], None] | None = None
+
+    def listen(self, callback: Callable[[Any], None]) -> None:
+        self._server.check()
+        self.callback = callback
+
+    def stop(self) -> None:
+        self.callback = None
+
+    def is_listening(self) -> bool:
+        return self.callback is not None
+
+    def emit(self, data: Any) -> None:
+        if self.callback is not None:
+            self.callback(data)
+
+
+class TrafficLight(Actor):
+    CYCLE = (carla.TrafficLightState.Green, carla.TrafficLightState.Yellow, carla.TrafficLightState.Red)
+
+    def __init__(self, *args, opendrive_id: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.opendrive_id = opendrive_id
+        self.times = {carla.TrafficLightState.Green: 10.0, carla.TrafficLightState.Yellow: 3.0,
+                      carla.TrafficLightState.Red: 2.0}
+        self.state = carla.TrafficLightState.Red
+        self.elapsed = 0.0
+
+    def get_opendrive_id(self) -> str:
+        return self.opendrive_id
+
+    def get_state(self) -> carla.TrafficLightState:
+        return self.state
+
+    def get_elapsed_time(self) -> float:
+        return self.elapsed
+
+    def set_green_time(self, seconds: float) -> None:
+        self.times[carla.TrafficLightState.Green] = seconds
+
+    def set_yellow_time(self, seconds: float) -> None:
+        self.times[carla.TrafficLightState.Yellow] = seconds
+
+    def set_red_time(self, seconds: float) -> None:
+        self.times[carla.TrafficLightState.Red] = seconds
+
+    def advance(self, dt: float) -> None:
+        self.elapsed += dt
+        if self.elapsed >= self.times[self.state]:
+            self.state = self.CYCLE[(self.CYCLE.index(self.state) + 1) % 3]
+            self.elapsed = 0.0
+
+
+class ActorList(list):
+    def filter(self, pattern: str) -> ActorList:
+        return ActorList(a for a in self if fnmatch.fnmatch(a.type_id, pattern))
+
+
+# ----------------------------------------------------------------------------- sensor data
+class Reading:
+    """A camera image or lidar measurement: ``frame`` and ``raw_data`` as CARLA's SensorData has."""
+
+    def __init__(self, frame: int, raw_data: bytes, width: int = 0, height: int = 0):
+        self.frame = frame
+        self.raw_data = raw_data
+        self.width = width
+        self.height = height
+
+
+def camera_reading(frame: int, width: int, height: int) -> Reading:
+    """A BGRA image whose blue channel is frame % 256 and red channel 200 (checks the RGB flip)."""
+    bgra = np.zeros((height, width, 4), dtype=np.uint8)
+    bgra[..., 0] = frame % 256
+    bgra[..., 2] = 200
+    bgra[..., 3] = 255
+    return Reading(frame, bgra.tobytes(), width, height)
+
+
+def lidar_reading(frame: int, points: int = 16) -> Reading:
+    data = np.zeros((points, 4), dtype=np.float32)
+    data[:, 0] = frame
+    data[:, 3] = 1.0
+    return Reading(frame, data.tobytes())
+
+
+class CollisionData:
+    def __init__(self, frame: int, actor: Actor, other: Actor | None):
+        self.frame = frame
+        self.actor = actor
+        self.other_actor = other
+        self.normal_impulse = carla.Vector3D()
+
+
+class LaneInvasionData:
+    def __init__(self, frame: int, actor: Actor, markings: list[Any]):
+        self.frame = frame
+        self.actor = actor
+        self.crossed_lane_markings = markings
+
+
+# ----------------------------------------------------------------------------- server
+class StandInServer:
+    """One stand-in simulator; ``client`` is the client factory handed to CarlaWorld.
+
+    Test hooks: ``kill`` makes every call time out as a dead server does; ``restart`` brings
+    up a fresh, empty server; ``sensor_delay`` delivers camera/lidar readings from another
+    thread after that many seconds; ``stale_readings`` sends a reading of the previous frame
+    first; ``drop_frames`` never sends those frames.
+    """
+
+    def __init__(self, maps: dict[str, Path], version: str = STANDIN_VERSION, host: str = "127.0.0.1",
+                 port: int = 2000):
+        self.maps = {name: Path(path) for name, path in maps.items()}
+        self.version = version
+        self.address = f"{host}:{port}"
+        self.sensor_delay = 0.0
+        self.stale_readings = False
+        self.drop_frames: set[int] = set()
+        self.batches: list[list[Any]] = []  # every command batch received, for inspection
+        self.restart()
+
+    def restart(self) -> None:
+        self.alive = True
+        self.actors: dict[int, Actor] = {}
+        self.next_id = 1
+        self.traffic_managers: dict[int, StandInTrafficManager] = {}
+        self.world = StandInWorld(self, next(iter(self.maps)))
+
+    def kill(self) -> None:
+        self.alive = False
+
+    def check(self) -> None:
+        if not self.alive:
+            raise RuntimeError(f"time-out of 10000ms while waiting for the simulator, make sure the simulator is "
+                               f"ready and connected to {self.address}")
+
+    def client(self, host: str, port: int) -> StandInClient:
+        return StandInClient(self)
+
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def live(self, kind: str = "*") -> list[Actor]:
+        """Actors alive on the server whose type matches ``kind`` (traffic lights excluded unless asked)."""
+        return [a for a in self.actors.values() if fnmatch.fnmatch(a.type_id, kind)
+                and (kind.startswith("traffic") or not a.type_id.startswith("traffic"))]
+
+
+class StandInClient:
+    def __init__(self, server: StandInServer):
+        self.server = server
+        self.timeout = 5.0
+
+    def set_timeout(self, seconds: float) -> None:
+        self.timeout = seconds
+
+    def get_server_version(self) -> str:
+        self.server.check()
+        return self.server.version
+
+    def get_client_version(self) -> str:
+        return STANDIN_VERSION
+
+    def get_available_maps(self) -> list[str]:
+        self.server.check()
+        return [f"/Game/Carla/Maps/{name}" for name in self.server.maps]
+
+    def get_world(self) -> StandInWorld:
+        self.server.check()
+        return self.server.world
+
+    def load_world(self, name: str) -> StandInWorld:
+        self.server.check()
+        if name not in self.server.maps:
+            raise RuntimeError(f"map '{name}' not found")
+        for actor in list(self.server.actors.values()):
+            del self.server.actors[actor.id]
+        self.server.world = StandInWorld(self.server, name)
+        return self.server.world
+
+    def generate_opendrive_world(self, opendrive: str, parameters: carla.OpendriveGenerationParameters,
+                                 reset_settings: bool = True) -> StandInWorld:
+        self.server.check()
+        self.server.generated_xodr = opendrive
+        self.server.world = StandInWorld(self.server, None, opendrive)
+        return self.server.world
+
+    def get_trafficmanager(self, port: int = 8000) -> StandInTrafficManager:
+        self.server.check()
+        return self.server.traffic_managers.setdefault(port, StandInTrafficManager(self.server, port))
+
+    def apply_batch(self, commands: list[Any]) -> None:
+        self.apply_batch_sync(commands, False)
+
+    def apply_batch_sync(self, commands: list[Any], do_tick: bool = False) -> list[Response]:
+        self.server.check()
+        self.server.batches.append(list(commands))
+        return [self.server.world.execute(command) for command in commands]
+
+
+def _tm_setting(name: str):
+    """A Traffic Manager per-vehicle setter that records its value on the vehicle."""
+    def store(self, vehicle: Vehicle, value) -> None:
+        vehicle.tm_settings[name] = value
+    return store
+
+
+class StandInTrafficManager:
+    def __init__(self, server: StandInServer, port: int):
+        self.server = server
+        self.port = port
+        self.synchronous = False
+        self.seed: int | None = None
+
+    def get_port(self) -> int:
+        return self.port
+
+    def set_synchronous_mode(self, enabled: bool) -> None:
+        self.server.check()
+        self.synchronous = enabled
+
+    def set_random_device_seed(self, seed: int) -> None:
+        self.seed = seed
+
+    def set_desired_speed(self, vehicle: Vehicle, kmh: float) -> None:
+        vehicle.desired_speed_kmh = kmh
+
+    def set_path(self, vehicle: Vehicle, locations: list[carla.Location]) -> None:
+        vehicle.path = [np.array([loc.x, loc.y]) for loc in locations]
+
+    ignore_lights_percentage = _tm_setting("ignore_lights_percentage")
+    ignore_signs_percentage = _tm_setting("ignore_signs_percentage")
+    ignore_vehicles_percentage = _tm_setting("ignore_vehicles_percentage")
+    auto_lane_change = _tm_setting("auto_lane_change")
+    distance_to_leading_vehicle = _tm_setting("distance_to_leading_vehicle")
+    vehicle_percentage_speed_difference = _tm_setting("vehicle_percentage_speed_difference")
+
+
+def boxes_overlap(a: Actor, b: Actor) -> bool:
+    """Separating-axis test of two vehicles' ground boxes."""
+    def corners(actor: Actor) -> np.ndarray:
+        ex, ey = actor.bounding_box.extent.x, actor.bounding_box.extent.y
+        c, s = np.cos(actor.yaw), np.sin(actor.yaw)
+        local = np.array([[ex, ey], [ex, -ey], [-ex, -ey], [-ex, ey]])
+        return actor.xy + local @ np.array([[c, s], [-s, c]])
+
+    ca, cb = corners(a), corners(b)
+    for yaw in (a.yaw, b.yaw):
+        for axis in (np.array([np.cos(yaw), np.sin(yaw)]), np.array([-np.sin(yaw), np.cos(yaw)])):
+            pa, pb = ca @ axis, cb @ axis
+            if pa.max() < pb.min() or pb.max() < pa.min():
+                return False
+    return True
+
+
+class Snapshot:
+    """carla.WorldSnapshot: the frame and a copy of every actor's state at that tick."""
+
+    class ActorSnapshot:
+        def __init__(self, actor: Actor):
+            self.id = actor.id
+            self._transform = actor.get_transform()
+            self._velocity = actor.get_velocity()
+            self._acceleration = actor.get_acceleration()
+
+        def get_transform(self) -> carla.Transform:
+            return self._transform
+
+        def get_velocity(self) -> carla.Vector3D:
+            return self._velocity
+
+        def get_acceleration(self) -> carla.Vector3D:
+            return self._acceleration
+
+    def __init__(self, frame: int, actors: list[Actor]):
+        self.frame = frame
+        self._actors = [self.ActorSnapshot(a) for a in actors]
+
+    def __iter__(self):
+        return iter(self._actors)
+
+    def __len__(self) -> int:
+        return len(self._actors)
+
+
+class StandInWorld:
+    def __init__(self, server: StandInServer, town: str | None, xodr: str | None = None):
+        self.server = server
+        self.carla_map = parse_map(str(server.maps[town])) if town else carla.Map("generated", xodr)
+        self.frame = 1000 * len(server.maps) + server.next_id  # CARLA's frame counter does not start at 0
+        self.settings = {"synchronous_mode": False, "fixed_delta_seconds": 0.0, "no_rendering_mode": False}
+        self.ticks = 0
+        self._snapshot = Snapshot(self.frame, [])
+        for landmark in {lm.id: lm for lm in self.carla_map.get_all_landmarks_of_type("1000001")}.values():
+            light = TrafficLight(server, server.new_id(), "traffic.traffic_light", landmark.transform, {},
+                                 opendrive_id=str(landmark.id))
+            server.actors[light.id] = light
+
+    # ---- settings and map
+    def get_map(self) -> carla.Map:
+        self.server.check()
+        return self.carla_map
+
+    def get_settings(self) -> carla.WorldSettings:
+        self.server.check()
+        return carla.WorldSettings(**self.settings)
+
+    def apply_settings(self, settings: carla.WorldSettings) -> int:
+        self.server.check()
+        self.settings = {"synchronous_mode": settings.synchronous_mode,
+                         "fixed_delta_seconds": settings.fixed_delta_seconds or 0.0,
+                         "no_rendering_mode": settings.no_rendering_mode}
+        return self.frame
+
+    def get_blueprint_library(self) -> BlueprintLibrary:
+        self.server.check()
+        return BlueprintLibrary()
+
+    # ---- actors
+    def get_actors(self, actor_ids: list[int] | None = None) -> ActorList:
+        self.server.check()
+        if actor_ids is None:
+            return ActorList(self.server.actors.values())
+        return ActorList(self.server.actors[i] for i in actor_ids if i in self.server.actors)
+
+    def get_actor(self, actor_id: int) -> Actor | None:
+        self.server.check()
+        return self.server.actors.get(actor_id)
+
+    def spawn_actor(self, blueprint: Blueprint, transform: carla.Transform, attach_to: Actor | None = None) -> Actor:
+        response = self.execute(SpawnCommand(blueprint, transform, attach_to))
+        if response.error:
+            raise RuntimeError(response.error)
+        return self.server.actors[response.actor_id]
+
+    def get_traffic_lights_from_waypoint(self, waypoint: carla.Waypoint, distance: float) -> list[TrafficLight]:
+        return []
+
+    def reset_all_traffic_lights(self) -> None:
+        self.server.check()
+        for light in self.server.live("traffic.*"):
+            light.state, light.elapsed = carla.TrafficLightState.Red, 0.0
+
+    # ---- commands
+    def execute(self, command: Any) -> Response:
+        server = self.server
+        if isinstance(command, SpawnCommand):
+            return self._spawn(command)
+        if isinstance(command, carla.command.DestroyActor):
+            if server.actors.pop(command.actor_id, None) is None:
+                return Response(error=f"actor {command.actor_id} not found")
+            return Response(command.actor_id)
+        actor = server.actors.get(command.actor_id)
+        if actor is None:
+            return Response(error=f"actor {command.actor_id} not found")
+        if isinstance(command, carla.command.ApplyVehicleControl):
+            actor.control = command.control
+        elif isinstance(command, carla.command.SetAutopilot):
+            if command.tm_port not in server.traffic_managers:
+                return Response(error=f"no Traffic Manager on port {command.tm_port}")
+            actor.autopilot_port = command.tm_port if command.enabled else None
+        elif isinstance(command, carla.command.ApplyTargetVelocity):
+            actor.velocity = np.array([command.velocity.x, command.velocity.y])
+            actor.speed = float(np.linalg.norm(actor.velocity))
+        else:
+            return Response(error=f"the stand-in does not know {type(command).__name__}")
+        return Response(actor.id)
+
+    def _spawn(self, command: SpawnCommand) -> Response:
+        server, blueprint = self.server, command.blueprint
+        kind = blueprint.id.split(".")[0]
+        if kind == "vehicle":
+            actor = Vehicle(server, 0, blueprint.id, command.transform, dict(blueprint.attributes))
+            if any(boxes_overlap(actor, other) for other in server.live("vehicle.*")):
+                return Response(error="Spawn failed because of collision at spawn position")
+        elif kind == "sensor":
+            if command.parent is None or command.parent.id not in server.actors:
+                return Response(error=f"sensor {blueprint.id} needs a live parent")
+            actor = Sensor(server, 0, blueprint.id, command.transform, dict(blueprint.attributes), command.parent)
+        else:
+            return Response(error=f"cannot spawn {blueprint.id}")
+        actor.id = server.new_id()
+        server.actors[actor.id] = actor
+        for follower in command.followers:
+            follower.actor_id = actor.id  # FutureActor resolved, as the server does
+            response = self.execute(follower)
+            if response.error:
+                return response
+        return Response(actor.id)
+
+    # ---- simulation
+    def tick(self, seconds: float = 10.0) -> int:
+        self.server.check()
+        if not self.settings["synchronous_mode"]:
+            raise RuntimeError("stand-in: tick() called while the world is in asynchronous mode")
+        dt = self.settings["fixed_delta_seconds"] or 0.05
+        self.frame += 1
+        self.ticks += 1
+        vehicles = self.server.live("vehicle.*")
+        before = {v.id: (v.xy.copy(), v.yaw, v.velocity.copy()) for v in vehicles}
+        for vehicle in vehicles:
+            if vehicle.autopilot_port is not None:
+                self._drive_autopilot(vehicle, dt)
+            else:
+                self._drive_controls(vehicle, dt)
+            vehicle.acceleration = (vehicle.velocity - before[vehicle.id][2]) / dt
+        self._collide(vehicles, before)
+        for light in self.server.live("traffic.*"):
+            light.advance(dt)
+        self._snapshot = Snapshot(self.frame, list(self.server.actors.values()))
+        self._send_sensor_data(before)
+        return self.frame
+
+    def get_snapshot(self) -> Snapshot:
+        self.server.check()
+        return self._snapshot
+
+    @staticmethod
+    def _drive_controls(vehicle: Vehicle, dt: float) -> None:
+        c = vehicle.control
+        accel = 5.0 * c.throttle - 8.0 * c.brake - 0.2 * np.sign(vehicle.speed)
+        vehicle.speed = max(vehicle.speed + accel * dt, 0.0)
+        vehicle.yaw += vehicle.speed * np.tan(0.6 * c.steer) / 2.9 * dt
+        heading = np.array([np.cos(vehicle.yaw), np.sin(vehicle.yaw)])
+        vehicle.velocity = vehicle.speed * heading
+        vehicle.xy = vehicle.xy + vehicle.velocity * dt
+
+    @staticmethod
+    def _drive_autopilot(vehicle: Vehicle, dt: float) -> None:
+        step = vehicle.desired_speed_kmh / 3.6 * dt
+        position = vehicle.xy.copy()
+        while step > 1e-9:
+            target = vehicle.path[0] if vehicle.path else position + [np.cos(vehicle.yaw), np.sin(vehicle.yaw)]
+            offset = target - position
+            distance = float(np.linalg.norm(offset))
+            if distance > 1e-9:
+                vehicle.yaw = float(np.arctan2(offset[1], offset[0]))
+            if vehicle.path and distance <= step:
+                position, step = target, step - distance
+                vehicle.path.pop(0)
+                continue
+            position = position + offset / max(distance, 1e-9) * step
+            step = 0.0
+        vehicle.velocity = (position - vehicle.xy) / dt
+        vehicle.speed = float(np.linalg.norm(vehicle.velocity))
+        vehicle.xy = position
+
+    def _collide(self, vehicles: list[Vehicle], before: dict) -> None:
+        sensed = {s.parent.id: s for s in self.server.live("sensor.other.collision") if s.parent is not None}
+        for vehicle in vehicles:
+            if vehicle.id not in sensed:
+                continue
+            for other in vehicles:
+                if other is vehicle or not boxes_overlap(vehicle, other):
+                    continue
+                for hit in (vehicle, other):  # contact stops both, where they stood before the tick
+                    hit.xy, hit.yaw, _ = before[hit.id]
+                    hit.speed, hit.velocity = 0.0, np.zeros(2)
+                sensed[vehicle.id].emit(CollisionData(self.frame, vehicle, other))
+                if other.id in sensed:
+                    sensed[other.id].emit(CollisionData(self.frame, other, vehicle))
+
+    def _send_sensor_data(self, before: dict) -> None:
+        frame = self.frame
+        for sensor in self.server.live("sensor.*"):
+            parent = sensor.parent
+            if sensor.type_id == "sensor.other.lane_invasion" and parent is not None and parent.id in before:
+                markings = self._crossed_markings(before[parent.id][0], parent.xy)
+                if markings:
+                    sensor.emit(LaneInvasionData(frame, parent, markings))
+            elif sensor.type_id in ("sensor.camera.rgb", "sensor.lidar.ray_cast") and frame not in self.server.drop_frames:
+                self._send_reading(sensor, frame)
+
+    def _send_reading(self, sensor: Sensor, frame: int) -> None:
+        def make(f: int) -> Reading:
+            if sensor.type_id == "sensor.camera.rgb":
+                return camera_reading(f, int(sensor.attributes["image_size_x"]), int(sensor.attributes["image_size_y"]))
+            return lidar_reading(f)
+
+        readings = ([make(frame - 1)] if self.server.stale_readings else []) + [make(frame)]
+        if self.server.sensor_delay > 0:
+            timer = threading.Timer(self.server.sensor_delay, lambda: [sensor.emit(r) for r in readings])
+            timer.daemon = True
+            timer.start()
+        else:
+            for reading in readings:
+                sensor.emit(reading)
+
+    def _crossed_markings(self, xy_from: np.ndarray, xy_to: np.ndarray) -> list[Any]:
+        """The marking between two driving lanes of one road that the vehicle moved across."""
+        def waypoint(xy):
+            return self.carla_map.get_waypoint(carla.Location(x=float(xy[0]), y=float(xy[1]), z=0.0))
+
+        a, b = waypoint(xy_from), waypoint(xy_to)
+        if a is None or b is None or (a.road_id, a.section_id) != (b.road_id, b.section_id) or a.lane_id == b.lane_id:
+            return []
+        right = a.get_right_lane()
+        return [a.right_lane_marking if right is not None and right.lane_id == b.lane_id else a.left_lane_marking]

@@ -1,0 +1,110 @@
+"""Cleanup across thousands of resets, server loss, and reconnecting (with and without relaunch)."""
+from __future__ import annotations
+
+import sys
+
+import carla
+import numpy as np
+import pytest
+
+from cardreamer.config import CarlaServer
+from cardreamer.world.api import Behavior, Pose, WorldError
+from cardreamer.world.carla_backend import CarlaServerLost, SensorSpec
+
+
+def ego_pose(world) -> Pose:
+    lane, s, _ = world.road_map.locate(np.array([5.8, 100.0]))
+    return Pose(5.8, 100.0, float(world.road_map.lanes[lane].heading_at(s)))
+
+
+def test_nothing_is_left_behind_across_2000_resets(make_world, server):
+    world = make_world()
+    pose = ego_pose(world)
+    for episode in range(2000):
+        world.reset(episode)
+        ego = world.spawn_vehicle(pose, role="ego")
+        world.spawn_traffic(3, Behavior(on_route_end="destroy"), exclude_near=np.array([5.8, 100.0]),
+                            exclude_radius=20)
+        if episode % 100 == 0:
+            world.attach_sensor("camera", SensorSpec("camera", width=4, height=4))
+        world.apply_control(ego, carla.VehicleControl(throttle=1.0))
+        world.tick()
+    assert len(server.live()) == 6  # the last episode's ego, its 2 event sensors, 3 background vehicles
+    world.reset(0)
+    assert server.live() == []
+    assert world.vehicles().ids.size == 0
+    assert len(world.shapes.shapes) <= len(server.actors)  # the shape cache holds live actors only
+    assert (world._vehicles, world._sensor_parent, world._pending, world.events.actors) == ({}, {}, {}, {})
+    world.spawn_vehicle(pose, role="ego")
+    world.close()
+    assert server.live() == []
+
+
+def test_server_loss_raises_a_specific_error_until_reconnect(make_world, server):
+    world = make_world()
+    world.spawn_vehicle(ego_pose(world), role="ego")
+    server.kill()
+    with pytest.raises(CarlaServerLost, match=r"stopped answering during tick: time-out .* Call world.reconnect\(\)"):
+        world.tick()
+    assert issubclass(CarlaServerLost, WorldError)
+    server.restart()  # answering again, but this world must not pretend nothing happened
+    with pytest.raises(CarlaServerLost, match="call reconnect"):
+        world.reset(0)
+    world.reconnect()
+    assert server.world.settings["synchronous_mode"] is True
+    world.reset(1)
+    ego = world.spawn_vehicle(ego_pose(world), role="ego")
+    world.apply_control(ego, carla.VehicleControl(throttle=1.0))
+    for _ in range(5):
+        world.tick()
+    assert world.vehicles().speed[0] > 0
+    world.close()
+    assert server.live() == []
+
+
+def test_reconnect_to_a_surviving_server_removes_the_old_actors(make_world, server, monkeypatch):
+    world = make_world()
+    world.spawn_vehicle(ego_pose(world), role="ego")
+    world.spawn_traffic(4)
+    original_tick = server.world.tick
+    monkeypatch.setattr(server.world, "tick", lambda *a: (_ for _ in ()).throw(RuntimeError(
+        "time-out of 1000ms while waiting for the simulator")))
+    with pytest.raises(CarlaServerLost):
+        world.tick()
+    monkeypatch.setattr(server.world, "tick", original_tick)
+    assert len(server.live("vehicle.*")) == 5
+    world.reconnect(relaunch=False)
+    assert server.live() == []
+
+
+def test_refused_requests_are_not_mistaken_for_server_loss(make_world, server, monkeypatch):
+    world = make_world()
+    monkeypatch.setattr(server.world, "reset_all_traffic_lights",
+                        lambda: (_ for _ in ()).throw(RuntimeError("rpc::rpc_error during call in function x")))
+    with pytest.raises(RuntimeError, match="rpc_error") as err:
+        world.reset(0)
+    assert not isinstance(err.value, CarlaServerLost)
+
+
+def test_reconnect_relaunches_with_the_launch_command(make_world, server):
+    command = f"{sys.executable} -c \"import time; time.sleep(60)\""
+    world = make_world(config=CarlaServer(timeout=1.0, launch_command=command))
+    server.kill()
+    with pytest.raises(CarlaServerLost):
+        world.reset(0)
+    server.restart()
+    world.reconnect()  # launch_command set: a new server process is started first
+    process = world._launched
+    assert process is not None and process.poll() is None
+    world.reset(0)
+    world.close()
+    assert process.poll() is not None  # a server this world started is stopped with it
+
+
+def test_close_after_server_loss_does_not_raise(make_world, server):
+    world = make_world()
+    server.kill()
+    with pytest.raises(CarlaServerLost):
+        world.tick()
+    world.close()
+    world.close()

@@ -1,0 +1,98 @@
+"""Camera and lidar readings matched to the tick's frame: stale readings dropped, late ones awaited, missing ones timed out."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from cardreamer.world.api import Pose, WorldError
+from cardreamer.world.carla_backend import SensorSpec, SensorTimeout
+
+
+@pytest.fixture
+def ego_world(make_world):
+    def build(**kwargs):
+        world = make_world(**kwargs)
+        lane, s, _ = world.road_map.locate(np.array([5.8, 100.0]))
+        ego = world.spawn_vehicle(Pose(5.8, 100.0, float(world.road_map.lanes[lane].heading_at(s))), role="ego")
+        return world, ego
+    return build
+
+
+def test_camera_reading_is_rgb_of_the_current_frame(ego_world, server):
+    world, _ = ego_world()
+    world.attach_sensor("camera", SensorSpec("camera", width=32, height=24))
+    for _ in range(3):
+        world.tick()
+        image = world.sensor_data("camera")
+        assert image.shape == (24, 32, 3) and image.dtype == np.uint8
+        assert image[0, 0].tolist() == [200, 0, world.frame % 256]  # BGRA from the server flipped to RGB
+    sensor = next(s for s in server.live("sensor.camera.rgb"))
+    assert sensor.attributes["image_size_x"] == "32" and sensor.attributes["sensor_tick"] == "0.0"
+
+
+def test_lidar_sweeps_once_per_tick(ego_world, server):
+    world, _ = ego_world(dt=0.05)
+    world.attach_sensor("lidar", SensorSpec("lidar", channels=16, range=40.0))
+    world.tick()
+    points = world.sensor_data("lidar")
+    assert points.shape[1] == 4 and points.dtype == np.float32 and np.all(points[:, 0] == world.frame)
+    sensor = next(s for s in server.live("sensor.lidar.ray_cast"))
+    assert float(sensor.attributes["rotation_frequency"]) == pytest.approx(20.0)
+    assert sensor.attributes["channels"] == "16" and sensor.attributes["range"] == "40.0"
+
+
+def test_stale_readings_are_discarded(ego_world, server):
+    world, _ = ego_world()
+    world.attach_sensor("camera", SensorSpec("camera", width=8, height=8))
+    server.stale_readings = True  # every tick now also sends the previous frame's reading first
+    for _ in range(3):
+        world.tick()
+        assert world.sensor_data("camera")[0, 0, 2] == world.frame % 256
+    assert world.sensors.sensors["camera"].readings.empty()
+
+
+def test_late_readings_are_awaited(ego_world, server):
+    world, _ = ego_world()
+    world.attach_sensor("camera", SensorSpec("camera", width=8, height=8))
+    server.sensor_delay = 0.05  # delivered from another thread, after the tick returned
+    start = time.monotonic()
+    world.tick()
+    assert time.monotonic() - start >= 0.04
+    assert world.sensor_data("camera")[0, 0, 2] == world.frame % 256
+
+
+def test_missing_reading_times_out_with_a_clear_error(ego_world, server):
+    world, _ = ego_world(sensor_timeout=0.2)
+    world.attach_sensor("lidar", SensorSpec("lidar"))
+    server.drop_frames = {server.world.frame + 1}
+    start = time.monotonic()
+    with pytest.raises(SensorTimeout, match=rf"sensor 'lidar' \(lidar\) sent no reading for frame {server.world.frame + 1} "
+                                            r"within 0.2 s"):
+        world.tick()
+    assert 0.15 < time.monotonic() - start < 1.0
+
+
+def test_unknown_or_duplicate_sensor_names_are_errors(ego_world):
+    world, ego = ego_world()
+    world.attach_sensor("camera", SensorSpec("camera"))
+    with pytest.raises(WorldError, match="no sensor named 'lidar'; attached sensors: camera"):
+        world.sensor_data("lidar")
+    with pytest.raises(WorldError, match="already attached"):
+        world.attach_sensor("camera", SensorSpec("camera"), ego)
+    with pytest.raises(WorldError, match="sensor kind 'radar' is not supported"):
+        SensorSpec("radar")
+
+
+def test_sensors_are_destroyed_with_their_vehicle_and_on_reset(ego_world, server):
+    world, ego = ego_world()
+    world.attach_sensor("camera", SensorSpec("camera", width=8, height=8))
+    assert len(server.live("sensor.*")) == 3  # camera + collision + lane invasion
+    world.destroy(ego)
+    assert server.live("sensor.*") == [] and world.sensors.sensors == {}
+    world.tick()  # no sensor left to wait for
+    world.spawn_vehicle(Pose(5.8, 60.0, -np.pi / 2), role="ego")
+    world.attach_sensor("camera", SensorSpec("camera", width=8, height=8))
+    world.reset(1)
+    assert server.live() == []

@@ -1,0 +1,344 @@
+"""CarlaWorld against the stand-in server: maps, settings, spawning, controls, snapshots, lights, events."""
+from __future__ import annotations
+
+import carla
+import numpy as np
+import pytest
+
+from cardreamer.config import CarlaServer
+from cardreamer.roadmap import MapError, RoadMap, plan_route
+from cardreamer.world.api import Behavior, Pose, SpawnError, TrafficLightStates, WorldError
+from cardreamer.world.carla_backend.snapshot import ShapeCache, vehicle_arrays
+from cardreamer.world.carla_backend.world import clipped_control
+
+FOUR_LANE_XS = (5.8, 9.0, 12.2, 15.6)  # CarDreamer's four_lane task on Town04, driving -y from y=100
+
+
+def lane_pose(world, x: float, y: float) -> Pose:
+    lane, s, _ = world.road_map.locate(np.array([x, y]))
+    return Pose(x, y, float(world.road_map.lanes[lane].heading_at(s)))
+
+
+# ----------------------------------------------------------------------------- maps and settings
+def test_connect_sets_synchronous_mode_and_close_restores_settings(make_world, server):
+    world = make_world(dt=0.05, seed=3)
+    assert server.world.settings == {"synchronous_mode": True, "fixed_delta_seconds": 0.05, "no_rendering_mode": False}
+    tm = server.traffic_managers[world.tm_port]
+    assert tm.synchronous and tm.seed == 3
+    assert world.road_map.name == "Town04" and world.dt == 0.05
+    world.close()
+    assert server.world.settings["synchronous_mode"] is False
+    assert tm.synchronous is False
+
+
+def test_town_by_name_or_by_its_xodr_loads_the_server_town(make_world, server, carla_maps_dir):
+    world = make_world("Town01")
+    assert world.road_map.name == "Town01" and server.world.carla_map.name == "Carla/Maps/Town01"
+    world.close()
+    world = make_world(str(carla_maps_dir / "Town04.xodr"))
+    assert world.road_map.name == "Town04"
+
+
+def test_a_task_xodr_is_generated_on_the_server(make_world, server, carla_maps_dir, tmp_path):
+    custom = tmp_path / "my_task_map.xodr"
+    custom.write_text((carla_maps_dir / "Town01.xodr").read_text())
+    world = make_world(str(custom))
+    assert server.generated_xodr == custom.read_text()
+    assert len(world.road_map.lanes) > 10
+
+
+def test_unknown_town_lists_the_server_maps(make_world):
+    with pytest.raises(MapError, match=r"no map 'Town99'; it has Town01, Town04"):
+        make_world("Town99")
+
+
+def test_a_given_road_map_is_used_as_is(make_world, town04):
+    world = make_world(road_map=town04)
+    assert world.road_map is town04
+
+
+# ----------------------------------------------------------------------------- spawning
+def test_spawned_ego_is_in_the_snapshot_before_and_after_a_tick(make_world):
+    world = make_world()
+    pose = lane_pose(world, 5.8, 100.0)
+    ego = world.spawn_vehicle(pose, role="ego")
+    for _ in range(2):  # pending (spawned since the last tick), then from the server's snapshot
+        v = world.vehicles()
+        i = v.row(ego)
+        assert v.is_ego[i] and v.xy[i] == pytest.approx([5.8, 100.0], abs=1e-3)
+        assert v.yaw[i] == pytest.approx(pose.yaw, abs=1e-4)
+        assert v.extent[i] == pytest.approx([2.4, 1.05])
+        world.tick()
+
+
+def test_spawn_off_the_road_or_on_another_vehicle_fails(make_world):
+    world = make_world()
+    with pytest.raises(SpawnError, match=r"off every driving lane"):
+        world.spawn_vehicle(Pose(5000.0, 5000.0, 0.0))
+    first = world.spawn_vehicle(lane_pose(world, 9.0, 80.0))
+    with pytest.raises(SpawnError, match="collision at spawn position"):
+        world.spawn_vehicle(lane_pose(world, 9.0, 81.0))
+    assert world.try_spawn_vehicle(lane_pose(world, 9.0, 81.0)) is None
+    assert world.vehicles().ids.tolist() == [first]
+
+
+def test_background_vehicles_get_autopilot_behaviour_and_route(make_world, server):
+    world = make_world()
+    route = plan_route(world.road_map, (12.2, 100.0), (12.2, -58.0))
+    behavior = Behavior(desired_speed=7.0, ignore_lights=True, auto_lane_change=False, min_gap=4.0)
+    actor_id = world.spawn_vehicle(lane_pose(world, 12.2, 100.0), route=route, behavior=behavior, speed=5.0)
+    vehicle = server.actors[actor_id]
+    assert vehicle.autopilot_port == world.tm_port
+    assert vehicle.attributes["role_name"] == "autopilot"
+    assert vehicle.desired_speed_kmh == pytest.approx(7.0 * 3.6)
+    assert vehicle.tm_settings == {"ignore_lights_percentage": 100.0, "ignore_signs_percentage": 0.0,
+                                   "ignore_vehicles_percentage": 0.0, "auto_lane_change": False,
+                                   "distance_to_leading_vehicle": 4.0}
+    path = np.array(vehicle.path)
+    s, lateral = route.project(path)
+    assert np.abs(lateral).max() < 0.05 and np.diff(s[:-1]) == pytest.approx(10.0, abs=0.01)
+    assert s[0] == pytest.approx(10.0, abs=0.01) and 0 < s[-1] - s[-2] <= 10.0
+    assert path[-1] == pytest.approx(route.points[-1], abs=1e-3)
+    assert vehicle.velocity == pytest.approx([5.0 * np.cos(route.headings[0]), 5.0 * np.sin(route.headings[0])],
+                                             abs=1e-3)
+    assert world.route_of(actor_id) is route
+    for _ in range(30):
+        world.tick()
+    assert world.route_progress(actor_id) == pytest.approx(7.0 * 3.0, abs=1.0)
+
+
+def test_spawn_traffic_is_one_batch_away_from_the_ego(make_world, server):
+    world = make_world()
+    ego = world.spawn_vehicle(lane_pose(world, 5.8, 100.0), role="ego")
+    batches = len(server.batches)
+    ids = world.spawn_traffic(25, Behavior(desired_speed=6.0), exclude_near=np.array([5.8, 100.0]), exclude_radius=30)
+    assert len(server.batches) == batches + 1 and len(server.batches[-1]) == 25
+    assert len(ids) == 25 and ego not in ids
+    v = world.vehicles()
+    others = v.xy[~v.is_ego]
+    assert np.min(np.linalg.norm(others - [5.8, 100.0], axis=1)) > 30
+    assert all(world.route_of(i) is not None for i in ids)
+
+
+def test_spawn_traffic_is_seeded(make_world):
+    world = make_world()
+    world.reset(5)
+    first = world.vehicles().xy if world.spawn_traffic(10) else None
+    world.reset(5)
+    world.spawn_traffic(10)
+    assert np.array_equal(world.vehicles().xy, first)
+
+
+def test_route_end_destroys_or_renews(make_world):
+    world = make_world()
+    short = plan_route(world.road_map, (15.6, 100.0), (15.6, 80.0))
+    leaving = world.spawn_vehicle(lane_pose(world, 15.6, 100.0), route=short,
+                                  behavior=Behavior(desired_speed=10.0, on_route_end="destroy"))
+    staying = world.spawn_vehicle(lane_pose(world, 9.0, 100.0), route=plan_route(world.road_map, (9.0, 100), (9.0, 80)),
+                                  behavior=Behavior(desired_speed=10.0))
+    for _ in range(25):
+        world.tick()
+    assert leaving not in world.vehicles().ids
+    assert staying in world.vehicles().ids
+    assert world.route_of(staying).length > 100 and world.route_progress(staying) < 10
+
+
+# ----------------------------------------------------------------------------- controls
+def test_control_is_clipped_and_sent_in_a_batch_before_the_tick(make_world, server):
+    world = make_world()
+    ego = world.spawn_vehicle(lane_pose(world, 5.8, 100.0), role="ego")
+    world.apply_control(ego, carla.VehicleControl(throttle=1.7, steer=-2.0, brake=-0.5, reverse=True, gear=-1))
+    world.tick()
+    (command,) = server.batches[-1]
+    assert isinstance(command, carla.command.ApplyVehicleControl) and command.actor_id == ego
+    sent = server.actors[ego].control
+    assert (sent.throttle, sent.steer, sent.brake, sent.reverse, sent.gear) == (1.0, -1.0, 0.0, True, -1)
+    batches = len(server.batches)
+    world.tick()
+    assert len(server.batches) == batches  # CARLA keeps the last control: nothing re-sent without a new one
+
+
+def test_clipped_control_keeps_valid_values():
+    control = carla.VehicleControl(throttle=0.3, steer=0.2, brake=0.0, hand_brake=True)
+    out = clipped_control(control)
+    assert (out.throttle, out.steer, out.brake, out.hand_brake) == pytest.approx((0.3, 0.2, 0.0, True))
+
+
+def test_controls_only_for_own_ego_vehicles(make_world):
+    world = make_world()
+    background = world.spawn_vehicle(lane_pose(world, 9.0, 100.0))
+    with pytest.raises(WorldError, match="driven by the Traffic Manager"):
+        world.apply_control(background, carla.VehicleControl(throttle=1.0))
+    with pytest.raises(WorldError, match="no vehicle with id 999999"):
+        world.apply_control(999999, carla.VehicleControl())
+
+
+def test_ego_drives_forward_on_throttle(make_world):
+    world = make_world()
+    route = plan_route(world.road_map, (5.8, 100.0), (5.8, -58.0))
+    ego = world.spawn_vehicle(lane_pose(world, 5.8, 100.0), role="ego", route=route)
+    for _ in range(20):
+        world.apply_control(ego, carla.VehicleControl(throttle=0.6))
+        world.tick()
+    v = world.vehicles()
+    assert v.speed[v.row(ego)] > 3.0
+    assert world.route_progress(ego) > 5.0 and not world.is_off_road(ego)
+
+
+# ----------------------------------------------------------------------------- snapshots
+class _Snap:
+    def __init__(self, actor_id, xyz_yaw, velocity, accel=(0.0, 0.0)):
+        self.id = actor_id
+        x, y, yaw = xyz_yaw
+        self._t = carla.Transform(carla.Location(x=x, y=y), carla.Rotation(yaw=yaw))
+        self._v = carla.Vector3D(*velocity, 0.0)
+        self._a = carla.Vector3D(*accel, 0.0)
+
+    def get_transform(self):
+        return self._t
+
+    def get_velocity(self):
+        return self._v
+
+    def get_acceleration(self):
+        return self._a
+
+
+class _Actor:
+    def __init__(self, actor_id, type_id, extent=(2.0, 1.0), offset=(0.0, 0.0)):
+        self.id, self.type_id = actor_id, type_id
+        self.bounding_box = carla.BoundingBox(carla.Location(x=offset[0], y=offset[1]), carla.Vector3D(*extent, 0.7))
+
+
+def test_snapshot_conversion_degrees_offsets_and_reverse_speed():
+    shapes = ShapeCache()
+    shapes.remember([_Actor(1, "vehicle.audi.tt", (2.0, 0.9), (0.5, 0.0)), _Actor(2, "vehicle.tesla.model3"),
+                     _Actor(3, "sensor.camera.rgb")])
+    snapshot = [_Snap(1, (10.0, 20.0, 270.0), (0.0, -3.0), (0.0, 1.0)), _Snap(2, (0.0, 0.0, 180.0), (2.0, 0.0)),
+                _Snap(3, (0.0, 0.0, 0.0), (0.0, 0.0))]
+    v = vehicle_arrays(snapshot, shapes, egos={2}, hidden=set(), pending={})
+    assert v.ids.tolist() == [1, 2]
+    assert v.yaw == pytest.approx([-np.pi / 2, np.pi])
+    assert v.xy[0] == pytest.approx([10.0, 19.5])        # box centre 0.5 m ahead of the origin, heading -y
+    assert v.speed == pytest.approx([3.0, -2.0])          # vehicle 2 faces -x and moves +x: reversing
+    assert v.acceleration[0] == pytest.approx([0.0, 1.0])
+    assert v.extent[0] == pytest.approx([2.0, 0.9]) and v.is_ego.tolist() == [False, True]
+    assert vehicle_arrays(snapshot, shapes, egos=set(), hidden={1}, pending={}).ids.tolist() == [2]
+
+
+def test_one_snapshot_per_tick_and_actor_queries_only_for_new_ids(make_world, server, monkeypatch):
+    world = make_world()
+    world.spawn_traffic(15)
+    world.tick()
+    calls = {"get_snapshot": 0, "get_actors": 0}
+    for name in calls:
+        original = getattr(server.world, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(server.world, name, counted)
+    for _ in range(10):
+        world.tick()
+        world.vehicles()
+        world.vehicles()
+    assert calls == {"get_snapshot": 10, "get_actors": 0}
+
+
+def test_destroyed_vehicle_leaves_the_snapshot_at_once(make_world, server):
+    world = make_world()
+    ids = world.spawn_traffic(5)
+    world.tick()
+    world.destroy(ids[0])
+    assert ids[0] not in world.vehicles().ids and ids[0] not in server.actors
+    with pytest.raises(WorldError):
+        world.destroy(ids[0])
+
+
+# ----------------------------------------------------------------------------- traffic lights
+def test_lights_map_to_road_map_signals_by_opendrive_id(make_world, server):
+    world = make_world()
+    lights = world.traffic_lights()
+    signals = world.road_map.signals
+    expected = [i for i, s in enumerate(signals) if s.kind == "traffic_light"]
+    assert lights.signals.tolist() == expected
+    by_id = {a.opendrive_id: a for a in server.live("traffic.*")}
+    by_id[signals[expected[0]].id].state = carla.TrafficLightState.Green
+    by_id[signals[expected[0]].id].elapsed = 1.5
+    lights = world.traffic_lights()
+    assert lights.states[0] == TrafficLightStates.GREEN and lights.elapsed[0] == 1.5
+    assert set(lights.states.tolist()) <= {TrafficLightStates.RED, TrafficLightStates.YELLOW, TrafficLightStates.GREEN}
+
+
+def test_light_timing_per_junction_and_cycle(make_world, server):
+    world = make_world()
+    lanes = world.road_map.lanes
+    lights = [s for s in world.road_map.signals if s.kind == "traffic_light"]
+    junction = lanes[lights[0].lane].junction_id  # Town04 puts its lights on junction lanes
+    world.set_traffic_light_timing(green=0.5, yellow=0.3, red=0.4, junction_id=junction)
+    ids = {s.id for s in lights if lanes[s.lane].junction_id == junction}
+    assert 0 < len(ids) < len({s.id for s in lights})
+    for light in server.live("traffic.*"):
+        green = light.times[carla.TrafficLightState.Green]
+        assert green == (0.5 if light.opendrive_id in ids else 10.0)
+    with pytest.raises(WorldError, match="no traffic light controls junction -12345"):
+        world.set_traffic_light_timing(1.0, 1.0, junction_id=-12345)
+    with pytest.raises(WorldError, match="green time must be > 0"):
+        world.set_traffic_light_timing(0.0, 1.0)
+    world.set_traffic_light_timing(green=0.5, yellow=0.5)
+    seen = set()
+    for _ in range(40):
+        world.tick()
+        seen.add(int(world.traffic_lights().states[0]))
+    assert seen == {0, 1, 2}
+
+
+# ----------------------------------------------------------------------------- collision and lane events
+def test_collision_event_names_the_other_vehicle_and_the_frame(make_world):
+    world = make_world()
+    ego = world.spawn_vehicle(lane_pose(world, 5.8, 100.0), role="ego")
+    parked = world.spawn_vehicle(lane_pose(world, 5.8, 85.0), role="ego")
+    hits = []
+    for _ in range(60):
+        world.apply_control(ego, carla.VehicleControl(throttle=1.0))
+        world.tick()
+        hits = world.collisions(ego)
+        if hits:
+            break
+    assert len(hits) == 1
+    assert (hits[0].frame, hits[0].actor_id, hits[0].other_id) == (world.frame, ego, parked)
+    assert hits[0].relative_speed == 0.0  # both stopped by the contact in this stand-in
+    assert world.collisions(parked)[0].other_id == ego
+    world.tick()
+    assert world.collisions(ego) == []  # events belong to the tick they happened in
+
+
+def test_lane_invasion_reports_the_crossed_marking(make_world):
+    world = make_world()
+    ego = world.spawn_vehicle(lane_pose(world, 9.0, 100.0), role="ego", speed=6.0)
+    events = []
+    for _ in range(40):
+        world.apply_control(ego, carla.VehicleControl(throttle=0.3, steer=-0.15))
+        world.tick()
+        events += world.lane_invasions(ego)
+    assert events and events[0].actor_id == ego
+    assert events[0].markings and all(m in ("Broken", "Solid", "SolidSolid", "BrokenBroken", "NONE", "Other")
+                                      for m in events[0].markings)
+
+
+def test_road_map_of_the_world_matches_an_offline_parse(make_world, carla_maps_dir):
+    world = make_world()
+    offline = RoadMap.load(str(carla_maps_dir / "Town04.xodr"))
+    assert len(world.road_map.lanes) == len(offline.lanes)
+    assert [s.id for s in world.road_map.signals] == [s.id for s in offline.signals]
+
+
+def test_world_refuses_an_unknown_role(make_world):
+    world = make_world()
+    with pytest.raises(WorldError, match="role 'pedestrian'"):
+        world.spawn_vehicle(lane_pose(world, 5.8, 100.0), role="pedestrian")
+
+
+def test_config_timeout_is_used_for_calls(make_world, server):
+    world = make_world(config=CarlaServer(timeout=3.5))
+    assert world.client.timeout == 3.5
