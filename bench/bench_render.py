@@ -2,11 +2,11 @@
 
 Usage (one core, as the figures in docs/observations.md were taken):
 
-    taskset -c 0 python bench/bench_render.py [--vehicles 50] [--radius 80] [--calls 500] [--repeats 5]
+    taskset -c 0 python bench/bench_render.py [--vehicles 50] [--radius 60] [--calls 500] [--repeats 5]
 
 The scene is the hand-placed Town04 scene of the observer tests (ego at (5.8, 100) on the
-highway) plus background cars on free spawn points within ``radius`` metres of the ego: a dense
-case where about a third of them are inside the 128 x 128 bird's-eye view. Prints, per
+highway) plus background cars on lane points within ``radius`` metres of the ego, at least 6 m
+apart: a dense case where about a third of them are inside the 128 x 128 bird's-eye view. Prints, per
 handler, the best and the median over ``repeats`` of the mean time per call, and the time to
 build the Town04 road raster. Times are CPU time of this process (``time.process_time``), so
 that other programs sharing the core do not inflate them; wall-clock medians are printed too.
@@ -46,7 +46,7 @@ def per_call(fn, calls: int, repeats: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vehicles", type=int, default=50)
-    parser.add_argument("--radius", type=float, default=80.0)
+    parser.add_argument("--radius", type=float, default=60.0)
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -55,6 +55,10 @@ def main() -> None:
     start = time.process_time()
     RoadRaster(road_map, 4.0)
     print(f"Town04 road raster at 4 px/m: {time.process_time() - start:.3f} s CPU")
+
+    small = np.zeros(8)
+    calibration, _ = per_call(lambda: [np.add(small, 1.0) for _ in range(100)], 200, args.repeats)
+    print(f"calibration: one small numpy call {calibration / 100 * 1e6:.2f} us CPU (load shows here)")
 
     scene = scenes.crowd(args.vehicles, radius=args.radius)
     world, ego = scene.world, scene.ego

@@ -12,7 +12,7 @@ import gymnasium
 import numpy as np
 from pydantic import Field
 
-from cardreamer.observer.birdeye import COLORS, colorize, road_palette
+from cardreamer.observer.birdeye import COLORS, colorize, palette_words, road_palette
 from cardreamer.observer.handler import Handler, HandlerConfig, register_handler
 from cardreamer.roadmap.raster import RoadRaster
 from cardreamer.world.api import World
@@ -55,8 +55,9 @@ class CameraHandler(Handler):
         # First image row that shows ground nearer than `far` (rows above it: sky, then plain ground).
         self.horizon_row = self._row_at_depression(pitch, 0.0)
         self.far_row = int(np.clip(np.ceil(self._row_at_depression(pitch, np.arctan(c.z / c.far))), 0, c.height))
-        self.palette = road_palette()
-        self.palette[0] = CAMERA_COLORS["ground"]
+        palette = road_palette()
+        palette[0] = CAMERA_COLORS["ground"]
+        self.palette = palette_words(palette)
         self.raster: RoadRaster | None = None
 
     def _row_at_depression(self, pitch: float, depression: float) -> float:

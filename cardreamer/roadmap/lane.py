@@ -24,19 +24,17 @@ def project_onto_polyline(points: np.ndarray, s: np.ndarray, xy: np.ndarray) -> 
     xy = np.atleast_2d(np.asarray(xy, dtype=np.float64))
     a = points[:-1]
     d = points[1:] - a
-    seg_len2 = np.maximum(np.einsum("ij,ij->i", d, d), 1e-12)
-    rel = xy[:, None, :] - a[None, :, :]                         # (K, M-1, 2)
-    t = np.clip(np.einsum("kij,ij->ki", rel, d) / seg_len2, 0.0, 1.0)
-    closest = a[None] + t[..., None] * d[None]
-    dist2 = np.sum((xy[:, None, :] - closest) ** 2, axis=-1)
-    best = np.argmin(dist2, axis=1)
+    seg_len2 = np.maximum((d * d).sum(axis=1), 1e-12)
+    rel = xy[:, None, :] - a                                      # (K, M-1, 2)
+    t = np.clip((rel * d).sum(axis=2) / seg_len2, 0.0, 1.0)       # (K, M-1)
+    off = rel - t[..., None] * d                                  # query minus closest point
+    best = np.argmin((off * off).sum(axis=2), axis=1)
     rows = np.arange(len(xy))
     seg_len = np.sqrt(seg_len2[best])
-    s_out = s[best] + t[rows, best] * seg_len
     dvec = d[best] / seg_len[:, None]
-    offset = xy - closest[rows, best]
+    offset = off[rows, best]
     lateral = dvec[:, 0] * offset[:, 1] - dvec[:, 1] * offset[:, 0]
-    return s_out, lateral
+    return s[best] + t[rows, best] * seg_len, lateral
 
 
 @dataclass
@@ -63,9 +61,11 @@ class Lane:
     left: int | None = None
     right: int | None = None
     s: np.ndarray = field(init=False)
+    _unwrapped: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.s = polyline_arclength(self.points)
+        self._unwrapped = np.unwrap(self.headings)
 
     @property
     def length(self) -> float:
@@ -82,8 +82,7 @@ class Lane:
 
     def heading_at(self, s: float | np.ndarray) -> np.ndarray:
         """Heading (radians) at arc length ``s``, interpolated without wrap-around jumps."""
-        unwrapped = np.unwrap(self.headings)
-        return np.interp(s, self.s, unwrapped)
+        return np.interp(s, self.s, self._unwrapped)
 
     def width_at(self, s: float | np.ndarray) -> np.ndarray:
         return np.interp(s, self.s, self.widths)

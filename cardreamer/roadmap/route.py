@@ -27,6 +27,7 @@ class Route:
 
     def __post_init__(self) -> None:
         self.s = polyline_arclength(self.points)
+        self._unwrapped = np.unwrap(self.headings)
 
     @property
     def length(self) -> float:
@@ -36,7 +37,7 @@ class Route:
         return np.stack([np.interp(s, self.s, self.points[:, 0]), np.interp(s, self.s, self.points[:, 1])], -1)
 
     def heading_at(self, s: float | np.ndarray) -> np.ndarray:
-        return np.interp(s, self.s, np.unwrap(self.headings))
+        return np.interp(s, self.s, self._unwrapped)
 
     def project(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(s along the route, lateral offset, positive right) of world points (K, 2)."""

@@ -8,6 +8,7 @@ import cardreamer  # noqa: F401  (registers CarDreamer/<Task>-v0)
 from cardreamer.config_loading import ConfigError
 from cardreamer.env import make_env
 from cardreamer.expert import ExpertPolicy
+from cardreamer.roadmap import MapError
 from cardreamer.task_registry import env_id, task_names
 
 
@@ -100,3 +101,6 @@ def test_bad_input_errors_are_clear():
         make_env("no_such_task")
     with pytest.raises(ConfigError, match=r"did you mean 'traffic'"):
         make_env("wpt", ["--task.trafic.background=3"])
+    env = make_env("wpt", ["--task.ego.spawn={x: 5000, y: 5000}"])
+    with pytest.raises(MapError, match=r"\(5000.0, 5000.0\) is not on a driving lane of map 'town_grid'"):
+        env.reset(seed=0)

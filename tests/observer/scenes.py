@@ -91,19 +91,24 @@ def town10_junction() -> Scene:
 
 
 def crowd(count: int = 50, radius: float = 60.0, seed: int = 0) -> Scene:
-    """The Town04 scene plus background cars on free spawn points within ``radius`` of the ego
-    (``count`` vehicles in all): a dense worst case for the renderers."""
+    """The Town04 scene plus background cars on lane points within ``radius`` of the ego, at least
+    6 m apart (``count`` vehicles in all): a dense worst case for the renderers."""
     scene = town04_straight()
     world = scene.world
+    road_map = world.road_map
     ego_xy = world.vehicles().xy[world.vehicles().row(scene.ego)]
-    points = world.road_map.spawn_points(spacing=7.0)
-    distance = np.hypot(*(points.xy - ego_xy).T)
-    occupied = world.vehicles().xy
-    free = (distance < radius) & (np.min(np.hypot(*(points.xy[:, None] - occupied[None]).transpose(2, 0, 1)),
-                                         axis=1) > 6.0)
+    candidates = [(lane.index, s) for lane in road_map.lanes for s in np.arange(2.0, lane.length - 2.0, 8.0)
+                  if np.hypot(*(lane.position(s) - ego_xy)) < radius]
     rng = np.random.default_rng(seed)
-    for i in rng.permutation(np.flatnonzero(free))[:count - len(world.vehicles().ids)]:
-        world.spawn_on_lane(int(points.lane[i]), float(points.s[i]), speed=float(rng.uniform(3, 12)))
+    occupied = list(world.vehicles().xy)
+    for i in rng.permutation(len(candidates)):
+        if len(occupied) >= count:
+            break
+        lane_index, s = candidates[i]
+        xy = road_map.lanes[lane_index].position(s)
+        if min(np.hypot(*(np.array(occupied) - xy).T)) > 6.0:
+            world.spawn_on_lane(lane_index, float(s), speed=float(rng.uniform(3, 12)))
+            occupied.append(xy)
     return scene
 
 

@@ -125,7 +125,8 @@ class Viewer:
         return [d for e, d, _ in self.received if e == "frame" and (key is None or d["key"] == key)]
 
     def close(self) -> None:
-        self.client.disconnect()
+        # Disconnecting waits ~3 s for a close frame the werkzeug server never sends; don't wait.
+        threading.Thread(target=self.client.disconnect, daemon=True).start()
 
 
 class FakeDrivingEnv:

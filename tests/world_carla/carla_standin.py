@@ -292,10 +292,10 @@ class StandInServer:
         self.next_id += 1
         return self.next_id
 
-    def live(self, kind: str = "*") -> list[Actor]:
-        """Actors alive on the server whose type matches ``kind`` (traffic lights excluded unless asked)."""
-        return [a for a in self.actors.values() if fnmatch.fnmatch(a.type_id, kind)
-                and (kind.startswith("traffic") or not a.type_id.startswith("traffic"))]
+    def live(self, prefix: str = "") -> list[Actor]:
+        """Actors alive on the server whose type id starts with ``prefix`` (traffic lights only when asked)."""
+        return [a for a in self.actors.values() if a.type_id.startswith(prefix)
+                and (prefix.startswith("traffic") or not a.type_id.startswith("traffic"))]
 
 
 class StandInClient:
@@ -409,20 +409,24 @@ class Snapshot:
     """carla.WorldSnapshot: the frame and a copy of every actor's state at that tick."""
 
     class ActorSnapshot:
+        """State copied at the tick; carla value objects built only when asked for."""
+
         def __init__(self, actor: Actor):
             self.id = actor.id
-            self._transform = actor.get_transform()
-            self._velocity = actor.get_velocity()
-            self._acceleration = actor.get_acceleration()
+            self._state = (actor.xy.copy(), actor.z, actor.yaw, actor.velocity.copy(), actor.acceleration.copy())
 
         def get_transform(self) -> carla.Transform:
-            return self._transform
+            xy, z, yaw, _, _ = self._state
+            return carla.Transform(carla.Location(x=float(xy[0]), y=float(xy[1]), z=float(z)),
+                                   carla.Rotation(yaw=float(np.degrees(yaw))))
 
         def get_velocity(self) -> carla.Vector3D:
-            return self._velocity
+            v = self._state[3]
+            return carla.Vector3D(x=float(v[0]), y=float(v[1]), z=0.0)
 
         def get_acceleration(self) -> carla.Vector3D:
-            return self._acceleration
+            a = self._state[4]
+            return carla.Vector3D(x=float(a[0]), y=float(a[1]), z=0.0)
 
     def __init__(self, frame: int, actors: list[Actor]):
         self.frame = frame
@@ -490,7 +494,7 @@ class StandInWorld:
 
     def reset_all_traffic_lights(self) -> None:
         self.server.check()
-        for light in self.server.live("traffic.*"):
+        for light in self.server.live("traffic."):
             light.state, light.elapsed = carla.TrafficLightState.Red, 0.0
 
     # ---- commands
@@ -523,7 +527,7 @@ class StandInWorld:
         kind = blueprint.id.split(".")[0]
         if kind == "vehicle":
             actor = Vehicle(server, 0, blueprint.id, command.transform, dict(blueprint.attributes))
-            if any(boxes_overlap(actor, other) for other in server.live("vehicle.*")):
+            if any(boxes_overlap(actor, other) for other in server.live("vehicle.")):
                 return Response(error="Spawn failed because of collision at spawn position")
         elif kind == "sensor":
             if command.parent is None or command.parent.id not in server.actors:
@@ -548,7 +552,7 @@ class StandInWorld:
         dt = self.settings["fixed_delta_seconds"] or 0.05
         self.frame += 1
         self.ticks += 1
-        vehicles = self.server.live("vehicle.*")
+        vehicles = self.server.live("vehicle.")
         before = {v.id: (v.xy.copy(), v.yaw, v.velocity.copy()) for v in vehicles}
         for vehicle in vehicles:
             if vehicle.autopilot_port is not None:
@@ -557,7 +561,7 @@ class StandInWorld:
                 self._drive_controls(vehicle, dt)
             vehicle.acceleration = (vehicle.velocity - before[vehicle.id][2]) / dt
         self._collide(vehicles, before)
-        for light in self.server.live("traffic.*"):
+        for light in self.server.live("traffic."):
             light.advance(dt)
         self._snapshot = Snapshot(self.frame, list(self.server.actors.values()))
         self._send_sensor_data(before)
@@ -614,7 +618,7 @@ class StandInWorld:
 
     def _send_sensor_data(self, before: dict) -> None:
         frame = self.frame
-        for sensor in self.server.live("sensor.*"):
+        for sensor in self.server.live("sensor."):
             parent = sensor.parent
             if sensor.type_id == "sensor.other.lane_invasion" and parent is not None and parent.id in before:
                 markings = self._crossed_markings(before[parent.id][0], parent.xy)

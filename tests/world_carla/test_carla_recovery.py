@@ -23,13 +23,13 @@ def test_nothing_is_left_behind_across_2000_resets(make_world, server):
     for episode in range(2000):
         world.reset(episode)
         ego = world.spawn_vehicle(pose, role="ego")
-        world.spawn_traffic(3, Behavior(on_route_end="destroy"), exclude_near=np.array([5.8, 100.0]),
+        world.spawn_traffic(2, Behavior(on_route_end="destroy"), exclude_near=np.array([5.8, 100.0]),
                             exclude_radius=20)
         if episode % 100 == 0:
             world.attach_sensor("camera", SensorSpec("camera", width=4, height=4))
         world.apply_control(ego, carla.VehicleControl(throttle=1.0))
         world.tick()
-    assert len(server.live()) == 6  # the last episode's ego, its 2 event sensors, 3 background vehicles
+    assert len(server.live()) == 5  # the last episode's ego, its 2 event sensors, 2 background vehicles
     world.reset(0)
     assert server.live() == []
     assert world.vehicles().ids.size == 0
@@ -72,7 +72,7 @@ def test_reconnect_to_a_surviving_server_removes_the_old_actors(make_world, serv
     with pytest.raises(CarlaServerLost):
         world.tick()
     monkeypatch.setattr(server.world, "tick", original_tick)
-    assert len(server.live("vehicle.*")) == 5
+    assert len(server.live("vehicle.")) == 5
     world.reconnect(relaunch=False)
     assert server.live() == []
 

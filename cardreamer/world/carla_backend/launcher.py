@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,7 +17,7 @@ from cardreamer.world.carla_backend.connection import ClientFactory, connect
 from cardreamer.world.carla_backend.errors import CarlaConnectionError, CarlaLaunchError
 
 SERVER_SCRIPT = "CarlaUE4.sh"
-POLL_TIMEOUT = 2.0  # s per "are you there" attempt
+POLL_TIMEOUT = 1.0  # s per "are you there" attempt (a server that is up answers in ms)
 
 
 def server_command(root: str | os.PathLike, port: int, extra_args: Sequence[str] = ()) -> list[str]:
@@ -51,9 +50,8 @@ def launch(command: Sequence[str], host: str, port: int, timeout: float = 120.0,
             raise CarlaLaunchError(f"CARLA server exited with status {process.returncode} before answering on port "
                                    f"{port}; its output is in {log_file.name}")
         try:
-            if _port_open(host, port):
-                connect(server, client_factory, timeout=min(POLL_TIMEOUT, max(deadline - time.monotonic(), 0.1)))
-                return process
+            connect(server, client_factory, timeout=min(POLL_TIMEOUT, max(deadline - time.monotonic(), 0.1)))
+            return process
         except CarlaConnectionError:
             pass
         if time.monotonic() >= deadline:
@@ -62,14 +60,6 @@ def launch(command: Sequence[str], host: str, port: int, timeout: float = 120.0,
                                    f"within {timeout:g} s; its output is in {log_file.name}")
         time.sleep(0.2)
 
-
-def _port_open(host: str, port: int) -> bool:
-    """Whether something accepts TCP connections at host:port (cheap check before an RPC attempt)."""
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def start_server(root: str | os.PathLike, port: int = 2000, extra_args: Sequence[str] = (), timeout: float = 120.0,

@@ -20,7 +20,7 @@ import carla
 import numpy as np
 
 from cardreamer.config import CarlaServer
-from cardreamer.roadmap import MapError, RoadMap, Route, random_route
+from cardreamer.roadmap import MapError, RoadMap, Route, SpawnPoints, random_route
 from cardreamer.roadmap.lane import project_onto_polyline
 from cardreamer.world.api import (
     Behavior,
@@ -132,6 +132,7 @@ class CarlaWorld(World):
         self._closed = False
         self._lost = False
         self.road_map = road_map
+        self._spawn_points: SpawnPoints | None = None
         self.sensors = SensorManager(sensor_timeout)
         self.events = EventSensors()
         self.shapes = ShapeCache()
@@ -279,7 +280,9 @@ class CarlaWorld(World):
 
     def spawn_traffic(self, count: int, behavior: Behavior | None = None,
                       exclude_near: np.ndarray | None = None, exclude_radius: float = 0.0) -> list[int]:
-        points = self.road_map.spawn_points()
+        if self._spawn_points is None:
+            self._spawn_points = self.road_map.spawn_points()
+        points = self._spawn_points
         keep = np.ones(len(points.xy), dtype=bool)
         if exclude_near is not None:
             keep &= np.linalg.norm(points.xy - np.asarray(exclude_near, float).reshape(1, 2), axis=1) > exclude_radius

@@ -21,7 +21,7 @@ import numpy as np
 
 from cardreamer.world.embedded.dynamics import MAX_BRAKE, pure_pursuit
 from cardreamer.world.embedded.fleet import Fleet
-from cardreamer.world.embedded.geometry import point_box_distance
+from cardreamer.world.embedded.geometry import boxes_overlap, point_box_distance
 from cardreamer.world.embedded.lights import GREEN, STOP_SIGN, YELLOW
 from cardreamer.world.embedded.route_table import LEVEL_GAP, SPACING
 
@@ -37,7 +37,7 @@ YELLOW_BRAKE = 3.5       # m/s^2: stop for yellow only if this suffices
 JUNCTION_HORIZON = 30.0  # m before a junction entry where yielding starts
 CONFLICT_STEP = 2.0
 CONFLICT_POINTS = 20
-CONFLICT_MARGIN = 0.6    # m added to both half widths: closer path points conflict
+CONFLICT_MARGIN = 0.3    # m added around both boxes when testing two paths for a conflict
 SIGN_PENALTY = 3.0       # s added to the priority key of stop-sign approaches
 COMMIT_BRAKE = 5.0       # m/s^2: a vehicle that cannot stop before the entry with this is committed
 EXIT_CLEAR = 0.0         # m beyond a junction exit that must be free before entering
@@ -167,7 +167,8 @@ def _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j
     """Which autopilot vehicles must yield at their next junction, and the gap to stop in.
 
     A vehicle yields to every vehicle with a lower priority key whose path through the same
-    junction comes within both half widths plus ``CONFLICT_MARGIN`` of its own. It stops at the
+    junction conflicts with its own: the boxes the two would occupy at some pair of path points
+    (every ``CONFLICT_STEP`` metres) overlap when inflated by ``CONFLICT_MARGIN``. It stops at the
     junction entry, or, when it is too fast to stop there ("committed"), before the conflict point.
     """
     committed = v * v / (2.0 * COMMIT_BRAKE) > d_entry
@@ -196,14 +197,22 @@ def _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j
     sb = np.maximum(s[b] - ext[b, 0], j_in[b])[:, None] + steps
     valid_a = sa <= j_out[a][:, None] + 1.0
     valid_b = sb <= j_out[b][:, None] + 1.0
-    pa = f.r_xy[auto[a][:, None], np.minimum((sa / SPACING).astype(np.int64), last)]
-    pb = f.r_xy[auto[b][:, None], np.minimum((sb / SPACING).astype(np.int64), last)]
+    ia = np.minimum((sa / SPACING).astype(np.int64), last)
+    ib = np.minimum((sb / SPACING).astype(np.int64), last)
+    pa, pb = f.r_xy[auto[a][:, None], ia], f.r_xy[auto[b][:, None], ib]
+    # broad phase on sample pairs, then the boxes each vehicle would occupy at its two samples
     d = pa[:, :, None, :] - pb[:, None, :, :]
-    close = np.einsum("pijc,pijc->pij", d, d) < ((ext[a, 1] + ext[b, 1] + CONFLICT_MARGIN) ** 2)[:, None, None]
-    close_a = (close & valid_b[:, None, :]).any(axis=2) & valid_a
-    conflict = close_a.any(axis=1)
-    a, close_a = a[conflict], close_a[conflict]
-    d_conflict = sa[conflict][np.arange(len(a)), close_a.argmax(axis=1)] - front[a] - ext[a, 1] - CONFLICT_MARGIN
+    reach = np.hypot(ext[a, 0], ext[a, 1]) + np.hypot(ext[b, 0], ext[b, 1]) + CONFLICT_MARGIN
+    close = (np.einsum("pijc,pijc->pij", d, d) < (reach**2)[:, None, None]) & valid_a[:, :, None] & valid_b[:, None, :]
+    p, ka, kb = np.nonzero(close)
+    hit = boxes_overlap(pa[p, ka], f.r_heading[auto[a[p]], ia[p, ka]], ext[a[p]],
+                        pb[p, kb], f.r_heading[auto[b[p]], ib[p, kb]], ext[b[p]], CONFLICT_MARGIN)
+    first = np.full(len(a), CONFLICT_POINTS)
+    np.minimum.at(first, p[hit], ka[hit])
+    conflict = first < CONFLICT_POINTS
+    a = a[conflict]
+    # room for the front bumper while the centre stays at the last sample before the conflict
+    d_conflict = sa[conflict, first[conflict]] - CONFLICT_STEP - s[a]
     must[a] = True
     np.minimum.at(gap, a, np.where(committed[a], d_conflict, d_entry[a]))
     return must, gap

@@ -1,0 +1,144 @@
+"""The publisher: validation, never blocking its caller, bounded memory, delivery, reconnection."""
+
+from __future__ import annotations
+
+import logging
+import time
+import tracemalloc
+
+import cv2
+import numpy as np
+import pytest
+
+from visualization.cli import free_port, start_server_subprocess
+from visualization.publisher import NullPublisher, SocketPublisher, make_publisher
+
+from conftest import Viewer, birdeye_frame, camera_frame
+
+
+def wait_until(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def decode(frame):
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(frame["data"], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def test_make_publisher_arguments():
+    assert isinstance(make_publisher(None, None, "run"), NullPublisher)
+    with pytest.raises(ValueError, match="token is required"):
+        make_publisher("http://127.0.0.1:1", None, "run")
+    with pytest.raises(ValueError, match="must look like"):
+        make_publisher("127.0.0.1:9000", "t", "run")
+    with pytest.raises(ValueError, match="invalid run name"):
+        make_publisher("http://127.0.0.1:1", "t", "bad/name")
+    publisher = make_publisher("http://127.0.0.1:1/?token=abc", None, "run")
+    assert isinstance(publisher, SocketPublisher) and publisher.token == "abc"
+    publisher.close()
+
+
+def test_null_publisher_accepts_everything():
+    with NullPublisher() as publisher:
+        publisher.publish_frame("camera", np.zeros((4, 4, 3), np.uint8))
+        publisher.publish_step({"speed": 1.0})
+        publisher.publish_metrics(1, {"loss": 1.0})
+        assert publisher.poll_control() is None
+
+
+def test_bad_frames_are_refused_in_the_callers_thread():
+    with make_publisher("http://127.0.0.1:1", "t", "run") as publisher:
+        with pytest.raises(ValueError, match="stream 'camera'.*HxWx3 uint8.*float64"):
+            publisher.publish_frame("camera", np.zeros((8, 8, 3)))
+        with pytest.raises(ValueError, match=r"shape \(8, 8\)"):
+            publisher.publish_frame("camera", np.zeros((8, 8), np.uint8))
+        with pytest.raises(ValueError, match="invalid stream name"):
+            publisher.publish_frame("my camera", np.zeros((8, 8, 3), np.uint8))
+        with pytest.raises(ValueError, match="env_index"):
+            publisher.publish_frame("camera", np.zeros((8, 8, 3), np.uint8), env_index=-1)
+        with pytest.raises(ValueError, match="differ in shape"):
+            publisher.publish_dream(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((3, 8, 8, 3), np.uint8))
+
+
+def test_no_server_costs_the_caller_nothing(caplog):
+    """With nothing listening, publishing is a cheap no-op: fast, quiet, and no memory kept."""
+    frame = camera_frame(0.0, 512)
+    with caplog.at_level(logging.INFO, logger="visualization"):
+        publisher = make_publisher(f"http://127.0.0.1:{free_port()}", "t", "nobody-home")
+        tracemalloc.start()
+        start = time.perf_counter()
+        for i in range(2000):
+            publisher.publish_frame("camera", frame)
+            publisher.publish_step({"speed": np.float32(i)})
+        for i in range(3000):
+            publisher.publish_metrics(i, {"loss": 1.0})
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        publisher.close()
+    assert elapsed < 0.5, f"5,000 publish calls took {elapsed:.2f} s"
+    assert peak < 2_000_000, f"publishing with no server kept {peak / 1e6:.1f} MB"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_frames_steps_episodes_and_metrics_reach_a_viewer(server):
+    publisher = make_publisher(server["url"], None, "run-x")
+    assert publisher.wait_connected(5)
+    viewer = Viewer(server["base"], "run-x")
+    received_episodes = []
+    viewer.client.on("episodes", lambda data: received_episodes.extend(data["records"]), namespace="/view")
+    bev, cam = birdeye_frame(0.5, 96), camera_frame(0.5, 160)
+    publisher.publish_frame("birdeye", bev, env_index=1)
+    publisher.publish_frame("camera", cam, env_index=1)
+    publisher.publish_step({"speed": np.float32(4.5), "r_speed": np.float64(0.25), "terminal_reason": None,
+                            "position": np.array([1.0, 2.0])}, env_index=1)
+    publisher.publish_episode({"return": np.float32(3.5), "length": np.int64(20), "success": np.bool_(True)},
+                              env_index=1)
+    assert wait_until(lambda: viewer.frames("1/birdeye") and viewer.frames("1/camera") and received_episodes)
+    np.testing.assert_array_equal(decode(viewer.frames("1/birdeye")[0]), bev)  # PNG: lossless
+    assert np.abs(decode(viewer.frames("1/camera")[0]).astype(int) - cam).mean() < 4  # JPEG: close
+    assert wait_until(lambda: [d for e, d, _ in viewer.received if e == "step"])
+    step = [d for e, d, _ in viewer.received if e == "step"][0]
+    assert step["info"] == {"speed": 4.5, "r_speed": 0.25, "terminal_reason": None, "position": [1.0, 2.0]}
+    assert received_episodes == [{"return": 3.5, "length": 20, "success": True, "env": 1}]
+    publisher.close()
+    viewer.close()
+
+
+def test_wrong_token_is_reported_once_and_never_connects(server, caplog):
+    with caplog.at_level(logging.WARNING, logger="visualization"):
+        publisher = make_publisher(server["base"], "not-the-token", "run")
+        time.sleep(1.0)
+        assert not publisher.connected
+        publisher.close()
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1 and "invalid or missing token" in refusals[0]
+
+
+def test_publisher_reconnects_after_server_restart(tmp_path):
+    port = free_port()
+    process, url = start_server_subprocess(tmp_path, port=port, announce=False)
+    publisher = make_publisher(url, None, "restart")
+    try:
+        assert publisher.wait_connected(5)
+        process.terminate()
+        process.wait(10)
+        assert wait_until(lambda: not publisher.connected)
+        token = url.split("token=")[1]
+        process, _ = start_server_subprocess(tmp_path, port=port, token=token, announce=False)
+        assert wait_until(lambda: publisher.connected, timeout=15)
+        viewer = Viewer(url.split("/?")[0], "restart")
+        deadline = time.monotonic() + 5
+        while not viewer.frames() and time.monotonic() < deadline:
+            publisher.publish_frame("camera", camera_frame(time.monotonic(), 64))
+            time.sleep(0.05)
+        assert viewer.frames("0/camera")
+        viewer.close()
+    finally:
+        publisher.close()
+        process.terminate()
+        process.wait(10)
