@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+# The observer tests' scenes: a static World double with hand-placed vehicles on real CARLA towns.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "observer"))
-import scenes  # noqa: E402  (the test scenes: a static World double on real CARLA towns)
+import scenes
 
-from cardreamer.observer import DEFAULT_OBSERVATIONS, Observer, build_handler  # noqa: E402
-from cardreamer.roadmap.raster import RoadRaster  # noqa: E402
+from cardreamer.observer import DEFAULT_OBSERVATIONS, Observer, build_handler
+from cardreamer.roadmap.raster import RoadRaster
 
 TYPICAL = ["birdeye_wpt", "camera", "lidar", "collision", "state"]
 

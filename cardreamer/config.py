@@ -114,6 +114,7 @@ class TrafficSpec(Strict):
     background: int = Field(0, ge=0)
     behavior: BehaviorSpec = BehaviorSpec()
     exclude_radius: float = 20.0  # keep background spawns this far from the ego
+    near_ego: float | None = Field(None, gt=0)  # spawn background only within this many metres of the ego
     flows: list[FlowSpec] = []
     seed_offset: int = 0
 

@@ -1,14 +1,24 @@
 """A scripted expert: follows the ego's route, keeps its distance, obeys lights and signs, yields.
 
-It reads privileged state through the world API (vehicles, their routes, light states), the way
-CARLA's BasicAgent does, and outputs the action nearest to its desired (acceleration, steer).
+It reads privileged state through the world API (vehicles, their planned routes, light states),
+the way CARLA's BasicAgent does, and outputs the action nearest to its desired (acceleration,
+steer). Per step it:
+
+- steers by pure pursuit on the route (shifted sideways while overtaking);
+- picks a target speed from the task's desired speed, the curvature ahead and the route's end;
+- brakes (IDM) for the nearest of: the vehicle on its path ahead, the stop line of a red/yellow
+  light or of a stop sign it has not yet stopped at, and the place where it must yield: a point
+  where another vehicle's planned route crosses or joins its own and that vehicle would get
+  there before the ego has cleared it (gap acceptance, as in unprotected turns and merges);
+- where the task lets it leave its lane (``terminal.out_of_lane`` wider than a lane), passes a
+  slow leader in a free neighbouring lane and returns once clear of it.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from cardreamer.env import CarDreamerEnv
-from cardreamer.world.api import TrafficLightStates
+from cardreamer.world.api import TrafficLightStates, VehicleArrays
 
 WHEELBASE = 2.9
 MAX_STEER = np.radians(35.0)
@@ -18,6 +28,25 @@ STOP_MARGIN = 3.0
 """Where the ego's centre should come to rest before a stop line (m): front bumper just short of it."""
 IDM_STANDSTILL = 2.5
 COMFORT_LATERAL_ACC = 2.0
+SIGN_STOP_TIME = 1.2
+"""Seconds the expert stands still at a stop sign (the tasks ask for 1 s)."""
+
+YIELD_HORIZON = 40.0      # m of own path checked for conflicts with other vehicles' routes
+YIELD_SENSE = 80.0        # m: vehicles farther away are ignored
+OTHER_HORIZON_TIME = 7.0  # s of another vehicle's route looked at (at its current speed, min 15 m)
+CONFLICT_DISTANCE = 2.6   # m between two path points that counts as the paths meeting
+ON_PATH_DISTANCE = 2.2    # m: a vehicle this close to the own path is a leader/follower, not a crosser
+SAFETY_TIME = 2.0         # s of margin demanded between the ego clearing a conflict and the other arriving
+START_ACCEL = 2.0         # m/s^2 assumed when estimating how long the ego needs to clear a conflict
+BRAKE_FOR_YIELD = 4.0     # m/s^2: past the point where this stops it, the ego is committed
+MERGE_ANGLE = np.radians(35.0)  # paths meeting at a smaller angle merge (same lane after), others cross
+OTHER_BRAKE = 3.5         # m/s^2 another vehicle may be asked to brake for the ego
+OTHER_MARGIN = 4.0        # m it should still have left when stopped
+
+OVERTAKE_TRIGGER_GAP = 22.0   # m: consider passing a slow leader this close
+OVERTAKE_SLOW_RATIO = 0.7     # leader speed below this fraction of the target speed counts as slow
+OVERTAKE_RETURN_GAP = 8.0     # m the passed vehicle must be behind the ego before returning
+LATERAL_RATE = 0.18           # m of sideways shift per step while changing lanes
 
 
 class ExpertPolicy:
@@ -28,7 +57,7 @@ class ExpertPolicy:
         self._route = None
 
     def _prepare(self) -> None:
-        """Route s of every stop line (lights and stop signs) on the current route."""
+        """Per-episode state: route s of every stop line (lights and stop signs) on the route."""
         env = self.env
         route = env.task.route
         self._route = route
@@ -43,6 +72,14 @@ class ExpertPolicy:
         self._stopped_at: set[int] = set()
         self._stop_timer = 0.0
         self._residual = np.zeros(2)
+        lanes = env.road_map.lanes
+        junction = np.array([lanes[k].is_junction for k in route.lanes.tolist()])
+        self._junction_entries = route.s[np.flatnonzero(junction[1:] & ~junction[:-1]) + 1]
+        limit = env.task.terminal_cfg.get("out_of_lane")
+        self._may_overtake = limit is None or limit > 4.5
+        self._offset = 0.0
+        self._offset_target = 0.0
+        self._passing: int | None = None
 
     def act(self, env: CarDreamerEnv | None = None):
         env = env or self.env
@@ -54,13 +91,20 @@ class ExpertPolicy:
         i = v.row(env.ego_id)
         xy, yaw, speed = v.xy[i], float(v.yaw[i]), float(v.speed[i])
         s = task.route_s
-        steer = self._steer(route, s, xy, yaw, speed)
         target = self._target_speed(route, s, env.config.task.desired_speed)
-        gap, leader_speed = self._leader_gap(v, i, route, s)
+        gap, leader_speed, leader = self._leader_gap(v, i, route, s)
+        if self._may_overtake:
+            self._plan_overtake(env, v, i, route, s, gap, leader_speed, leader, target)
+            self._offset += float(np.clip(self._offset_target - self._offset, -LATERAL_RATE, LATERAL_RATE))
+            if self._offset != 0.0:
+                gap, leader_speed, _ = self._leader_gap(v, i, route, s)
+        steer = self._steer(route, s, xy, yaw, speed)
         gap = min(gap, self._stop_gap(world.traffic_lights(), s, speed, world.dt))
+        gap = min(gap, self._yield_gap(env, v, i, route, s, speed, target))
         acc = self._idm(speed, target, gap, leader_speed)
         return self._quantize(env, acc, steer)
 
+    # ------------------------------------------------------------------ control
     def _quantize(self, env: CarDreamerEnv, acc: float, steer: float):
         """Nearest action, carrying the rounding error over to the next step (sigma-delta), so a
         coarse discrete grid still tracks the desired acceleration and steer on average."""
@@ -71,9 +115,22 @@ class ExpertPolicy:
         self._residual = np.clip(want - np.array(env.actions.acc_steer(action)), -1.0, 1.0)
         return action
 
+    def _path(self, route, s_from: float, s_to: float) -> np.ndarray:
+        """Route points in [s_from, s_to], shifted sideways by the current overtaking offset."""
+        lo, hi = np.searchsorted(route.s, [s_from, s_to])
+        points = route.points[lo:hi + 1]
+        if self._offset == 0.0 or not len(points):
+            return points
+        h = route.heading_at(route.s[lo:hi + 1])
+        return points + self._offset * np.stack([-np.sin(h), np.cos(h)], -1)
+
     def _steer(self, route, s, xy, yaw, speed) -> float:
         lookahead = max(4.0, 0.6 * speed + 3.0)
-        target = route.position(min(s + lookahead, route.length))
+        s_target = min(s + lookahead, route.length)
+        target = route.position(s_target)
+        if self._offset:
+            h = float(route.heading_at(s_target))
+            target = target + self._offset * np.array([-np.sin(h), np.cos(h)])
         dx, dy = target - xy
         local_y = -np.sin(yaw) * dx + np.cos(yaw) * dy
         dist2 = max(dx * dx + dy * dy, 1e-6)
@@ -89,28 +146,38 @@ class ExpertPolicy:
         remaining = route.length - s
         return float(min(desired, curve_speed, max(remaining, 0.0) * 0.8 + 1.0))
 
-    def _leader_gap(self, v, i, route, s) -> tuple[float, float]:
-        """Distance to the nearest vehicle occupying the route ahead, and its speed along it."""
+    @staticmethod
+    def _idm(speed, target, gap, leader_speed) -> float:
+        a_max, b, s0, headway = 2.0, 3.0, IDM_STANDSTILL, 1.2
+        free = 1.0 - (max(speed, 0.0) / max(target, 0.1)) ** 4
+        if not np.isfinite(gap):
+            return a_max * free
+        s_star = s0 + max(0.0, speed * headway + speed * (speed - leader_speed) / (2 * np.sqrt(a_max * b)))
+        return a_max * (free - (s_star / max(gap, 0.1)) ** 2)
+
+    # ------------------------------------------------------------------ what to brake for
+    def _leader_gap(self, v: VehicleArrays, i: int, route, s) -> tuple[float, float, int | None]:
+        """Distance to the nearest vehicle occupying the path ahead, its speed along it, and its row."""
         others = np.flatnonzero(v.ids != v.ids[i])
         if not len(others):
-            return np.inf, 0.0
+            return np.inf, 0.0, None
         near = others[np.linalg.norm(v.xy[others] - v.xy[i], axis=1) < LOOKAHEAD_DISTANCE + 5]
         if not len(near):
-            return np.inf, 0.0
-        lo, hi = np.searchsorted(route.s, [s, s + LOOKAHEAD_DISTANCE])
-        path = route.points[lo:hi + 1]
+            return np.inf, 0.0, None
+        lo = np.searchsorted(route.s, s)
+        path = self._path(route, s, s + LOOKAHEAD_DISTANCE)
         if len(path) < 2:
-            return np.inf, 0.0
+            return np.inf, 0.0, None
         d = np.linalg.norm(v.xy[near][:, None, :] - path[None], axis=2)
         hit = d.min(axis=1) < PATH_HALF_WIDTH + v.extent[near, 1]
         if not hit.any():
-            return np.inf, 0.0
+            return np.inf, 0.0, None
         j = np.argmin(np.where(hit, d.argmin(axis=1), 1 << 30))
-        path_s = route.s[lo + d[j].argmin()] - s
+        path_s = route.s[min(lo + d[j].argmin(), len(route.s) - 1)] - s
         gap = path_s - v.extent[i, 0] - v.extent[near[j], 0]
         heading = route.heading_at(s + path_s)
         leader_speed = float(v.velocity[near[j]] @ np.array([np.cos(heading), np.sin(heading)]))
-        return max(gap, 0.0), max(leader_speed, 0.0)
+        return max(gap, 0.0), max(leader_speed, 0.0), int(near[j])
 
     def _stop_gap(self, lights: TrafficLightStates, s, speed, dt) -> float:
         """Distance to the stop line the ego must stop at (red/yellow light, unserved stop sign)."""
@@ -122,23 +189,113 @@ class ExpertPolicy:
                 continue
             if kind == "traffic_light" and state_of.get(index, TrafficLightStates.GREEN) != TrafficLightStates.GREEN:
                 braking = speed * speed / (2 * 4.0)
-                if ahead > braking or state_of.get(index) == TrafficLightStates.RED:
+                if ahead > braking or state_of.get(index) == TrafficLightStates.RED and ahead > 0.5 * braking:
                     gap = min(gap, ahead - STOP_MARGIN + IDM_STANDSTILL)
             elif kind == "stop_sign" and index not in self._stopped_at:
-                if ahead < STOP_MARGIN + 2.0 and abs(speed) < 0.3:
+                if ahead < STOP_MARGIN + 2.0 and abs(speed) < 0.1:
                     self._stop_timer += dt
-                    if self._stop_timer >= 1.0:
+                    if self._stop_timer >= SIGN_STOP_TIME:
                         self._stopped_at.add(index)
                         self._stop_timer = 0.0
                         continue
                 gap = min(gap, ahead - STOP_MARGIN + IDM_STANDSTILL)
         return max(gap, 0.0) if np.isfinite(gap) else np.inf
 
+    def _yield_gap(self, env: CarDreamerEnv, v: VehicleArrays, i: int, route, s, speed, target) -> float:
+        """Gap to the point where the ego must wait for a vehicle whose route crosses or joins its own.
+
+        A crossing vehicle has priority when it would reach the meeting point less than
+        ``SAFETY_TIME`` after the ego could have cleared it. The ego then waits at the junction
+        entry before that point (or just before the point itself), unless it is already too
+        close to stop there.
+        """
+        world = env.world
+        own = self._path(route, s, s + YIELD_HORIZON)
+        if len(own) < 2:
+            return np.inf
+        lo = np.searchsorted(route.s, s)
+        own_s = route.s[lo:lo + len(own)] - s
+        behind = self._path(route, s - 15.0, s)
+        near_own = np.concatenate([behind, own])
+        others = np.flatnonzero((v.ids != v.ids[i]) & (np.linalg.norm(v.xy - v.xy[i], axis=1) < YIELD_SENSE))
+        committed = speed * speed / (2 * BRAKE_FOR_YIELD) + 1.0
+        best = np.inf
+        for j in others.tolist():
+            if np.min(np.linalg.norm(near_own - v.xy[j], axis=1)) < ON_PATH_DISTANCE:
+                continue  # a leader (handled by car following) or a follower
+            other_route = world.route_of(int(v.ids[j]))
+            if other_route is None:
+                continue
+            v_j = max(float(v.speed[j]), 0.0)
+            progress = world.route_progress(int(v.ids[j]))
+            reach = max(15.0, v_j * OTHER_HORIZON_TIME)
+            a, b = np.searchsorted(other_route.s, [progress, progress + reach])
+            theirs = other_route.points[a:b + 1]
+            if len(theirs) < 2:
+                continue
+            d = np.linalg.norm(own[:, None, :] - theirs[None, :, :], axis=2)
+            meet = np.argwhere(d < CONFLICT_DISTANCE)
+            if not len(meet):
+                continue
+            k, m = meet[np.argmin(meet[:, 0])]
+            s_conflict = float(own_s[k])
+            if s_conflict < committed:
+                continue  # too late to stop before it: go on
+            d_other = max(float(other_route.s[a + m] - progress) - float(v.extent[j, 0]), 0.0)
+            half = float(v.extent[i, 0])
+            crossing = abs(np.angle(np.exp(1j * (route.heading_at(s + s_conflict)
+                                                 - other_route.heading_at(other_route.s[a + m]))))) > MERGE_ANGLE
+            clear = s_conflict + (2.0 * half + 2.0 if crossing else half)
+            if d_other / max(v_j, 0.5) > self._time_to_cover(clear, speed, target) + SAFETY_TIME:
+                continue  # it arrives well after the ego has cleared the meeting point
+            t_enter = self._time_to_cover(max(s_conflict - half - 1.0, 0.0), speed, target)
+            if d_other - v_j * t_enter > v_j * v_j / (2 * OTHER_BRAKE) + OTHER_MARGIN:
+                continue  # it can still stop comfortably for the ego (autopilot traffic brakes for boxes on its path)
+            entries = self._junction_entries[(self._junction_entries > s - 0.5) & (self._junction_entries < s + s_conflict)]
+            stop = float(entries[0] - s) if len(entries) else s_conflict - 1.0
+            best = min(best, stop - STOP_MARGIN + IDM_STANDSTILL)
+        return max(best, 0.0) if np.isfinite(best) else np.inf
+
     @staticmethod
-    def _idm(speed, target, gap, leader_speed) -> float:
-        a_max, b, s0, headway = 2.0, 3.0, IDM_STANDSTILL, 1.2
-        free = 1.0 - (max(speed, 0.0) / max(target, 0.1)) ** 4
-        if not np.isfinite(gap):
-            return a_max * free
-        s_star = s0 + max(0.0, speed * headway + speed * (speed - leader_speed) / (2 * np.sqrt(a_max * b)))
-        return a_max * (free - (s_star / max(gap, 0.1)) ** 2)
+    def _time_to_cover(distance: float, speed: float, top: float) -> float:
+        """Seconds to drive ``distance`` from ``speed``, accelerating at START_ACCEL up to ``top``."""
+        speed = max(speed, 0.0)
+        top = max(top, speed, 0.5)
+        to_top = (top * top - speed * speed) / (2 * START_ACCEL)
+        if distance <= to_top:
+            return (-speed + np.sqrt(speed * speed + 2 * START_ACCEL * distance)) / START_ACCEL
+        return (top - speed) / START_ACCEL + (distance - to_top) / top
+
+    # ------------------------------------------------------------------ overtaking
+    def _plan_overtake(self, env: CarDreamerEnv, v: VehicleArrays, i: int, route, s, gap, leader_speed,
+                       leader, target) -> None:
+        """Start passing a slow leader in a free neighbouring lane; come back once clear of it."""
+        road_map = env.road_map
+        lane_now = road_map.lanes[int(route.lanes[min(np.searchsorted(route.s, s), len(route.lanes) - 1)])]
+        if self._passing is None:
+            if leader is None or gap > OVERTAKE_TRIGGER_GAP or leader_speed > OVERTAKE_SLOW_RATIO * target:
+                return
+            for side, sign in ((lane_now.left, -1.0), (lane_now.right, 1.0)):
+                if side is None or lane_now.is_junction:
+                    continue
+                offset = sign * float(lane_now.width_at(0.0))
+                if self._lane_free(v, i, route, s, offset, (-15.0, 30.0)):
+                    self._passing = int(v.ids[leader])
+                    self._offset_target = offset
+                    return
+            return
+        rows = np.flatnonzero(v.ids == self._passing)
+        passed_s = -np.inf if not len(rows) else float(route.project(v.xy[rows[0]][None])[0][0]) - s
+        if passed_s < -OVERTAKE_RETURN_GAP and self._lane_free(v, i, route, s, 0.0, (-OVERTAKE_RETURN_GAP + 1, 20.0)):
+            self._passing = None
+            self._offset_target = 0.0
+
+    @staticmethod
+    def _lane_free(v: VehicleArrays, i: int, route, s, offset: float, window: tuple[float, float]) -> bool:
+        """Whether no other vehicle is within ``window`` (m along the route) in the lane at ``offset``."""
+        others = np.flatnonzero(v.ids != v.ids[i])
+        if not len(others):
+            return True
+        along, lateral = route.project(v.xy[others])
+        inside = (along - s > window[0]) & (along - s < window[1]) & (np.abs(lateral - offset) < 2.6)
+        return not inside.any()

@@ -145,3 +145,11 @@ def _stalled(ctx: StepContext, cfg: dict[str, Any]) -> str | None:
 @terminal_check
 def _destination(ctx: StepContext, cfg: dict[str, Any]) -> str | None:
     return "destination" if cfg["destination"] and ctx.reached_destination else None
+
+
+def register_terminal_settings(**defaults: Any) -> None:
+    """Declare extra ``task.terminal`` keys (with defaults) read by a module's own terminal checks."""
+    for name, value in defaults.items():
+        if name in TERMINAL_DEFAULTS:
+            raise ValueError(f"terminal setting {name!r} is already registered")
+        TERMINAL_DEFAULTS[name] = value

@@ -69,7 +69,9 @@ class RouteTask:
         self.route = self._ego_route(pose, lane, s, rng)
         self.ego_id = world.spawn_vehicle(pose, role="ego", route=self.route, speed=self.spec.ego.speed)
         traffic = self.spec.traffic
-        if traffic.background:
+        if traffic.background and traffic.near_ego:
+            self._spawn_near_ego(world, pose, rng)
+        elif traffic.background:
             world.spawn_traffic(traffic.background, to_behavior(traffic.behavior, rng),
                                 exclude_near=np.array([pose.x, pose.y]), exclude_radius=traffic.exclude_radius)
         self.flows = [_FlowState(flow, self._flow_route(flow, rng)) for flow in traffic.flows]
@@ -78,6 +80,24 @@ class RouteTask:
         self.stalled_for = 0.0
         self.speeds: list[float] = []
         return self.ego_id
+
+    def _spawn_near_ego(self, world: World, pose: Pose, rng: np.random.Generator) -> None:
+        """Background vehicles at random spawn points between ``exclude_radius`` and ``near_ego`` metres
+        from the ego (for large maps such as CARLA towns, where traffic spread over the whole map
+        would rarely meet the ego)."""
+        traffic = self.spec.traffic
+        points = self.road_map.spawn_points()
+        distance = np.linalg.norm(points.xy - np.array([pose.x, pose.y]), axis=1)
+        candidates = np.flatnonzero((distance > traffic.exclude_radius) & (distance < traffic.near_ego))
+        placed = 0
+        for k in rng.permutation(candidates).tolist():
+            if placed >= traffic.background:
+                break
+            x, y = points.xy[k]
+            route = random_route(self.road_map, rng, int(points.lane[k]), float(points.s[k]), 400.0)
+            actor = world.try_spawn_vehicle(Pose(float(x), float(y), float(points.yaw[k])), route=route,
+                                            behavior=to_behavior(traffic.behavior, rng))
+            placed += actor is not None
 
     def _ego_pose(self, rng: np.random.Generator) -> tuple[Pose, int, float]:
         spawn = self.spec.ego.spawn

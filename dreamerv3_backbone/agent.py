@@ -7,6 +7,7 @@ The action stored at step t is the one taken after observing step t.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import re
@@ -88,39 +89,33 @@ def resolve_dtype(name: str):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
 
 
-class DreamerV3:
-    """DreamerV3 backbone: ``policy``, ``train``, ``report``, ``save``/``load``."""
+class Model:
+    """The pure parts of the agent: network structure, losses and jitted steps. Hashable by its
+    configuration and spaces, so agents built alike share compiled functions."""
 
-    def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, config):
-        self.obs_space, self.act_space, self.config = obs_space, act_space, config
-        cfg = self.cfg = config.model
+    def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, cfg, seed: int):
         if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise ValueError(f"action space {act_space}: only Discrete(n) and Box are supported")
-        dtype = resolve_dtype(cfg.compute_dtype)
-        nets = Networks(obs_space, act_space, cfg, dtype, config.seed)
-        self.graphdef, params = nnx.split(nets, nnx.Param)
+        self.cfg, self.act_space = cfg, act_space
+        self._key = (repr(sorted(cfg.to_dict().items())), repr(obs_space), repr(act_space))
+        nets = Networks(obs_space, act_space, cfg, resolve_dtype(cfg.compute_dtype), seed)
+        self.graphdef, self.init_params = nnx.split(nets, nnx.Param)
         self.critic_graphdef = nnx.graphdef(nets.critic)
         self.discrete, self.action_size = nets.discrete, nets.action_size
         self.image_keys = list(nets.decoder.image_keys)
         self.obs_keys = list(obs_space.spaces)
-        self.bins = dists.symlog_bins(cfg.bins)
+        self.bins = np.asarray(dists.symlog_bins(cfg.bins))
         if not self.discrete:
             self.act_low = np.asarray(act_space.low, np.float32).ravel()
             self.act_high = np.asarray(act_space.high, np.float32).ravel()
             self.act_bounded = bool(np.all(np.isfinite(self.act_low)) and np.all(np.isfinite(self.act_high)))
         self.optimizer = make_optimizer(cfg.lr, cfg.warmup, cfg.agc, cfg.eps, cfg.beta1, cfg.beta2)
-        self.state = {
-            "params": params,
-            "slow_critic": jax.tree.map(jnp.copy, params["critic"]),
-            "opt": self.optimizer.init(params),
-            "retnorm": returns.init_percentiles(),
-            "key": jax.random.key(config.seed),
-            "updates": jnp.zeros((), jnp.int32),
-        }
-        self._train = jax.jit(self._train_step, donate_argnums=0)
-        self._policy = jax.jit(self._policy_step, static_argnums=4)
-        self._report = jax.jit(self._report_step)
-        self._policy_key = jax.random.key(config.seed + 1)
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Model) and self._key == other._key
 
     # ------------------------------------------------------------------ action formats
 
@@ -168,25 +163,6 @@ class DreamerV3:
         state, _ = nets.rssm.obs_step(carry["state"], carry["prev_action"], token, obs["is_first"], k_obs)
         action = sg(self._act_sample(nets, nets.rssm.feat(state), k_act, greedy))
         return self._to_env_action(action), {"state": state, "prev_action": action}
-
-    def initial_policy_state(self, batch: int) -> dict:
-        state = {"deter": np.zeros((batch, self.cfg.deter), np.float32),
-                 "stoch": np.zeros((batch, self.cfg.stoch, self.cfg.classes), np.float32)}
-        return {"state": state, "prev_action": np.zeros((batch, self.action_size), np.float32)}
-
-    def policy(self, obs: dict, state: Any = None, mode: str = "train") -> tuple[np.ndarray, Any]:
-        """Actions for a batch of observations (dict of (N, ...) arrays incl. ``is_first``).
-
-        ``mode`` 'train' samples from the policy, 'eval' takes its mode (greedy)."""
-        if mode not in ("train", "eval"):
-            raise ValueError(f"policy mode must be 'train' or 'eval', got {mode!r}")
-        if state is None:
-            state = self.initial_policy_state(len(obs["is_first"]))
-        inputs = {k: obs[k] for k in self.obs_keys}
-        inputs["is_first"] = np.asarray(obs["is_first"], bool)
-        self._policy_key, key = jax.random.split(self._policy_key)
-        action, state = self._policy(self.state["params"], state, inputs, key, mode == "eval")
-        return np.asarray(action), state
 
     # ------------------------------------------------------------------ training
 
@@ -287,19 +263,6 @@ class DreamerV3:
                      "updates": state["updates"] + 1}
         return new_state, metrics
 
-    def _prepare(self, batch: dict) -> dict:
-        keys = self.obs_keys + ["action", "reward", "is_first", "is_last", "is_terminal"]
-        missing = [k for k in keys if k not in batch]
-        if missing:
-            raise KeyError(f"batch lacks keys {missing}; it has {sorted(batch)}")
-        return {k: batch[k] for k in keys}
-
-    def train(self, batch: dict, state: Any = None) -> tuple[Any, dict]:
-        """One update on a (B, T) batch; returns (state, metrics). ``state`` is unused (the reference
-        carries replay context through it)."""
-        self.state, metrics = self._train(self.state, self._prepare(batch))
-        return state, {k: float(v) for k, v in jax.device_get(metrics).items()}
-
     # ------------------------------------------------------------------ open-loop report
 
     def _report_step(self, params, batch, key):
@@ -326,17 +289,82 @@ class DreamerV3:
         recon = nets.decoder(feat)
         return {k: recon[k] for k in self.image_keys}
 
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+def _train(model: Model, state, batch):
+    return model._train_step(state, batch)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _policy(model: Model, params, carry, obs, key, greedy: bool):
+    return model._policy_step(params, carry, obs, key, greedy)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _report(model: Model, params, batch, key):
+    return model._report_step(params, batch, key)
+
+
+class DreamerV3:
+    """DreamerV3 backbone: ``policy``, ``train``, ``report``, ``save``/``load``."""
+
+    def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, config):
+        self.config = config
+        self.model = model = Model(obs_space, act_space, config.model, config.seed)
+        params = model.init_params
+        self.state = {
+            "params": params,
+            "slow_critic": jax.tree.map(jnp.copy, params["critic"]),
+            "opt": model.optimizer.init(params),
+            "retnorm": returns.init_percentiles(),
+            "key": jax.random.key(config.seed),
+            "updates": jnp.zeros((), jnp.int32),
+        }
+        self._policy_key = jax.random.key(config.seed + 1)
+
+    def initial_policy_state(self, batch: int) -> dict:
+        state = {"deter": np.zeros((batch, self.model.cfg.deter), np.float32),
+                 "stoch": np.zeros((batch, self.model.cfg.stoch, self.model.cfg.classes), np.float32)}
+        return {"state": state, "prev_action": np.zeros((batch, self.model.action_size), np.float32)}
+
+    def policy(self, obs: dict, state: Any = None, mode: str = "train") -> tuple[np.ndarray, Any]:
+        """Actions for a batch of observations (dict of (N, ...) arrays incl. ``is_first``).
+
+        ``mode`` 'train' samples from the policy, 'eval' takes its mode (greedy)."""
+        if mode not in ("train", "eval"):
+            raise ValueError(f"policy mode must be 'train' or 'eval', got {mode!r}")
+        if state is None:
+            state = self.initial_policy_state(len(obs["is_first"]))
+        inputs = {k: obs[k] for k in self.model.obs_keys}
+        inputs["is_first"] = np.asarray(obs["is_first"], bool)
+        self._policy_key, key = jax.random.split(self._policy_key)
+        action, state = _policy(self.model, self.state["params"], state, inputs, key, mode == "eval")
+        return np.asarray(action), state
+
+    def _prepare(self, batch: dict) -> dict:
+        keys = self.model.obs_keys + ["action", "reward", "is_first", "is_last", "is_terminal"]
+        missing = [k for k in keys if k not in batch]
+        if missing:
+            raise KeyError(f"batch lacks keys {missing}; it has {sorted(batch)}")
+        return {k: batch[k] for k in keys}
+
+    def train(self, batch: dict, state: Any = None) -> tuple[Any, dict]:
+        """One update on a (B, T) batch; returns (state, metrics). ``state`` is unused (the reference
+        carries replay context through it)."""
+        self.state, metrics = _train(self.model, self.state, self._prepare(batch))
+        return state, {k: float(v) for k, v in jax.device_get(metrics).items()}
+
     def report(self, batch: dict, max_rows: int = 4) -> dict:
         """Open-loop predictions: observe ``report_context`` steps, then imagine the rest with the
         replayed actions. Returns 'openloop/<key>' videos (T, rows*H, 2*W, 3) uint8, real on the
         left and imagined on the right, and 'openloop/<key>_mse' image errors."""
         batch = {k: np.asarray(v)[:max_rows] for k, v in self._prepare(batch).items()}
         self._policy_key, key = jax.random.split(self._policy_key)
-        recon = jax.device_get(self._report(self.state["params"], batch, key))
+        recon = jax.device_get(_report(self.model, self.state["params"], batch, key))
         out = {}
         for name, pred in recon.items():
             real = batch[name].astype(np.float32) / 255.0
-            out[f"openloop/{name}_mse"] = float(((pred - real)[:, self.cfg.report_context:] ** 2).mean())
+            out[f"openloop/{name}_mse"] = float(((pred - real)[:, self.model.cfg.report_context:] ** 2).mean())
             frames = np.concatenate([real, pred], 3)  # (B, T, H, 2W, C)
             frames = np.concatenate(list(frames), 1)  # (T, B*H, 2W, C)
             if frames.shape[-1] == 1:

@@ -148,6 +148,11 @@ class Config(dict):
 
 def _parse_value(key: str, text: Any, default: Any) -> Any:
     value = yaml.safe_load(text) if isinstance(text, str) and not isinstance(default, str) else text
+    if isinstance(default, float) and isinstance(value, str):  # YAML reads 1e-3 as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ValueError(f"config key {key!r}: expected true/false, got {text!r}")

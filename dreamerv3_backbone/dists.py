@@ -67,14 +67,19 @@ def categorical_kl(logits_p: jax.Array, logits_q: jax.Array) -> jax.Array:
 # ---------------------------------------------------------------- two-hot symlog regression
 
 
-def symlog_bins(num: int, low: float = -20.0, high: float = 20.0) -> jax.Array:
-    """Bin centres in symlog space; their symexp spans about +-4.8e8."""
-    return jnp.linspace(low, high, num)
+def symlog_bins(num: int, limit: float = 20.0) -> jax.Array:
+    """``num`` (odd) bin centres evenly spaced over [-limit, limit] in symlog space, exactly
+    symmetric around zero; their symexp spans about +-4.8e8 for limit 20."""
+    if num % 2 != 1:
+        raise ValueError(f"the number of bins must be odd so that zero is a bin, got {num}")
+    half = jnp.linspace(0.0, limit, (num + 1) // 2)
+    return jnp.concatenate([-half[:0:-1], half])
 
 
 def twohot_encode(target: jax.Array, bins: jax.Array) -> jax.Array:
     """Spread each symlog target over its two neighbouring bins, weighted by closeness."""
     x = symlog(target.astype(jnp.float32))
+    bins = jnp.asarray(bins)
     n = bins.shape[0]
     below = jnp.clip((bins <= x[..., None]).sum(-1) - 1, 0, n - 1)
     above = jnp.clip(n - (bins > x[..., None]).sum(-1), 0, n - 1)
@@ -96,6 +101,7 @@ def twohot_mean(logits: jax.Array, bins: jax.Array) -> jax.Array:
     """symexp of the expected bin. Sums the two halves from the middle outwards so that uniform
     probabilities over symmetric bins give exactly zero (zero-initialised heads predict 0)."""
     probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
+    bins = jnp.asarray(bins)
     m = (bins.shape[0] - 1) // 2
     left = (probs[..., :m] * bins[:m])[..., ::-1]
     right = probs[..., -m:] * bins[-m:]

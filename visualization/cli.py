@@ -64,7 +64,6 @@ def _serve_command(args: argparse.Namespace) -> None:
 
 def _drive_command(args: argparse.Namespace) -> None:
     from cardreamer.env import make_env
-
     from visualization.drive import drive
 
     env = make_env(args.task, args.overrides, args.seed)
@@ -130,8 +129,10 @@ def start_server_subprocess(logdir: str | os.PathLike, port: int | None = None, 
             process.kill()
             process.wait()
             raise RuntimeError(f"the visualization server on port {chosen} did not answer within {timeout:.0f} s")
-        if "in use" not in error:
-            raise RuntimeError(f"the visualization server exited with code {process.returncode}:\n{error[-2000:]}")
+        if "in use" in error and port is None:
+            continue  # another process took the free port first: try another one
+        raise RuntimeError(f"the visualization server on port {chosen} exited with code {process.returncode}:\n"
+                           f"{error[-2000:]}")
     raise RuntimeError("could not find a free port for the visualization server")
 
 

@@ -17,8 +17,9 @@ Image observations (HxWx3 uint8) are published as video streams, the step info (
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np

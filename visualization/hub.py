@@ -19,8 +19,9 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 Emit = Callable[[str, dict[str, Any], "str | None"], None]
 

@@ -32,6 +32,7 @@ def check_name(kind: str, value: object) -> str:
     """
     if not isinstance(value, str) or not _NAME_RE.match(value):
         raise ValueError(
+
             f"invalid {kind} name {value!r}: use 1-64 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
         )
@@ -41,7 +42,7 @@ def check_name(kind: str, value: object) -> str:
 def check_env_index(value: object) -> int:
     """Return ``value`` as an env index in ``[0, MAX_ENVS)`` or raise ``ValueError``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"env_index must be an int, got {value!r}")
+        raise ValueError(f"env_index must be an int, got {value!r}")  # noqa: TRY004 - callers expect ValueError
     if not 0 <= int(value) < MAX_ENVS:
         raise ValueError(f"env_index must be in [0, {MAX_ENVS}), got {value}")
     return int(value)

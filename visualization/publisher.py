@@ -46,6 +46,7 @@ DREAM_INTERVAL = 1.0  # seconds; dreams are large and change slowly
 IN_FLIGHT_WINDOW = 4  # messages sent but not yet acknowledged by the server
 ACK_TIMEOUT = 10.0  # seconds without an ack before the connection is considered stuck
 EVENT_QUEUE = 1000  # episodes and metrics kept while disconnected
+MAX_RETRY_DELAY = 5.0  # seconds between connection attempts, at most
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class Publisher:
     def close(self) -> None:
         """Flush queued episodes/metrics briefly and disconnect."""
 
-    def __enter__(self) -> Publisher:
+    def __enter__(self) -> Publisher:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -209,7 +210,7 @@ class SocketPublisher(Publisher):
         self._closed.set()
         with self._lock:
             self._lock.notify_all()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=1.0)  # a daemon thread; it may still be inside a connection attempt
 
     # -- background thread ------------------------------------------------------------------
     def _run_loop(self) -> None:
@@ -220,7 +221,7 @@ class SocketPublisher(Publisher):
                     delay = 0.25
                 else:
                     self._closed.wait(delay)
-                    delay = min(delay * 2, 10.0)
+                    delay = min(delay * 2, MAX_RETRY_DELAY)
                 continue
             message = self._next_message()
             if message is None:
@@ -235,8 +236,11 @@ class SocketPublisher(Publisher):
         refusal: list[str] = []
         client.on("control", self._on_control, namespace=PUBLISH_NAMESPACE)
         client.on("disconnect", lambda *_: self._connected.clear(), namespace=PUBLISH_NAMESPACE)
-        client.on("connect_error", lambda data=None: refusal.append(str((data or {}).get("message", data))),
-                  namespace=PUBLISH_NAMESPACE)
+        def on_connect_error(data: object = None) -> None:
+            if isinstance(data, dict) and "message" in data:  # the server's own refusal reason
+                refusal.append(str(data["message"]))
+
+        client.on("connect_error", on_connect_error, namespace=PUBLISH_NAMESPACE)
         try:
             client.connect(self.url, namespaces=[PUBLISH_NAMESPACE], transports=["websocket"], wait_timeout=5,
                            auth={"token": self.token, "run": self.run, "interactive": self.interactive})
@@ -247,7 +251,7 @@ class SocketPublisher(Publisher):
                 self._last_refusal = refusal[0]
             else:  # nobody listening (yet): retry quietly
                 log.debug("visualization server at %s not reachable: %s", self.url, error)
-            _disconnect_quietly(client)
+            _disconnect_in_background(client)
             return False
         with self._lock:
             self._client = client
@@ -266,9 +270,7 @@ class SocketPublisher(Publisher):
             client, self._client = self._client, None
             self._latest.clear()
         if client is not None:
-            # The WebSocket client waits up to 3 s for the server's close frame, which the werkzeug
-            # server never sends; disconnect in the background so close() returns at once.
-            threading.Thread(target=_disconnect_quietly, args=(client,), daemon=True).start()
+            _disconnect_in_background(client)
 
     def _next_message(self) -> tuple[str, dict[str, Any]] | None:
         """Wait briefly for something to send; episodes/metrics first, then the oldest-waiting slot."""
@@ -350,11 +352,17 @@ class SocketPublisher(Publisher):
                 self._reset_requested.add(env)
 
 
-def _disconnect_quietly(client: socketio.Client) -> None:
-    try:
-        client.disconnect()
-    except Exception:  # the socket may already be gone
-        pass
+def _disconnect_in_background(client: socketio.Client) -> None:
+    """Disconnect without waiting: the WebSocket client waits up to 3 s for the server's close
+    frame, which the werkzeug server never sends."""
+
+    def disconnect() -> None:
+        try:
+            client.disconnect()
+        except Exception:  # the socket may already be gone; nothing to do about it
+            log.debug("disconnecting from %s failed", client.connection_url, exc_info=True)
+
+    threading.Thread(target=disconnect, name="vis-disconnect", daemon=True).start()
 
 
 def encode_image(image: np.ndarray, fmt: str) -> bytes:

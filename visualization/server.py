@@ -343,7 +343,7 @@ class VisualizationServer:
     def _save_recording(self, run: str, env: int, sid: str) -> None:
         try:
             paths = self.recorder.save(run, env, self.logdir / run / "videos")
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any failure (decode, ffmpeg, disk) is reported to the page
             log.warning("saving the episode of run %s env %d failed: %s", run, env, error)
             self.hub.send("recorded", {"run": run, "env": env, "ok": False, "error": str(error)}, to=sid)
             return
@@ -366,6 +366,7 @@ def serve(logdir: str | os.PathLike, host: str = "127.0.0.1", port: int = 9000, 
 
     # Without this a Socket.IO round trip waits ~40 ms for Nagle's algorithm.
     WSGIRequestHandler.disable_nagle_algorithm = True
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per HTTP request
     token = resolve_token(token)
     server = VisualizationServer(logdir, token, max_fps=max_fps, viewer_token_required=not is_loopback(host))
     server.start_background()

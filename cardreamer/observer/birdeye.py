@@ -1,14 +1,14 @@
 """Bird's-eye view (BEV) handlers: the agent's ego-centred raster and a large spectator view.
 
-The road layer is cut out of the map's static RoadRaster with one ``cv2.warpAffine``; vehicles
-are drawn with one ``cv2.fillPoly`` per colour after transforming all box corners with one
-matrix product. Entities are drawn in the order of ``ENTITIES`` whatever order the config lists.
+The road layer is cut out of the map's static RoadRaster (coloured once) with one
+``cv2.warpAffine``; vehicles are drawn with one ``cv2.fillPoly`` per colour after mapping all box
+corners into the image at once. Entities are drawn in the order of ``ENTITIES`` whatever order the config lists.
 Colours are RGB, listed in ``COLORS`` and in docs/observations.md.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import cv2
 import gymnasium
@@ -24,7 +24,7 @@ from cardreamer.world.api import TrafficLightStates, VehicleArrays, World
 
 Entity = Literal["roadmap", "waypoints", "background_waypoints", "error_background_waypoints", "fov_lines",
                  "ego_vehicle", "background_vehicles", "traffic_lights", "stop_signs"]
-ENTITIES: tuple[str, ...] = Entity.__args__  # drawing order
+ENTITIES: tuple[str, ...] = get_args(Entity)  # drawing order
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "background": (0, 0, 0),
@@ -63,30 +63,30 @@ def road_palette() -> np.ndarray:
     return palette
 
 
-def palette_words(palette: np.ndarray) -> np.ndarray:
-    """A (16, 3) RGB palette packed as 32-bit words, for ``colorize``."""
-    packed = np.zeros((len(palette), 4), dtype=np.uint8)
-    packed[:, :3] = palette
-    return packed.view(np.uint32).ravel()
-
-
-def colorize(labels: np.ndarray, words: np.ndarray) -> np.ndarray:
-    """RGB image (H, W, 3) of a label image through a palette packed by ``palette_words``.
-
-    Looking colours up as 32-bit words is several times faster than ``palette[labels]``.
-    """
-    rgba = np.take(words, labels).view(np.uint8).reshape(*labels.shape, 4)
-    return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
-
-
 def box_corners(xy: np.ndarray, yaw: np.ndarray, extent: np.ndarray) -> np.ndarray:
-    """(N, 4, 2) box corners: front-left, front-right, rear-right, rear-left (as VehicleArrays.corners).
+    """(N, 4, 2) box corners: front-left, front-right, rear-right, rear-left (as VehicleArrays.corners)."""
+    return _complex_to_xy(_box_corners_complex(xy, yaw, extent))
 
-    Computed with complex numbers (centre + heading rotation x local corner): few numpy calls.
+
+def _box_corners_complex(xy: np.ndarray, yaw: np.ndarray, extent: np.ndarray,
+                         similarity: np.ndarray | None = None) -> np.ndarray:
+    """(N, 4) corners as complex numbers x + iy, optionally mapped by a (2, 3) rotation-and-scale affine.
+
+    Complex arithmetic (centre + heading rotation x local corner) needs few numpy calls, and a
+    similarity transform is one complex multiply-add: ``a z + b`` with ``a = m00 + i m10``.
     """
     local = extent[:, :1] * _CORNER_SIGNS.real + 1j * (extent[:, 1:] * _CORNER_SIGNS.imag)   # (N, 4)
-    corners = (xy[:, :1] + 1j * xy[:, 1:]) + np.exp(1j * yaw)[:, None] * local
-    return np.stack([corners.real, corners.imag], axis=-1)
+    centre = np.ascontiguousarray(xy, dtype=np.float64).view(np.complex128)               # (N, 1)
+    heading = np.exp(1j * yaw)[:, None]
+    if similarity is None:
+        return centre + heading * local
+    a = complex(similarity[0, 0], similarity[1, 0])
+    b = complex(similarity[0, 2], similarity[1, 2])
+    return (a * centre + b) + (a * heading) * local
+
+
+def _complex_to_xy(z: np.ndarray) -> np.ndarray:
+    return z.view(np.float64).reshape(*z.shape, 2)
 
 
 _CORNER_SIGNS = np.array([1 - 1j, 1 + 1j, -1 + 1j, -1 - 1j])  # (forward, right) signs of each corner
@@ -156,9 +156,9 @@ class BirdeyeHandler(Handler):
         self.fov_outline = self._fov_outline()
         rate = config.error_rate if "error_background_waypoints" in self.entities else 0.0
         self.intentions = IntentionChannel(rate, config.error_seed)
-        self.palette = palette_words(road_palette())
         self.line_type = cv2.LINE_AA if config.antialias else cv2.LINE_8
         self.raster: RoadRaster | None = None
+        self.road_image: np.ndarray | None = None
         self.stop_lines: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def observation_space(self) -> dict[str, gymnasium.spaces.Space]:
@@ -167,6 +167,7 @@ class BirdeyeHandler(Handler):
     def reset(self, world: World, ego_id: int) -> None:
         ppm = self.config.raster_pixels_per_meter or min(self.view.pixels_per_meter, 4.0)
         self.raster = RoadRaster.for_map(world.road_map, ppm)
+        self.road_image = self.raster.colored(road_palette())
         self.stop_lines = {kind: _stop_lines(world, kind) for kind in ("traffic_light", "stop_sign")}
         self.intentions.reset()
 
@@ -195,8 +196,8 @@ class BirdeyeHandler(Handler):
         drawn = np.flatnonzero(in_view)
         in_view[ego] = False
         boxes = np.zeros((len(vehicles.ids), 4, 2), dtype=np.int32)
-        boxes[drawn] = self._fixed(to_image, box_corners(vehicles.xy[drawn], vehicles.yaw[drawn],
-                                                         vehicles.extent[drawn]))
+        corners = _box_corners_complex(vehicles.xy[drawn], vehicles.yaw[drawn], vehicles.extent[drawn], to_image)
+        boxes[drawn] = np.rint(_complex_to_xy(corners) * ONE)
         if self.config.observability == "full":
             visible = in_view.copy()
         else:
@@ -209,9 +210,9 @@ class BirdeyeHandler(Handler):
                                              int(np.searchsorted(rows, ego)), depth)
         if "roadmap" in self.entities:
             warp = compose_affine(to_image, self.raster.pixel_to_world)
-            labels = cv2.warpAffine(self.raster.labels, warp, (self.view.width, self.view.height),
-                                    flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            image = colorize(labels, self.palette)
+            image = cv2.warpAffine(self.road_image, warp, (self.view.width, self.view.height),
+                                   flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                                   borderValue=COLORS["background"])
         else:
             image = np.zeros(self.config.shape, dtype=np.uint8)
         return _Frame(image, to_image, vehicles, ego, in_view, visible, boxes)
@@ -222,13 +223,14 @@ class BirdeyeHandler(Handler):
     def _polylines(self, frame: _Frame, lines: list[np.ndarray], color: str, width_m: float) -> None:
         """Draw world polylines (points every metre or so; every second one is used) with one
         transform of all their points and one cv2 call."""
-        lines = [line[list(range(0, len(line) - 1, 2)) + [-1]] for line in lines if len(line) >= 2]
+        lines = [line[::2] if len(line) % 2 else np.concatenate([line[::2], line[-1:]]) for line in lines
+                 if len(line) >= 2]
         if lines:
             thickness = max(1, round(width_m * self.view.pixels_per_meter))
-            pixels = self._fixed(frame.to_image, np.concatenate(lines))
-            cuts = np.cumsum([len(line) for line in lines[:-1]])
-            cv2.polylines(frame.image, np.split(pixels, cuts), False, COLORS[color],
-                          thickness=thickness, lineType=self.line_type, shift=SHIFT)
+            pixels = self._fixed(frame.to_image, lines[0] if len(lines) == 1 else np.concatenate(lines))
+            parts = [pixels] if len(lines) == 1 else np.split(pixels, np.cumsum([len(p) for p in lines[:-1]]))
+            cv2.polylines(frame.image, parts, False, COLORS[color], thickness=thickness, lineType=self.line_type,
+                          shift=SHIFT)
 
     # ------------------------------------------------------------------ entity drawers
     def _draw_waypoints(self, world: World, ego_id: int, frame: _Frame) -> None:
@@ -243,9 +245,9 @@ class BirdeyeHandler(Handler):
             return frame.visible
         if mode == "neighbor":
             v = frame.vehicles
-            near = np.hypot(*(v.xy - v.xy[frame.ego_row]).T) <= self.config.neighbor_distance
-            return near & ~v.is_ego
-        senders = np.ones(len(frame.vehicles.ids), dtype=bool)
+            senders = np.hypot(*(v.xy - v.xy[frame.ego_row]).T) <= self.config.neighbor_distance
+        else:
+            senders = np.ones(len(frame.vehicles.ids), dtype=bool)
         senders[frame.ego_row] = False
         return senders
 

@@ -12,7 +12,7 @@ import gymnasium
 import numpy as np
 from pydantic import Field, model_validator
 
-from cardreamer.observer.birdeye import COLORS
+from cardreamer.observer.birdeye import COLORS, box_corners
 from cardreamer.observer.geometry import BevView, apply_affine, compose_affine, to_ego_frame
 from cardreamer.observer.handler import Handler, HandlerConfig, register_handler
 from cardreamer.roadmap.raster import ROAD, RoadRaster
@@ -67,8 +67,9 @@ class LidarHandler(Handler):
         self.crop = BevView(self.crop_size, self.crop_size, self.crop_size / k, self.crop_size / k / 2)
         sample_xy = self.directions[:, None, :] * self.samples[None, :, None]          # (R, M, 2) ego frame
         centre = self.crop.ego_pixel
-        self.sample_cols = np.rint(centre[0] + k * sample_xy[..., 1]).astype(np.intp)
-        self.sample_rows = np.rint(centre[1] - k * sample_xy[..., 0]).astype(np.intp)
+        cols = np.rint(centre[0] + k * sample_xy[..., 1]).astype(np.intp)
+        rows = np.rint(centre[1] - k * sample_xy[..., 0]).astype(np.intp)
+        self.sample_index = rows * self.crop_size + cols                                 # (R, M) flat pixel index
         self.raster: RoadRaster | None = None
 
     def observation_space(self) -> dict[str, gymnasium.spaces.Space]:
@@ -91,7 +92,7 @@ class LidarHandler(Handler):
         ego_xy, ego_yaw = vehicles.xy[ego], float(vehicles.yaw[ego])
         distance, kind = self.scan(vehicles, ego, ego_xy, ego_yaw)
         points = self.directions * distance[:, None]
-        obs = {self.name: self._image(points, kind, vehicles, ego, ego_xy, ego_yaw)}
+        obs = {self.name: self._image(points, kind, vehicles, ego)}
         if self.config.points:
             obs[f"{self.name}_points"] = np.concatenate([points, kind[:, None]], axis=1).astype(np.float32)
         return obs, {}
@@ -105,7 +106,7 @@ class LidarHandler(Handler):
         warp = compose_affine(self.crop.world_to_image(ego_xy, ego_yaw), self.raster.pixel_to_world)
         crop = cv2.warpAffine(self.raster.labels, warp, (self.crop_size, self.crop_size), flags=cv2.INTER_NEAREST,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        off_road = (crop[self.sample_rows, self.sample_cols] & ROAD) == 0                # (R, M)
+        off_road = (np.take(crop, self.sample_index) & ROAD) == 0                        # (R, M)
         hit = off_road.any(axis=1)
         distance[hit] = self.samples[np.argmax(off_road[hit], axis=1)]
         kind[hit] = ROAD_EDGE
@@ -120,7 +121,7 @@ class LidarHandler(Handler):
             kind[closer] = VEHICLE
         return distance, kind
 
-    def _image(self, points: np.ndarray, kind: np.ndarray, vehicles, ego: int, ego_xy, ego_yaw) -> np.ndarray:
+    def _image(self, points: np.ndarray, kind: np.ndarray, vehicles, ego: int) -> np.ndarray:
         image = np.zeros(self.config.shape, dtype=np.uint8)
         k = self.view.pixels_per_meter
         cu, cv = self.view.ego_pixel
@@ -129,7 +130,7 @@ class LidarHandler(Handler):
         pixels = apply_affine(to_image, points)
         cv2.fillPoly(image, [np.round(pixels * (1 << SHIFT)).astype(np.int32)], LIDAR_COLORS["free"],
                      lineType=cv2.LINE_AA, shift=SHIFT)
-        ego_box = to_ego_frame(vehicles.corners()[ego], ego_xy, ego_yaw)
+        ego_box = box_corners(np.zeros((1, 2)), np.zeros(1), vehicles.extent[ego:ego + 1])[0]  # ego frame
         cv2.fillConvexPoly(image, np.round(apply_affine(to_image, ego_box) * (1 << SHIFT)).astype(np.int32),
                            COLORS["ego_vehicle"], cv2.LINE_AA, SHIFT)
         px = np.rint(pixels).astype(np.int64)

@@ -57,8 +57,14 @@ class RoadRaster:
         self.origin = np.asarray(lo, dtype=np.float64) - MARGIN_M
         size = np.ceil((np.asarray(hi) + MARGIN_M - self.origin) * self.pixels_per_meter).astype(int) + 1
         self.width, self.height = int(size[0]), int(size[1])
+        k = self.pixels_per_meter
+        self.world_to_pixel = np.array([[k, 0.0, -k * self.origin[0]], [0.0, k, -k * self.origin[1]]])
+        """(2, 3) affine matrix mapping world (x, y, 1) to pixel (col, row)."""
+        self.pixel_to_world = np.array([[1 / k, 0.0, self.origin[0]], [0.0, 1 / k, self.origin[1]]])
+        """(2, 3) affine matrix mapping pixel (col, row, 1) to world (x, y)."""
         self.labels = np.zeros((self.height, self.width), dtype=np.uint8)
         self._draw(road_map.lanes)
+        self._colored: dict[bytes, np.ndarray] = {}
 
     @classmethod
     def for_map(cls, road_map: RoadMap, pixels_per_meter: float = 4.0) -> RoadRaster:
@@ -69,22 +75,21 @@ class RoadRaster:
             per_map[key] = cls(road_map, key)
         return per_map[key]
 
-    # ------------------------------------------------------------------ transforms
-    @property
-    def world_to_pixel(self) -> np.ndarray:
-        """(2, 3) affine matrix mapping world (x, y, 1) to pixel (col, row)."""
-        k = self.pixels_per_meter
-        return np.array([[k, 0.0, -k * self.origin[0]], [0.0, k, -k * self.origin[1]]])
-
-    @property
-    def pixel_to_world(self) -> np.ndarray:
-        """(2, 3) affine matrix mapping pixel (col, row, 1) to world (x, y)."""
-        k = 1.0 / self.pixels_per_meter
-        return np.array([[k, 0.0, self.origin[0]], [0.0, k, self.origin[1]]])
-
+    # ------------------------------------------------------------------ queries
     def to_pixel(self, xy: np.ndarray) -> np.ndarray:
         """Float pixel (col, row) of world points (..., 2)."""
         return (np.asarray(xy, dtype=np.float64) - self.origin) * self.pixels_per_meter
+
+    def colored(self, palette: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 image of the labels through a (16, 3) palette; built on first use, cached.
+
+        Views warped from it need no per-step colouring (3 bytes per pixel: 41 MB for Town04).
+        """
+        palette = np.asarray(palette, dtype=np.uint8)
+        key = palette.tobytes()
+        if key not in self._colored:
+            self._colored[key] = palette[self.labels]
+        return self._colored[key]
 
     def layer(self, name: str) -> np.ndarray:
         """Boolean mask of one layer: 'road', 'solid', 'broken' or 'junction'."""

@@ -229,6 +229,9 @@ class RoadMap:
         return signal
 
     def _junction_ahead(self, lane_index: int) -> int:
+        """The junction a lane is in, or else the one it leads into (-1 if none)."""
+        if self.lanes[lane_index].is_junction:
+            return self.lanes[lane_index].junction_id
         for succ in self.lanes[lane_index].successors:
             if self.lanes[succ].is_junction:
                 return self.lanes[succ].junction_id

@@ -7,45 +7,52 @@ import numpy as np
 import pytest
 
 
-class CueEnv(gym.Env):
-    """A red square on the left or right of a 16x16 image (also given as a 2-vector); the action
-    naming its side earns 1. A random policy earns half of ``length`` per episode. At episode end
-    the info carries the driving keys: success (all hits), collision (a miss at the last step),
-    route_completion (hit fraction) and mean_speed."""
+class ReachEnv(gym.Env):
+    """A cell on a track of 8 cells, moved left or right (or kept) by the action; every step spent
+    on the rightmost cell earns 1. Episodes last 20 steps from the leftmost cell, so going right at
+    once earns 14 and a random policy about 1. Observations: the track as a 16x16 image and/or the
+    position as a one-hot vector. Episode-end info has the driving keys: success (goal reached),
+    collision (pushed into the left wall), route_completion (furthest cell / 7), mean_speed."""
 
-    metadata = {"render_modes": []}
-
-    def __init__(self, length: int = 16):
-        self.length = length
-        self.observation_space = gym.spaces.Dict({
-            "image": gym.spaces.Box(0, 255, (16, 16, 3), np.uint8),
-            "cue": gym.spaces.Box(-1, 1, (2,), np.float32),
-        })
-        self.action_space = gym.spaces.Discrete(2)
+    def __init__(self, image: bool = True, vector: bool = True, length: int = 20):
+        self.length, self.use_image, self.use_vector = length, image, vector
+        spaces = {}
+        if image:
+            spaces["image"] = gym.spaces.Box(0, 255, (16, 16, 3), np.uint8)
+        if vector:
+            spaces["position"] = gym.spaces.Box(0, 1, (8,), np.float32)
+        self.observation_space = gym.spaces.Dict(spaces)
+        self.action_space = gym.spaces.Discrete(3)
 
     def _obs(self):
-        image = np.zeros((16, 16, 3), np.uint8)
-        x = 2 if self.side == 0 else 10
-        image[6:10, x:x + 4, 0] = 255
-        return {"image": image, "cue": np.eye(2, dtype=np.float32)[self.side]}
+        obs = {}
+        if self.use_image:
+            image = np.zeros((16, 16, 3), np.uint8)
+            image[6:10, 2 * self.x:2 * self.x + 2] = (255, 128, 0)
+            obs["image"] = image
+        if self.use_vector:
+            obs["position"] = np.eye(8, dtype=np.float32)[self.x]
+        return obs
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        self.t, self.hits = 0, 0
-        self.side = int(self.np_random.integers(2))
+        self.t = self.x = self.best = self.moved = 0
+        self.bumped = False
         return self._obs(), {}
 
     def step(self, action):
-        hit = int(action) == self.side
-        self.hits += hit
-        self.t += 1
-        self.side = int(self.np_random.integers(2))
+        dx = int(action) - 1
+        self.bumped |= self.x + dx < 0
+        new = int(np.clip(self.x + dx, 0, 7))
+        self.moved += abs(new - self.x)
+        self.x, self.t = new, self.t + 1
+        self.best = max(self.best, self.x)
         done = self.t >= self.length
         info = {}
         if done:
-            info = {"success": self.hits == self.length, "collision": not hit,
-                    "route_completion": self.hits / self.length, "mean_speed": 2.0 * self.hits / self.length}
-        return self._obs(), float(hit), False, done, info
+            info = {"success": self.best == 7, "collision": self.bumped, "route_completion": self.best / 7,
+                    "mean_speed": self.moved / self.t}
+        return self._obs(), float(self.x == 7), False, done, info
 
 
 class DotEnv(gym.Env):
@@ -73,8 +80,8 @@ class DotEnv(gym.Env):
 
 
 @pytest.fixture
-def cue_env_fn():
-    return CueEnv
+def reach_env_fn():
+    return ReachEnv
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Hand-placed scenes on real CARLA towns for the observer tests, pictures and benchmark.
 
-Run as a script to save a PNG of every handler's output for both scenes:
-``python tests/observer/scenes.py /tmp/obs_png``.
+Run as a script to save a PNG of every image observation for both scenes, and the composites
+shown in docs/observations.md: ``python tests/observer/scenes.py /tmp/obs_png [docs/img/obs]``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from cardreamer.world.api import Pose, TrafficLightStates
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_world import StaticWorld
 
-CARLA_MAPS = Path("/work/shared/carla_maps")
+CARLA_MAPS = Path(__file__).resolve().parents[2].parent / "shared" / "carla_maps"  # read in place
 
 
 def load_town(name: str) -> RoadMap:
@@ -112,26 +112,45 @@ def crowd(count: int = 50, radius: float = 60.0, seed: int = 0) -> Scene:
     return scene
 
 
-def save_pictures(out_dir: Path) -> list[Path]:
+def save_pictures(out_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Write every image observation of the scenes as PNG; return the observations by scene."""
     import cv2
 
-    from cardreamer.observer import Observer
-    from cardreamer.observer.defaults import DEFAULT_OBSERVATIONS
+    from cardreamer.observer import DEFAULT_OBSERVATIONS, Observer
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for scene_name, scene in (("town04", town04_straight()), ("town10_junction", town10_junction())):
-        scene.world.collision_events[scene.ego] = []
+    rendered = {}
+    for scene_name, scene in (("town04", town04_straight()), ("town10_junction", town10_junction()),
+                              ("town04_crowd", crowd(50, radius=60.0))):
         observer = Observer(DEFAULT_OBSERVATIONS, list(DEFAULT_OBSERVATIONS))
         obs, _ = observer.reset(scene.world, scene.ego)
+        rendered[scene_name] = obs
         for key, value in obs.items():
             if value.dtype == np.uint8 and value.ndim == 3:
-                path = out_dir / f"{scene_name}_{key}.png"
-                cv2.imwrite(str(path), cv2.cvtColor(value, cv2.COLOR_RGB2BGR))
-                written.append(path)
-    return written
+                cv2.imwrite(str(out_dir / f"{scene_name}_{key}.png"), cv2.cvtColor(value, cv2.COLOR_RGB2BGR))
+    return rendered
+
+
+def save_doc_pictures(rendered: dict[str, dict[str, np.ndarray]], out_dir: Path) -> None:
+    """The composites of docs/observations.md, enlarged with nearest-neighbour sampling."""
+    import cv2
+
+    def row(obs, keys, size):
+        return np.concatenate([cv2.resize(obs[k], (size, size), interpolation=cv2.INTER_NEAREST) for k in keys], 1)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pictures = {
+        "town04_bev_camera_lidar.png": row(rendered["town04"], ["birdeye_wpt", "camera", "lidar"], 256),
+        "town04_crowd_bev_variants.png": row(rendered["town04_crowd"], [
+            "birdeye_full", "birdeye_fov", "birdeye_recursive_fov", "birdeye_intention_error"], 192),
+        "town10_spectator.png": cv2.resize(rendered["town10_junction"]["spectator"], (384, 384),
+                                           interpolation=cv2.INTER_AREA),
+    }
+    for name, image in pictures.items():
+        cv2.imwrite(str(out_dir / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
 if __name__ == "__main__":
-    for path in save_pictures(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/obs_png")):
-        print(path)
+    results = save_pictures(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/obs_png"))
+    if len(sys.argv) > 2:
+        save_doc_pictures(results, Path(sys.argv[2]))

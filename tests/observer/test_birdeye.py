@@ -195,3 +195,13 @@ def test_spectator_is_large_and_labelled(town10):
     assert len(color_pixels(image, COLORS["vehicle_id"])) > 20
     # 8 px/m, ego 24 m above the bottom
     assert np.allclose(centroid(image, COLORS["ego_vehicle"]), [256, 512 - 24 * 8], atol=2)
+
+
+def test_non_square_view_keeps_metric_geometry(town04):
+    # 96 px over 32 m: 3 px/m; 160 px wide; ego 12 m = 36 px above the bottom edge, centred
+    image, _ = render(town04, shape=[96, 160, 3], entities=["ego_vehicle", "background_vehicles"])
+    assert image.shape == (96, 160, 3)
+    assert np.allclose(centroid(image, COLORS["ego_vehicle"]), [80, 60], atol=0.6)
+    ahead = color_pixels(image, COLORS["background_vehicles"])
+    ahead = ahead[np.abs(ahead[:, 0] - 80) < 6]
+    assert np.allclose(ahead[ahead[:, 1] < 45].mean(axis=0), [80, 60 - 30], atol=0.6)

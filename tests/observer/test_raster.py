@@ -86,3 +86,14 @@ def test_bad_arguments_are_named(town04):
         raster.layer("curb")
     with pytest.raises(ValueError, match="pixels_per_meter"):
         RoadRaster(town04, 0.0)
+
+
+def test_colored_raster_is_the_palette_applied_once(town04):
+    raster = RoadRaster.for_map(town04, 4.0)
+    palette = np.zeros((16, 3), dtype=np.uint8)
+    palette[ROAD] = (1, 2, 3)
+    palette[ROAD | SOLID] = (9, 9, 9)
+    colored = raster.colored(palette)
+    assert colored is raster.colored(palette.copy())
+    window = (slice(2000, 2100), slice(2100, 2200))
+    assert np.array_equal(colored[window], palette[raster.labels[window]])

@@ -7,14 +7,15 @@ import math
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 import pytest
-import socketio
 
 from visualization.cli import start_server_subprocess
 from visualization.protocol import VIEW_NAMESPACE
+from visualization.viewer import OrderedClient
 
 
 def birdeye_frame(t: float, size: int = 128) -> np.ndarray:
@@ -80,13 +81,23 @@ def write_history(run_dir: Path, steps: int = 40) -> None:
             }) + "\n")
 
 
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process in MB (Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 @pytest.fixture
 def server(tmp_path):
     """A visualization server subprocess on a free port, serving ``tmp_path/runs``."""
     logdir = tmp_path / "runs"
     process, url = start_server_subprocess(logdir, announce=False)
     try:
-        yield {"url": url, "base": url.split("/?")[0], "token": url.split("token=")[1], "logdir": logdir}
+        yield {"url": url, "base": url.split("/?")[0], "token": url.split("token=")[1], "logdir": logdir,
+               "pid": process.pid}
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -98,7 +109,7 @@ class Viewer:
     def __init__(self, base_url: str, run: str, ack_delay: float = 0.0, auth: dict | None = None):
         self.received: list[tuple[str, dict, float]] = []
         self.ack_delay = ack_delay
-        self.client = socketio.Client(reconnection=False)
+        self.client = OrderedClient(reconnection=False)
         self.history: dict | None = None
         for event in ("frame", "step"):
             self.client.on(event, self._make_handler(event), namespace=VIEW_NAMESPACE)
@@ -118,7 +129,8 @@ class Viewer:
             self.received.append((event, data, time.time()))
             if self.ack_delay:
                 time.sleep(self.ack_delay)
-            self.client.emit("ack", {"key": data["key"]}, namespace=VIEW_NAMESPACE)
+            if self.client.connected:
+                self.client.emit("ack", {"key": data["key"]}, namespace=VIEW_NAMESPACE)
         return handler
 
     def frames(self, key: str | None = None) -> list[dict]:
@@ -140,7 +152,7 @@ class FakeDrivingEnv:
         import gymnasium as gym
 
         class _Env(gym.Env):
-            metadata = {"render_modes": []}
+            metadata: ClassVar[dict] = {"render_modes": []}
 
             def __init__(self):
                 self.observation_space = gym.spaces.Dict({

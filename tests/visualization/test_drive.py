@@ -6,12 +6,11 @@ import time
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import FakeDrivingEnv, Viewer
 
 from visualization.drive import KeyboardActions, drive
 from visualization.protocol import VIEW_NAMESPACE
 from visualization.publisher import Control, Publisher
-
-from conftest import FakeDrivingEnv, Viewer
 
 
 def test_box_actions_follow_keys_within_bounds():

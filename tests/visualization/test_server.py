@@ -8,13 +8,12 @@ import time
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import camera_frame
 
 from visualization.protocol import PUBLISH_NAMESPACE as PUB
 from visualization.protocol import VIEW_NAMESPACE as VIEW
 from visualization.publisher import encode_image
 from visualization.server import VisualizationServer, is_loopback
-
-from conftest import camera_frame
 
 
 @pytest.fixture

@@ -379,6 +379,7 @@ class StandInTrafficManager:
 
     def set_path(self, vehicle: Vehicle, locations: list[carla.Location]) -> None:
         vehicle.path = [np.array([loc.x, loc.y]) for loc in locations]
+        vehicle.path_xyz = [(loc.x, loc.y, loc.z) for loc in locations]
 
     ignore_lights_percentage = _tm_setting("ignore_lights_percentage")
     ignore_signs_percentage = _tm_setting("ignore_signs_percentage")
@@ -527,7 +528,7 @@ class StandInWorld:
         kind = blueprint.id.split(".")[0]
         if kind == "vehicle":
             actor = Vehicle(server, 0, blueprint.id, command.transform, dict(blueprint.attributes))
-            if any(boxes_overlap(actor, other) for other in server.live("vehicle.")):
+            if any(abs(actor.z - other.z) < 2.0 and boxes_overlap(actor, other) for other in server.live("vehicle.")):
                 return Response(error="Spawn failed because of collision at spawn position")
         elif kind == "sensor":
             if command.parent is None or command.parent.id not in server.actors:
@@ -540,8 +541,8 @@ class StandInWorld:
         for follower in command.followers:
             follower.actor_id = actor.id  # FutureActor resolved, as the server does
             response = self.execute(follower)
-            if response.error:
-                return response
+            if response.error:  # the actor stays: CARLA reports the error with the new actor's id
+                return Response(actor.id, response.error)
         return Response(actor.id)
 
     # ---- simulation
@@ -607,7 +608,7 @@ class StandInWorld:
             if vehicle.id not in sensed:
                 continue
             for other in vehicles:
-                if other is vehicle or not boxes_overlap(vehicle, other):
+                if other is vehicle or abs(vehicle.z - other.z) > 2.0 or not boxes_overlap(vehicle, other):
                     continue
                 for hit in (vehicle, other):  # contact stops both, where they stood before the tick
                     hit.xy, hit.yaw, _ = before[hit.id]

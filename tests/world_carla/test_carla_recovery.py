@@ -53,11 +53,14 @@ def test_server_loss_raises_a_specific_error_until_reconnect(make_world, server)
     world.reconnect()
     assert server.world.settings["synchronous_mode"] is True
     world.reset(1)
+    ids = world.spawn_traffic(3)  # the restarted server reuses the old ego's and its sensors' ids
+    world.tick()
+    assert sorted(world.vehicles().ids.tolist()) == sorted(ids)
     ego = world.spawn_vehicle(ego_pose(world), role="ego")
     world.apply_control(ego, carla.VehicleControl(throttle=1.0))
     for _ in range(5):
         world.tick()
-    assert world.vehicles().speed[0] > 0
+    assert world.vehicles().speed[world.vehicles().row(ego)] > 0
     world.close()
     assert server.live() == []
 

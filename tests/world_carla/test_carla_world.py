@@ -31,6 +31,19 @@ def test_connect_sets_synchronous_mode_and_close_restores_settings(make_world, s
     assert tm.synchronous is False
 
 
+def test_unknown_blueprint_is_a_clear_error_and_leaves_the_server_asynchronous(make_world, server):
+    with pytest.raises(WorldError, match="no vehicle blueprint 'vehicle.flying.car'"):
+        make_world(vehicle_blueprint="vehicle.flying.car")
+    assert server.world.settings["synchronous_mode"] is False
+
+
+def test_a_failure_after_entering_synchronous_mode_restores_the_settings(make_world, server, monkeypatch):
+    monkeypatch.setattr(server.world, "get_snapshot", lambda: (_ for _ in ()).throw(RuntimeError("rpc::rpc_error")))
+    with pytest.raises(RuntimeError, match="rpc_error"):
+        make_world()
+    assert server.world.settings["synchronous_mode"] is False
+
+
 def test_town_by_name_or_by_its_xodr_loads_the_server_town(make_world, server, carla_maps_dir):
     world = make_world("Town01")
     assert world.road_map.name == "Town01" and server.world.carla_map.name == "Carla/Maps/Town01"
@@ -107,6 +120,14 @@ def test_background_vehicles_get_autopilot_behaviour_and_route(make_world, serve
     assert world.route_progress(actor_id) == pytest.approx(7.0 * 3.0, abs=1.0)
 
 
+def test_a_failed_chained_command_leaves_no_vehicle_behind(make_world, server):
+    world = make_world()
+    world.tm_port += 1  # no Traffic Manager there: SetAutopilot fails after the vehicle was created
+    with pytest.raises(SpawnError, match="no Traffic Manager on port"):
+        world.spawn_vehicle(lane_pose(world, 9.0, 80.0))
+    assert server.live() == [] and world.vehicles().ids.size == 0
+
+
 def test_spawn_traffic_is_one_batch_away_from_the_ego(make_world, server):
     world = make_world()
     ego = world.spawn_vehicle(lane_pose(world, 5.8, 100.0), role="ego")
@@ -118,6 +139,21 @@ def test_spawn_traffic_is_one_batch_away_from_the_ego(make_world, server):
     others = v.xy[~v.is_ego]
     assert np.min(np.linalg.norm(others - [5.8, 100.0], axis=1)) > 30
     assert all(world.route_of(i) is not None for i in ids)
+
+
+def test_vehicles_spawn_at_their_own_lane_height_on_overpasses(make_world, server):
+    world = make_world()
+    ids = world.spawn_traffic(150)
+    points = world._spawn_points
+    heights = []
+    for actor_id in ids:
+        vehicle = server.actors[actor_id]
+        k = int(np.argmin(np.linalg.norm(points.xy - vehicle.xy, axis=1)))
+        expected = world.heights.at(int(points.lane[k]), float(points.s[k]))
+        assert vehicle.z == pytest.approx(expected + 0.5, abs=1e-6)
+        assert vehicle.path_xyz[0][2] == pytest.approx(expected, abs=1.5)  # 10 m ahead on the same road level
+        heights.append(expected)
+    assert max(heights) > 5.0 and min(heights) < 1.0  # Town04 has both levels
 
 
 def test_spawn_traffic_is_seeded(make_world):
@@ -342,3 +378,12 @@ def test_world_refuses_an_unknown_role(make_world):
 def test_config_timeout_is_used_for_calls(make_world, server):
     world = make_world(config=CarlaServer(timeout=3.5))
     assert world.client.timeout == 3.5
+
+
+def test_parallel_worlds_get_their_own_traffic_managers(make_world, server):
+    first, second = make_world(), make_world()
+    assert first.tm_port != second.tm_port
+    assert {first.tm_port, second.tm_port} <= set(server.traffic_managers)
+    a = first.spawn_vehicle(lane_pose(first, 9.0, 80.0))
+    b = second.spawn_vehicle(lane_pose(second, 12.2, 60.0))
+    assert (server.actors[a].autopilot_port, server.actors[b].autopilot_port) == (first.tm_port, second.tm_port)

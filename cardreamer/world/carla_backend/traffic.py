@@ -48,12 +48,11 @@ def apply_behavior(tm: Any, vehicle: Any, behavior: Behavior) -> None:
     tm.distance_to_leading_vehicle(vehicle, behavior.min_gap)
 
 
-def route_locations(route: Route, z: float = 0.0, spacing: float = PATH_SPACING) -> list[carla.Location]:
-    """Locations every ``spacing`` metres along a route (its start left out, its end kept)."""
-    s = np.append(np.arange(spacing, route.length, spacing), route.length)
-    xy = route.position(s)
-    return [carla.Location(x=float(x), y=float(y), z=z) for x, y in xy]
+def path_arc_lengths(route: Route, spacing: float = PATH_SPACING) -> np.ndarray:
+    """Arc lengths of the path handed to the TM: every ``spacing`` metres, the start left out, the end kept."""
+    return np.append(np.arange(spacing, route.length, spacing), route.length)
 
 
-def set_route(tm: Any, vehicle: Any, route: Route, z: float) -> None:
-    tm.set_path(vehicle, route_locations(route, z))
+def set_path(tm: Any, vehicle: Any, xy: np.ndarray, z: np.ndarray) -> None:
+    """Make the Traffic Manager drive ``vehicle`` through these locations."""
+    tm.set_path(vehicle, [carla.Location(x=float(x), y=float(y), z=float(h)) for (x, y), h in zip(xy, z)])

@@ -12,7 +12,7 @@ import logging
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,15 @@ from cardreamer.world.api import (
 from cardreamer.world.carla_backend import launcher
 from cardreamer.world.carla_backend.connection import ClientFactory, connect
 from cardreamer.world.carla_backend.errors import CarlaServerLost, is_server_lost
+from cardreamer.world.carla_backend.heights import LaneHeights
 from cardreamer.world.carla_backend.lights import LightTable
 from cardreamer.world.carla_backend.sensors import EventSensors, SensorManager, SensorSpec
 from cardreamer.world.carla_backend.snapshot import Shape, ShapeCache, vehicle_arrays
 from cardreamer.world.carla_backend.traffic import (
     apply_behavior,
     choose_tm_port,
-    set_route,
+    path_arc_lengths,
+    set_path,
     start_traffic_manager,
 )
 
@@ -52,6 +54,8 @@ SpawnActor = carla.command.SpawnActor
 """The batch spawn command (a module attribute so tests can stand in for it: it needs a server blueprint)."""
 
 SPAWN_LIFT = 0.5            # m above the road surface, so a new vehicle does not touch the ground
+SPAWN_CLEARANCE = 8.0       # m between the centres of background vehicles spawned together
+LEVEL_GAP = 3.0             # m of height that separates roads crossing over each other
 LOAD_TIMEOUT = 120.0        # s allowed for loading a map on the server
 ROUTE_END_MARGIN = 3.0      # m before a route's end at which a vehicle counts as arrived
 NEXT_ROUTE_LENGTH = 300.0   # m of a new random route for vehicles whose route ended
@@ -70,6 +74,19 @@ class _Vehicle:
     route: Route | None
     behavior: Behavior
     progress: float = 0.0
+
+
+@dataclass
+class _SpawnRequest:
+    """One vehicle to spawn; ``lane``/``s`` when the spot is a known lane position (spawn points)."""
+
+    pose: Pose
+    role: str = "background"
+    route: Route | None = None
+    behavior: Behavior = field(default_factory=Behavior)
+    speed: float = 0.0
+    lane: int | None = None
+    s: float = 0.0
 
 
 def _town_name(path_or_name: str) -> str:
@@ -129,10 +146,12 @@ class CarlaWorld(World):
         self._client_factory = client_factory
         self._seed = seed
         self._launched: subprocess.Popen | None = None
+        self._original_settings: carla.WorldSettings | None = None
         self._closed = False
         self._lost = False
         self.road_map = road_map
         self._spawn_points: SpawnPoints | None = None
+        self.heights: LaneHeights | None = None
         self.sensors = SensorManager(sensor_timeout)
         self.events = EventSensors()
         self.shapes = ShapeCache()
@@ -147,22 +166,39 @@ class CarlaWorld(World):
             self.client.set_timeout(max(self.config.timeout, LOAD_TIMEOUT))
             self.world = load_world(self.client, self.map_request)
             self.client.set_timeout(self.config.timeout)
-            self._original_settings = self.world.get_settings()
+            self._blueprint = self._find_blueprint(self.vehicle_blueprint)
+            if self._original_settings is None:  # kept across reconnects: the settings before this world
+                self._original_settings = self.world.get_settings()
             settings = self.world.get_settings()
             settings.synchronous_mode = True
             settings.fixed_delta_seconds = self.dt
             self.world.apply_settings(settings)
-            self.tm_port = choose_tm_port(self.config)
-            self.tm = start_traffic_manager(self.client, self.tm_port, self._seed)
-            if self.road_map is None:
-                carla_map = self.world.get_map()
-                self.road_map = RoadMap(carla_map, _town_name(carla_map.name) or Path(self.map_request).stem)
-            self.lights = LightTable(self.world, self.road_map)
-            self._blueprint = self.world.get_blueprint_library().find(self.vehicle_blueprint)
-            self.frame = self.world.tick()
-            self._snapshot = self.world.get_snapshot()
+            try:
+                self._prepare()
+            except Exception:
+                self.world.apply_settings(self._original_settings)  # never leave a server waiting for ticks
+                raise
         log.info("CARLA %s at %s:%d, map %s, dt %.3f s, Traffic Manager on port %d", self.server_version,
                  self.config.host, self.config.port, self.road_map.name, self.dt, self.tm_port)
+
+    def _prepare(self) -> None:
+        """Traffic Manager, road map, lights, and a first tick of the synchronous world."""
+        self.tm_port = choose_tm_port(self.config)
+        self.tm = start_traffic_manager(self.client, self.tm_port, self._seed)
+        if self.road_map is None:
+            carla_map = self.world.get_map()
+            self.road_map = RoadMap(carla_map, _town_name(carla_map.name) or Path(self.map_request).stem)
+        self.lights = LightTable(self.world, self.road_map)
+        self.heights = self.heights or LaneHeights(self.road_map)
+        self.frame = self.world.tick()
+        self._snapshot = self.world.get_snapshot()
+
+    def _find_blueprint(self, blueprint_id: str) -> Any:
+        try:
+            return self.world.get_blueprint_library().find(blueprint_id)
+        except IndexError:
+            raise WorldError(f"the CARLA server has no vehicle blueprint {blueprint_id!r}; "
+                             f"use one of its vehicle.* blueprints, e.g. vehicle.tesla.model3") from None
 
     @contextmanager
     def _server_calls(self, what: str) -> Iterator[None]:
@@ -191,6 +227,7 @@ class CarlaWorld(World):
         survivors = self._tracked_actor_ids()
         self._forget_listeners()
         self._clear_bookkeeping()
+        self.shapes = ShapeCache()  # a restarted server hands out the same ids again
         if relaunch:
             if self._launched is not None:
                 launcher.stop(self._launched)
@@ -267,7 +304,7 @@ class CarlaWorld(World):
                       behavior: Behavior | None = None, speed: float = 0.0,
                       extent: tuple[float, float] = (2.4, 1.05)) -> int:
         """Spawn one vehicle (``extent`` is ignored: CARLA's blueprint fixes the size)."""
-        result = self._spawn([(pose, role, route, behavior or Behavior(), speed)])[0]
+        result = self._spawn([_SpawnRequest(pose, role, route, behavior or Behavior(), speed)])[0]
         if isinstance(result, str):
             raise SpawnError(f"cannot spawn a {role} vehicle at ({pose.x:.1f}, {pose.y:.1f}): {result}")
         return result
@@ -280,6 +317,7 @@ class CarlaWorld(World):
 
     def spawn_traffic(self, count: int, behavior: Behavior | None = None,
                       exclude_near: np.ndarray | None = None, exclude_radius: float = 0.0) -> list[int]:
+        """Up to ``count`` autopilot vehicles at random free spawn points (one batch), each with a random route."""
         if self._spawn_points is None:
             self._spawn_points = self.road_map.spawn_points()
         points = self._spawn_points
@@ -287,30 +325,48 @@ class CarlaWorld(World):
         if exclude_near is not None:
             keep &= np.linalg.norm(points.xy - np.asarray(exclude_near, float).reshape(1, 2), axis=1) > exclude_radius
         occupied = self.vehicles().xy
-        if len(occupied):
-            keep &= np.min(np.linalg.norm(points.xy[:, None] - occupied[None], axis=-1), axis=1) > 8.0
-        chosen = self.rng.permutation(np.flatnonzero(keep))[:count]
-        behavior = behavior or Behavior()
-        requests = []
-        for i in chosen:
-            route = random_route(self.road_map, self.rng, int(points.lane[i]), float(points.s[i]), NEXT_ROUTE_LENGTH)
-            pose = Pose(float(points.xy[i, 0]), float(points.xy[i, 1]), float(points.yaw[i]))
-            requests.append((pose, "background", route, behavior, 0.0))
+        taken_xy = list(occupied)
+        taken_z = [self._ground_z(xy) for xy in occupied]
+        chosen = []
+        for i in self.rng.permutation(np.flatnonzero(keep)):
+            if len(chosen) == count:
+                break
+            xy = points.xy[i]
+            z = self.heights.at(int(points.lane[i]), float(points.s[i]))
+            if taken_xy and np.any((np.linalg.norm(np.asarray(taken_xy) - xy, axis=1) < SPAWN_CLEARANCE)
+                                   & (np.abs(np.asarray(taken_z) - z) < LEVEL_GAP)):
+                continue  # another vehicle there, or chosen already (bridges: only at the same level)
+            chosen.append(i)
+            taken_xy.append(xy)
+            taken_z.append(z)
+        requests = [_SpawnRequest(Pose(float(points.xy[i, 0]), float(points.xy[i, 1]), float(points.yaw[i])),
+                                  behavior=behavior or Behavior(), lane=int(points.lane[i]), s=float(points.s[i]))
+                    for i in chosen]
         return [r for r in self._spawn(requests) if not isinstance(r, str)]
 
-    def _spawn(self, requests: list[tuple[Pose, str, Route | None, Behavior, float]]) -> list[int | str]:
-        """Spawn in one batch; each result is the new actor id or why it failed."""
+    def _spawn(self, requests: list[_SpawnRequest]) -> list[int | str]:
+        """Spawn in one batch; each result is the new actor id or why it failed.
+
+        Background vehicles without a route get a random one, so every autopilot vehicle has an intention.
+        """
         results: list[int | str] = [""] * len(requests)
         commands, slots = [], []
-        for k, (pose, role, route, behavior, speed) in enumerate(requests):
-            if role not in ("ego", "background"):
-                raise WorldError(f"vehicle role {role!r} is not valid; use 'ego' or 'background'")
-            try:
-                self.road_map.locate(np.array([pose.x, pose.y]))
-            except MapError as exc:
-                results[k] = f"off every driving lane ({exc})"
-                continue
-            commands.append(self._spawn_command(pose, role, speed))
+        for k, request in enumerate(requests):
+            if request.role not in ("ego", "background"):
+                raise WorldError(f"vehicle role {request.role!r} is not valid; use 'ego' or 'background'")
+            if request.behavior.on_route_end not in ("continue", "destroy"):
+                raise WorldError(f"Behavior.on_route_end must be 'continue' or 'destroy', "
+                                 f"got {request.behavior.on_route_end!r}")
+            if request.lane is None:
+                try:
+                    request.lane, request.s, _ = self.road_map.locate(np.array([request.pose.x, request.pose.y]),
+                                                                      max_distance=0.0)
+                except MapError as exc:
+                    results[k] = f"off every driving lane ({exc})"
+                    continue
+            if request.route is None and request.role == "background":
+                request.route = random_route(self.road_map, self.rng, request.lane, request.s, NEXT_ROUTE_LENGTH)
+            commands.append(self._spawn_command(request))
             slots.append(k)
         if not commands:
             return results
@@ -319,37 +375,44 @@ class CarlaWorld(World):
             spawned = {k: r.actor_id for k, r in zip(slots, responses) if not r.error}
             for k, r in zip(slots, responses):
                 results[k] = r.error or r.actor_id
+            # a chained command (autopilot, velocity) can fail after the vehicle itself was created
+            self._destroy_batch([r.actor_id for r in responses if r.error and r.actor_id])
             actors = {a.id: a for a in self.world.get_actors(list(spawned.values()))} if spawned else {}
             self.shapes.remember(actors.values())
             for k, actor_id in spawned.items():
-                pose, role, route, behavior, speed = requests[k]
-                actor = actors[actor_id]
-                self._vehicles[actor_id] = _Vehicle(actor, role, route, behavior)
-                self._pending[actor_id] = (pose, speed, self.shapes.shapes[actor_id])
-                if role == "ego":
+                request, actor = requests[k], actors[actor_id]
+                self._vehicles[actor_id] = _Vehicle(actor, request.role, request.route, request.behavior)
+                self._pending[actor_id] = (request.pose, request.speed, self.shapes.shapes[actor_id])
+                if request.role == "ego":
                     for sensor_id in self.events.attach(self.world, actor):
                         self._sensor_parent[sensor_id] = actor_id
                 else:
-                    apply_behavior(self.tm, actor, behavior)
-                    if route is not None:
-                        set_route(self.tm, actor, route, self._ground_z(pose) + SPAWN_LIFT)
+                    apply_behavior(self.tm, actor, request.behavior)
+                    self._send_route(actor, request.route)
         self._arrays = None
         return results
 
-    def _spawn_command(self, pose: Pose, role: str, speed: float) -> Any:
-        self._blueprint.set_attribute("role_name", "hero" if role == "ego" else "autopilot")
+    def _spawn_command(self, request: _SpawnRequest) -> Any:
+        pose, speed = request.pose, request.speed
+        self._blueprint.set_attribute("role_name", "hero" if request.role == "ego" else "autopilot")
         transform = pose.to_transform()
-        transform.location.z = self._ground_z(pose) + SPAWN_LIFT
+        transform.location.z = self.heights.at(request.lane, request.s) + SPAWN_LIFT
         command = SpawnActor(self._blueprint, transform)
-        if role == "background":
+        if request.role == "background":
             command = command.then(carla.command.SetAutopilot(carla.command.FutureActor, True, self.tm_port))
         if speed > 0:
             velocity = carla.Vector3D(x=speed * float(np.cos(pose.yaw)), y=speed * float(np.sin(pose.yaw)), z=0.0)
             command = command.then(carla.command.ApplyTargetVelocity(carla.command.FutureActor, velocity))
         return command
 
-    def _ground_z(self, pose: Pose) -> float:
-        waypoint = self.road_map.carla_map.get_waypoint(carla.Location(x=pose.x, y=pose.y, z=0.0))
+    def _send_route(self, actor: Any, route: Route) -> None:
+        s = path_arc_lengths(route)
+        set_path(self.tm, actor, route.position(s), self.heights.along(route, s))
+
+    def _ground_z(self, xy: np.ndarray) -> float:
+        """Height of the driving lane under a point (the lane CARLA itself would pick)."""
+        location = carla.Location(x=float(xy[0]), y=float(xy[1]), z=0.0)
+        waypoint = self.road_map.carla_map.get_waypoint(location, lane_type=carla.LaneType.Driving)
         return float(waypoint.transform.location.z) if waypoint is not None else 0.0
 
     def destroy(self, actor_id: int) -> None:
@@ -443,7 +506,7 @@ class CarlaWorld(World):
                 continue  # off the lanes for a moment (turning); try again next tick
             vehicle.route = random_route(self.road_map, self.rng, lane, s, NEXT_ROUTE_LENGTH)
             vehicle.progress = 0.0
-            set_route(self.tm, vehicle.actor, vehicle.route, self._ground_z(Pose(*xy, 0.0)) + SPAWN_LIFT)
+            self._send_route(vehicle.actor, vehicle.route)
 
     # ------------------------------------------------------------------ World API: state
     def vehicles(self) -> VehicleArrays:
@@ -467,9 +530,11 @@ class CarlaWorld(World):
             self.lights.set_timing(green, yellow, red, junction_id)
 
     def collisions(self, actor_id: int) -> list[CollisionEvent]:
+        self._vehicle(actor_id)
         return list(self._collisions.get(actor_id, ()))
 
     def lane_invasions(self, actor_id: int) -> list[LaneInvasionEvent]:
+        self._vehicle(actor_id)
         return list(self._invasions.get(actor_id, ()))
 
     def is_off_road(self, actor_id: int) -> bool:

@@ -20,7 +20,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from cardreamer.world.embedded.dynamics import MAX_BRAKE, pure_pursuit
-from cardreamer.world.embedded.fleet import Fleet
+from cardreamer.world.embedded.fleet import (
+    B_A_MAX,
+    B_B_COMF,
+    B_HEADWAY,
+    B_S0,
+    B_V0,
+    R_HEADING,
+    R_JUNCTION,
+    R_JUNCTION_IN,
+    R_JUNCTION_OUT,
+    R_JUNCTION_SIGN,
+    R_STOP_S,
+    R_STOP_SIG,
+    R_VCURVE,
+    Fleet,
+)
 from cardreamer.world.embedded.geometry import boxes_overlap, point_box_distance
 from cardreamer.world.embedded.lights import GREEN, STOP_SIGN, YELLOW
 from cardreamer.world.embedded.route_table import LEVEL_GAP, SPACING
@@ -31,6 +46,7 @@ SENSE_RADIUS = 46.0      # m: vehicles farther than this from a vehicle's centre
 PATH_MARGIN = 0.35       # m added to the half width when testing boxes against the path
 STOP_LINE_GAP = 1.0      # m: standstill distance to a stop line or junction entry
 SIGN_STOP_TIME = 1.0     # s at standstill before a stop sign counts as obeyed
+STOPPED = 0.05           # m/s: below this a vehicle counts as stopped
 SIGN_NEAR = 3.0          # m: "at the line" for a stop sign
 RED_BRAKE = 6.0          # m/s^2: stop for red if this suffices, else go through
 YELLOW_BRAKE = 3.5       # m/s^2: stop for yellow only if this suffices
@@ -41,6 +57,9 @@ CONFLICT_MARGIN = 0.3    # m added around both boxes when testing two paths for 
 SIGN_PENALTY = 3.0       # s added to the priority key of stop-sign approaches
 COMMIT_BRAKE = 5.0       # m/s^2: a vehicle that cannot stop before the entry with this is committed
 EXIT_CLEAR = 0.0         # m beyond a junction exit that must be free before entering
+
+
+_NEXT = np.arange(2)  # a route point and the next one
 
 
 @dataclass
@@ -70,70 +89,70 @@ def drive(f: Fleet, auto: np.ndarray, signal_state: np.ndarray, dt: float, level
     n = f.n
     xy, yaw, v = f.xy[auto], f.yaw[auto], f.speed[auto]
     ext, wheelbase, s = f.extent[auto], f.wheelbase[auto], f.route_s[auto]
-    a_max, b_comf, headway = f.a_max[auto], f.b_comf[auto], f.headway[auto]
+    behavior = f.behavior[auto]
+    a_max, b_comf, headway = behavior[:, B_A_MAX], behavior[:, B_B_COMF], behavior[:, B_HEADWAY]
     last = f.route_points - 1
-    rows = auto[:, None]
+    front = s + ext[:, 0]
+    fi = np.minimum((front / SPACING).astype(np.int64), last)
+    here = f.route[auto, fi]  # every annotation of the route point under the front bumper
+    j_in, j_out = here[:, R_JUNCTION_IN], here[:, R_JUNCTION_OUT]
+    d_entry = j_in - front
 
     # ---- steering: pure pursuit on the route, look-ahead from the rear axle growing with speed
     look = np.clip(2.5 + 0.4 * v, 3.5, 15.0)
     target_s = np.clip(s - 0.5 * wheelbase + look, 0.0, last - 1.0) / SPACING
     i0 = target_s.astype(np.int64)
     frac = (target_s - i0)[:, None]
-    target = f.r_xy[auto, i0] * (1.0 - frac) + f.r_xy[auto, i0 + 1] * frac
-    steer = pure_pursuit(xy, yaw, wheelbase, target)
+    pair = f.route[auto[:, None], i0[:, None] + _NEXT, :2]
+    steer = pure_pursuit(xy, yaw, wheelbase, pair[:, 0] * (1.0 - frac) + pair[:, 1] * frac)
 
     # ---- path ahead of the front bumper and the curve speed along it
-    front = s + ext[:, 0]
     ahead = np.arange(PATH_POINTS) * PATH_STEP
     idx = np.minimum(((front[:, None] + ahead) / SPACING + 0.5).astype(np.int64), last)
-    vcurve = np.sqrt(f.r_vcurve[rows, idx] ** 2 + 2.0 * b_comf[:, None] * ahead).min(axis=1)
-    v0 = np.minimum(f.v0[auto], vcurve)
+    path = f.route[auto[:, None], idx]  # (m, PATH_POINTS, ROUTE_COLUMNS)
+    vcurve = np.sqrt(path[..., R_VCURVE] ** 2 + 2.0 * b_comf[:, None] * ahead).min(axis=1)
+    v0 = np.minimum(behavior[:, B_V0], vcurve)
     interaction = np.zeros(len(auto))
 
     # ---- vehicles on the path: every vehicle ahead within reach, tested against every path point
     lead_gap = np.full(len(auto), np.inf)
     lead_slow = np.zeros(len(auto), dtype=bool)
-    fi = np.minimum((front / SPACING).astype(np.int64), last)
-    j_in, j_out = f.r_junction_in[auto, fi], f.r_junction_out[auto, fi]
-    d_entry = j_in - front
     dx = f.xy[None, :n, 0] - xy[:, 0, None]
     dy = f.xy[None, :n, 1] - xy[:, 1, None]
-    cos, sin = np.cos(yaw), np.sin(yaw)
-    near = (dx * dx + dy * dy < SENSE_RADIUS**2) & (dx * cos[:, None] + dy * sin[:, None] > 0.0)  # not itself
+    near = (dx * dx + dy * dy < SENSE_RADIUS**2) & (dx * np.cos(yaw)[:, None] + dy * np.sin(yaw)[:, None] > 0.0)
     if levels:
         near &= np.abs(f.z[None, :n] - f.z[auto, None]) < LEVEL_GAP
     near[f.ignore_vehicles[auto]] = False
-    pi, pj = np.nonzero(near)
+    pi, pj = np.nonzero(near)  # (the vehicle itself is not strictly ahead of itself)
     if len(pi):
-        path = f.r_xy[rows, idx][pi]
-        dist = point_box_distance(path, f.xy[pj], f.yaw[pj], f.extent[pj])
+        dist = point_box_distance(path[pi, :, :2], f.xy[pj], f.yaw[pj], f.extent[pj])
         clearance = (ext[pi, 1] + PATH_MARGIN)[:, None]
         hit = dist < clearance
         any_hit = hit.any(axis=1)
-        pi, pj, hit, dist = pi[any_hit], pj[any_hit], hit[any_hit], dist[any_hit]
+        pi, pj, hit, dist, clearance = pi[any_hit], pj[any_hit], hit[any_hit], dist[any_hit], clearance[any_hit]
         first = hit.argmax(axis=1)
         # refine between the last free path point and the first blocked one
         before = np.maximum(first - 1, 0)
-        free_run = np.clip(dist[np.arange(len(pi)), before] - clearance[any_hit][:, 0], 0.0, PATH_STEP)
+        free_run = np.clip(dist[np.arange(len(pi)), before] - clearance[:, 0], 0.0, PATH_STEP)
         gap = np.where(first > 0, ahead[before] + free_run, 0.0)
-        path_heading = f.r_heading[auto[pi], idx[pi, first]]
-        v_other = f.speed[pj] * np.cos(f.yaw[pj] - path_heading)
-        term = _idm_interaction(v[pi], v[pi] - v_other, gap, f.s0[auto[pi]], headway[pi], a_max[pi], b_comf[pi])
+        v_other = f.speed[pj] * np.cos(f.yaw[pj] - path[pi, first, R_HEADING])
+        term = _idm_interaction(v[pi], v[pi] - v_other, gap, behavior[pi, B_S0], headway[pi], a_max[pi],
+                                b_comf[pi])
         np.maximum.at(interaction, pi, term)
         np.minimum.at(lead_gap, pi, gap)
         blocking_exit = (gap > d_entry[pi]) & (gap < j_out[pi] - front[pi] + EXIT_CLEAR) & (v_other < 2.0)
         lead_slow[pi[blocking_exit]] = True
 
     # ---- stop lines: lights and stop signs
-    stop_sig = f.r_stop_sig[auto, fi]
-    stop_s = f.r_stop_s[auto, fi]
+    stop_sig = here[:, R_STOP_SIG].astype(np.int64)
+    stop_s = here[:, R_STOP_S]
     gap_stop = stop_s - front
-    state = np.where(stop_sig >= 0, signal_state[np.maximum(stop_sig, 0)], GREEN)
+    state = signal_state[stop_sig]  # -1 (no stop line ahead) reads the always-green last entry
     braking_needed = v * v / (2.0 * np.maximum(gap_stop + 0.5, 0.05))
     light_hold = ~f.ignore_lights[auto] & (((state != GREEN) & (state != STOP_SIGN) & (braking_needed < RED_BRAKE))
                                           & ((state != YELLOW) | (braking_needed < YELLOW_BRAKE)))
     sign_pending = (state == STOP_SIGN) & ~f.ignore_signs[auto] & (stop_s > f.sign_cleared_s[auto] + 1e-6)
-    at_line = sign_pending & (gap_stop < SIGN_NEAR) & (v < 0.3)
+    at_line = sign_pending & (gap_stop < SIGN_NEAR) & (v < STOPPED)
     wait = np.where(at_line, f.sign_wait[auto] + dt, 0.0)
     done = wait >= SIGN_STOP_TIME - 1e-9
     f.sign_wait[auto] = np.where(done, 0.0, wait)
@@ -143,7 +162,7 @@ def drive(f: Fleet, auto: np.ndarray, signal_state: np.ndarray, dt: float, level
     interaction = np.where(held, np.maximum(interaction, stop_term), interaction)
 
     # ---- yielding at junctions
-    junction = f.r_junction[auto, fi]
+    junction = here[:, R_JUNCTION]
     inside = d_entry <= 0.0
     held_before_junction = held & (stop_s <= j_in + SIGN_NEAR)  # a stop line further on does not count
     approaching = (junction >= 0) & (d_entry < JUNCTION_HORIZON) & ~held_before_junction
@@ -151,7 +170,8 @@ def drive(f: Fleet, auto: np.ndarray, signal_state: np.ndarray, dt: float, level
     hold_gap = np.where(hold, d_entry, np.inf)
     q = np.flatnonzero(approaching)
     if len(q) > 1:
-        must, gap = _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j_out)
+        must, gap = _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j_out,
+                                here[:, R_JUNCTION_SIGN])
         hold |= must
         hold_gap = np.minimum(hold_gap, gap)
     hold &= ~inside & ~f.ignore_vehicles[auto]
@@ -159,11 +179,13 @@ def drive(f: Fleet, auto: np.ndarray, signal_state: np.ndarray, dt: float, level
     interaction = np.where(hold, np.maximum(interaction, entry_term), interaction)
 
     accel = a_max * (1.0 - (v / np.maximum(v0, 0.1)) ** 4 - interaction)
-    f.debug = dict(auto=auto, approaching=approaching, stop_s=stop_s-front, j_in=j_in, junction=junction, held=held, hold=hold, hold_gap=hold_gap, lead_gap=lead_gap, lead_slow=lead_slow, state=state, gap_stop=gap_stop, d_entry=d_entry, inter=interaction, v0=v0)
+    # IDM only creeps up to a standstill target: close to one, brake to a full stop
+    at_target = (held & (gap_stop < STOP_LINE_GAP + 1.0)) | (hold & (hold_gap < STOP_LINE_GAP + 1.0))
+    accel = np.where(at_target & (v < 2.0), np.minimum(accel, -b_comf), accel)
     return AutopilotCommand(np.clip(accel, -MAX_BRAKE, a_max), steer)
 
 
-def _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j_out):
+def _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j_out, sign_approach):
     """Which autopilot vehicles must yield at their next junction, and the gap to stop in.
 
     A vehicle yields to every vehicle with a lower priority key whose path through the same
@@ -173,8 +195,7 @@ def _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j
     """
     committed = v * v / (2.0 * COMMIT_BRAKE) > d_entry
     key = np.where(inside, -1000.0 - (front - j_in), d_entry / np.maximum(v, 2.0) - 100.0 * committed)
-    fi = np.minimum((front / SPACING).astype(np.int64), f.route_points - 1)
-    key = key + SIGN_PENALTY * f.r_junction_sign[auto, fi]
+    key = key + SIGN_PENALTY * sign_approach
     kq = key[q]
     same = junction[q][:, None] == junction[q][None, :]
     lower = (kq[:, None] > kq[None, :]) | ((kq[:, None] == kq[None, :]) & (q[:, None] > q[None, :]))
@@ -186,8 +207,8 @@ def _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j
         return must, gap
     a, b = q[a], q[b]
     last = f.route_points - 1
-    entry_a = f.r_xy[auto[a], np.minimum((j_in[a] / SPACING).astype(np.int64), last)]
-    entry_b = f.r_xy[auto[b], np.minimum((j_in[b] / SPACING).astype(np.int64), last)]
+    entry_a = f.route[auto[a], np.minimum((j_in[a] / SPACING).astype(np.int64), last), :2]
+    entry_b = f.route[auto[b], np.minimum((j_in[b] / SPACING).astype(np.int64), last), :2]
     distinct = np.hypot(*(entry_a - entry_b).T) > 1.0  # same entry point: a queue, left to car following
     a, b = a[distinct], b[distinct]
     if not len(a):
@@ -199,14 +220,14 @@ def _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j
     valid_b = sb <= j_out[b][:, None] + 1.0
     ia = np.minimum((sa / SPACING).astype(np.int64), last)
     ib = np.minimum((sb / SPACING).astype(np.int64), last)
-    pa, pb = f.r_xy[auto[a][:, None], ia], f.r_xy[auto[b][:, None], ib]
+    pa, pb = f.route[auto[a][:, None], ia, :2], f.route[auto[b][:, None], ib, :2]
     # broad phase on sample pairs, then the boxes each vehicle would occupy at its two samples
     d = pa[:, :, None, :] - pb[:, None, :, :]
     reach = np.hypot(ext[a, 0], ext[a, 1]) + np.hypot(ext[b, 0], ext[b, 1]) + CONFLICT_MARGIN
     close = (np.einsum("pijc,pijc->pij", d, d) < (reach**2)[:, None, None]) & valid_a[:, :, None] & valid_b[:, None, :]
     p, ka, kb = np.nonzero(close)
-    hit = boxes_overlap(pa[p, ka], f.r_heading[auto[a[p]], ia[p, ka]], ext[a[p]],
-                        pb[p, kb], f.r_heading[auto[b[p]], ib[p, kb]], ext[b[p]], CONFLICT_MARGIN)
+    hit = boxes_overlap(pa[p, ka], f.route[auto[a[p]], ia[p, ka], R_HEADING], ext[a[p]],
+                        pb[p, kb], f.route[auto[b[p]], ib[p, kb], R_HEADING], ext[b[p]], CONFLICT_MARGIN)
     first = np.full(len(a), CONFLICT_POINTS)
     np.minimum.at(first, p[hit], ka[hit])
     conflict = first < CONFLICT_POINTS

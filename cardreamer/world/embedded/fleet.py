@@ -1,14 +1,14 @@
 """Per-vehicle state of the embedded simulator as growable numpy arrays, one row per vehicle.
 
 Rows ``0..n-1`` are live. Removing a vehicle moves the last row into its place, so every
-vectorized operation works on the contiguous slice ``[:n]``. Route arrays have a second axis of
-route points (``route_points``), grown when a longer route arrives.
+vectorized operation works on the contiguous slice ``[:n]``. The route array has a second axis of
+route points (``route_points``), grown when a longer route arrives, and a third of annotations.
 """
 from __future__ import annotations
 
 import numpy as np
 
-# name -> (shape after the vehicle axis, dtype, fill value); "P" stands for the route-point axis.
+# name -> (shape after the vehicle axis, dtype, fill value)
 VEHICLE_FIELDS: dict[str, tuple[tuple, type, float]] = {
     "ids": ((), np.int64, -1),
     "xy": ((2,), np.float64, 0.0),
@@ -29,12 +29,7 @@ VEHICLE_FIELDS: dict[str, tuple[tuple, type, float]] = {
     "reverse": ((), bool, False),
     "hand_brake": ((), bool, False),
     # behaviour of autopilot vehicles
-    "v0": ((), np.float64, 8.0),
-    "s0": ((), np.float64, 2.5),
-    "headway": ((), np.float64, 1.2),
-    "a_max": ((), np.float64, 2.5),
-    "b_comf": ((), np.float64, 3.0),
-    "politeness": ((), np.float64, 0.3),
+    "behavior": ((6,), np.float64, 0.0),        # columns B_V0 ... B_POLITENESS below
     "ignore_lights": ((), bool, False),
     "ignore_signs": ((), bool, False),
     "ignore_vehicles": ((), bool, False),
@@ -51,19 +46,23 @@ VEHICLE_FIELDS: dict[str, tuple[tuple, type, float]] = {
     "off_road": ((), bool, False),
 }
 
-ROUTE_FIELDS: dict[str, tuple[tuple, type, float]] = {
-    "r_xy": (("P", 2), np.float64, 0.0),
-    "r_heading": (("P",), np.float64, 0.0),
-    "r_vcurve": (("P",), np.float64, 50.0),     # speed limit from path curvature (m/s)
-    "r_lane": (("P",), np.int64, -1),
-    "r_z": (("P",), np.float64, 0.0),           # road height (bridges)
-    "r_stop_sig": (("P",), np.int64, -1),       # next stop line at/after this point: signal index
-    "r_stop_s": (("P",), np.float64, np.inf),   # ... and its route s
-    "r_junction": (("P",), np.int64, -1),       # next junction whose exit is after this point
-    "r_junction_in": (("P",), np.float64, np.inf),
-    "r_junction_out": (("P",), np.float64, np.inf),
-    "r_junction_sign": (("P",), bool, False),   # that junction's approach has a stop sign
-}
+# columns of "behavior": IDM desired speed, standstill gap, time headway, acceleration, comfortable
+# deceleration; MOBIL politeness
+B_V0, B_S0, B_HEADWAY, B_A_MAX, B_B_COMF, B_POLITENESS = range(6)
+
+# The route of each vehicle: one (capacity, route_points, ROUTE_COLUMNS) float array, so that one
+# fancy-indexing gather fetches every annotation of a route point at once.
+(R_X, R_Y, R_HEADING, R_VCURVE, R_STOP_S, R_STOP_SIG, R_JUNCTION, R_JUNCTION_IN, R_JUNCTION_OUT,
+ R_JUNCTION_SIGN, R_LANE, R_Z) = range(12)
+ROUTE_COLUMNS = 12
+ROUTE_DEFAULTS = np.array([
+    0.0, 0.0, 0.0,   # x, y, heading of the point
+    50.0,            # speed limit from path curvature (m/s)
+    np.inf, -1.0,    # next stop line at/after this point: its route s, its road_map.signals row
+    -1.0, np.inf, np.inf, 0.0,  # next junction whose exit lies beyond this point: id, entry s, exit s,
+                                # whether its approach has a stop sign
+    -1.0, 0.0,       # lane index, road height (bridges)
+])
 
 
 class Fleet:
@@ -73,15 +72,14 @@ class Fleet:
         self.n = 0
         self.capacity = capacity
         self.route_points = route_points
-        self.arrays: dict[str, np.ndarray] = {}
-        for name, spec in {**VEHICLE_FIELDS, **ROUTE_FIELDS}.items():
-            self.arrays[name] = self._alloc(spec, capacity, route_points)
+        self.arrays: dict[str, np.ndarray] = {name: self._alloc(spec, capacity) for name, spec in VEHICLE_FIELDS.items()}
+        self.route = np.empty((capacity, route_points, ROUTE_COLUMNS))
+        self.route[:] = ROUTE_DEFAULTS
 
     @staticmethod
-    def _alloc(spec, capacity: int, route_points: int) -> np.ndarray:
+    def _alloc(spec, capacity: int) -> np.ndarray:
         tail, dtype, fill = spec
-        shape = (capacity,) + tuple(route_points if d == "P" else d for d in tail)
-        return np.full(shape, fill, dtype=dtype)
+        return np.full((capacity,) + tail, fill, dtype=dtype)
 
     def __getattr__(self, name: str) -> np.ndarray:
         try:
@@ -90,8 +88,9 @@ class Fleet:
             raise AttributeError(name) from None
 
     def clear(self) -> None:
-        for name, spec in {**VEHICLE_FIELDS, **ROUTE_FIELDS}.items():
+        for name, spec in VEHICLE_FIELDS.items():
             self.arrays[name][: self.n] = spec[2]
+        self.route[: self.n] = ROUTE_DEFAULTS
         self.n = 0
 
     def add(self) -> int:
@@ -104,11 +103,13 @@ class Fleet:
     def remove(self, row: int) -> None:
         """Delete a row by moving the last row into it."""
         last = self.n - 1
-        specs = {**VEHICLE_FIELDS, **ROUTE_FIELDS}
         for name, arr in self.arrays.items():
             if row != last:
                 arr[row] = arr[last]
-            arr[last] = specs[name][2]
+            arr[last] = VEHICLE_FIELDS[name][2]
+        if row != last:
+            self.route[row] = self.route[last]
+        self.route[last] = ROUTE_DEFAULTS
         self.n -= 1
 
     def ensure_route_points(self, count: int) -> None:
@@ -116,19 +117,18 @@ class Fleet:
             self._resize(self.capacity, int(2 ** np.ceil(np.log2(count))))
 
     def _resize(self, capacity: int, route_points: int) -> None:
-        specs = {**VEHICLE_FIELDS, **ROUTE_FIELDS}
         for name, old in self.arrays.items():
-            new = self._alloc(specs[name], capacity, route_points)
-            if name in ROUTE_FIELDS:
-                new[: self.n, : self.route_points] = old[: self.n]
-                # extend each route's straight run-out past its old padding
-                if name in ("r_xy",):
-                    step = old[: self.n, -1] - old[: self.n, -2]
-                    extra = np.arange(1, route_points - self.route_points + 1)[None, :, None]
-                    new[: self.n, self.route_points:] = old[: self.n, -1:] + extra * step[:, None]
-                elif self.route_points < route_points:
-                    new[: self.n, self.route_points:] = old[: self.n, -1:]
-            else:
-                new[: self.n] = old[: self.n]
+            new = self._alloc(VEHICLE_FIELDS[name], capacity)
+            new[: self.n] = old[: self.n]
             self.arrays[name] = new
+        old = self.route
+        route = np.empty((capacity, route_points, ROUTE_COLUMNS))
+        route[:] = ROUTE_DEFAULTS
+        route[: self.n, : self.route_points] = old[: self.n]
+        if route_points > self.route_points:  # longer rows: continue each route's straight run-out
+            route[: self.n, self.route_points:] = old[: self.n, -1:]
+            step = old[: self.n, -1, :2] - old[: self.n, -2, :2]
+            extra = np.arange(1, route_points - self.route_points + 1)[None, :, None]
+            route[: self.n, self.route_points:, :2] = old[: self.n, -1:, :2] + extra * step[:, None]
+        self.route = route
         self.capacity, self.route_points = capacity, route_points

@@ -14,7 +14,18 @@ import numpy as np
 
 from cardreamer.roadmap.route import LANE_CHANGE_LENGTH, route_through_lanes
 from cardreamer.world.embedded.autopilot import idm_accel
-from cardreamer.world.embedded.route_table import SPACING
+from cardreamer.world.embedded.fleet import (
+    B_A_MAX,
+    B_B_COMF,
+    B_HEADWAY,
+    B_POLITENESS,
+    B_S0,
+    B_V0,
+    R_JUNCTION_IN,
+    R_LANE,
+    R_STOP_S,
+)
+from cardreamer.world.embedded.route_table import LEVEL_GAP, SPACING
 
 if TYPE_CHECKING:
     from cardreamer.world.embedded.world import EmbeddedWorld
@@ -28,30 +39,19 @@ MIN_SPEED = 3.0         # m/s
 CONTINUATION = 300.0    # m of random continuation after a change ("continue" vehicles)
 
 
-def _lane_tables(world: "EmbeddedWorld"):
+def _lane_tables(world: EmbeddedWorld):
     cache = getattr(world, "_lane_change_tables", None)
     if cache is None:
         lanes = world.road_map.lanes
         left = np.array([l.left if l.left is not None and l.change_left and not l.is_junction else -1 for l in lanes])
         right = np.array([l.right if l.right is not None and l.change_right and not l.is_junction else -1
                           for l in lanes])
-        cache = world._lane_change_tables = (left, right)
+        width = np.array([float(np.mean(l.widths)) for l in lanes])
+        cache = world._lane_change_tables = (left, right, width)
     return cache
 
 
-def current_lanes(world: "EmbeddedWorld") -> np.ndarray:
-    """Lane index each vehicle drives in: its route's lane, or the lane under an ego's centre."""
-    f = world.fleet
-    n = f.n
-    idx = np.minimum((f.route_s[:n] / SPACING).astype(np.int64), f.route_points - 1)
-    lanes = f.r_lane[np.arange(n), idx]
-    unrouted = ~f.has_route[:n] | f.is_ego[:n]
-    if unrouted.any():
-        lanes[unrouted] = world.raster.lanes_at(f.xy[:n][unrouted])
-    return lanes
-
-
-def consider(world: "EmbeddedWorld", auto: np.ndarray) -> None:
+def consider(world: EmbeddedWorld, auto: np.ndarray) -> None:
     if world.frame % PERIOD:
         return
     f = world.fleet
@@ -63,26 +63,39 @@ def consider(world: "EmbeddedWorld", auto: np.ndarray) -> None:
     s = f.route_s[cand]
     i_now = np.minimum((s / SPACING).astype(np.int64), last)
     i_ahead = np.minimum(((s + LANE_CHANGE_LENGTH + 5.0) / SPACING).astype(np.int64), last)
-    lane_now = f.r_lane[cand, i_now]
-    steady = (lane_now >= 0) & (f.r_lane[cand, i_ahead] == lane_now)
-    steady &= f.r_junction_in[cand, i_now] - s > JUNCTION_CLEARANCE
-    steady &= f.r_stop_s[cand, i_now] - s > JUNCTION_CLEARANCE
+    here = f.route[cand, i_now]
+    lane_now = here[:, R_LANE].astype(np.int64)
+    steady = (lane_now >= 0) & (f.route[cand, i_ahead, R_LANE] == lane_now)
+    steady &= here[:, R_JUNCTION_IN] - s > JUNCTION_CLEARANCE
+    steady &= here[:, R_STOP_S] - s > JUNCTION_CLEARANCE
     cand, lane_now = cand[steady], lane_now[steady]
     if not len(cand):
         return
-    left, right = _lane_tables(world)
-    lanes_all = current_lanes(world)
+    left, right, width = _lane_tables(world)
     n = f.n
-    fwd = np.stack([np.cos(f.yaw[cand]), np.sin(f.yaw[cand])], -1)
-    lon = np.einsum("cjk,ck->cj", f.xy[None, :n] - f.xy[cand][:, None], fwd)
+    cos, sin = np.cos(f.yaw[cand])[:, None], np.sin(f.yaw[cand])[:, None]
+    dx = f.xy[None, :n, 0] - f.xy[cand, 0, None]
+    dy = f.xy[None, :n, 1] - f.xy[cand, 1, None]
+    lon = dx * cos + dy * sin
+    lat = dy * cos - dx * sin                     # positive to the right (CARLA's frame)
     lon[np.arange(len(cand)), cand] = np.nan
+    if world.map_index.has_levels:
+        lon[np.abs(f.z[None, :n] - f.z[cand, None]) >= LEVEL_GAP] = np.nan
+    lane_width = width[lane_now][:, None]
     v = f.speed[cand]
-    params = (f.s0[cand], f.headway[cand], f.a_max[cand], f.b_comf[cand])
+    mine = f.behavior[cand]
+    v0 = mine[:, B_V0]
+    params = (mine[:, B_S0], mine[:, B_HEADWAY], mine[:, B_A_MAX], mine[:, B_B_COMF])
 
-    def neighbours(lane):
-        """(leader gap, leader speed, follower gap, follower row) in ``lane`` around each candidate."""
-        member = lanes_all[None, :n] == lane[:, None]
-        ahead = np.where(member & (lon > 0), lon, np.inf)
+    def neighbours(offset):
+        """(leader gap, leader speed, follower gap, follower row) in the lane ``offset`` widths to the right.
+
+        A vehicle counts as in that lane when its centre lies within the lane's width (plus a
+        margin) of the line parallel to the candidate's heading: a local, straight-road view that
+        also sees vehicles still leaving a junction.
+        """
+        member = np.abs(lat - offset * lane_width) < 0.5 * lane_width + 0.3
+        ahead = np.where(member & (lon >= 0), lon, np.inf)
         behind = np.where(member & (lon < 0), -lon, np.inf)
         lead = ahead.argmin(axis=1)
         follow = behind.argmin(axis=1)
@@ -92,44 +105,49 @@ def consider(world: "EmbeddedWorld", auto: np.ndarray) -> None:
         follow_gap = behind[rows, follow] - half - f.extent[follow, 0]
         return lead_gap, f.speed[lead], follow_gap, follow
 
-    lead_gap, lead_v, _, _ = neighbours(lane_now)
-    a_now = idm_accel(v, f.v0[cand], lead_gap, v - lead_v, *params)
+    lead_gap, lead_v, _, _ = neighbours(0.0)
+    a_now = idm_accel(v, v0, lead_gap, v - lead_v, *params)
     best_gain = np.full(len(cand), THRESHOLD)
     best_lane = np.full(len(cand), -1)
-    for side in (left, right):
+    for side, offset in ((left, -1.0), (right, 1.0)):
         target = side[lane_now]
         ok = target >= 0
         if not ok.any():
             continue
-        t_gap, t_v, f_gap, f_row = neighbours(np.where(ok, target, -2))
-        a_new = idm_accel(v, f.v0[cand], t_gap, v - t_v, *params)
+        t_gap, t_v, f_gap, f_row = neighbours(offset)
+        a_new = idm_accel(v, v0, t_gap, v - t_v, *params)
         fv = f.speed[f_row]
-        fparams = (f.s0[f_row], f.headway[f_row], f.a_max[f_row], f.b_comf[f_row])
-        follower_before = idm_accel(fv, f.v0[f_row], f_gap + t_gap + 2 * f.extent[cand, 0], fv - t_v, *fparams)
-        follower_after = idm_accel(fv, f.v0[f_row], f_gap, fv - v, *fparams)
+        theirs = f.behavior[f_row]
+        fparams = (theirs[:, B_S0], theirs[:, B_HEADWAY], theirs[:, B_A_MAX], theirs[:, B_B_COMF])
+        follower_before = idm_accel(fv, theirs[:, B_V0], f_gap + t_gap + 2 * f.extent[cand, 0], fv - t_v, *fparams)
+        follower_after = idm_accel(fv, theirs[:, B_V0], f_gap, fv - v, *fparams)
         follower_after = np.where(np.isinf(f_gap), 0.0, follower_after)
         follower_before = np.where(np.isinf(f_gap), 0.0, follower_before)
         safe = ok & (t_gap > MIN_GAP) & (f_gap > MIN_GAP) & (follower_after > -SAFE_DECEL)
-        gain = a_new - a_now + f.politeness[cand] * (follower_after - follower_before)
+        gain = a_new - a_now + mine[:, B_POLITENESS] * (follower_after - follower_before)
         better = safe & (gain > best_gain)
         best_gain = np.where(better, gain, best_gain)
         best_lane = np.where(better, target, best_lane)
     for row, lane in zip(cand[best_lane >= 0].tolist(), best_lane[best_lane >= 0].tolist()):
-        _change_lane(world, row, lanes_all[row], lane)
+        _change_lane(world, row, int(f.route[row, int(f.route_s[row] / SPACING), R_LANE]), lane)
 
 
-def _change_lane(world: "EmbeddedWorld", row: int, lane_now: int, target: int) -> None:
+def _change_lane(world: EmbeddedWorld, row: int, lane_now: int, target: int) -> None:
     f = world.fleet
     road_map = world.road_map
     actor_id = int(f.ids[row])
     old = world.route_of(actor_id)
     if f.destroy_at_end[row]:
-        goal_lane = int(old.lanes[-1])
-        try:
-            path = nx.shortest_path(road_map.graph, target, goal_lane, weight="weight")
-        except nx.NetworkXNoPath:
+        # reach the route's last road (any lane of it going the same way), not its exact lane
+        goal = road_map.lanes[int(old.lanes[-1])]
+        ends = [lane.index for lane in road_map.lanes
+                if lane.key[:2] == goal.key[:2] and lane.key[2] * goal.key[2] > 0]
+        cost, paths = nx.single_source_dijkstra(road_map.graph, target, weight="weight")
+        reachable = [end for end in ends if end in cost]
+        if not reachable:
             return
-        lanes = [lane_now] + path
+        goal_lane = min(reachable, key=lambda end: (cost[end], end))
+        lanes = [lane_now] + paths[goal_lane]
         goal_s = float(road_map.lanes[goal_lane].local_coordinates(old.points[-1:])[0][0])
     else:
         lanes = [lane_now, target]

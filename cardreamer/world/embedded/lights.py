@@ -65,7 +65,9 @@ class TrafficLightController:
         self.time = 0.0
         merged = {**DEFAULT_TIMING, **timing}
         self.set_timing(merged["green"], merged["yellow"], merged["red"])
-        self.signal_state = np.full(len(signals), STOP_SIGN, dtype=np.int64)  # per road_map.signals row
+        # per road_map.signals row, plus a last always-green entry that index -1 ("no signal") reads
+        self.signal_state = np.full(len(signals) + 1, STOP_SIGN, dtype=np.int64)
+        self.signal_state[-1] = GREEN
         self._states = np.zeros(len(self.light_rows), dtype=np.int64)
         self._elapsed = np.zeros(len(self.light_rows))
 
@@ -106,6 +108,21 @@ class TrafficLightController:
         cycle = self.arms * (self.green + self.yellow + self.clearance)
         per_junction = {j: rng.uniform() for j in self.junctions}
         self.offset = np.array([per_junction[j] for j in self.junction_of.tolist()]) * cycle
+        self._update()
+
+    def schedule_green(self, signal_index: int, delay: float) -> None:
+        """Shift a junction's cycle so the arm of light ``signal_index`` (a road_map.signals row)
+        turns green ``delay`` seconds from now; the arm is red until then when ``delay`` is at most
+        its red time."""
+        matches = np.flatnonzero(self.light_rows == signal_index)
+        if not len(matches):
+            raise WorldError(f"road_map.signals[{signal_index}] is not a traffic light; lights are rows "
+                             f"{self.light_rows.tolist()[:20]}")
+        k = int(matches[0])
+        members = self.junction_of == self.junction_of[k]
+        phase = self.green[k] + self.yellow[k] + self.clearance[k]
+        cycle = self.arms[k] * phase
+        self.offset[members] = np.mod(cycle - delay - self.time + self.slot[k] * phase, cycle)
         self._update()
 
     def advance(self, dt: float) -> None:

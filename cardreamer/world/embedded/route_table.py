@@ -6,9 +6,12 @@ padded with a straight run-out past its end so look-ahead never leaves the array
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from cardreamer.roadmap import RoadMap, Route
+from cardreamer.world.embedded import fleet as F
 from cardreamer.world.embedded.fleet import Fleet
 
 SPACING = 1.0            # m between stored route points
@@ -63,9 +66,12 @@ def _stops_on_route(index: MapIndex, route: Route) -> tuple[np.ndarray, np.ndarr
         if not signals:
             continue
         lane = index.road_map.lanes[lane_index]
-        lane_s0 = float(lane.local_coordinates(route.points[start][None])[0][0])
-        # consecutive lanes share their joint point, so later runs start one sample into the lane
-        tolerance = 0.5 if run == 0 else 1.5 * SPACING
+        entered_at_start = run > 0 and lane_index in index.road_map.lanes[int(lanes[start - 1])].successors
+        if entered_at_start:  # consecutive lanes share their joint point: this run starts just past it
+            lane_s0 = float(np.hypot(*(route.points[start] - lane.points[0])))
+        else:                 # the route starts, or changes lanes, part-way along this lane
+            lane_s0 = float(lane.local_coordinates(route.points[start][None])[0][0])
+        tolerance = 1.5 * SPACING if entered_at_start else 0.5
         for sig, s_on_lane in signals:
             if s_on_lane >= lane_s0 - tolerance:
                 stop_s.append(route.s[start] + s_on_lane - lane_s0)
@@ -79,7 +85,7 @@ def _route_heights(index: MapIndex, route: Route) -> np.ndarray:
     z = np.empty(len(route.points))
     lanes = route.lanes
     bounds = np.flatnonzero(np.concatenate([[True], lanes[1:] != lanes[:-1], [True]]))
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         lane = index.road_map.lanes[int(lanes[a])]
         profile = index.lane_z[lane.index]
         if np.ptp(profile) < 1e-3:
@@ -105,14 +111,14 @@ def load_route(fleet: Fleet, row: int, route: Route, index: MapIndex) -> None:
     xy[beyond] = route.points[-1] + (s[beyond] - route.length)[:, None] * [np.cos(end_heading), np.sin(end_heading)]
     d = np.diff(xy, axis=0)
     heading = np.arctan2(d[:, 1], d[:, 0])
-    heading = np.concatenate([heading, heading[-1:]])
-    curvature = np.abs(np.gradient(np.unwrap(heading), SPACING))
-    curvature = np.maximum.reduce([curvature, np.roll(curvature, 1), np.roll(curvature, -1)])
+    heading = np.append(heading, heading[-1])
+    turn = np.abs((np.diff(heading) + np.pi) % (2 * np.pi) - np.pi) / SPACING  # curvature between points
+    curvature = np.maximum(np.append(turn, 0.0), np.insert(turn, 0, 0.0))       # at each point: worst side
     vcurve = np.sqrt(LATERAL_ACCEL / np.maximum(curvature, 1e-4))
 
     point_of = np.clip(np.searchsorted(route.s, s, side="right") - 1, 0, len(route.s) - 1)
     lane = np.where(inside, route.lanes[point_of], -1)
-    height = _route_heights(index, route)[point_of]
+    height = _route_heights(index, route)[point_of] if index.has_levels else index.lane_mean_z[0]
     junction = np.where(lane >= 0, index.lane_junction[np.maximum(lane, 0)], -1)
 
     stop_s, stop_sig = _stops_on_route(index, route)
@@ -133,18 +139,19 @@ def load_route(fleet: Fleet, row: int, route: Route, index: MapIndex) -> None:
         j_sign[k] = bool(np.any(index.is_stop_sign[stop_sig[near]])) if near.any() else False
     span_of = np.searchsorted(j_out[:-1], s, side="right")  # first span whose exit lies beyond s
 
+    r = fleet.route[row]
+    r[:, F.R_X], r[:, F.R_Y] = xy[:, 0], xy[:, 1]
+    r[:, F.R_HEADING] = heading
+    r[:, F.R_VCURVE] = np.where(inside, vcurve, F.ROUTE_DEFAULTS[F.R_VCURVE])
+    r[:, F.R_LANE] = lane
+    r[:, F.R_Z] = height
+    r[:, F.R_STOP_SIG] = r_stop_sig
+    r[:, F.R_STOP_S] = r_stop_s
+    r[:, F.R_JUNCTION] = j_id[span_of]
+    r[:, F.R_JUNCTION_IN] = j_in[span_of]
+    r[:, F.R_JUNCTION_OUT] = j_out[span_of]
+    r[:, F.R_JUNCTION_SIGN] = j_sign[span_of]
     a = fleet.arrays
-    a["r_xy"][row] = xy
-    a["r_heading"][row] = heading
-    a["r_vcurve"][row] = np.where(inside, vcurve, 50.0)
-    a["r_lane"][row] = lane
-    a["r_z"][row] = height
-    a["r_stop_sig"][row] = r_stop_sig
-    a["r_stop_s"][row] = r_stop_s
-    a["r_junction"][row] = j_id[span_of]
-    a["r_junction_in"][row] = j_in[span_of]
-    a["r_junction_out"][row] = j_out[span_of]
-    a["r_junction_sign"][row] = j_sign[span_of]
     a["has_route"][row] = True
     a["route_length"][row] = route.length
     a["sign_cleared_s"][row] = -np.inf

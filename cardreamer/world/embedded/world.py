@@ -8,11 +8,20 @@ import numpy as np
 
 from cardreamer.roadmap import MapError, RoadMap, Route
 from cardreamer.roadmap.route import random_route
-from cardreamer.world.api import (Behavior, CollisionEvent, LaneInvasionEvent, Pose, SpawnError, TrafficLightStates,
-                                  VehicleArrays, World, WorldError)
+from cardreamer.world.api import (
+    Behavior,
+    CollisionEvent,
+    LaneInvasionEvent,
+    Pose,
+    SpawnError,
+    TrafficLightStates,
+    VehicleArrays,
+    World,
+    WorldError,
+)
 from cardreamer.world.embedded import autopilot, lane_change
 from cardreamer.world.embedded.dynamics import MAX_STEER, ego_acceleration, integrate, resistance_stops
-from cardreamer.world.embedded.fleet import Fleet
+from cardreamer.world.embedded.fleet import R_HEADING, R_Z, Fleet
 from cardreamer.world.embedded.geometry import boxes_overlap, overlapping_pairs
 from cardreamer.world.embedded.lane_raster import LaneRaster
 from cardreamer.world.embedded.lights import TrafficLightController
@@ -23,10 +32,10 @@ EXTEND_AHEAD = 60.0     # m: a "continue" route is extended when less than this 
 KEEP_BEHIND = 10.0      # m of the old route kept behind the vehicle when extending
 SPAWN_CLEARANCE = 0.5   # m between bounding circles of vehicles placed by spawn_traffic
 ROLES = ("ego", "background")
-_WINDOW = np.arange(-1, 2)
+_WINDOW = np.arange(-1, 3)  # the segments before, at and after the predicted one
 DEFAULT_EXTENT = (2.4, 1.05)
 
-_MAP_CACHE: "weakref.WeakKeyDictionary[RoadMap, tuple[MapIndex, LaneRaster]]" = weakref.WeakKeyDictionary()
+_MAP_CACHE: weakref.WeakKeyDictionary[RoadMap, tuple[MapIndex, LaneRaster]] = weakref.WeakKeyDictionary()
 
 
 def _map_tables(road_map: RoadMap) -> tuple[MapIndex, LaneRaster]:
@@ -156,7 +165,8 @@ class EmbeddedWorld(World):
         if behavior.on_route_end not in ("continue", "destroy"):
             raise WorldError(f"Behavior.on_route_end must be 'continue' or 'destroy', got {behavior.on_route_end!r}")
         is_ego = role == "ego"
-        if route is None and not is_ego:
+        starts_here = route is None and not is_ego
+        if starts_here:
             route = random_route(self.road_map, self.rng, lane, s_lane, ROUTE_LENGTH)
         f = self.fleet
         row = f.add()
@@ -172,24 +182,21 @@ class EmbeddedWorld(World):
         f.z[row] = self._height(lane, s_lane)
         f.wheelbase[row] = min(2.9, 1.2 * extent[0])
         f.is_ego[row] = is_ego
-        f.v0[row] = behavior.desired_speed
-        f.s0[row] = behavior.min_gap
-        f.headway[row] = behavior.time_headway
-        f.a_max[row] = behavior.max_accel
-        f.b_comf[row] = behavior.comfort_decel
-        f.politeness[row] = behavior.politeness
+        f.behavior[row] = (behavior.desired_speed, behavior.min_gap, behavior.time_headway, behavior.max_accel,
+                           behavior.comfort_decel, behavior.politeness)
         f.ignore_lights[row] = behavior.ignore_lights
         f.ignore_signs[row] = behavior.ignore_signs
         f.ignore_vehicles[row] = behavior.ignore_vehicles
         f.auto_lane_change[row] = behavior.auto_lane_change
         f.destroy_at_end[row] = behavior.on_route_end == "destroy"
-        f.corner_lanes[row] = self.raster.lanes_at(self._corners([row]))[0]
-        f.off_road[row] = self.raster.lanes_at(f.xy[row][None])[0] < 0
+        if is_ego:  # lane tracking starts from the lanes under the box
+            f.corner_lanes[row] = self.raster.lanes_at(self._corners([row]))[0]
+            f.off_road[row] = self.raster.lanes_at(f.xy[row][None])[0] < 0
         self._row[actor_id] = row
         self._routes[actor_id] = route
         if route is not None:
             load_route(f, row, route, self.map_index)
-            f.route_s[row] = float(route.project(np.array([[pose.x, pose.y]]))[0][0])
+            f.route_s[row] = 0.0 if starts_here else float(route.project(np.array([[pose.x, pose.y]]))[0][0])
         self._rows_dirty = True
         self._snapshot = None
         return actor_id
@@ -278,11 +285,11 @@ class EmbeddedWorld(World):
         last = f.route_points - 2
         s = f.route_s[rows]
         i_now = np.minimum((s / SPACING).astype(np.int64), last)
-        along = f.speed[rows] * self.dt * np.cos(f.yaw[rows] - f.r_heading[rows, i_now])
+        along = f.speed[rows] * self.dt * np.cos(f.yaw[rows] - f.route[rows, i_now, R_HEADING])
         guess = np.clip(((s + along) / SPACING).astype(np.int64), 1, last - 1)
-        seg = guess[:, None] + _WINDOW                                      # (R, 3) candidate segments
-        a = f.r_xy[rows[:, None], seg]
-        d = f.r_xy[rows[:, None], seg + 1] - a
+        seg = guess[:, None] + _WINDOW                                      # (R, 4): 3 segments' ends
+        ends = f.route[rows[:, None], seg, :2]
+        a, d = ends[:, :-1], ends[:, 1:] - ends[:, :-1]
         rx = f.xy[rows, 0, None] - a[..., 0]
         ry = f.xy[rows, 1, None] - a[..., 1]
         dx, dy = d[..., 0], d[..., 1]
@@ -298,7 +305,7 @@ class EmbeddedWorld(World):
         if not self.map_index.has_levels:
             return
         rows = self._routed
-        f.z[rows] = f.r_z[rows, np.minimum((f.route_s[rows] / SPACING).astype(np.int64), f.route_points - 1)]
+        f.z[rows] = f.route[rows, np.minimum((f.route_s[rows] / SPACING).astype(np.int64), f.route_points - 1), R_Z]
         loose = np.flatnonzero(~f.has_route[: f.n])
         if len(loose):
             lanes = self.raster.lanes_at(f.xy[loose])
@@ -368,10 +375,10 @@ class EmbeddedWorld(World):
         if not due.any():
             return
         for actor_id in f.ids[:n][due].tolist():
-            row = self._row[actor_id]
-            if f.destroy_at_end[row] or not self._extend_route(actor_id, row):
-                if remaining[row] < 0.5:
-                    self.destroy(actor_id)
+            row = self._row[actor_id]  # rows move when vehicles are destroyed: look up each time
+            extended = not f.destroy_at_end[row] and self._extend_route(actor_id, row)
+            if not extended and f.route_length[row] - f.route_s[row] < 0.5:
+                self.destroy(actor_id)
 
     def _extend_route(self, actor_id: int, row: int) -> bool:
         """Append a random continuation to a route; False at a dead end (the vehicle is then removed at its end)."""
@@ -379,6 +386,10 @@ class EmbeddedWorld(World):
         old = self._routes[actor_id]
         end_lane = int(old.lanes[-1])
         end_s = float(self.road_map.lanes[end_lane].local_coordinates(old.points[-1:])[0][0])
+        lane = self.road_map.lanes[end_lane]
+        if not lane.successors and end_s > lane.length - 1.0:  # the road ends at the map edge
+            f.destroy_at_end[row] = True
+            return False
         more = random_route(self.road_map, self.rng, end_lane, end_s, ROUTE_LENGTH)
         if more.length < 1.0:
             f.destroy_at_end[row] = True

@@ -1,0 +1,77 @@
+"""Oriented-box overlap (SAT) against OpenCV's exact convex-polygon intersection."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from cardreamer.world.api import VehicleArrays
+from cardreamer.world.embedded.geometry import boxes_overlap, overlapping_pairs, point_box_distance
+
+
+def corners(xy, yaw, ext) -> np.ndarray:
+    v = VehicleArrays(ids=np.zeros(1), xy=np.array([xy], float), yaw=np.array([yaw], float), speed=np.zeros(1),
+                      velocity=np.zeros((1, 2)), acceleration=np.zeros((1, 2)), extent=np.array([ext], float),
+                      is_ego=np.zeros(1, bool))
+    return v.corners()[0].astype(np.float32)
+
+
+def intersection_area(a, b) -> float:
+    area, _ = cv2.intersectConvexConvex(corners(*a), corners(*b))
+    return float(area)
+
+
+def reference_overlap(a, b) -> bool:
+    return intersection_area(a, b) > 1e-4
+
+
+CAR = (2.4, 1.05)
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    (((0, 0), 0.0, CAR), ((4.7, 0), 0.0, CAR), True),                 # nose to tail, 10 cm overlap
+    (((0, 0), 0.0, CAR), ((4.9, 0), 0.0, CAR), False),                # nose to tail, 10 cm apart
+    (((0, 0), 0.0, CAR), ((0, 2.0), 0.0, CAR), True),                 # side by side, rubbing
+    (((0, 0), 0.0, CAR), ((0, 2.2), 0.0, CAR), False),                # side by side, 10 cm apart
+    (((0, 0), 0.0, CAR), ((3.4, 0.0), np.pi / 2, CAR), True),         # T-bone into the front
+    (((0, 0), 0.0, CAR), ((3.6, 0.0), np.pi / 2, CAR), False),        # T-bone just short
+    (((0, 0), 0.3, CAR), ((3.5, 2.6), -0.9, CAR), False),             # corners close, diagonal gap
+    (((0, 0), np.pi / 4, CAR), ((3.0, 3.0), np.pi / 4, CAR), True),   # rotated, in line, overlapping
+    (((0, 0), np.pi / 4, CAR), ((2.2, -2.2), np.pi / 4, CAR), False), # rotated, side by side, 0.9 m apart
+    (((0, 0), 0.0, CAR), ((3.6, 3.5), np.pi / 4, CAR), False),        # corner near corner, near miss
+])
+def test_overlap_cases_agree_with_exact_intersection(a, b, expected):
+    assert reference_overlap(a, b) == expected  # the case is what it says
+    got = boxes_overlap(np.array([a[0]], float), np.array([a[1]]), np.array([a[2]], float),
+                        np.array([b[0]], float), np.array([b[1]]), np.array([b[2]], float))
+    assert bool(got[0]) == expected
+
+
+def test_random_boxes_agree_with_exact_intersection():
+    rng = np.random.default_rng(3)
+    k = 2000
+    xy_a, xy_b = rng.uniform(-4, 4, (k, 2)), rng.uniform(-4, 4, (k, 2))
+    yaw_a, yaw_b = rng.uniform(-np.pi, np.pi, k), rng.uniform(-np.pi, np.pi, k)
+    ext_a, ext_b = rng.uniform(0.5, 3, (k, 2)), rng.uniform(0.5, 3, (k, 2))
+    got = boxes_overlap(xy_a, yaw_a, ext_a, xy_b, yaw_b, ext_b)
+    area = np.array([intersection_area((xy_a[i], yaw_a[i], ext_a[i]), (xy_b[i], yaw_b[i], ext_b[i]))
+                     for i in range(k)])
+    clear = (area == 0) | (area > 1e-3)  # leave out boxes that barely touch (float32 reference)
+    assert clear.mean() > 0.99
+    want = area > 1e-3
+    assert 0.2 < want.mean() < 0.8  # both outcomes well represented
+    assert np.array_equal(got[clear], want[clear])
+
+
+def test_overlapping_pairs_finds_exactly_the_overlaps():
+    xy = np.array([[0, 0], [4.7, 0], [30, 30], [30, 32.0], [60, 0]], float)
+    yaw = np.zeros(5)
+    ext = np.tile(CAR, (5, 1))
+    i, j = overlapping_pairs(xy, yaw, ext)
+    assert sorted(zip(i.tolist(), j.tolist())) == [(0, 1), (2, 3)]
+
+
+def test_point_box_distance():
+    pts = np.array([[[0, 0], [3.4, 0], [0, 2.05], [3.4, 2.05]]], float)
+    d = point_box_distance(pts, np.zeros((1, 2)), np.zeros(1), np.array([CAR]))
+    assert d[0] == pytest.approx([0.0, 1.0, 1.0, np.sqrt(2.0)])
