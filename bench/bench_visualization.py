@@ -100,6 +100,9 @@ def view(base_url: str, run: str, seconds: float, results, ready, start) -> None
     time.sleep(seconds - 1.5)
     measuring["on"] = False
     results.put(received)
+    # Stop the stream before disconnecting, so no frame is cut in half by the disconnection.
+    client.emit("watch", {"envs": []}, namespace="/view")
+    time.sleep(0.3)
     client.disconnect()
 
 

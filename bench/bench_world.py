@@ -36,8 +36,10 @@ def load(name: str) -> RoadMap:
     return RoadMap.load(name, map_dir=os.environ.get("CARDREAMER_CARLA_MAPS", SHARED_MAPS))
 
 
-def tick_rate(road_map: RoadMap, count: int, ticks: int) -> tuple[float, float, int]:
-    """(ticks/s, ms/tick) with ``count`` background vehicles and one ego, after a 200-tick warm-up."""
+def tick_rate(road_map: RoadMap, count: int, ticks: int) -> tuple[float, float, float, int]:
+    """(ticks/s, ms/tick of wall time, ms/tick of CPU time, vehicles at the end) with ``count``
+    background vehicles and one ego, after a 200-tick warm-up. CPU time is what one core spends on
+    it; on a busy machine it is the steadier figure."""
     world = EmbeddedWorld(road_map, seed=0)
     world.spawn_traffic(count)
     points = road_map.spawn_points()
@@ -46,24 +48,25 @@ def tick_rate(road_map: RoadMap, count: int, ticks: int) -> tuple[float, float, 
             break
     for _ in range(200):
         world.tick()
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(ticks):
         world.tick()
         world.vehicles()
-    elapsed = time.perf_counter() - start
-    return ticks / elapsed, 1000.0 * elapsed / ticks, len(world.vehicles().ids)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return ticks / wall, 1000.0 * wall / ticks, 1000.0 * cpu / ticks, len(world.vehicles().ids)
 
 
-def reset_time(road_map: RoadMap, count: int, repeats: int = 20) -> float:
-    """Median ms of ``reset`` plus ``spawn_traffic(count)`` (what an env reset does)."""
+def reset_time(road_map: RoadMap, count: int, repeats: int = 20) -> tuple[float, float]:
+    """Median ms (wall, CPU) of ``reset`` plus ``spawn_traffic(count)`` (what an env reset does)."""
     world = EmbeddedWorld(road_map, seed=0)
-    times = []
+    wall, cpu = [], []
     for seed in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         world.reset(seed)
         world.spawn_traffic(count)
-        times.append(time.perf_counter() - start)
-    return 1000.0 * float(np.median(times))
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return 1000.0 * float(np.median(wall)), 1000.0 * float(np.median(cpu))
 
 
 def memory(road_map: RoadMap, count: int, ticks: int) -> tuple[float, float, float]:
@@ -92,10 +95,11 @@ def main() -> None:
     for name in args.maps:
         road_map = load(name)
         for count in args.counts:
-            rate, ms, alive = tick_rate(road_map, count, args.ticks)
-            print(f"{name:10s} {count:4d} vehicles (+1 ego, {alive} at the end): {rate:8.0f} ticks/s "
-                  f"({ms:.3f} ms/tick)")
-        print(f"{name:10s} reset + spawn_traffic(50): {reset_time(road_map, 50):.1f} ms (median)")
+            rate, ms, cpu_ms, alive = tick_rate(road_map, count, args.ticks)
+            print(f"{name:10s} {count:4d} vehicles (+1 ego, {alive} at the end): {rate:6.0f} ticks/s, "
+                  f"{ms:.3f} ms/tick wall, {cpu_ms:.3f} ms/tick CPU ({1000.0 / cpu_ms:.0f} ticks/s of CPU)")
+        wall, cpu = reset_time(road_map, 50)
+        print(f"{name:10s} reset + spawn_traffic(50): {wall:.1f} ms wall, {cpu:.1f} ms CPU (medians)")
     if args.memory_ticks:
         road_map = load(args.maps[0])
         before, after, growth = memory(road_map, 50, args.memory_ticks)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import sys
 import time
 
@@ -22,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "visualization.cli",
     "task_dev_suite.map_cli",
     "task_dev_suite.cli",
+    "cardreamer.world.carla_backend.cli",
 )
 """Modules that add their subcommands through a ``register(subparsers)`` function."""
 
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)} (config overrides look like --env.world.dt=0.05)")
     args.overrides = overrides
+    logging.basicConfig(level=logging.INFO, format="cardreamer: %(message)s")
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:

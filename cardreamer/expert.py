@@ -23,7 +23,8 @@ from cardreamer.world.api import TrafficLightStates, VehicleArrays
 WHEELBASE = 2.9
 MAX_STEER = np.radians(35.0)
 LOOKAHEAD_DISTANCE = 40.0
-PATH_HALF_WIDTH = 1.6
+PATH_MARGIN = 0.5
+"""Metres beside the ego's own half width within which a vehicle's box blocks its path."""
 STOP_MARGIN = 3.0
 """Where the ego's centre should come to rest before a stop line (m): front bumper just short of it."""
 IDM_STANDSTILL = 2.5
@@ -34,14 +35,16 @@ SIGN_STOP_TIME = 1.2
 YIELD_HORIZON = 40.0      # m of own path checked for conflicts with other vehicles' routes
 YIELD_SENSE = 80.0        # m: vehicles farther away are ignored
 OTHER_HORIZON_TIME = 7.0  # s of another vehicle's route looked at (at its current speed, min 15 m)
-CONFLICT_DISTANCE = 2.6   # m between two path points that counts as the paths meeting
+CONFLICT_DISTANCE = 3.2   # m between two path points that counts as the paths meeting
 ON_PATH_DISTANCE = 2.2    # m: a vehicle this close to the own path is a leader/follower, not a crosser
-SAFETY_TIME = 2.0         # s of margin demanded between the ego clearing a conflict and the other arriving
+SAFETY_TIME = 2.0         # s between the ego clearing a crossing and the other arriving (half for merges)
 START_ACCEL = 2.0         # m/s^2 assumed when estimating how long the ego needs to clear a conflict
 BRAKE_FOR_YIELD = 4.0     # m/s^2: past the point where this stops it, the ego is committed
+STOPPED_SPEED = 0.5       # m/s: vehicles slower than this are waiting, not claiming the way
+CREEP_CLEARANCE = 1.0     # m between the waiting ego's front bumper and the other vehicle's path
 MERGE_ANGLE = np.radians(35.0)  # paths meeting at a smaller angle merge (same lane after), others cross
-OTHER_BRAKE = 3.5         # m/s^2 another vehicle may be asked to brake for the ego
-OTHER_MARGIN = 4.0        # m it should still have left when stopped
+OTHER_BRAKE = 5.0         # m/s^2 another vehicle may be asked to brake for the ego
+OTHER_MARGIN = 3.0        # m it should still have left when stopped
 
 OVERTAKE_TRIGGER_GAP = 22.0   # m: consider passing a slow leader this close
 OVERTAKE_SLOW_RATIO = 0.7     # leader speed below this fraction of the target speed counts as slow
@@ -72,9 +75,6 @@ class ExpertPolicy:
         self._stopped_at: set[int] = set()
         self._stop_timer = 0.0
         self._residual = np.zeros(2)
-        lanes = env.road_map.lanes
-        junction = np.array([lanes[k].is_junction for k in route.lanes.tolist()])
-        self._junction_entries = route.s[np.flatnonzero(junction[1:] & ~junction[:-1]) + 1]
         limit = env.task.terminal_cfg.get("out_of_lane")
         self._may_overtake = limit is None or limit > 4.5
         self._offset = 0.0
@@ -168,13 +168,14 @@ class ExpertPolicy:
         path = self._path(route, s, s + LOOKAHEAD_DISTANCE)
         if len(path) < 2:
             return np.inf, 0.0, None
-        d = np.linalg.norm(v.xy[near][:, None, :] - path[None], axis=2)
-        hit = d.min(axis=1) < PATH_HALF_WIDTH + v.extent[near, 1]
-        if not hit.any():
+        d = _distance_to_boxes(path, v.xy[near], v.yaw[near], v.extent[near])
+        blocked = d < v.extent[i, 1] + PATH_MARGIN
+        if not blocked.any():
             return np.inf, 0.0, None
-        j = np.argmin(np.where(hit, d.argmin(axis=1), 1 << 30))
-        path_s = route.s[min(lo + d[j].argmin(), len(route.s) - 1)] - s
-        gap = path_s - v.extent[i, 0] - v.extent[near[j], 0]
+        first = np.where(blocked.any(axis=1), blocked.argmax(axis=1), 1 << 30)
+        j = int(np.argmin(first))
+        path_s = route.s[min(lo + first[j], len(route.s) - 1)] - s
+        gap = path_s - v.extent[i, 0]
         heading = route.heading_at(s + path_s)
         leader_speed = float(v.velocity[near[j]] @ np.array([np.cos(heading), np.sin(heading)]))
         return max(gap, 0.0), max(leader_speed, 0.0), int(near[j])
@@ -206,8 +207,10 @@ class ExpertPolicy:
 
         A crossing vehicle has priority when it would reach the meeting point less than
         ``SAFETY_TIME`` after the ego could have cleared it. The ego then waits at the junction
-        entry before that point (or just before the point itself), unless it is already too
-        close to stop there.
+        with its front bumper just short of the other's path (creeping up, as drivers do at a
+        busy junction), unless it is already too close to stop there. It also goes when the other
+        could still stop comfortably behind it: autopilot traffic brakes for boxes on its path,
+        so a dense flow lets the ego in.
         """
         world = env.world
         own = self._path(route, s, s + YIELD_HORIZON)
@@ -227,6 +230,8 @@ class ExpertPolicy:
             if other_route is None:
                 continue
             v_j = max(float(v.speed[j]), 0.0)
+            if v_j < STOPPED_SPEED:
+                continue  # waiting (for a light, a sign or the ego itself); car following covers one in the way
             progress = world.route_progress(int(v.ids[j]))
             reach = max(15.0, v_j * OTHER_HORIZON_TIME)
             a, b = np.searchsorted(other_route.s, [progress, progress + reach])
@@ -241,19 +246,23 @@ class ExpertPolicy:
             s_conflict = float(own_s[k])
             if s_conflict < committed:
                 continue  # too late to stop before it: go on
-            d_other = max(float(other_route.s[a + m] - progress) - float(v.extent[j, 0]), 0.0)
+            d_other = float(other_route.s[a + m] - progress) - float(v.extent[j, 0])
             half = float(v.extent[i, 0])
             crossing = abs(np.angle(np.exp(1j * (route.heading_at(s + s_conflict)
                                                  - other_route.heading_at(other_route.s[a + m]))))) > MERGE_ANGLE
+            if d_other < 0 and not crossing:
+                continue  # already past the merge point: it will be a leader, handled by car following
+            d_other = max(d_other, 0.0)
             clear = s_conflict + (2.0 * half + 2.0 if crossing else half)
-            if d_other / max(v_j, 0.5) > self._time_to_cover(clear, speed, target) + SAFETY_TIME:
+            if d_other / max(v_j, 0.5) > self._time_to_cover(clear, speed, target) + SAFETY_TIME * (1 + crossing) / 2:
                 continue  # it arrives well after the ego has cleared the meeting point
             t_enter = self._time_to_cover(max(s_conflict - half - 1.0, 0.0), speed, target)
-            if d_other - v_j * t_enter > v_j * v_j / (2 * OTHER_BRAKE) + OTHER_MARGIN:
+            brake, margin = (OTHER_BRAKE / 2, 2 * OTHER_MARGIN) if crossing else (OTHER_BRAKE, OTHER_MARGIN)
+            if d_other - v_j * t_enter > v_j * v_j / (2 * brake) + margin:
                 continue  # it can still stop comfortably for the ego (autopilot traffic brakes for boxes on its path)
-            entries = self._junction_entries[(self._junction_entries > s - 0.5) & (self._junction_entries < s + s_conflict)]
-            stop = float(entries[0] - s) if len(entries) else s_conflict - 1.0
-            best = min(best, stop - STOP_MARGIN + IDM_STANDSTILL)
+            # wait with the front bumper CREEP_CLEARANCE short of the meeting point
+            creep = 2 * CREEP_CLEARANCE if crossing else CREEP_CLEARANCE
+            best = min(best, s_conflict - half - creep + IDM_STANDSTILL)
         return max(best, 0.0) if np.isfinite(best) else np.inf
 
     @staticmethod
@@ -299,3 +308,12 @@ class ExpertPolicy:
         along, lateral = route.project(v.xy[others])
         inside = (along - s > window[0]) & (along - s < window[1]) & (np.abs(lateral - offset) < 2.6)
         return not inside.any()
+
+
+def _distance_to_boxes(points: np.ndarray, xy: np.ndarray, yaw: np.ndarray, extent: np.ndarray) -> np.ndarray:
+    """(V, P) distance from each of P points to each of V vehicles' boxes (0 inside a box)."""
+    rel = points[None, :, :] - xy[:, None, :]
+    c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
+    lon = np.abs(rel[..., 0] * c + rel[..., 1] * s) - extent[:, :1]
+    lat = np.abs(-rel[..., 0] * s + rel[..., 1] * c) - extent[:, 1:]
+    return np.hypot(np.maximum(lon, 0.0), np.maximum(lat, 0.0))

@@ -64,7 +64,7 @@ class Networks(nnx.Module):
         self.encoder = Encoder(enc_images, enc_vectors, cfg, dtype, rngs)
         self.rssm = RSSM(self.encoder.out_size, self.action_size, cfg, dtype, rngs)
         feat = self.rssm.feat_size
-        self.decoder = Decoder(feat, dec_images, dec_vectors, cfg, dtype, rngs)
+        self.decoder = Decoder(cfg.deter, cfg.stoch * cfg.classes, dec_images, dec_vectors, cfg, dtype, rngs)
         self.reward = Head(feat, cfg.head_layers, cfg.units, cfg.bins, dtype, rngs, zero_init=True)
         self.cont = Head(feat, cfg.head_layers, cfg.units, 1, dtype, rngs)
         actor_out = self.action_size if self.discrete else 2 * self.action_size
@@ -93,13 +93,15 @@ class Model:
     """The pure parts of the agent: network structure, losses and jitted steps. Hashable by its
     configuration and spaces, so agents built alike share compiled functions."""
 
-    def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, cfg, seed: int):
+    def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, cfg, seed: int, abstract: bool = False):
+        """With ``abstract``, parameters are shape/dtype placeholders (nothing is allocated)."""
         if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise ValueError(f"action space {act_space}: only Discrete(n) and Box are supported")
         self.cfg, self.act_space = cfg, act_space
         self._key = (repr(sorted(cfg.to_dict().items())), repr(obs_space), repr(act_space))
-        nets = Networks(obs_space, act_space, cfg, resolve_dtype(cfg.compute_dtype), seed)
-        self.graphdef, self.init_params = nnx.split(nets, nnx.Param)
+        build = lambda: Networks(obs_space, act_space, cfg, resolve_dtype(cfg.compute_dtype), seed)  # noqa: E731
+        nets = nnx.eval_shape(build) if abstract else build()
+        self.graphdef, self._initial_params = nnx.split(nets, nnx.Param)
         self.critic_graphdef = nnx.graphdef(nets.critic)
         self.discrete, self.action_size = nets.discrete, nets.action_size
         self.image_keys = list(nets.decoder.image_keys)
@@ -110,6 +112,21 @@ class Model:
             self.act_high = np.asarray(act_space.high, np.float32).ravel()
             self.act_bounded = bool(np.all(np.isfinite(self.act_low)) and np.all(np.isfinite(self.act_high)))
         self.optimizer = make_optimizer(cfg.lr, cfg.warmup, cfg.agc, cfg.eps, cfg.beta1, cfg.beta2)
+
+    def take_initial_params(self) -> nnx.State:
+        """Hand over the initial parameters (once; the model keeps no copy)."""
+        return self.__dict__.pop("_initial_params")
+
+    def init_state(self, params: nnx.State, seed) -> dict:
+        """The training state: params, slow critic, optimizer state, return normaliser, RNG key."""
+        return {
+            "params": params,
+            "slow_critic": jax.tree.map(jnp.copy, params["critic"]),
+            "opt": self.optimizer.init(params),
+            "retnorm": returns.init_percentiles(),
+            "key": jax.random.key(seed),
+            "updates": jnp.zeros((), jnp.int32),
+        }
 
     def __hash__(self) -> int:
         return hash(self._key)
@@ -267,7 +284,7 @@ class Model:
 
     def _report_step(self, params, batch, key):
         nets = nnx.merge(self.graphdef, params)
-        context = self.cfg.report_context
+        context = min(self.cfg.report_context, batch["is_first"].shape[1] - 1)
         action = self._to_model_action(batch["action"])
         prev_action = jnp.concatenate([jnp.zeros_like(action[:, :1]), action[:, :-1]], 1)
         tokens = nets.encoder(batch)
@@ -309,17 +326,9 @@ class DreamerV3:
     """DreamerV3 backbone: ``policy``, ``train``, ``report``, ``save``/``load``."""
 
     def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, config):
-        self.config = config
-        self.model = model = Model(obs_space, act_space, config.model, config.seed)
-        params = model.init_params
-        self.state = {
-            "params": params,
-            "slow_critic": jax.tree.map(jnp.copy, params["critic"]),
-            "opt": model.optimizer.init(params),
-            "retnorm": returns.init_percentiles(),
-            "key": jax.random.key(config.seed),
-            "updates": jnp.zeros((), jnp.int32),
-        }
+        self.config, self.obs_space, self.act_space = config, obs_space, act_space
+        self.model = Model(obs_space, act_space, config.model, config.seed)
+        self.state = self.model.init_state(self.model.take_initial_params(), config.seed)
         self._policy_key = jax.random.key(config.seed + 1)
 
     def initial_policy_state(self, batch: int) -> dict:
@@ -364,7 +373,8 @@ class DreamerV3:
         out = {}
         for name, pred in recon.items():
             real = batch[name].astype(np.float32) / 255.0
-            out[f"openloop/{name}_mse"] = float(((pred - real)[:, self.model.cfg.report_context:] ** 2).mean())
+            context = min(self.model.cfg.report_context, real.shape[1] - 1)
+            out[f"openloop/{name}_mse"] = float(((pred - real)[:, context:] ** 2).mean())
             frames = np.concatenate([real, pred], 3)  # (B, T, H, 2W, C)
             frames = np.concatenate(list(frames), 1)  # (T, B*H, 2W, C)
             if frames.shape[-1] == 1:

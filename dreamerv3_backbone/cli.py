@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from .config import SIZES, make_config
 
@@ -53,9 +54,19 @@ def config_from_args(args: argparse.Namespace, extra: list[str]) -> dict:
     return make_config(args.size, overrides)
 
 
+def use_compilation_cache() -> None:
+    """Keep compiled train steps on disk so resuming and evaluating skip most compile time
+    (~/.cache/cardreamer/jax unless JAX_COMPILATION_CACHE_DIR is set)."""
+    import jax
+
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/cardreamer/jax"))
+
+
 def run_train(args: argparse.Namespace, extra: list[str] | None = None) -> int:
     from .loop import train
 
+    use_compilation_cache()
     summary = train(config_from_args(args, list(extra or [])))
     print(f"trained {summary['env_steps']} env steps, {summary['updates']} updates -> {summary['logdir']}")
     return 0
@@ -66,6 +77,7 @@ def run_eval(args: argparse.Namespace, extra: list[str] | None = None) -> int:
 
     if bool(args.logdir) == bool(args.checkpoint):
         raise SystemExit("eval: give exactly one of --logdir or --checkpoint")
+    use_compilation_cache()
     evaluate(args.logdir or args.checkpoint, args.episodes, json_path=args.json, show=args.json != "-")
     return 0
 

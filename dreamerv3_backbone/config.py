@@ -41,8 +41,8 @@ DEFAULTS: dict[str, Any] = {
         "video_fps": 10,
         "max_video_frames": 1000,
         "serve": False,  # publish metrics and frames to the visualizer
-        "serve_url": "http://127.0.0.1:5000",
-        "serve_token": "",
+        "serve_url": "http://127.0.0.1:9000",  # the visualizer (cardreamer serve); may carry ?token=
+        "serve_token": "",  # or in serve_url
         "progress": True,
     },
     "replay": {

@@ -81,6 +81,18 @@ class Logger:
     def score(self, step: int, row: dict) -> None:
         self._append("scores.jsonl", step, row)
 
+    def episode(self, episode: dict, env_index: int) -> None:
+        publish = getattr(self.publisher, "publish_episode", None)  # optional publisher method
+        if publish:
+            publish(dict(episode), env_index)
+
+    def dream(self, step: int, frames: np.ndarray) -> None:
+        """Hand open-loop frames (real left half, imagined right half) to the publisher."""
+        publish = getattr(self.publisher, "publish_dream", None)  # optional publisher method
+        if publish:
+            width = frames.shape[2] // 2
+            publish(frames[:, :, :width], frames[:, :, width:], int(step))
+
     def video(self, name: str, step: int, frames: np.ndarray, fps: int) -> str:
         path = os.path.join(self.logdir, "videos", f"{name}-{int(step):010d}.mp4")
         write_video(path, frames, fps)

@@ -199,6 +199,7 @@ def train(config: Config | Mapping, env_fn: EnvFn | None = None, publisher=None)
                 counters["episodes"] += 1
                 recent.append(episode)
                 logger.score(counters["env_steps"], {f"episode/{k}": v for k, v in episode.items()})
+                logger.episode(episode, env)
 
             if counters["env_steps"] >= run.train_fill and replay.ready():
                 owed += envs.num_envs * run.train_ratio / per_update
@@ -221,6 +222,7 @@ def train(config: Config | Mapping, env_fn: EnvFn | None = None, publisher=None)
                 for name, value in agent.report(replay.sample(model.batch_size)).items():
                     if np.ndim(value) == 4:
                         logger.video(name.replace("/", "-"), counters["env_steps"], value, run.video_fps)
+                        logger.dream(counters["env_steps"], value)
                     elif np.ndim(value) == 0:
                         train_metrics[name].append(float(value))
 

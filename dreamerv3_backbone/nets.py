@@ -146,37 +146,48 @@ class Encoder(nnx.Module):
 
 
 class Decoder(nnx.Module):
-    """From model features back to images (resize + conv, sigmoid) and vectors (symlog space)."""
+    """From model features (deter, flat stoch) back to images (resize + conv, sigmoid) and vectors
+    (symlog space). The first image layer maps deter block-wise and stoch through a small MLP to
+    the lowest-resolution feature map, which keeps it small for large deter and images."""
 
-    def __init__(self, feat_size: int, image_shapes: dict[str, tuple], vector_sizes: dict[str, int], cfg, dtype,
-                 rngs: nnx.Rngs):
+    def __init__(self, deter: int, stoch: int, image_shapes: dict[str, tuple], vector_sizes: dict[str, int], cfg,
+                 dtype, rngs: nnx.Rngs):
         self.image_keys, self.vector_sizes, self.dtype = sorted(image_shapes), dict(sorted(vector_sizes.items())), dtype
+        self.deter = deter
         if image_shapes:
             h, w, channels = stacked_image_shape(image_shapes)
             self.image_channels = [image_shapes[k][-1] for k in self.image_keys]
             depths = [cfg.depth * m for m in cfg.mults]
             stages = len(depths)
             self.minres = (h // 2**stages, w // 2**stages)
-            self.space = nnx.Linear(feat_size, math.prod(self.minres) * depths[-1], use_bias=False,
-                                    dtype=dtype, kernel_init=INIT, rngs=rngs)
-            self.space_norm = Norm(depths[-1], dtype, rngs)
+            self.depth_last, self.blocks = depths[-1], math.gcd(cfg.blocks, depths[-1])
+            space = math.prod(self.minres) * depths[-1]
+            self.space_deter = BlockLinear(deter, space, self.blocks, dtype, rngs)
+            self.space_stoch = MLP(stoch, 1, 2 * cfg.units, dtype, rngs)
+            self.space_stoch_out = nnx.Linear(2 * cfg.units, space, use_bias=False, dtype=dtype, kernel_init=INIT,
+                                              rngs=rngs)
+            self.space_norms = nnx.List([Norm(depths[-1], dtype, rngs) for _ in range(2)])
             ins = depths[::-1]
             outs = depths[::-1][1:] + [channels]
             self.convs = nnx.List([nnx.Conv(a, b, (cfg.kernel, cfg.kernel), use_bias=(i == stages - 1), dtype=dtype,
                                             kernel_init=INIT, rngs=rngs)
                                    for i, (a, b) in enumerate(zip(ins, outs))])
             self.norms = nnx.List([Norm(b, dtype, rngs) for b in outs[:-1]])
-            self.depth_last = depths[-1]
         if vector_sizes:
-            self.mlp = Head(feat_size, cfg.dec_layers, cfg.units, sum(vector_sizes.values()), dtype, rngs)
+            self.mlp = Head(deter + stoch, cfg.dec_layers, cfg.units, sum(vector_sizes.values()), dtype, rngs)
 
     def __call__(self, feat: jax.Array) -> dict[str, jax.Array]:
         """Returns image means in [0, 1] (as float32, key -> (..., H, W, C)) and symlog vector means."""
         out = {}
         lead = feat.shape[:-1]
         if self.image_keys:
-            x = self.space(feat.reshape(-1, feat.shape[-1]))
-            x = jax.nn.silu(self.space_norm(x.reshape(-1, *self.minres, self.depth_last)))
+            flat = feat.reshape(-1, feat.shape[-1])
+            deter, stoch = flat[:, :self.deter], flat[:, self.deter:]
+            g, (h, w), c = self.blocks, self.minres, self.depth_last
+            x0 = self.space_deter(deter.reshape(-1, g, self.deter // g).astype(self.dtype))
+            x0 = x0.reshape(-1, g, h, w, c // g).transpose(0, 2, 3, 1, 4).reshape(-1, h, w, c)
+            x1 = self.space_stoch_out(self.space_stoch(stoch)).reshape(-1, h, w, c)
+            x = jax.nn.silu(self.space_norms[0](x0) + self.space_norms[1](x1))
             for i, conv in enumerate(self.convs):
                 x = jnp.repeat(jnp.repeat(x, 2, 1), 2, 2)
                 x = conv(x)

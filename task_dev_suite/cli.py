@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("preview", help="draw the whole scene of a task from above")
     p.add_argument("file", help="task .yaml file (or a built-in task name)")
-    p.add_argument("-o", "--out", type=Path, help="output PNG (default FILE.png next to the spec)")
+    p.add_argument("-o", "--out", type=Path, help="output PNG (default: <task file name>.png in the current folder)")
     p.add_argument("--serve", action="store_true", help="show it in the browser, re-rendering on every change")
     p.add_argument("--port", type=int, default=8765, help="port for --serve (default 8765; 0 picks a free one)")
     p.set_defaults(func=cmd_preview)
@@ -68,7 +68,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         serve_preview(args.file, overrides, port=args.port, out=args.out)
         return 0
     image, report = preview_task(args.file, overrides)
-    out = args.out or report.path.with_suffix(".png")
+    out = args.out or Path(report.path.stem + ".png")
     write_png(out, image)
     print(report.format())
     print(f"wrote {out}")

@@ -19,12 +19,14 @@ import json
 import multiprocessing as mp
 import os
 import queue
+import re
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +43,7 @@ class CollectError(ValueError):
 
 # ----------------------------------------------------------------------------- policies
 class ExpertAgent:
-    def __init__(self, env, seed: int):
+    def __init__(self, env):
         from cardreamer.expert import ExpertPolicy
 
         self.expert = ExpertPolicy(env)
@@ -54,7 +56,7 @@ class ExpertAgent:
 
 
 class RandomAgent:
-    def __init__(self, env, seed: int):
+    def __init__(self, env):
         self.space = env.action_space
 
     def reset(self, seed: int) -> None:
@@ -67,7 +69,7 @@ class RandomAgent:
 class CheckpointAgent:
     """A trained backbone loaded from a run directory or a checkpoint folder, acting greedily."""
 
-    def __init__(self, env, seed: int, path: str):
+    def __init__(self, env, path: str):
         try:
             from dreamerv3_backbone import checkpoint
             from dreamerv3_backbone.config import load_config
@@ -104,7 +106,7 @@ class HumanAgent:
 
     HZ = 10.0
 
-    def __init__(self, env, seed: int, logdir: str):
+    def __init__(self, env, logdir: str):
         try:
             from visualization.cli import start_server_subprocess
             from visualization.drive import KeyboardActions, publish_observation
@@ -112,8 +114,7 @@ class HumanAgent:
         except ImportError as exc:
             raise CollectError(f"policy 'human' needs the visualization package ({exc})") from None
         self.keys = KeyboardActions.for_env(env, discrete_actions=getattr(env.actions, "grid", None))
-        self.process, url = start_server_subprocess(logdir)
-        print(f"drive in the browser: {url}  (arrows or WASD)", flush=True)
+        self.process, url = start_server_subprocess(logdir)  # prints the page's URL
         self.publisher = make_publisher(url, None, "collect-human", interactive=True, max_fps=30.0)
         self.publish = publish_observation
         self.next_tick = time.monotonic()
@@ -134,15 +135,16 @@ class HumanAgent:
         self.process.wait(timeout=10)
 
 
-def make_agent(policy: str, env, seed: int, out: Path):
+def make_agent(policy: str, env, out: Path):
+    """The agent of a ``--policy`` value; each has ``reset(seed)`` and ``act(obs, is_first)``."""
     if policy == "expert":
-        return ExpertAgent(env, seed)
+        return ExpertAgent(env)
     if policy == "random":
-        return RandomAgent(env, seed)
+        return RandomAgent(env)
     if policy.startswith("checkpoint:") and len(policy) > len("checkpoint:"):
-        return CheckpointAgent(env, seed, policy.split(":", 1)[1])
+        return CheckpointAgent(env, policy.split(":", 1)[1])
     if policy == "human":
-        return HumanAgent(env, seed, str(out / ".visualizer"))
+        return HumanAgent(env, str(out / ".visualizer"))
     raise CollectError(f"unknown policy {policy!r}; valid: {', '.join(POLICY_NAMES)}")
 
 
@@ -244,11 +246,12 @@ def locked_dataset(out: Path) -> Iterator[None]:
 
 def repair_dataset(out: Path) -> dict[str, int]:
     """Make folder and index agree: drop unparseable lines and lines whose file is missing, delete
-    temporary files and episode files no index line names. Returns what was dropped."""
+    temporary files and episode files no index line names (other files are left alone). Returns
+    what was dropped."""
     entries, bad = read_index(out)
     kept = [e for e in entries if (out / e["file"]).is_file()]
     named = {e["file"] for e in kept}
-    orphans = [p for p in out.glob("*.npz") if p.name not in named]
+    orphans = [p for p in out.glob("*-[0-9]*.npz") if EPISODE_NAME.fullmatch(p.name) and p.name not in named]
     temps = list(out.glob(".*.tmp"))
     for path in orphans + temps:
         path.unlink()
@@ -256,6 +259,14 @@ def repair_dataset(out: Path) -> dict[str, int]:
         write_index(out, kept)
     return {"bad_lines": bad, "missing_files": len(entries) - len(kept), "orphan_files": len(orphans),
             "temp_files": len(temps)}
+
+
+def episode_name(task: str, seed: int) -> str:
+    return f"{task}-{seed:08d}.npz"
+
+
+EPISODE_NAME = re.compile(r".+-\d{8,}\.npz")
+"""Names of episode files (``episode_name``); other files in a dataset folder are left alone."""
 
 
 def write_index(out: Path, entries: list[dict]) -> None:
@@ -309,18 +320,18 @@ def _episode_entry(job: Job, env, seed: int, arrays: dict, end_info: dict, file:
 
 def _record(job: Job, env, agent, seed: int, alive=lambda: True) -> dict:
     arrays, end_info = run_episode(env, agent, seed, alive)
-    name = f"{env.config.task.name}-{seed:08d}.npz"
+    name = episode_name(env.config.task.name, seed)
     entry = _episode_entry(job, env, seed, arrays, end_info, name)
     arrays["meta"] = np.asarray(json.dumps(entry))
     atomic_save_npz(Path(job.out) / name, arrays)
     return entry
 
 
-def _make(job: Job, seed: int):
+def _make(job: Job):
     from cardreamer.env import make_env
 
     env = make_env(job.task, list(job.overrides))
-    return env, make_agent(job.policy, env, seed, Path(job.out))
+    return env, make_agent(job.policy, env, Path(job.out))
 
 
 def _worker(job: Job, seeds: mp.Queue, results: mp.Queue, parent: int) -> None:
@@ -329,12 +340,12 @@ def _worker(job: Job, seeds: mp.Queue, results: mp.Queue, parent: int) -> None:
         return os.getppid() == parent
 
     try:
-        env, agent = _make(job, 0)
+        env, agent = _make(job)
         while (seed := seeds.get()) is not None:
             results.put(("episode", _record(job, env, agent, seed, alive)))
         env.close()
         results.put(("done", None))
-    except BaseException:
+    except BaseException:  # noqa: BLE001  (any failure goes to the parent, which raises it)
         results.put(("error", traceback.format_exc()))
 
 
@@ -372,7 +383,7 @@ def _episodes_parallel(job: Job, seeds: list[int], envs: int) -> Iterator[dict]:
 
 
 def _episodes_inline(job: Job, seeds: list[int]) -> Iterator[dict]:
-    env, agent = _make(job, seeds[0] if seeds else 0)
+    env, agent = _make(job)
     try:
         for seed in seeds:
             yield _record(job, env, agent, seed)

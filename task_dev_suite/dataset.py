@@ -24,6 +24,7 @@ carries the observation, the reward and flags that came with it, and the action 
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections import OrderedDict
@@ -95,7 +96,7 @@ class Episode(Mapping):
     def points(self, key: str) -> list[np.ndarray]:
         """A point-cloud observation as one array per step."""
         values, offsets = self.arrays[f"obs/{key}"], self.arrays[f"offsets/{key}"]
-        return [values[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+        return [values[a:b] for a, b in itertools.pairwise(offsets)]
 
     def obs(self, key: str) -> np.ndarray:
         """Observation ``key`` as one ``[T, ...]`` array; point clouds must have the same number of

@@ -11,8 +11,9 @@ its map) changes.
 """
 from __future__ import annotations
 
+import itertools
 import os
-import tempfile
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -23,8 +24,16 @@ import numpy as np
 
 from cardreamer.roadmap import MapError, RoadMap, plan_route, random_route
 from cardreamer.roadmap.raster import BROKEN, JUNCTION, ROAD, SOLID, RoadRaster
-from task_dev_suite.task_validation import (_POINT, _POSE, VEHICLE_LENGTH, VEHICLE_WIDTH, ValidationReport, _parse,
-                                            lane_under, validate_task)
+from task_dev_suite.task_validation import (
+    POINT,
+    POSE,
+    VEHICLE_LENGTH,
+    VEHICLE_WIDTH,
+    ValidationReport,
+    lane_under,
+    parse_or_none,
+    validate_task,
+)
 
 # BGR colours
 BACKGROUND, ROAD_GREY, JUNCTION_GREY = (32, 32, 32), (78, 78, 78), (98, 98, 98)
@@ -88,7 +97,7 @@ class _Canvas:
         if not dashed:
             cv2.polylines(self.img, [pts], False, colour, thickness, cv2.LINE_AA)
             return
-        for a, b in zip(pts[:-1], pts[1:]):
+        for a, b in itertools.pairwise(pts):
             n = max(int(np.linalg.norm(b - a) / 10), 1)
             for k in range(0, n, 2):
                 p, q = a + (b - a) * k / n, a + (b - a) * min(k + 1, n) / n
@@ -149,7 +158,7 @@ def _draw_route(canvas: _Canvas, road_map: RoadMap, start: np.ndarray, raw_route
         return
     if not isinstance(raw_route, list):
         return
-    points = [_parse(_POINT, p) for p in raw_route]
+    points = [parse_or_none(POINT, p) for p in raw_route]
     previous = start
     for j, xy in enumerate(points):
         if xy is None:
@@ -189,7 +198,7 @@ def _draw_signals(canvas: _Canvas, road_map: RoadMap, task: dict) -> None:
             _stop_sign(canvas, signal.location, "STOP")
     signs = task.get("stop_signs") or []
     for i, raw in enumerate(signs if isinstance(signs, list) else []):
-        xy = _parse(_POINT, raw)
+        xy = parse_or_none(POINT, raw)
         if xy is None:
             continue
         if _heading(road_map, np.asarray(xy, float)) is None:
@@ -208,8 +217,8 @@ def _stop_sign(canvas: _Canvas, xy, label: str) -> None:
 
 
 def _draw_vehicle(canvas: _Canvas, road_map: RoadMap, raw_pose: Any, raw_route: Any, colour, route_colour,
-                  label: str, length: float) -> None:
-    pose = _parse(_POSE, raw_pose)
+                  label: str, length: float, route_label: str | None = None) -> None:
+    pose = parse_or_none(POSE, raw_pose)
     if pose is None:
         return
     xy = np.array([pose.x, pose.y])
@@ -218,7 +227,7 @@ def _draw_vehicle(canvas: _Canvas, road_map: RoadMap, raw_pose: Any, raw_route: 
         canvas.cross(xy, f"{label} spawn off road")
         return
     yaw = np.radians(pose.yaw) if pose.yaw is not None else heading
-    _draw_route(canvas, road_map, xy, raw_route, route_colour, label, length)
+    _draw_route(canvas, road_map, xy, raw_route, route_colour, route_label or label, length)
     canvas.box(xy, yaw, colour, label)
 
 
@@ -263,7 +272,7 @@ def _draw_ego(canvas: _Canvas, road_map: RoadMap, task: dict) -> None:
     spawns = spawn if isinstance(spawn, list) else [spawn]
     for k, pose in enumerate(spawns):
         name = label if len(spawns) == 1 else f"ego #{k}"
-        _draw_vehicle(canvas, road_map, pose, route, EGO, EGO_ROUTE, name, length)
+        _draw_vehicle(canvas, road_map, pose, route, EGO, EGO_ROUTE, name, length, route_label=label)
 
 
 def _header(report: ValidationReport, task: dict, width: int) -> np.ndarray:
@@ -275,10 +284,10 @@ def _header(report: ValidationReport, task: dict, width: int) -> np.ndarray:
     lights = task.get("lights") if isinstance(task.get("lights"), dict) else {}
     flows = traffic.get("flows") if isinstance(traffic.get("flows"), list) else []
     lights_text = ", ".join(f"{k} {'auto' if v is None else v}" for k, v in lights.items()) or "defaults"
-    lines.append((f"background vehicles: {traffic.get('background', 0)}   flows: {len(flows)}   "
-                  f"lights: {lights_text}", TEXT, 0.45, 1))
-    lines.append(("yellow box: ego   blue: ego route   coloured boxes: flow entries   red bars/dots: lights   "
-                  "octagons: stop signs", (180, 180, 180), 0.4, 1))
+    lines.append(((f"background vehicles: {traffic.get('background', 0)}   flows: {len(flows)}   "
+                  f"lights: {lights_text}"), TEXT, 0.45, 1))
+    lines.append((("yellow box: ego   blue: ego route   coloured boxes: flow entries   red bars/dots: lights   "
+                  "octagons: stop signs"), (180, 180, 180), 0.4, 1))
     return _panel(lines, width)
 
 
@@ -290,7 +299,9 @@ def _footer(report: ValidationReport, width: int) -> np.ndarray:
     for problem in report.sorted_problems()[:12]:
         colour = ERROR if problem.severity == "error" else (0, 200, 255)
         where = problem.where.rsplit("/", 1)[-1]
-        lines.append((f"{where} {problem.key}: {problem.message}"[:int(width / 7.5)], colour, 0.42, 1))
+        text = f"{where} {problem.key}: {problem.message}"
+        for part in textwrap.wrap(text, width=int(width / 5.8), subsequent_indent="    "):
+            lines.append((part, colour, 0.42, 1))
     return _panel(lines, width)
 
 
@@ -317,10 +328,12 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
         raise RuntimeError("PNG encoding failed")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data.tobytes())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data.tobytes())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- live preview
@@ -373,10 +386,10 @@ class LivePreview:
             image, report = preview_task(self.path, self.overrides)
             self._map_source = report.road_map.source if report.road_map is not None else None
             status = "valid" if report.ok else f"INVALID ({len(report.errors)} problems)"
-        except Exception as exc:  # a spec mid-edit may fail in any way: show it, keep serving
+        except Exception as exc:  # noqa: BLE001  (a spec mid-edit may fail in any way: show it, keep serving)
             image = _panel([(f"cannot render: {exc}"[:200], ERROR, 0.5, 1)], 1000)
             status = "error"
-        ok, data = cv2.imencode(".png", image)
+        _ok, data = cv2.imencode(".png", image)
         with self._lock:
             self.png, self.status, self.version = data.tobytes(), status, self.version + 1
             self._stamp = self._files_stamp()

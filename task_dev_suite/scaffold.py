@@ -9,7 +9,6 @@ returns.
 from __future__ import annotations
 
 import os
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -177,10 +176,10 @@ def render_spec(name: str, source: str | Path) -> str:
     road_map = RoadMap.load(spec.map, config.env.world.map_dir)
 
     lines = [f"# Task {name!r}, started from {spec.name!r} with `cardreamer task new`.",
-             "# Check it with `cardreamer task validate FILE`, look at it with `cardreamer task preview FILE -o "
-             "scene.png`,",
-             "# run it with `cardreamer run --task FILE --policy expert`. Positions are CARLA metres: x right, "
-             "y down seen from above.",
+             ("# Check it with `cardreamer task validate FILE`, look at it with `cardreamer task preview FILE -o "
+             "scene.png`,"),
+             ("# run it with `cardreamer run --task FILE --policy expert`. Positions are CARLA metres: x right, "
+             "y down seen from above."),
              "task:"]
     ordered = [k for k in SECTION_ORDER if k in task] + [k for k in task if k not in SECTION_ORDER]
     for key in ordered:
@@ -218,14 +217,13 @@ def scaffold_task(name: str, source: str | Path, out: str | Path | None = None, 
         raise ConfigError(f"{path} already exists; choose another -o path or pass --force to overwrite it")
     text = render_spec(name, source)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.yaml")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.yaml")  # .yaml: validated as a task file
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        tmp.write_text(text, encoding="utf-8")
         report = validate_task(tmp)
         if not report.ok:
             raise ConfigError(f"the spec derived from {source!r} does not validate:\n{report.format()}")
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return path

@@ -15,9 +15,10 @@ an off-road spawn in another.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import yaml
@@ -36,9 +37,9 @@ SPAWN_TOLERANCE = 0.5
 WRONG_WAY_DEGREES = 90.0
 """A spawn yaw further than this from its lane's heading drives against the traffic."""
 
-_POINT = TypeAdapter(tuple[float, float])
-_POSE = TypeAdapter(PoseSpec)
-_FLOW = TypeAdapter(FlowSpec)
+POINT = TypeAdapter(tuple[float, float])
+POSE = TypeAdapter(PoseSpec)
+FLOW = TypeAdapter(FlowSpec)
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,8 @@ class _Pose:
     yaw: float
 
 
-def _parse(adapter: TypeAdapter, value: Any) -> Any:
+def parse_or_none(adapter: TypeAdapter, value: Any) -> Any:
+    """One piece of a raw spec parsed on its own, or None if it is malformed (the schema says why)."""
     try:
         return adapter.validate_python(value)
     except ValidationError:
@@ -299,7 +301,7 @@ class MapChecker:
         return None
 
     def _pose(self, raw: Any, key: str, label: str) -> _Pose | None:
-        spec = _parse(_POSE, raw)
+        spec = parse_or_none(POSE, raw)
         if spec is None:
             return None  # the schema reports it
         xy = np.array([spec.x, spec.y], dtype=float)
@@ -333,7 +335,7 @@ class MapChecker:
         if not isinstance(raw, dict):
             return None
         pose = self._pose(raw.get("spawn"), f"{key}.spawn", f"flow {i}")
-        flow = _parse(_FLOW, raw)
+        flow = parse_or_none(FLOW, raw)
         if flow is not None:
             low, high = flow.gap
             if low > high:
@@ -355,7 +357,7 @@ class MapChecker:
             return  # the schema reports it
         points: list[np.ndarray | None] = []
         for j, raw in enumerate(raw_route):
-            xy = _parse(_POINT, raw)
+            xy = parse_or_none(POINT, raw)
             if xy is None:
                 points.append(None)
                 continue
@@ -396,7 +398,7 @@ class MapChecker:
     def _check_stop_signs(self) -> None:
         signs = self.task.get("stop_signs") or []
         for i, raw in enumerate(signs if isinstance(signs, list) else []):
-            xy = _parse(_POINT, raw)
+            xy = parse_or_none(POINT, raw)
             if xy is not None:
                 self.on_lane(np.asarray(xy, float), f"task.stop_signs.{i}", "stop sign")
 

@@ -51,8 +51,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               help="URL of a running visualizer, with its ?token=...; by default a server is "
                                    "started for this session")
     drive_parser.add_argument("--logdir", default="runs", help="where saved episode videos go (default: runs)")
-    drive_parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                              help="config override, e.g. --set env.world.backend=carla (repeatable)")
     drive_parser.set_defaults(func=_drive_command)
 
 
@@ -66,13 +64,17 @@ def _drive_command(args: argparse.Namespace) -> None:
     from cardreamer.env import make_env
     from visualization.drive import drive
 
-    env = make_env(args.task, args.overrides, args.seed)
+    # Config overrides (--env.world.backend=carla) are collected by the main `cardreamer` parser.
+    env = make_env(args.task, getattr(args, "overrides", None) or None)
+    # A Discrete env's (acceleration, steering) table: CarDreamer envs keep it in `actions.grid`.
+    discrete_actions = getattr(getattr(env.unwrapped, "actions", None), "grid", None)
     process = None
     url = args.url
     if url is None:
         process, url = start_server_subprocess(args.logdir)
     try:
-        result = drive(env, url, run=args.run or f"drive-{args.task}", hz=args.hz, seed=args.seed)
+        result = drive(env, url, run=args.run or f"drive-{Path(args.task).stem}", hz=args.hz, seed=args.seed,
+                       discrete_actions=discrete_actions)
         print(f"drove {result.steps} steps, {result.episodes} episodes")
     except KeyboardInterrupt:
         pass

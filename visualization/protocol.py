@@ -32,7 +32,6 @@ def check_name(kind: str, value: object) -> str:
     """
     if not isinstance(value, str) or not _NAME_RE.match(value):
         raise ValueError(
-
             f"invalid {kind} name {value!r}: use 1-64 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
         )

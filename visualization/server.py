@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 from pathlib import Path
@@ -77,6 +78,7 @@ class VisualizationServer:
         # (history snapshot, then join), so each record reaches a viewer exactly once.
         self._replay_lock = threading.Lock()
         self._last_runs: list[dict[str, Any]] | None = None
+        self._runs_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._register_routes()
@@ -126,14 +128,17 @@ class VisualizationServer:
                                    "last_update": 0.0})
             runs.append({"name": name, "on_disk": name in on_disk,
                          **info, "last_update": max(info["last_update"], on_disk.get(name, 0.0))})
-        return sorted(runs, key=lambda r: (-r["last_update"], r["name"]))
+        # Live runs first, in a stable order; then the others, most recently written first.
+        return sorted(runs, key=lambda r: (not r["live"], 0.0 if r["live"] else -r["last_update"], r["name"]))
 
-    def broadcast_runs(self, force: bool = False) -> None:
-        runs = self.runs()
-        shape = [{k: v for k, v in r.items() if k != "last_update"} for r in runs]
-        if force or shape != self._last_runs:
-            self._last_runs = shape
-            self.hub.send("runs", {"runs": runs})
+    def broadcast_runs(self) -> None:
+        """Send the run list to every viewer if it changed (not counting update times)."""
+        with self._runs_lock:
+            runs = self.runs()
+            shape = [{k: v for k, v in r.items() if k != "last_update"} for r in runs]
+            if shape != self._last_runs:
+                self._last_runs = shape
+                self.hub.send("runs", {"runs": runs})
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(FILE_POLL_SECONDS):
@@ -157,8 +162,7 @@ class VisualizationServer:
     def _register_routes(self) -> None:
         @self.app.get("/")
         def index():
-            return render_template("index.html", logdir=str(self.logdir.resolve()),
-                                   token_required=self.viewer_token_required)
+            return render_template("index.html", logdir=str(self.logdir.resolve()))
 
         @self.app.get("/healthz")
         def healthz():
@@ -356,6 +360,18 @@ def resolve_token(token: str | None) -> str:
     return token or os.environ.get(TOKEN_ENV_VAR) or secrets.token_urlsafe(16)
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before printing a URL that would not work."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise SystemExit(f"cardreamer serve: cannot listen on {host}:{port} ({error.strerror}); "
+                             "choose another --port or --host") from None
+
+
 def serve(logdir: str | os.PathLike, host: str = "127.0.0.1", port: int = 9000, token: str | None = None,
           max_fps: float = 30.0, quiet: bool = False) -> None:
     """Serve the visualizer until interrupted; prints the URL (with its token) unless ``quiet``.
@@ -367,6 +383,7 @@ def serve(logdir: str | os.PathLike, host: str = "127.0.0.1", port: int = 9000, 
     # Without this a Socket.IO round trip waits ~40 ms for Nagle's algorithm.
     WSGIRequestHandler.disable_nagle_algorithm = True
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per HTTP request
+    _check_port_free(host, port)
     token = resolve_token(token)
     server = VisualizationServer(logdir, token, max_fps=max_fps, viewer_token_required=not is_loopback(host))
     server.start_background()

@@ -7,13 +7,20 @@ from cardreamer.world.api import World, WorldError
 
 
 def make_world(config: WorldConfig, road_map: RoadMap, seed: int = 0) -> World:
-    """Create the configured backend on ``road_map``."""
-    if config.backend == "embedded":
+    """Create the configured backend on ``road_map`` (``auto``: CARLA if a server answers)."""
+    backend = config.backend
+    if backend == "auto":
+        from cardreamer.world.carla_backend import choose_backend
+
+        backend = choose_backend(config)
+    if backend == "embedded":
         from cardreamer.world.embedded import EmbeddedWorld
 
         return EmbeddedWorld(road_map, dt=config.dt, seed=seed)
-    raise WorldError(f"env.world.backend={config.backend!r}: the CARLA server backend is not available in this "
-                     f"release yet; use env.world.backend=embedded")
+    from cardreamer.world.carla_backend import CarlaWorld
+
+    return CarlaWorld(config.carla, str(road_map.source or road_map.name), dt=config.dt, seed=seed,
+                      road_map=road_map)
 
 
 __all__ = ["World", "WorldError", "make_world"]

@@ -1,4 +1,3 @@
-import time
 
 import numpy as np
 import pytest
@@ -12,11 +11,9 @@ def town04():
     return load_town("Town04")
 
 
-def test_town04_builds_fast_and_is_cached(town04):
-    start = time.perf_counter()
+def test_town04_raster_is_built_once_per_resolution(town04):
+    """Build time is a benchmark figure (bench/bench_render.py), not asserted here."""
     raster = RoadRaster(town04, 4.0)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.5, f"Town04 raster took {elapsed:.2f} s"  # ~0.25 s on an idle core; CI may be busy
     assert raster.labels.shape == (raster.height, raster.width)
     assert RoadRaster.for_map(town04, 4.0) is RoadRaster.for_map(town04, 4.0)
     assert RoadRaster.for_map(town04, 2.0) is not RoadRaster.for_map(town04, 4.0)

@@ -33,6 +33,7 @@ task:
     flows:
       - spawn: {x: 5.2, y: 60}
         route: [[5.2, -60]]
+  rewards: {waypoint: 1.0, speed: 1.0, collision: 10.0}
   terminal: {time_limit: 25}
 env:
   observation:
@@ -105,7 +106,7 @@ def test_collect_load_replay_round_trip(spec, tmp_path):
     # the arrays on disk are exactly what a fresh run of the same seeds produces
     env = make_env(spec)
     for episode in dataset:
-        arrays, _ = run_episode(env, ExpertAgent(env, 0), episode.meta["seed"])
+        arrays, _ = run_episode(env, ExpertAgent(env), episode.meta["seed"])
         assert set(arrays) == set(episode.arrays)
         for key, value in arrays.items():
             assert value.dtype == episode[key].dtype, key
@@ -149,7 +150,7 @@ def test_parallel_collection_matches_serial(spec, tmp_path):
 
 def test_random_policy_is_seeded(spec):
     env = make_env(spec)
-    agent = RandomAgent(env, 0)
+    agent = RandomAgent(env)
     a, _ = run_episode(env, agent, 11)
     b, _ = run_episode(env, agent, 11)
     env.close()

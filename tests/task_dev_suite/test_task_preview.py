@@ -38,7 +38,7 @@ def test_preview_draws_spawns_routes_and_labels(tmp_path, capsys):
     assert main(["task", "preview", str(spec), "-o", str(out)]) == 0
     image = cv2.imread(str(out))
     assert image is not None and image.shape[1] >= 1000
-    rendered, report = preview_task(spec)
+    rendered, _report = preview_task(spec)
     assert np.array_equal(rendered, image)   # the PNG is lossless and rendering is deterministic
     ego = colour_pixels(image, EGO)
     flow = colour_pixels(image, FLOW_COLOURS[0])

@@ -45,8 +45,8 @@ def only_error(report):
 
 
 @pytest.mark.parametrize("task", sorted(TASK_DIR.glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_builtin_task_validates(task):
-    report = validate_task(task)
+def test_every_builtin_task_validates(task, carla_maps_dir):
+    report = validate_task(task, [f"--env.world.map_dir={carla_maps_dir}"])  # for the carla_town* tasks
     assert report.ok, report.format()
     assert report.config is not None and report.road_map is not None
 
@@ -175,3 +175,9 @@ def test_boxes_overlap():
     assert boxes_overlap([0, 0], yaw0, [3.0, 0], yaw90)       # T-bone: 2.4 + 1.05 > 3.0
     assert not boxes_overlap([0, 0], yaw0, [3.5, 0], yaw90)
     assert boxes_overlap([0, 0], np.pi / 4, [2.5, 2.5], np.pi / 4)
+
+
+def test_yaml_syntax_error_has_a_position(tmp_path):
+    path = write(tmp_path, "task:\n  name: x\n  map: intersection\n  ego: {spawn: [1, 2\n")
+    problem = only_error(validate_task(path))
+    assert problem.where == f"{path}:5:1" and "invalid YAML" in problem.message

@@ -47,12 +47,12 @@ def test_yaml_only_task_runs_through_gymnasium_make(tmp_path):
     env = gymnasium.make(env_id)
     try:
         check_env(env.unwrapped, skip_render_check=True)
-        obs, info = env.reset(seed=7)
+        obs, _ = env.reset(seed=7)
         assert set(obs) == {"birdeye_with_stop_signs", "state"}
         expert = ExpertPolicy(env.unwrapped)
         rewards, vehicles = [], 0
         for _ in range(60):
-            obs, reward, terminated, truncated, info = env.step(expert.act())
+            obs, reward, terminated, truncated, _info = env.step(expert.act())
             assert env.observation_space.contains(obs)
             rewards.append(reward)
             vehicles = max(vehicles, len(env.unwrapped.world.vehicles().ids))

@@ -137,7 +137,11 @@ class Viewer:
         return [d for e, d, _ in self.received if e == "frame" and (key is None or d["key"] == key)]
 
     def close(self) -> None:
-        # Disconnecting waits ~3 s for a close frame the werkzeug server never sends; don't wait.
+        # Stop the streams first so that no frame is cut in half by the disconnection; then
+        # disconnect in the background (the client waits ~3 s for a close frame werkzeug never sends).
+        if self.client.connected:
+            self.client.emit("watch", {"envs": []}, namespace=VIEW_NAMESPACE)
+            time.sleep(0.1)
         threading.Thread(target=self.client.disconnect, daemon=True).start()
 
 

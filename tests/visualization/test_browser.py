@@ -71,6 +71,7 @@ class FakeTraining:
             t = time.monotonic() - start
             self.publisher.publish_frame("camera", camera_frame(t, 192))
             self.publisher.publish_frame("birdeye_wpt", birdeye_frame(t, 128))
+            self.publisher.publish_frame("camera", camera_frame(t + 3, 96), env_index=1)
             self.publisher.publish_step({
                 "speed": np.float32(6 + math.sin(t)), "reward": 0.31 + 0.05 * math.sin(t),
                 "r_speed": np.float64(0.28), "r_waypoint": 0.12, "r_lane": -0.04 * (1 + math.sin(t)),
@@ -116,6 +117,20 @@ def test_page_shows_live_frames_curves_episodes_and_saves_a_video(server, page, 
             shutil.copy(screenshot, os.environ["CARDREAMER_VIS_SCREENSHOT"])
         latency = page.evaluate("window.visStats.latencyMs['0/camera']")
         assert latency < 500, f"frame shown {latency:.0f} ms after it was published"
+
+        # Hiding a stream removes its panel and the server stops sending it.
+        page.click(".chip:text('birdeye_wpt')")
+        assert page.locator('.panel[data-key="0/birdeye_wpt"]').count() == 0
+        time.sleep(0.3)
+        hidden_count = page.evaluate("window.visStats.frames['0/birdeye_wpt']")
+        time.sleep(0.5)
+        assert page.evaluate("window.visStats.frames['0/birdeye_wpt']") == hidden_count
+        page.click(".chip:text('birdeye_wpt')")
+        # A second env gets a tab of its own.
+        page.click(".tab:text('env 1')")
+        page.wait_for_function("() => (window.visStats.frames['1/camera'] || 0) >= 2", timeout=5_000)
+        assert page.locator(".panel").count() == 1
+        page.click(".tab:text('env 0')")
 
         page.click("#record-btn")
         page.wait_for_selector("#record-status.ok", timeout=20_000)

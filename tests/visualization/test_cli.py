@@ -22,8 +22,8 @@ def test_register_adds_serve_and_drive():
     args = parser.parse_args(["serve"])
     assert (args.logdir, args.host, args.port, args.token, args.max_fps) == ("runs", "127.0.0.1", 9000, None, 30.0)
     assert callable(args.func)
-    args = parser.parse_args(["drive", "--task", "lane_merge", "--set", "env.world.backend=carla", "--hz", "5"])
-    assert (args.task, args.overrides, args.hz, args.url) == ("lane_merge", ["env.world.backend=carla"], 5.0, None)
+    args = parser.parse_args(["drive", "--task", "lane_merge", "--hz", "5"])
+    assert (args.task, args.hz, args.url, args.run) == ("lane_merge", 5.0, None, None)
     with pytest.raises(SystemExit):
         parser.parse_args(["drive"])  # --task is required
 

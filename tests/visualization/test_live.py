@@ -71,7 +71,8 @@ def test_slow_viewer_gets_fewer_but_newest_frames(server):
     assert seqs == sorted(seqs) and max(b - a for a, b in itertools.pairwise(seqs)) > 10
     # The slow viewer does not hold back the fast one (capped at the server's 30 fps per stream).
     assert len(fast_frames) >= 45, len(fast_frames)
-    assert report["max_call_ms"] < 20 and report["mean_call_ms"] < 1.0, report
+    # Publishing never waits for the network (the maximum allows for the OS scheduler on a busy machine).
+    assert report["mean_call_ms"] < 1.0 and report["max_call_ms"] < 100, report
 
 
 def test_memory_stays_bounded_with_no_viewer_and_with_a_slow_viewer(server):

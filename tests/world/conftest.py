@@ -1,11 +1,9 @@
 """Fixtures for the embedded simulator's tests: the project's maps and CARLA towns (read in place)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from cardreamer.roadmap import RoadMap
-from cardreamer.world.api import Pose
 
 
 @pytest.fixture(scope="session")
@@ -17,17 +15,3 @@ def town01(carla_maps_dir) -> RoadMap:
 def project_map():
     """Load one of the project's own maps by name."""
     return RoadMap.load
-
-
-def pose_on_lane(road_map: RoadMap, lane_index: int, s: float) -> Pose:
-    lane = road_map.lanes[lane_index]
-    x, y = lane.position(s)
-    return Pose(float(x), float(y), float(lane.heading_at(s)))
-
-
-def lane_at(road_map: RoadMap, start_xy, end_xy) -> int:
-    """Index of the lane whose polyline starts near ``start_xy`` and ends near ``end_xy``."""
-    for lane in road_map.lanes:
-        if np.allclose(lane.points[0], start_xy, atol=0.5) and np.allclose(lane.points[-1], end_xy, atol=0.5):
-            return lane.index
-    raise LookupError(f"no lane from {start_xy} to {end_xy} on {road_map.name}")

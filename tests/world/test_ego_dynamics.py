@@ -4,7 +4,7 @@ from __future__ import annotations
 import carla
 import numpy as np
 import pytest
-from conftest import pose_on_lane
+from world_helpers import pose_on_lane
 
 from cardreamer.world.embedded import EmbeddedWorld
 

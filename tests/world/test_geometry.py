@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from cardreamer.world.api import VehicleArrays
-from cardreamer.world.embedded.geometry import boxes_overlap, overlapping_pairs, point_box_distance
+from cardreamer.world.embedded.geometry import (
+    box_corners,
+    boxes_overlap,
+    overlapping_pairs,
+    point_box_distance,
+)
 
 
 def corners(xy, yaw, ext) -> np.ndarray:
@@ -75,3 +80,11 @@ def test_point_box_distance():
     pts = np.array([[[0, 0], [3.4, 0], [0, 2.05], [3.4, 2.05]]], float)
     d = point_box_distance(pts, np.zeros((1, 2)), np.zeros(1), np.array([CAR]))
     assert d[0] == pytest.approx([0.0, 1.0, 1.0, np.sqrt(2.0)])
+
+
+def test_box_corners_match_the_snapshot_corners():
+    rng = np.random.default_rng(0)
+    xy, yaw, ext = rng.normal(size=(7, 2)), rng.uniform(-3, 3, 7), rng.uniform(0.5, 3, (7, 2))
+    v = VehicleArrays(ids=np.arange(7), xy=xy, yaw=yaw, speed=np.zeros(7), velocity=np.zeros((7, 2)),
+                      acceleration=np.zeros((7, 2)), extent=ext, is_ego=np.zeros(7, bool))
+    assert np.allclose(box_corners(xy, yaw, ext), v.corners())

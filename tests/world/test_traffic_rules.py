@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import lane_at, pose_on_lane
+from world_helpers import lane_at, pose_on_lane
 
 from cardreamer.roadmap.route import route_through_lanes
 from cardreamer.world.api import Behavior, TrafficLightStates

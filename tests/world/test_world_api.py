@@ -4,7 +4,7 @@ from __future__ import annotations
 import carla
 import numpy as np
 import pytest
-from conftest import lane_at, pose_on_lane
+from world_helpers import lane_at, pose_on_lane
 
 from cardreamer.world.api import Behavior, Pose, SpawnError, TrafficLightStates, WorldError
 from cardreamer.world.embedded import EmbeddedWorld
@@ -158,11 +158,11 @@ def test_same_seed_same_states_bit_for_bit(town01):
                 break
         rng = np.random.default_rng(seed)
         snapshots = []
-        for k in range(600):
+        for k in range(300):
             world.apply_control(ego, carla.VehicleControl(throttle=float(rng.uniform(0, 0.6)),
                                                           steer=float(rng.uniform(-0.3, 0.3))))
             world.tick()
-            if k % 100 == 99:
+            if k % 50 == 49:
                 snapshots.append(world.vehicles())
         return snapshots, world.traffic_lights()
 

@@ -387,3 +387,25 @@ def test_parallel_worlds_get_their_own_traffic_managers(make_world, server):
     a = first.spawn_vehicle(lane_pose(first, 9.0, 80.0))
     b = second.spawn_vehicle(lane_pose(second, 12.2, 60.0))
     assert (server.actors[a].autopilot_port, server.actors[b].autopilot_port) == (first.tm_port, second.tm_port)
+
+
+def test_vectorized_progress_matches_projection_and_never_decreases(town04):
+    from cardreamer.roadmap import random_route
+    from cardreamer.world.carla_backend.progress import advance_progress
+
+    rng = np.random.default_rng(0)
+    points = town04.spawn_points()
+    routes, last, xy, expected = [], [], [], []
+    for _ in range(40):
+        i = int(rng.integers(len(points.xy)))
+        route = random_route(town04, rng, int(points.lane[i]), float(points.s[i]), 200.0)
+        s_true = float(rng.uniform(0, route.length))
+        heading = route.heading_at(s_true)
+        offset = rng.uniform(-1.0, 1.0) * np.array([-np.sin(heading), np.cos(heading)])
+        routes.append(route)
+        last.append(max(s_true - rng.uniform(0, 30), 0.0))
+        xy.append(route.position(s_true) + offset)
+        expected.append(float(route.project((route.position(s_true) + offset)[None])[0][0]))
+    got = advance_progress(routes, np.array(last), np.array(xy))
+    assert got == pytest.approx(expected, abs=1e-6)
+    assert np.all(advance_progress(routes, got + 5.0, np.array(xy)) == got + 5.0)  # never backwards

@@ -105,6 +105,7 @@
   function updateRunInfo() {
     const run = currentRun();
     $("topbar-run").textContent = state.run || "";
+    document.title = state.run ? `${state.run} · CarDreamer visualizer` : "CarDreamer visualizer";
     state.live = !!(run && run.live);
     state.interactive = !!(run && run.interactive);
     state.streamsByEnv = {};
@@ -114,6 +115,7 @@
     renderEnvTabs(envs);
     renderStreamChips();
     renderPanels();
+    if (state.run && socket.connected) sendWatchIfChanged();
     $("drive-card").hidden = !state.interactive;
     $("record-btn").disabled = !envs.length;
     const empty = $("live-empty");
@@ -170,10 +172,20 @@
     }
   }
 
+  // Tell the server which env and streams to send; null streams (none known yet) means all.
+  let lastWatch = "";
+  function currentWatch() {
+    const known = envStreams();
+    return { envs: [state.env], streams: known.length ? known.filter((s) => !state.hiddenStreams.has(s)) : null };
+  }
   function sendWatch() {
     if (!state.run) return;
-    const streams = envStreams().filter((s) => !state.hiddenStreams.has(s));
-    socket.emit("watch", { envs: [state.env], streams: streams.length ? streams : null });
+    const watch = currentWatch();
+    lastWatch = JSON.stringify(watch);
+    socket.emit("watch", watch);
+  }
+  function sendWatchIfChanged() {
+    if (JSON.stringify(currentWatch()) !== lastWatch) sendWatch();
   }
 
   const panels = new Map(); // "env/stream" -> {root, canvas, statsEl, times[]}
@@ -184,6 +196,7 @@
       if (!wanted.includes(key)) { panel.root.remove(); panels.delete(key); }
     }
     const container = $("panels");
+    container.style.setProperty("--panels", Math.max(1, Math.min(wanted.length, 4)));
     for (const key of wanted) {
       if (panels.has(key)) { container.append(panels.get(key).root); continue; }
       const root = document.createElement("div");

@@ -21,7 +21,6 @@ import numpy as np
 
 from cardreamer.config import CarlaServer
 from cardreamer.roadmap import MapError, RoadMap, Route, SpawnPoints, random_route
-from cardreamer.roadmap.lane import project_onto_polyline
 from cardreamer.world.api import (
     Behavior,
     CollisionEvent,
@@ -38,6 +37,7 @@ from cardreamer.world.carla_backend.connection import ClientFactory, connect
 from cardreamer.world.carla_backend.errors import CarlaServerLost, is_server_lost
 from cardreamer.world.carla_backend.heights import LaneHeights
 from cardreamer.world.carla_backend.lights import LightTable
+from cardreamer.world.carla_backend.progress import advance_progress
 from cardreamer.world.carla_backend.sensors import EventSensors, SensorManager, SensorSpec
 from cardreamer.world.carla_backend.snapshot import Shape, ShapeCache, vehicle_arrays
 from cardreamer.world.carla_backend.traffic import (
@@ -59,7 +59,6 @@ LEVEL_GAP = 3.0             # m of height that separates roads crossing over eac
 LOAD_TIMEOUT = 120.0        # s allowed for loading a map on the server
 ROUTE_END_MARGIN = 3.0      # m before a route's end at which a vehicle counts as arrived
 NEXT_ROUTE_LENGTH = 300.0   # m of a new random route for vehicles whose route ended
-PROGRESS_WINDOW = (-5.0, 40.0)  # m around the last progress searched when projecting onto a route
 GENERATION = {"vertex_distance": 2.0, "max_road_length": 50.0, "wall_height": 1.0, "additional_width": 0.6,
               "smooth_junctions": True, "enable_mesh_visibility": True}
 """Mesh generation for a task's own .xodr (``client.generate_opendrive_world``)."""
@@ -484,18 +483,16 @@ class CarlaWorld(World):
             return
         arrays = self.vehicles()
         row = {actor_id: k for k, actor_id in enumerate(arrays.ids.tolist())}
+        with_route = [(i, v) for i, v in with_route if i in row]
+        if not with_route:
+            return
+        xy = arrays.xy[[row[i] for i, _ in with_route]]
+        progress = advance_progress([v.route for _, v in with_route], np.array([v.progress for _, v in with_route]), xy)
         arrived = []
-        for actor_id, vehicle in with_route:
-            if actor_id not in row:
-                continue
-            route = vehicle.route
-            lo, hi = np.searchsorted(route.s, [vehicle.progress + PROGRESS_WINDOW[0], vehicle.progress + PROGRESS_WINDOW[1]])
-            hi = min(max(hi, lo + 2), len(route.s))
-            lo = min(lo, hi - 2)
-            s, _ = project_onto_polyline(route.points[lo:hi], route.s[lo:hi], arrays.xy[row[actor_id]][None])
-            vehicle.progress = max(vehicle.progress, float(s[0]))
-            if vehicle.role == "background" and vehicle.progress >= route.length - ROUTE_END_MARGIN:
-                arrived.append((actor_id, vehicle, arrays.xy[row[actor_id]]))
+        for (actor_id, vehicle), p, at in zip(with_route, progress.tolist(), xy):
+            vehicle.progress = p
+            if vehicle.role == "background" and p >= vehicle.route.length - ROUTE_END_MARGIN:
+                arrived.append((actor_id, vehicle, at))
         for actor_id, vehicle, xy in arrived:
             if vehicle.behavior.on_route_end == "destroy":
                 self.destroy(actor_id)

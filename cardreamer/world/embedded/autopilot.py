@@ -8,10 +8,15 @@ acceleration (IDM), where the IDM gap is the nearest of:
 - the stop line of a red or yellow light it can still stop for, or of a stop sign it has not yet
   stopped at for ``SIGN_STOP_TIME``;
 - the entry of the next junction when it must yield there: vehicles heading into the same
-  junction on paths that cross or merge are ordered by one priority key per vehicle (inside the
-  junction, then unable to stop, then time to reach the entry, with a penalty for stop-sign
-  approaches; ties by row), so the yield relation has no cycles and cannot deadlock. A vehicle
-  also waits at the entry while the exit beyond the junction is blocked ("don't block the box").
+  junction on paths that conflict are ordered by one priority key per vehicle (inside the
+  junction first, then those too fast to stop before it, then by time to reach the entry, with a
+  penalty for stop-sign approaches; ties by row), so the yield relation has no cycles and cannot
+  deadlock. A vehicle too fast to stop at the entry stops before the conflict point instead. It
+  also waits at the entry while a slow vehicle on its path is still inside the junction
+  ("don't block the box").
+
+The stop line of a light or sign at the junction takes precedence: a vehicle held there does not
+take part in the junction's priority order until it is released.
 """
 from __future__ import annotations
 
@@ -51,12 +56,12 @@ SIGN_NEAR = 3.0          # m: "at the line" for a stop sign
 RED_BRAKE = 6.0          # m/s^2: stop for red if this suffices, else go through
 YELLOW_BRAKE = 3.5       # m/s^2: stop for yellow only if this suffices
 JUNCTION_HORIZON = 30.0  # m before a junction entry where yielding starts
-CONFLICT_STEP = 2.0
-CONFLICT_POINTS = 20
+CONFLICT_STEP = 2.0      # m between path points compared for junction conflicts
+CONFLICT_POINTS = 20     # -> 40 m of path through the junction
 CONFLICT_MARGIN = 0.3    # m added around both boxes when testing two paths for a conflict
 SIGN_PENALTY = 3.0       # s added to the priority key of stop-sign approaches
 COMMIT_BRAKE = 5.0       # m/s^2: a vehicle that cannot stop before the entry with this is committed
-EXIT_CLEAR = 0.0         # m beyond a junction exit that must be free before entering
+EXIT_CLEAR = 0.0         # m past a junction's exit that must be clear of slow vehicles before entering
 
 
 _NEXT = np.arange(2)  # a route point and the next one
@@ -94,7 +99,7 @@ def drive(f: Fleet, auto: np.ndarray, signal_state: np.ndarray, dt: float, level
     last = f.route_points - 1
     front = s + ext[:, 0]
     fi = np.minimum((front / SPACING).astype(np.int64), last)
-    here = f.route[auto, fi]  # every annotation of the route point under the front bumper
+    here = f.points(auto, fi)  # every annotation of the route point under the front bumper
     j_in, j_out = here[:, R_JUNCTION_IN], here[:, R_JUNCTION_OUT]
     d_entry = j_in - front
 
@@ -103,13 +108,13 @@ def drive(f: Fleet, auto: np.ndarray, signal_state: np.ndarray, dt: float, level
     target_s = np.clip(s - 0.5 * wheelbase + look, 0.0, last - 1.0) / SPACING
     i0 = target_s.astype(np.int64)
     frac = (target_s - i0)[:, None]
-    pair = f.route[auto[:, None], i0[:, None] + _NEXT, :2]
+    pair = f.points(auto[:, None], i0[:, None] + _NEXT)[..., :2]
     steer = pure_pursuit(xy, yaw, wheelbase, pair[:, 0] * (1.0 - frac) + pair[:, 1] * frac)
 
     # ---- path ahead of the front bumper and the curve speed along it
     ahead = np.arange(PATH_POINTS) * PATH_STEP
     idx = np.minimum(((front[:, None] + ahead) / SPACING + 0.5).astype(np.int64), last)
-    path = f.route[auto[:, None], idx]  # (m, PATH_POINTS, ROUTE_COLUMNS)
+    path = f.points(auto[:, None], idx)  # (m, PATH_POINTS, ROUTE_COLUMNS)
     vcurve = np.sqrt(path[..., R_VCURVE] ** 2 + 2.0 * b_comf[:, None] * ahead).min(axis=1)
     v0 = np.minimum(behavior[:, B_V0], vcurve)
     interaction = np.zeros(len(auto))
@@ -169,7 +174,7 @@ def drive(f: Fleet, auto: np.ndarray, signal_state: np.ndarray, dt: float, level
     hold = approaching & ~inside & lead_slow & (lead_gap > d_entry)
     hold_gap = np.where(hold, d_entry, np.inf)
     q = np.flatnonzero(approaching)
-    if len(q) > 1:
+    if len(q) > 1 and len(np.unique(junction[q])) < len(q):  # two or more heading into one junction
         must, gap = _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j_out,
                                 here[:, R_JUNCTION_SIGN])
         hold |= must
@@ -207,8 +212,8 @@ def _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j
         return must, gap
     a, b = q[a], q[b]
     last = f.route_points - 1
-    entry_a = f.route[auto[a], np.minimum((j_in[a] / SPACING).astype(np.int64), last), :2]
-    entry_b = f.route[auto[b], np.minimum((j_in[b] / SPACING).astype(np.int64), last), :2]
+    entry_a = f.points(auto[a], np.minimum((j_in[a] / SPACING).astype(np.int64), last))[:, :2]
+    entry_b = f.points(auto[b], np.minimum((j_in[b] / SPACING).astype(np.int64), last))[:, :2]
     distinct = np.hypot(*(entry_a - entry_b).T) > 1.0  # same entry point: a queue, left to car following
     a, b = a[distinct], b[distinct]
     if not len(a):
@@ -220,14 +225,15 @@ def _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j
     valid_b = sb <= j_out[b][:, None] + 1.0
     ia = np.minimum((sa / SPACING).astype(np.int64), last)
     ib = np.minimum((sb / SPACING).astype(np.int64), last)
-    pa, pb = f.route[auto[a][:, None], ia, :2], f.route[auto[b][:, None], ib, :2]
+    ra, rb = f.points(auto[a][:, None], ia), f.points(auto[b][:, None], ib)
+    pa, pb = ra[..., :2], rb[..., :2]
     # broad phase on sample pairs, then the boxes each vehicle would occupy at its two samples
     d = pa[:, :, None, :] - pb[:, None, :, :]
     reach = np.hypot(ext[a, 0], ext[a, 1]) + np.hypot(ext[b, 0], ext[b, 1]) + CONFLICT_MARGIN
     close = (np.einsum("pijc,pijc->pij", d, d) < (reach**2)[:, None, None]) & valid_a[:, :, None] & valid_b[:, None, :]
     p, ka, kb = np.nonzero(close)
-    hit = boxes_overlap(pa[p, ka], f.route[auto[a[p]], ia[p, ka], R_HEADING], ext[a[p]],
-                        pb[p, kb], f.route[auto[b[p]], ib[p, kb], R_HEADING], ext[b[p]], CONFLICT_MARGIN)
+    hit = boxes_overlap(pa[p, ka], ra[p, ka, R_HEADING], ext[a[p]], pb[p, kb], rb[p, kb, R_HEADING], ext[b[p]],
+                        CONFLICT_MARGIN)
     first = np.full(len(a), CONFLICT_POINTS)
     np.minimum.at(first, p[hit], ka[hit])
     conflict = first < CONFLICT_POINTS

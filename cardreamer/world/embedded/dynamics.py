@@ -63,9 +63,10 @@ def integrate(xy, yaw, speed, accel, steer, wheelbase, dt, stop_at_zero, forward
 
 def pure_pursuit(xy, yaw, wheelbase, target) -> np.ndarray:
     """Road-wheel angle that steers the rear axle onto the arc through ``target`` points (N, 2)."""
-    fwd = np.stack([np.cos(yaw), np.sin(yaw)], -1)
-    rear = xy - 0.5 * wheelbase[:, None] * fwd
-    d = target - rear
-    alpha = np.arctan2(d[:, 1], d[:, 0]) - yaw
-    dist = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-3)
-    return np.clip(np.arctan2(2.0 * wheelbase * np.sin(alpha), dist), -MAX_STEER, MAX_STEER)
+    c, s = np.cos(yaw), np.sin(yaw)
+    dx = target[:, 0] - (xy[:, 0] - 0.5 * wheelbase * c)  # from the rear axle
+    dy = target[:, 1] - (xy[:, 1] - 0.5 * wheelbase * s)
+    lateral = dy * c - dx * s                              # target offset across the heading
+    dist2 = np.maximum(dx * dx + dy * dy, 1e-6)
+    # curvature of the arc through the target: 2 sin(alpha) / distance = 2 lateral / distance^2
+    return np.clip(np.arctan(2.0 * wheelbase * lateral / dist2), -MAX_STEER, MAX_STEER)

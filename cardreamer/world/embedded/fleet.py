@@ -15,10 +15,8 @@ VEHICLE_FIELDS: dict[str, tuple[tuple, type, float]] = {
     "z": ((), np.float64, 0.0),                 # road height under the vehicle (to tell bridges apart)
     "yaw": ((), np.float64, 0.0),
     "speed": ((), np.float64, 0.0),
-    "accel": ((), np.float64, 0.0),             # longitudinal acceleration of the last tick
     "prev_velocity": ((2,), np.float64, 0.0),
     "velocity": ((2,), np.float64, 0.0),
-    "steer": ((), np.float64, 0.0),             # road-wheel angle (rad)
     "extent": ((2,), np.float64, 0.0),
     "wheelbase": ((), np.float64, 2.9),
     "is_ego": ((), bool, False),
@@ -111,6 +109,14 @@ class Fleet:
             self.route[row] = self.route[last]
         self.route[last] = ROUTE_DEFAULTS
         self.n -= 1
+
+    def points(self, rows, index) -> np.ndarray:
+        """Route points ``index`` of vehicles ``rows`` (broadcast together), with every annotation.
+
+        ``np.take`` on the flattened array is several times faster than 3-D fancy indexing.
+        """
+        flat = np.asarray(rows) * self.route_points + index
+        return np.take(self.route.reshape(-1, ROUTE_COLUMNS), flat, axis=0)
 
     def ensure_route_points(self, count: int) -> None:
         if count > self.route_points:

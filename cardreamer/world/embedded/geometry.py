@@ -4,6 +4,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def box_corners(xy: np.ndarray, yaw: np.ndarray, extent: np.ndarray) -> np.ndarray:
+    """(N, 4, 2) corners of boxes, ordered like ``VehicleArrays.corners``: front-left, front-right,
+    rear-right, rear-left."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    fwd = np.stack([c, s], -1) * extent[:, :1]
+    right = np.stack([-s, c], -1) * extent[:, 1:]
+    return xy[:, None, :] + np.stack([fwd - right, fwd + right, -fwd + right, -fwd - right], 1)
+
+
 def boxes_overlap(xy_a, yaw_a, ext_a, xy_b, yaw_b, ext_b, margin: float = 0.0) -> np.ndarray:
     """Whether oriented boxes a[k] and b[k] overlap, for arrays of pairs (separating axis theorem).
 

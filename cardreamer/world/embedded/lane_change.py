@@ -36,6 +36,7 @@ SAFE_DECEL = 4.0        # m/s^2 the new follower may be asked to brake at most
 MIN_GAP = 2.0           # m of free space needed ahead and behind in the target lane
 JUNCTION_CLEARANCE = 40.0  # m: no lane change this close to the next junction
 MIN_SPEED = 3.0         # m/s
+CHANGE_WATCH = 25.0     # m ahead and behind where vehicles moving into the target lane are watched
 CONTINUATION = 300.0    # m of random continuation after a change ("continue" vehicles)
 
 
@@ -63,9 +64,9 @@ def consider(world: EmbeddedWorld, auto: np.ndarray) -> None:
     s = f.route_s[cand]
     i_now = np.minimum((s / SPACING).astype(np.int64), last)
     i_ahead = np.minimum(((s + LANE_CHANGE_LENGTH + 5.0) / SPACING).astype(np.int64), last)
-    here = f.route[cand, i_now]
+    here = f.points(cand, i_now)
     lane_now = here[:, R_LANE].astype(np.int64)
-    steady = (lane_now >= 0) & (f.route[cand, i_ahead, R_LANE] == lane_now)
+    steady = (lane_now >= 0) & (f.points(cand, i_ahead)[:, R_LANE] == lane_now)
     steady &= here[:, R_JUNCTION_IN] - s > JUNCTION_CLEARANCE
     steady &= here[:, R_STOP_S] - s > JUNCTION_CLEARANCE
     cand, lane_now = cand[steady], lane_now[steady]
@@ -82,19 +83,25 @@ def consider(world: EmbeddedWorld, auto: np.ndarray) -> None:
     if world.map_index.has_levels:
         lon[np.abs(f.z[None, :n] - f.z[cand, None]) >= LEVEL_GAP] = np.nan
     lane_width = width[lane_now][:, None]
+    # the lane each routed vehicle will be in a lane change from now: a vehicle already moving over
+    # counts as in its target lane
+    routed = f.has_route[:n]
+    soon = np.minimum(((f.route_s[:n] + LANE_CHANGE_LENGTH) / SPACING).astype(np.int64), last)
+    lane_soon = np.where(routed, f.points(np.arange(n), soon)[:, R_LANE], -1).astype(np.int64)
     v = f.speed[cand]
     mine = f.behavior[cand]
     v0 = mine[:, B_V0]
     params = (mine[:, B_S0], mine[:, B_HEADWAY], mine[:, B_A_MAX], mine[:, B_B_COMF])
 
-    def neighbours(offset):
-        """(leader gap, leader speed, follower gap, follower row) in the lane ``offset`` widths to the right.
+    def neighbours(offset, lane):
+        """(leader gap, leader speed, follower gap, follower row) in ``lane``, ``offset`` widths to the right.
 
         A vehicle counts as in that lane when its centre lies within the lane's width (plus a
-        margin) of the line parallel to the candidate's heading: a local, straight-road view that
-        also sees vehicles still leaving a junction.
+        margin) of the line parallel to the candidate's heading (a local, straight-road view that
+        also sees vehicles still leaving a junction), or when it is changing into that lane.
         """
         member = np.abs(lat - offset * lane_width) < 0.5 * lane_width + 0.3
+        member |= (lane_soon[None, :] == lane[:, None]) & (np.abs(lon) < CHANGE_WATCH)
         ahead = np.where(member & (lon >= 0), lon, np.inf)
         behind = np.where(member & (lon < 0), -lon, np.inf)
         lead = ahead.argmin(axis=1)
@@ -105,7 +112,7 @@ def consider(world: EmbeddedWorld, auto: np.ndarray) -> None:
         follow_gap = behind[rows, follow] - half - f.extent[follow, 0]
         return lead_gap, f.speed[lead], follow_gap, follow
 
-    lead_gap, lead_v, _, _ = neighbours(0.0)
+    lead_gap, lead_v, _, _ = neighbours(0.0, lane_now)
     a_now = idm_accel(v, v0, lead_gap, v - lead_v, *params)
     best_gain = np.full(len(cand), THRESHOLD)
     best_lane = np.full(len(cand), -1)
@@ -114,7 +121,7 @@ def consider(world: EmbeddedWorld, auto: np.ndarray) -> None:
         ok = target >= 0
         if not ok.any():
             continue
-        t_gap, t_v, f_gap, f_row = neighbours(offset)
+        t_gap, t_v, f_gap, f_row = neighbours(offset, np.where(ok, target, -2))
         a_new = idm_accel(v, v0, t_gap, v - t_v, *params)
         fv = f.speed[f_row]
         theirs = f.behavior[f_row]
@@ -128,8 +135,16 @@ def consider(world: EmbeddedWorld, auto: np.ndarray) -> None:
         better = safe & (gain > best_gain)
         best_gain = np.where(better, gain, best_gain)
         best_lane = np.where(better, target, best_lane)
-    for row, lane in zip(cand[best_lane >= 0].tolist(), best_lane[best_lane >= 0].tolist()):
-        _change_lane(world, row, int(f.route[row, int(f.route_s[row] / SPACING), R_LANE]), lane)
+    go = np.flatnonzero(best_lane >= 0)
+    if len(go) > 1:  # two vehicles choosing the same lane side by side: only the keener one moves
+        same = best_lane[go][:, None] == best_lane[go][None, :]
+        close = np.abs(lon[go][:, cand[go]]) < CHANGE_WATCH
+        keener = (best_gain[go][None, :] > best_gain[go][:, None]) | (
+            (best_gain[go][None, :] == best_gain[go][:, None]) & (go[None, :] < go[:, None]))
+        go = go[~np.any(same & close & keener, axis=1)]
+    for k in go.tolist():
+        row = int(cand[k])
+        _change_lane(world, row, int(lane_now[k]), int(best_lane[k]))
 
 
 def _change_lane(world: EmbeddedWorld, row: int, lane_now: int, target: int) -> None:

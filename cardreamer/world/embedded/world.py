@@ -22,7 +22,7 @@ from cardreamer.world.api import (
 from cardreamer.world.embedded import autopilot, lane_change
 from cardreamer.world.embedded.dynamics import MAX_STEER, ego_acceleration, integrate, resistance_stops
 from cardreamer.world.embedded.fleet import R_HEADING, R_Z, Fleet
-from cardreamer.world.embedded.geometry import boxes_overlap, overlapping_pairs
+from cardreamer.world.embedded.geometry import box_corners, boxes_overlap, overlapping_pairs
 from cardreamer.world.embedded.lane_raster import LaneRaster
 from cardreamer.world.embedded.lights import TrafficLightController
 from cardreamer.world.embedded.route_table import LEVEL_GAP, SPACING, MapIndex, load_route
@@ -59,7 +59,6 @@ class EmbeddedWorld(World):
         self.lights = TrafficLightController(road_map, traffic_lights)
         self._spawn_points = road_map.spawn_points()
         self.fleet = Fleet()
-        self.stats = {"background_collisions": 0}
         self.reset(seed)
 
     # ------------------------------------------------------------------ lifecycle
@@ -74,7 +73,7 @@ class EmbeddedWorld(World):
         self._invasions: dict[int, list[LaneInvasionEvent]] = {}
         self._snapshot: VehicleArrays | None = None
         self._rows_dirty = True
-        self.stats = {"background_collisions": 0}
+        self.stats = {"background_collisions": 0}  # overlapping autopilot pairs, summed over ticks
         self.lights.reset(self.rng)
 
     def close(self) -> None:
@@ -240,6 +239,8 @@ class EmbeddedWorld(World):
             self._rows_dirty = False
 
     def tick(self) -> int:
+        """Drive (autopilot and ego controls), move, track routes, advance lights, then detect
+        collisions and lane events, extend or end routes, and let traffic change lanes."""
         f = self.fleet
         n = f.n
         self._update_rows()
@@ -259,7 +260,7 @@ class EmbeddedWorld(World):
         xy, yaw, speed = integrate(f.xy[:n], f.yaw[:n], f.speed[:n], accel, steer, f.wheelbase[:n], self.dt,
                                    stop_at_zero, ~f.is_ego[:n])
         f.prev_velocity[:n] = f.velocity[:n]
-        f.xy[:n], f.yaw[:n], f.speed[:n], f.accel[:n], f.steer[:n] = xy, yaw, speed, accel, steer
+        f.xy[:n], f.yaw[:n], f.speed[:n] = xy, yaw, speed
         f.velocity[:n] = speed[:, None] * np.stack([np.cos(yaw), np.sin(yaw)], -1)
         self._advance_route_progress()
         self._update_heights()
@@ -271,8 +272,9 @@ class EmbeddedWorld(World):
         elif self._invasions:
             self._invasions = {}
         self._handle_route_ends()
-        if len(auto):
-            lane_change.consider(self, auto)
+        self._update_rows()  # route ends may have removed vehicles
+        if len(self._auto):
+            lane_change.consider(self, self._auto)
         self._snapshot = None
         return self.frame
 
@@ -285,10 +287,10 @@ class EmbeddedWorld(World):
         last = f.route_points - 2
         s = f.route_s[rows]
         i_now = np.minimum((s / SPACING).astype(np.int64), last)
-        along = f.speed[rows] * self.dt * np.cos(f.yaw[rows] - f.route[rows, i_now, R_HEADING])
+        along = f.speed[rows] * self.dt * np.cos(f.yaw[rows] - f.points(rows, i_now)[:, R_HEADING])
         guess = np.clip(((s + along) / SPACING).astype(np.int64), 1, last - 1)
         seg = guess[:, None] + _WINDOW                                      # (R, 4): 3 segments' ends
-        ends = f.route[rows[:, None], seg, :2]
+        ends = f.points(rows[:, None], seg)[..., :2]
         a, d = ends[:, :-1], ends[:, 1:] - ends[:, :-1]
         rx = f.xy[rows, 0, None] - a[..., 0]
         ry = f.xy[rows, 1, None] - a[..., 1]
@@ -305,7 +307,7 @@ class EmbeddedWorld(World):
         if not self.map_index.has_levels:
             return
         rows = self._routed
-        f.z[rows] = f.route[rows, np.minimum((f.route_s[rows] / SPACING).astype(np.int64), f.route_points - 1), R_Z]
+        f.z[rows] = f.points(rows, np.minimum((f.route_s[rows] / SPACING).astype(np.int64), f.route_points - 1))[:, R_Z]
         loose = np.flatnonzero(~f.has_route[: f.n])
         if len(loose):
             lanes = self.raster.lanes_at(f.xy[loose])
@@ -330,7 +332,7 @@ class EmbeddedWorld(World):
 
     def _corners(self, rows) -> np.ndarray:
         f = self.fleet
-        return VehicleArrays.corners(_BoxView(f.xy[rows], f.yaw[rows], f.extent[rows]))
+        return box_corners(f.xy[rows], f.yaw[rows], f.extent[rows])
 
     def _detect_lane_events(self) -> None:
         f = self.fleet
@@ -457,9 +459,3 @@ class EmbeddedWorld(World):
             return bool(self.raster.lanes_at(f.xy[row][None])[0] < 0)
         return bool(f.off_road[row])
 
-
-class _BoxView:
-    """Just enough of VehicleArrays for its ``corners`` method."""
-
-    def __init__(self, xy, yaw, extent):
-        self.xy, self.yaw, self.extent = xy, yaw, extent

@@ -1,0 +1,87 @@
+"""Benchmark DreamerV3 train steps on this machine: compile time, seconds per update and replayed
+steps per second, per model size, on 64x64x3 images with 15 discrete actions.
+
+    python bench/bench_dreamerv3.py --sizes tiny cpu 1m 12m --updates 5
+    python bench/bench_dreamerv3.py --sizes cpu --native        # the preset's own batch size
+    python bench/bench_dreamerv3.py --sizes 12m --set model.strided=true
+
+Each size prints one JSON line; by default every size trains on batches of 16 x 64. Besides wall
+seconds per update it reports CPU seconds (all threads), which other load on the machine inflates
+less than wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import gymnasium as gym
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dreamerv3_backbone.agent import DreamerV3, count_params  # noqa: E402
+from dreamerv3_backbone.config import make_config  # noqa: E402
+
+
+def random_batch(rng: np.random.Generator, b: int, t: int, size: int) -> dict[str, np.ndarray]:
+    batch = {
+        "image": rng.integers(0, 256, (b, t, size, size, 3), dtype=np.uint8),
+        "action": rng.integers(0, 15, (b, t)),
+        "reward": rng.normal(size=(b, t)).astype(np.float32),
+        "is_first": np.zeros((b, t), bool),
+        "is_last": np.zeros((b, t), bool),
+        "is_terminal": np.zeros((b, t), bool),
+    }
+    batch["is_first"][:, 0] = True
+    return batch
+
+
+def bench(size: str, updates: int, native: bool, image: int, overrides: list[str]) -> dict:
+    extra = [] if native else ["model.batch_size=16", "model.batch_length=64"]
+    config = make_config(size, extra + list(overrides))
+    b, t = config.model.batch_size, config.model.batch_length
+    obs_space = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (image, image, 3), np.uint8)})
+    act_space = gym.spaces.Discrete(15)
+    agent = DreamerV3(obs_space, act_space, config)
+    rng = np.random.default_rng(0)
+    batches = [random_batch(rng, b, t, image) for _ in range(2)]
+    start = time.perf_counter()
+    agent.train(batches[0], None)
+    compile_s = time.perf_counter() - start
+    times, cpu_times = [], []
+    for i in range(updates):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        _, metrics = agent.train(batches[i % 2], None)
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+    per_update = float(np.median(times))
+    return {
+        "size": size, "params_m": round(count_params(obs_space, act_space, config.model)["total"] / 1e6, 2),
+        "batch": f"{b}x{t}", "image": f"{image}x{image}", "compile_s": round(compile_s, 2),
+        "s_per_update": round(per_update, 3), "cpu_s_per_update": round(float(np.median(cpu_times)), 3), "replayed_steps_per_s": round(b * t / per_update, 1),
+        "env_steps_per_s_at_ratio_32": round(b * t / per_update / 32, 2), "updates": updates,
+        "loss_finite": bool(np.isfinite(metrics["loss/total"])), "overrides": overrides,
+        "backend": jax.default_backend(), "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+        "jax": jax.__version__,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "cpu", "1m", "12m"])
+    parser.add_argument("--updates", type=int, default=5, help="timed updates after the compiling one")
+    parser.add_argument("--native", action="store_true", help="use each preset's batch instead of 16 x 64")
+    parser.add_argument("--image", type=int, default=64, help="square image size")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. model.strided=true")
+    args = parser.parse_args()
+    for size in args.sizes:
+        print(json.dumps(bench(size, args.updates, args.native, args.image, args.set)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The DreamerV3 agent: every size traced abstractly, world-model learning on a deterministic env,
+report, checkpoint round trip, continuous actions."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import DotEnv
+
+import gymnasium as gym
+from dreamerv3_backbone.agent import DreamerV3, Model, count_params
+from dreamerv3_backbone.config import make_config
+from dreamerv3_backbone.envs import make_vector_env
+from dreamerv3_backbone.loop import Collector
+from dreamerv3_backbone.replay import Replay
+
+NOMINAL = {"1m": 1e6, "12m": 12e6, "25m": 25e6, "50m": 50e6, "100m": 100e6, "200m": 200e6}
+
+
+@pytest.mark.parametrize("size", ["tiny", "cpu", "1m", "12m", "25m", "50m", "100m", "200m"])
+def test_every_size_traces_a_full_train_step_abstractly(size):
+    cfg = make_config(size, ["model.batch_size=2", "model.batch_length=4", "model.compute_dtype=float32"])
+    obs_space = gym.spaces.Dict({"birdeye": gym.spaces.Box(0, 255, (64, 64, 3), np.uint8),
+                                 "state": gym.spaces.Box(-1, 1, (6,), np.float32)})
+    act_space = gym.spaces.Discrete(15)
+    model = Model(obs_space, act_space, cfg.model, seed=0, abstract=True)
+    state = jax.eval_shape(model.init_state, model.take_initial_params(), 0)
+    b, t = 2, 4
+    batch = {"birdeye": jax.ShapeDtypeStruct((b, t, 64, 64, 3), np.uint8),
+             "state": jax.ShapeDtypeStruct((b, t, 6), np.float32),
+             "action": jax.ShapeDtypeStruct((b, t), np.int32), "reward": jax.ShapeDtypeStruct((b, t), np.float32),
+             **{k: jax.ShapeDtypeStruct((b, t), bool) for k in ("is_first", "is_last", "is_terminal")}}
+    new_state, metrics = jax.eval_shape(model._train_step, state, batch)
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    assert all(m.shape == () for m in metrics.values()) and "loss/total" in metrics
+    bev = gym.spaces.Dict({"birdeye": gym.spaces.Box(0, 255, (128, 128, 3), np.uint8)})
+    total = count_params(bev, act_space, cfg.model)["total"]
+    if size in NOMINAL:  # the reference names sizes by their parameter count
+        assert 0.75 * NOMINAL[size] < total < 1.3 * NOMINAL[size], total
+
+
+@pytest.fixture(scope="module")
+def dot_agent_and_replay():
+    config = make_config("tiny", ["model.compute_dtype=float32"])
+    envs = make_vector_env(DotEnv, 2, parallel=False)
+    agent = DreamerV3(envs.single_observation_space, envs.single_action_space, config)
+    replay = Replay(config.model.batch_length, 10_000, 64, online=False, seed=0)
+    collector = Collector(envs, seed=0)
+    for _ in range(200):
+        steps, _ = collector.step(agent, "train")
+        for i in range(2):
+            replay.add({k: v[i] for k, v in steps.items()}, env=i)
+    envs.close()
+    return agent, replay, config
+
+
+def test_world_model_loss_falls_on_a_deterministic_env(dot_agent_and_replay):
+    agent, replay, _ = dot_agent_and_replay
+    history = [agent.train(replay.sample(4), None)[1] for _ in range(150)]
+    first = {k: np.mean([h[k] for h in history[:10]]) for k in ("loss/rec", "loss/rew", "loss/con")}
+    last = {k: np.mean([h[k] for h in history[-10:]]) for k in first}
+    assert last["loss/rec"] < 0.2 * first["loss/rec"], (first, last)
+    assert last["loss/rew"] < 0.5 * first["loss/rew"], (first, last)
+    assert all(np.isfinite(v) for h in history for v in h.values())
+
+
+def test_report_shows_real_and_imagined_frames_side_by_side(dot_agent_and_replay):
+    agent, replay, config = dot_agent_and_replay
+    out = agent.report(replay.sample(4))
+    video = out["openloop/image"]
+    assert video.dtype == np.uint8 and video.shape == (config.model.batch_length, 4 * 16, 2 * 16, 3)
+    assert 0 <= out["openloop/image_mse"] < 0.1
+
+
+def test_checkpoint_round_trip_restores_identical_training(dot_agent_and_replay, tmp_path):
+    agent, replay, config = dot_agent_and_replay
+    path = str(tmp_path / "agent.pkl")
+    agent.save(path)
+    restored = DreamerV3(agent.obs_space, agent.act_space, config)
+    restored.load(path)
+    batch = replay.sample(4)
+    _, a = agent.train(batch, None)
+    _, b = restored.train(batch, None)
+    assert a == b
+    obs = {"image": batch["image"][:, 0], "is_first": np.ones(4, bool)}
+    np.testing.assert_array_equal(agent.policy(obs, None, "eval")[0], restored.policy(obs, None, "eval")[0])
+    with pytest.raises(ValueError, match="does not match"):
+        other = DreamerV3(gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (32, 32, 3), np.uint8)}),
+                          gym.spaces.Discrete(2), config)
+        other.load(path)
+
+
+def test_continuous_actions_train_and_stay_in_bounds():
+    config = make_config("tiny", ["model.compute_dtype=float32"])
+    obs_space = gym.spaces.Dict({"position": gym.spaces.Box(-1, 1, (8,), np.float32)})
+    act_space = gym.spaces.Box(np.array([-2.0, 0.0]), np.array([2.0, 0.5]), dtype=np.float32)
+    agent = DreamerV3(obs_space, act_space, config)
+    rng = np.random.default_rng(0)
+    obs = {"position": rng.normal(size=(64, 8)).astype(np.float32), "is_first": np.ones(64, bool)}
+    action, state = agent.policy(obs, None, "train")
+    assert action.shape == (64, 2) and (action >= act_space.low).all() and (action <= act_space.high).all()
+    assert action.std(0).min() > 0.01
+    b, t = config.model.batch_size, config.model.batch_length
+    batch = {"position": rng.normal(size=(b, t, 8)).astype(np.float32),
+             "action": rng.uniform(act_space.low, act_space.high, (b, t, 2)).astype(np.float32),
+             "reward": rng.normal(size=(b, t)).astype(np.float32), "is_first": np.zeros((b, t), bool),
+             "is_last": np.zeros((b, t), bool), "is_terminal": np.zeros((b, t), bool)}
+    _, metrics = agent.train(batch, None)
+    assert np.isfinite(metrics["loss/total"]) and metrics["actor_entropy"] != 0
+
+
+def test_unsupported_spaces_fail_clearly():
+    config = make_config("tiny")
+    with pytest.raises(ValueError, match="Discrete.*Box"):
+        DreamerV3(gym.spaces.Dict({"x": gym.spaces.Box(0, 1, (3,))}), gym.spaces.MultiBinary(3), config)
+    with pytest.raises(ValueError, match="model.cnn_keys"):
+        DreamerV3(gym.spaces.Dict({"x": gym.spaces.Box(0, 1, (3,))}), gym.spaces.Discrete(2),
+                  make_config("tiny", ["model.mlp_keys=nothing"]))

@@ -1,0 +1,186 @@
+"""The training loop with backbones plugged in through the registry: a user's own backbone,
+the random baseline, checkpoints interrupted by SIGKILL, resume, evaluation and the CLI."""
+
+import functools
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from conftest import ReachEnv
+
+from dreamerv3_backbone import evaluate, make_config, register_backbone, train
+from dreamerv3_backbone.checkpoint import checkpoint_dirs, load_counters
+from dreamerv3_backbone.cli import config_from_args, register
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class TabularQ:
+    """A user's backbone: Q-learning on the argmax of the 'position' one-hot, from replayed batches."""
+
+    def __init__(self, obs_space, act_space, config):
+        self.q = np.zeros((obs_space["position"].shape[0], act_space.n))
+        self.rng = np.random.default_rng(config.seed)
+
+    def policy(self, obs, state, mode):
+        greedy = self.q[obs["position"].argmax(-1)].argmax(-1)
+        explore = self.rng.random(len(greedy)) < (0.3 if mode == "train" else 0.0)
+        return np.where(explore, self.rng.integers(self.q.shape[1], size=len(greedy)), greedy), state
+
+    def train(self, batch, state):
+        expected = {"position", "action", "reward", "is_first", "is_last", "is_terminal"}
+        assert set(batch) == expected and all(v.shape[:2] == (4, 16) for v in batch.values()), batch.keys()
+        s, a = batch["position"].argmax(-1), batch["action"]
+        for t in range(s.shape[1] - 1):
+            valid = ~batch["is_last"][:, t]
+            target = batch["reward"][:, t + 1] + 0.9 * self.q[s[:, t + 1]].max(-1) * ~batch["is_terminal"][:, t + 1]
+            np.add.at(self.q, (s[valid, t], a[valid, t]), 0.2 * (target[valid] - self.q[s[valid, t], a[valid, t]]))
+        return state, {"q_mean": float(self.q.mean())}
+
+    def report(self, batch):
+        return {"q_max": float(self.q.max())}
+
+    def save(self, path):
+        with open(path, "wb") as f:
+            pickle.dump(self.q, f)
+
+    def load(self, path):
+        with open(path, "rb") as f:
+            self.q = pickle.load(f)
+
+
+register_backbone("test_tabular_q", TabularQ)
+vector_reach = functools.partial(ReachEnv, image=False)
+
+
+def _config(tmp_path, backbone, steps, *extra):
+    return make_config("tiny", [f"logdir={tmp_path}", f"backbone={backbone}", f"run.steps={steps}",
+                                "run.train_fill=100", "run.progress=false", "run.eval_every=0", *extra])
+
+
+def test_custom_backbone_trains_through_the_loop_and_evaluates(tmp_path):
+    summary = train(_config(tmp_path, "test_tabular_q", 2000, "run.train_ratio=16"), env_fn=vector_reach)
+    assert summary["env_steps"] == 2000 and summary["updates"] > 100
+    assert "train/q_mean" in json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    scores = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert len(scores) == summary["episodes"] > 50
+    assert {"episode/return", "episode/length", "episode/success", "episode/route_completion"} <= set(scores[0])
+    result = evaluate(str(tmp_path), episodes=10, env_fn=vector_reach, json_path=str(tmp_path / "eval.json"),
+                      show=False)
+    assert result["episodes"] == 10 and result["return"] > 12  # a random policy gets about 3
+    assert result["success_rate"] == 1.0 and 0 <= result["collision_rate"] <= 1
+    assert json.loads((tmp_path / "eval.json").read_text())["return"] == result["return"]
+
+
+class RecordingPublisher:
+    def __init__(self):
+        self.frames, self.metrics, self.episodes, self.closed = [], [], [], False
+
+    def publish_metrics(self, step, metrics):
+        self.metrics.append((step, metrics))
+
+    def publish_frame(self, stream, image, env_index=0):
+        assert image.dtype == np.uint8 and image.shape == (16, 16, 3)
+        self.frames.append((stream, env_index))
+
+    def publish_episode(self, metrics, env_index=0):
+        self.episodes.append(metrics)
+
+    def close(self):
+        self.closed = True
+
+
+def test_random_backbone_publishes_and_writes_run_files(tmp_path):
+    publisher = RecordingPublisher()
+    summary = train(_config(tmp_path, "random", 300, "run.eval_every=100", "run.eval_episodes=2"),
+                    env_fn=ReachEnv, publisher=publisher)
+    assert summary["updates"] > 0 and summary["eval"]["episodes"] == 2
+    assert len(publisher.frames) == 300 and publisher.frames[0] == ("image", 0)
+    assert any("eval/return" in m for _, m in publisher.metrics) and len(publisher.episodes) >= 10
+    assert not publisher.closed  # a publisher handed in is the caller's to close
+    assert make_config("tiny", {"logdir": str(tmp_path)}).logdir == str(tmp_path)
+    assert "backbone: random" in (tmp_path / "config.yaml").read_text()
+    assert list((tmp_path / "videos").glob("eval-image-*.mp4"))  # episode videos of the image key
+    with pytest.raises(KeyError, match="unknown backbone 'nope'.*random"):
+        train(_config(tmp_path / "x", "nope", 10), env_fn=ReachEnv)
+
+
+_KILLED_RUN = textwrap.dedent("""
+    import os, pickle, sys, time
+    sys.path.insert(0, {here!r})
+    from conftest import ReachEnv
+    from dreamerv3_backbone import RandomBackbone, make_config, register_backbone, train
+
+    class SlowSave(RandomBackbone):
+        def save(self, path):  # a slow disk: the file is half written for a while
+            data = pickle.dumps({{"rng": self.rng.bit_generator.state, "updates": self.updates}})
+            with open(path, "wb") as f:
+                f.write(data[:10]); f.flush(); time.sleep(0.3); f.write(data[10:])
+
+    register_backbone("slow_random", SlowSave)
+    train(make_config("tiny", ["logdir={logdir}", "backbone=slow_random", "run.steps=10000000",
+                               "run.train_fill=50", "run.save_every=0.5", "run.progress=false",
+                               "run.eval_every=0"]), env_fn=ReachEnv)
+""")
+
+
+def test_resume_after_sigkill_during_checkpoint_write(tmp_path):
+    from dreamerv3_backbone import RandomBackbone
+
+    script = _KILLED_RUN.format(here=HERE, logdir=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    root = tmp_path / "checkpoints"
+    try:
+        while time.time() < deadline:
+            partial = list(root.glob("*.tmp/agent.pkl")) if root.exists() else []
+            if len(checkpoint_dirs(str(tmp_path))) >= 2 and partial:
+                os.kill(proc.pid, signal.SIGKILL)  # mid-write: agent.pkl is half written
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.02)
+        else:
+            pytest.fail("the run never wrote two checkpoints")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert list(root.glob("*.tmp"))  # the interrupted write is left behind, unrenamed
+    complete = checkpoint_dirs(str(tmp_path))
+    saved = load_counters(complete[-1])
+    assert saved["env_steps"] > 0
+
+    register_backbone("slow_random", RandomBackbone)
+    steps = saved["env_steps"] + 200
+    summary = train(make_config("tiny", [f"logdir={tmp_path}", "backbone=slow_random", f"run.steps={steps}",
+                                         "run.train_fill=50", "run.progress=false", "run.eval_every=0"]),
+                    env_fn=ReachEnv)
+    assert summary["env_steps"] == steps  # continued from the checkpoint, not from zero
+    assert summary["updates"] > saved["updates"]
+    assert not list(root.glob("*.tmp")) and len(checkpoint_dirs(str(tmp_path))) <= 3
+    assert load_counters(checkpoint_dirs(str(tmp_path))[-1])["env_steps"] == steps
+    assert len(list((tmp_path / "replay").glob("*.npz"))) >= 2  # the old stream was kept
+
+
+def test_cli_train_with_parallel_envs_and_eval(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args, extra = parser.parse_known_args(["train", "--task", "CartPole-v1", "--backbone", "random", "--size",
+                                           "tiny", "--steps", "400", "--logdir", str(tmp_path), "--envs", "2",
+                                           "--eval-every", "0", "--run.progress=false", "--run.train_fill=64"])
+    config = config_from_args(args, extra)
+    assert config.env.num_envs == 2 and config.run.steps == 400 and config.env.task == "CartPole-v1"
+    assert args.handler(args, extra) == 0
+    assert "trained 400 env steps" in capsys.readouterr().out
+    args, extra = parser.parse_known_args(["eval", "--logdir", str(tmp_path), "--episodes", "3", "--json"])
+    assert args.handler(args, extra) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["episodes"] == 3 and result["success_rate"] is None and result["return"] > 0
