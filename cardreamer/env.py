@@ -87,7 +87,7 @@ class CarDreamerEnv(gymnasium.Env):
         if terminated or truncated:
             info["terminal_reason"] = reason or "time_limit"
             info.update(self.task.episode_metrics(reason), episode_return=self.episode_return)
-        self._publish(obs, info)
+        self._publish(obs, {**info, "reward": reward})
         return obs, reward, terminated, truncated, info
 
     def render(self):

@@ -24,6 +24,8 @@ WHEELBASE = 2.9
 MAX_STEER = np.radians(35.0)
 LOOKAHEAD_DISTANCE = 40.0
 PATH_MARGIN = 0.5
+CROSSING_ANGLE = np.radians(60.0)
+"""A moving vehicle heading further than this from the path is crossing it, not leading on it."""
 """Metres beside the ego's own half width within which a vehicle's box blocks its path."""
 STOP_MARGIN = 3.0
 """Where the ego's centre should come to rest before a stop line (m): front bumper just short of it."""
@@ -35,7 +37,7 @@ SIGN_STOP_TIME = 1.2
 YIELD_HORIZON = 40.0      # m of own path checked for conflicts with other vehicles' routes
 YIELD_SENSE = 80.0        # m: vehicles farther away are ignored
 OTHER_HORIZON_TIME = 7.0  # s of another vehicle's route looked at (at its current speed, min 15 m)
-CONFLICT_DISTANCE = 3.2   # m between two path points that counts as the paths meeting
+CONFLICT_DISTANCE = 2.6   # m between two path points that counts as the paths meeting
 ON_PATH_DISTANCE = 2.2    # m: a vehicle this close to the own path is a leader/follower, not a crosser
 SAFETY_TIME = 2.0         # s between the ego clearing a crossing and the other arriving (half for merges)
 START_ACCEL = 2.0         # m/s^2 assumed when estimating how long the ego needs to clear a conflict
@@ -170,9 +172,13 @@ class ExpertPolicy:
             return np.inf, 0.0, None
         d = _distance_to_boxes(path, v.xy[near], v.yaw[near], v.extent[near])
         blocked = d < v.extent[i, 1] + PATH_MARGIN
-        if not blocked.any():
-            return np.inf, 0.0, None
         first = np.where(blocked.any(axis=1), blocked.argmax(axis=1), 1 << 30)
+        # a vehicle moving across the path is a crossing, left to the yielding rule
+        path_heading = route.heading_at(route.s[np.minimum(lo + np.minimum(first, len(path) - 1), len(route.s) - 1)])
+        across = np.abs(np.angle(np.exp(1j * (v.yaw[near] - path_heading)))) > CROSSING_ANGLE
+        first[across & (v.speed[near] > 1.0)] = 1 << 30
+        if not (first < 1 << 30).any():
+            return np.inf, 0.0, None
         j = int(np.argmin(first))
         path_s = route.s[min(lo + first[j], len(route.s) - 1)] - s
         gap = path_s - v.extent[i, 0]

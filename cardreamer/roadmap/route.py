@@ -123,7 +123,14 @@ def plan_route_via(road_map: RoadMap, waypoints) -> Route:
 
 def random_route(road_map: RoadMap, rng: np.random.Generator, start_lane: int, s_start: float,
                  length: float, allow_lane_change: bool = False) -> Route:
-    """A random drive of about ``length`` metres along successor lanes (random turns at junctions)."""
+    """A random drive of about ``length`` metres along successor lanes (random turns at junctions).
+
+    Raises MapError when the start is at the very end of a lane that leads nowhere.
+    """
+    start = road_map.lanes[start_lane]
+    if start.length - s_start < 1.0 and not start.successors:
+        raise MapError(f"no route from lane {start.key} of map {road_map.name!r}: it ends {start.length - s_start:.1f} m "
+                       f"ahead at the map edge")
     lanes = [start_lane]
     total = road_map.lanes[start_lane].length - s_start
     while total < length:
