@@ -131,9 +131,12 @@ class World(ABC):
         lane or the box would overlap another vehicle.
         """
 
-    @abstractmethod
     def try_spawn_vehicle(self, pose: Pose, **kwargs) -> int | None:
-        """Like spawn_vehicle but returns None instead of raising when the spot is occupied."""
+        """Like spawn_vehicle but returns None instead of raising when the vehicle cannot be placed."""
+        try:
+            return self.spawn_vehicle(pose, **kwargs)
+        except SpawnError:
+            return None
 
     @abstractmethod
     def spawn_traffic(self, count: int, behavior: Behavior | None = None,

@@ -14,7 +14,6 @@ from cardreamer.world.api import (
     CollisionEvent,
     LaneInvasionEvent,
     Pose,
-    SpawnError,
     TrafficLightStates,
     VehicleArrays,
     World,
@@ -60,12 +59,6 @@ class StaticWorld(World):
         self._progress.pop(actor_id, None)
         self._snapshot = None
         return actor_id
-
-    def try_spawn_vehicle(self, pose: Pose, **kwargs) -> int | None:
-        try:
-            return self.spawn_vehicle(pose, **kwargs)
-        except SpawnError:
-            return None
 
     def spawn_traffic(self, count: int, behavior: Behavior | None = None,
                       exclude_near: np.ndarray | None = None, exclude_radius: float = 0.0) -> list[int]:

@@ -308,12 +308,6 @@ class CarlaWorld(World):
             raise SpawnError(f"cannot spawn a {role} vehicle at ({pose.x:.1f}, {pose.y:.1f}): {result}")
         return result
 
-    def try_spawn_vehicle(self, pose: Pose, **kwargs) -> int | None:
-        try:
-            return self.spawn_vehicle(pose, **kwargs)
-        except SpawnError:
-            return None
-
     def spawn_traffic(self, count: int, behavior: Behavior | None = None,
                       exclude_near: np.ndarray | None = None, exclude_radius: float = 0.0) -> list[int]:
         """Up to ``count`` autopilot vehicles at random free spawn points (one batch), each with a random route."""
