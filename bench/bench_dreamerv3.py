@@ -24,8 +24,8 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dreamerv3_backbone.agent import DreamerV3, count_params  # noqa: E402
-from dreamerv3_backbone.config import make_config  # noqa: E402
+from dreamerv3_backbone.agent import DreamerV3, count_params
+from dreamerv3_backbone.config import make_config
 
 
 def random_batch(rng: np.random.Generator, b: int, t: int, size: int) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 
@@ -59,6 +59,29 @@ def evaluate(task: str, policy: str, episodes: int, overrides: list[str] | None 
             "steps_per_s": steps / (time.perf_counter() - start)}
 
 
+def save_picture(task: str, directory: str, steps: int = 130) -> str:
+    """A spectator BEV (512 px) of ``task`` after ``steps`` expert steps of seed 0, as a PNG."""
+    import cv2
+
+    from cardreamer.env import make_env
+    from cardreamer.expert import ExpertPolicy
+
+    env = make_env(task, render_mode="rgb_array", seed=0)
+    expert = ExpertPolicy(env)
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(expert.act())
+        if terminated or truncated:
+            break
+    frame = env.render()
+    env.close()
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{task}.png")
+    tmp = path + ".tmp.png"
+    cv2.imwrite(tmp, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    os.replace(tmp, path)
+    return path
+
+
 def summarize(result: dict) -> dict:
     rows = result["episodes"]
     summary = {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
@@ -88,14 +111,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--override", action="append", default=[], help="dotted override for every task")
     parser.add_argument("--json", help="also write every episode's figures to this JSON file")
+    parser.add_argument("--pictures", metavar="DIR", help="only save one BEV picture per task into DIR (docs/img/tasks)")
     args = parser.parse_args(argv)
     tasks = args.tasks or [t for t in task_names() if not t.startswith("carla_")]
+    if args.pictures:
+        for task in tasks:
+            print(save_picture(task, args.pictures))
+        return 0
     jobs = [(t, p) for t in tasks for p in args.policies]
-    jobs.sort(key=lambda tp: tp[1] != "expert")  # the long expert runs first
+    jobs.sort(key=lambda tp: POLICIES.index(tp[1]) if tp[1] != "constant" else 1)  # expert, constant, random
+    results = {}
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = {job: pool.submit(evaluate, *job, args.episodes, args.override) for job in jobs}
-        results = {job: f.result() for job, f in futures.items()}
+        futures = {pool.submit(evaluate, *job, args.episodes, args.override): job for job in jobs}
+        for future in as_completed(futures):
+            results[futures[future]] = result = future.result()
+            print(table([summarize(result)]).splitlines()[-1], flush=True)  # progress, one row per job
     ordered = [results[(t, p)] for t in tasks for p in args.policies]
+    print()
     print(table([summarize(r) for r in ordered]))
     if args.json:
         tmp = f"{args.json}.tmp"

@@ -47,7 +47,7 @@ class CarDreamerEnv(gymnasium.Env):
         self.config = config if config is not None else build_config(task, overrides)[0]
         self.render_mode = render_mode
         env_cfg = self.config.env
-        self.road_map = RoadMap.load(self.config.task.map, env_cfg.world.map_dir)
+        self.road_map = RoadMap.load(self.config.task.map, env_cfg.world.map_dir).with_stop_signs(self.config.task.stop_signs)
         self.task = make_task_logic(self.config.task, self.road_map)
         self.world = make_world(env_cfg.world, self.road_map)
         self.actions = ActionMapper(env_cfg.action)

@@ -24,6 +24,8 @@ WHEELBASE = 2.9
 MAX_STEER = np.radians(35.0)
 LOOKAHEAD_DISTANCE = 40.0
 PATH_MARGIN = 0.5
+PATH_HALF_WIDTH = 1.6
+"""Metres from the path within which a moving vehicle's centre (plus its half width) blocks it."""
 CROSSING_ANGLE = np.radians(60.0)
 """A moving vehicle heading further than this from the path is crossing it, not leading on it."""
 """Metres beside the ego's own half width within which a vehicle's box blocks its path."""
@@ -44,7 +46,7 @@ START_ACCEL = 2.0         # m/s^2 assumed when estimating how long the ego needs
 BRAKE_FOR_YIELD = 4.0     # m/s^2: past the point where this stops it, the ego is committed
 STOPPED_SPEED = 0.5       # m/s: vehicles slower than this are waiting, not claiming the way
 CREEP_CLEARANCE = 1.0     # m between the waiting ego's front bumper and the other vehicle's path
-MERGE_ANGLE = np.radians(35.0)  # paths meeting at a smaller angle merge (same lane after), others cross
+MERGE_CHECK = 8.0         # m after a meeting point where merged paths are still together
 OTHER_BRAKE = 5.0         # m/s^2 another vehicle may be asked to brake for the ego
 OTHER_MARGIN = 3.0        # m it should still have left when stopped
 
@@ -171,7 +173,11 @@ class ExpertPolicy:
         if len(path) < 2:
             return np.inf, 0.0, None
         d = _distance_to_boxes(path, v.xy[near], v.yaw[near], v.extent[near])
-        blocked = d < v.extent[i, 1] + PATH_MARGIN
+        # stopped vehicles block with their whole box; moving ones where their centre line meets the path
+        moving = v.speed[near] > 1.0
+        centre = np.linalg.norm(v.xy[near][:, None, :] - path[None], axis=2)
+        blocked = np.where(moving[:, None], centre < PATH_HALF_WIDTH + v.extent[near, 1:],
+                           d < v.extent[i, 1] + PATH_MARGIN)
         first = np.where(blocked.any(axis=1), blocked.argmax(axis=1), 1 << 30)
         # a vehicle moving across the path is a crossing, left to the yielding rule
         path_heading = route.heading_at(route.s[np.minimum(lo + np.minimum(first, len(path) - 1), len(route.s) - 1)])
@@ -199,13 +205,14 @@ class ExpertPolicy:
                 if ahead > braking or state_of.get(index) == TrafficLightStates.RED and ahead > 0.5 * braking:
                     gap = min(gap, ahead - STOP_MARGIN + IDM_STANDSTILL)
             elif kind == "stop_sign" and index not in self._stopped_at:
-                if ahead < STOP_MARGIN + 2.0 and abs(speed) < 0.1:
-                    self._stop_timer += dt
-                    if self._stop_timer >= SIGN_STOP_TIME:
-                        self._stopped_at.add(index)
-                        self._stop_timer = 0.0
-                        continue
-                gap = min(gap, ahead - STOP_MARGIN + IDM_STANDSTILL)
+                at_line = ahead < STOP_MARGIN + 2.0
+                self._stop_timer = self._stop_timer + dt if at_line and abs(speed) < 0.1 else 0.0
+                if self._stop_timer >= SIGN_STOP_TIME:
+                    self._stopped_at.add(index)
+                    self._stop_timer = 0.0
+                    continue
+                # at the line: hold the brake until the stop is complete
+                gap = min(gap, 0.0 if at_line else ahead - STOP_MARGIN + IDM_STANDSTILL)
         return max(gap, 0.0) if np.isfinite(gap) else np.inf
 
     def _yield_gap(self, env: CarDreamerEnv, v: VehicleArrays, i: int, route, s, speed, target) -> float:
@@ -254,8 +261,9 @@ class ExpertPolicy:
                 continue  # too late to stop before it: go on
             d_other = float(other_route.s[a + m] - progress) - float(v.extent[j, 0])
             half = float(v.extent[i, 0])
-            crossing = abs(np.angle(np.exp(1j * (route.heading_at(s + s_conflict)
-                                                 - other_route.heading_at(other_route.s[a + m]))))) > MERGE_ANGLE
+            # merging paths stay together after they meet; crossing ones part again
+            after = min(int(np.searchsorted(own_s, own_s[k] + MERGE_CHECK)), len(own) - 1)
+            crossing = bool(np.min(d[after]) >= CONFLICT_DISTANCE)
             if d_other < 0 and not crossing:
                 continue  # already past the merge point: it will be a leader, handled by car following
             d_other = max(d_other, 0.0)

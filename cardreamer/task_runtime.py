@@ -16,7 +16,7 @@ from cardreamer.config import BehaviorSpec, FlowSpec, PoseSpec, TaskSpec
 from cardreamer.rewards import REWARD_TERMS, TERMINAL_CHECKS, TERMINAL_DEFAULTS, StepContext
 from cardreamer.roadmap import MapError, RoadMap, Route, plan_route_via, random_route
 from cardreamer.roadmap.lane import project_onto_polyline
-from cardreamer.world.api import Behavior, Pose, World
+from cardreamer.world.api import Behavior, Pose, SpawnError, World
 
 TASK_LOGIC: dict[str, type["RouteTask"]] = {}
 
@@ -54,8 +54,6 @@ class RouteTask:
         self.spec = spec
         self.road_map = road_map
         self.terminal_cfg = {**TERMINAL_DEFAULTS, **spec.terminal}
-        for xy in spec.stop_signs:
-            road_map.add_stop_sign(np.asarray(xy, float), sign_id=f"task-stop-{xy[0]:.1f}-{xy[1]:.1f}")
         self.ego_id = -1
         self.route: Route | None = None
 
@@ -95,8 +93,11 @@ class RouteTask:
                 break
             x, y = points.xy[k]
             route = random_route(self.road_map, rng, int(points.lane[k]), float(points.s[k]), 400.0)
-            actor = world.try_spawn_vehicle(Pose(float(x), float(y), float(points.yaw[k])), route=route,
-                                            behavior=to_behavior(traffic.behavior, rng))
+            try:
+                actor = world.try_spawn_vehicle(Pose(float(x), float(y), float(points.yaw[k])), route=route,
+                                                behavior=to_behavior(traffic.behavior, rng))
+            except SpawnError:  # a lane point that the map resolves to no lane (overlapping junction roads)
+                continue
             placed += actor is not None
 
     def _ego_pose(self, rng: np.random.Generator) -> tuple[Pose, int, float]:

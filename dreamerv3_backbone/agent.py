@@ -35,7 +35,7 @@ def split_keys(obs_space: gym.spaces.Dict, cnn_pattern: str, mlp_pattern: str) -
     images, vectors = {}, {}
     for key, space in obs_space.spaces.items():
         if not isinstance(space, gym.spaces.Box):
-            raise ValueError(f"observation key {key!r}: only Box spaces are supported, got {space}")
+            raise TypeError(f"observation key {key!r}: only Box spaces are supported, got {space}")
         if len(space.shape) == 3 and space.dtype == np.uint8:
             if re.fullmatch(cnn_pattern, key):
                 images[key] = tuple(space.shape)
@@ -96,12 +96,14 @@ class Model:
     def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, cfg, seed: int, abstract: bool = False):
         """With ``abstract``, parameters are shape/dtype placeholders (nothing is allocated)."""
         if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
-            raise ValueError(f"action space {act_space}: only Discrete(n) and Box are supported")
+            raise TypeError(f"action space {act_space}: only Discrete(n) and Box are supported")
         self.cfg, self.act_space = cfg, act_space
         self._key = (repr(sorted(cfg.to_dict().items())), repr(obs_space), repr(act_space))
-        build = lambda: Networks(obs_space, act_space, cfg, resolve_dtype(cfg.compute_dtype), seed)  # noqa: E731
-        nets = nnx.eval_shape(build) if abstract else build()
+        build = lambda: Networks(obs_space, act_space, cfg, resolve_dtype(cfg.compute_dtype), seed)
+        nets = nnx.eval_shape(build)
         self.graphdef, self._initial_params = nnx.split(nets, nnx.Param)
+        if not abstract:  # one compiled initialiser instead of one per parameter shape
+            self._initial_params = jax.jit(lambda: nnx.split(build(), nnx.Param)[1])()
         self.critic_graphdef = nnx.graphdef(nets.critic)
         self.discrete, self.action_size = nets.discrete, nets.action_size
         self.image_keys = list(nets.decoder.image_keys)
@@ -184,7 +186,6 @@ class Model:
     # ------------------------------------------------------------------ training
 
     def _world_model_loss(self, nets: Networks, batch: dict, key: jax.Array):
-        cfg = self.cfg
         action = self._to_model_action(batch["action"])
         prev_action = jnp.concatenate([jnp.zeros_like(action[:, :1]), action[:, :-1]], 1)
         tokens = nets.encoder(batch)
@@ -227,7 +228,7 @@ class Model:
 
         # Imagination from every replayed posterior state; the world model gets no gradient here.
         start = jax.tree.map(lambda x: sg(x.reshape(b * t, *x.shape[2:])), states)
-        policy = lambda f, k: sg(self._act_sample(nets, sg(f), k))  # noqa: E731
+        policy = lambda f, k: sg(self._act_sample(nets, sg(f), k))
         img_states, img_actions = nets.rssm.imagine(start, policy, cfg.imag_horizon, k_img)
         img_feat = sg(nets.rssm.feat(img_states))
         rew = dists.twohot_mean(nets.reward(img_feat), self.bins)

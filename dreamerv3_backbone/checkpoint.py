@@ -56,7 +56,7 @@ def load_latest(logdir: str, load_agent: Callable[[str], None]) -> tuple[str, di
         try:
             counters = load_counters(path)
             load_agent(os.path.join(path, "agent.pkl"))
-        except Exception as error:  # a damaged checkpoint: fall back to an older one
+        except Exception as error:  # noqa: BLE001 - any damage to a checkpoint: fall back to an older one
             errors.append(f"{path}: {error!r}")
             continue
         if errors:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
-from .config import SIZES, make_config
+from .config import DEFAULTS, SIZES, Config, apply_overrides, flat_keys, make_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,29 +30,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--eval-every", type=int, help="env steps between evaluations (0: never)")
     train.add_argument("--eval-episodes", type=int)
     train.add_argument("--serve", action="store_true", help="publish metrics and frames to the visualizer")
-    train.set_defaults(handler=run_train)
+    train.set_defaults(func=run_train)
 
     evaluate = subparsers.add_parser("eval", help="evaluate a trained backbone")
     evaluate.add_argument("--logdir", help="run directory (uses its newest checkpoint)")
     evaluate.add_argument("--checkpoint", help="a checkpoint folder, logdir/checkpoints/<step>")
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--json", nargs="?", const="-", help="write the results as JSON to this file ('-': stdout)")
-    evaluate.set_defaults(handler=run_eval)
+    evaluate.set_defaults(func=run_eval)
 
 
-def config_from_args(args: argparse.Namespace, extra: list[str]) -> dict:
-    """The config for ``train`` from parsed flags and dotted ``--key=value`` overrides."""
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config for ``train`` from parsed flags and the dotted ``--key=value`` overrides in
+    ``args.overrides``. Keys of this package's config set it; other ``env.`` keys (such as
+    ``--env.world.backend=carla``) are handed to the CarDreamer env as ``env.overrides``."""
     overrides = [f"env.task={args.task}", f"backbone={args.backbone}", f"logdir={args.logdir}"]
     flags = {"steps": "run.steps", "envs": "env.num_envs", "train_ratio": "run.train_ratio", "seed": "seed",
              "eval_every": "run.eval_every", "eval_episodes": "run.eval_episodes"}
     overrides += [f"{key}={getattr(args, flag)}" for flag, key in flags.items() if getattr(args, flag) is not None]
     if args.serve:
         overrides.append("run.serve=true")
-    for item in extra:
+    known = set(flat_keys(DEFAULTS))
+    env_overrides = []
+    for item in getattr(args, "overrides", []):
         if not item.startswith("--") or "=" not in item:
-            raise SystemExit(f"unrecognised argument {item!r}: overrides look like --model.lr=1e-4")
-        overrides.append(item[2:])
-    return make_config(args.size, overrides)
+            raise ValueError(f"unrecognised argument {item!r}: overrides look like --model.lr=1e-4")
+        key = item[2:].split("=", 1)[0]
+        if key not in known and key.startswith("env."):
+            env_overrides.append(item[2:])
+        else:
+            overrides.append(item[2:])
+    config = make_config(args.size, overrides)
+    if env_overrides:
+        config = apply_overrides(config, {"env": {"overrides": list(config.env.overrides) + env_overrides}})
+    return config
 
 
 def use_compilation_cache() -> None:
@@ -63,16 +75,21 @@ def use_compilation_cache() -> None:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/cardreamer/jax"))
 
 
-def run_train(args: argparse.Namespace, extra: list[str] | None = None) -> int:
+def run_train(args: argparse.Namespace) -> int:
     from .loop import train
 
+    try:
+        config = config_from_args(args)
+    except (KeyError, TypeError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     use_compilation_cache()
-    summary = train(config_from_args(args, list(extra or [])))
+    summary = train(config)
     print(f"trained {summary['env_steps']} env steps, {summary['updates']} updates -> {summary['logdir']}")
     return 0
 
 
-def run_eval(args: argparse.Namespace, extra: list[str] | None = None) -> int:
+def run_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     if bool(args.logdir) == bool(args.checkpoint):
@@ -89,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command != "train" and extra:
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
-    return args.handler(args, extra)
+    args.overrides = extra
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
         "progress": True,
     },
     "replay": {
-        "capacity": 5_000_000,  # steps; oldest chunks are dropped beyond it
+        "capacity": 5_000_000,  # steps (a 128x128 RGB step is 49 kB); oldest chunks are dropped beyond it
         "chunk_size": 1024,
         "online": True,  # every fresh sequence is trained on once
     },
@@ -109,24 +109,25 @@ _REFERENCE_SIZES = {
     "200m": (8192, 1024, 64, 64, 1024),
 }
 SIZES: dict[str, dict[str, Any]] = {
-    name: {"model": dict(deter=d, hidden=h, classes=c, depth=k, units=u)}
+    name: {"model": {"deter": d, "hidden": h, "classes": c, "depth": k, "units": u}}
     for name, (d, h, c, k, u) in _REFERENCE_SIZES.items()
 }
 SIZES["tiny"] = {
-    "model": dict(
-        deter=64, hidden=32, stoch=8, classes=4, blocks=2, units=32, depth=4, enc_layers=1,
-        dec_layers=1, ac_layers=2, batch_size=4, batch_length=16, kernel=3, strided=True,
-        warmup=0, lr=3e-4,
-    ),
-    "replay": {"chunk_size": 256},
+    "model": {
+        "deter": 64, "hidden": 32, "stoch": 8, "classes": 4, "blocks": 2, "units": 32, "depth": 4,
+        "enc_layers": 1, "dec_layers": 1, "ac_layers": 2, "batch_size": 4, "batch_length": 16, "kernel": 3,
+        "strided": True, "warmup": 0, "lr": 3e-4,
+    },
+    "replay": {"chunk_size": 256, "capacity": 100_000},
     "run": {"train_fill": 256, "eval_episodes": 2},
 }
 SIZES["cpu"] = {
-    "model": dict(
-        deter=512, hidden=128, classes=16, blocks=8, units=256, depth=8, kernel=4, strided=True,
-        enc_layers=2, dec_layers=2, ac_layers=2, batch_size=8, batch_length=32,
-    ),
+    "model": {
+        "deter": 512, "hidden": 128, "classes": 16, "blocks": 8, "units": 256, "depth": 8, "kernel": 4,
+        "strided": True, "enc_layers": 2, "dec_layers": 2, "ac_layers": 2, "batch_size": 8, "batch_length": 32,
+    },
     "env": {"image_size": [64, 64]},
+    "replay": {"capacity": 250_000},  # about 3 GB of 64x64 RGB steps
 }
 
 
@@ -155,18 +156,23 @@ def _parse_value(key: str, text: Any, default: Any) -> Any:
             pass
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ValueError(f"config key {key!r}: expected true/false, got {text!r}")
+            raise TypeError(f"config key {key!r}: expected true/false, got {text!r}")
         return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(default, int) and isinstance(value, float) and value.is_integer():
         return int(value)
     if default is not None and not isinstance(value, type(default)):
-        raise ValueError(
+        raise TypeError(
             f"config key {key!r}: expected {type(default).__name__} like {default!r}, got {text!r}")
     if isinstance(default, list) and default and len(value) != len(default):
         raise ValueError(f"config key {key!r}: expected {len(default)} items like {default!r}, got {text!r}")
     return value
+
+
+def flat_keys(tree: Mapping[str, Any]) -> list[str]:
+    """Dotted names of all leaf keys, e.g. ``model.lr``."""
+    return list(_flatten(tree))
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -229,5 +235,5 @@ def load_config(path: str) -> Config:
     with open(path) as f:
         data = yaml.safe_load(f) or {}
     if not isinstance(data, Mapping):
-        raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+        raise TypeError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
     return make_config(data.get("size"), data)

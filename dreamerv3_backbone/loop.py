@@ -23,7 +23,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .config import Config, make_config
 from .envs import EnvFn, default_env_fn, make_vector_env
-from .logger import Logger, NullPublisher, make_publisher
+from .logger import Logger, make_publisher
 from .protocol import make_backbone
 from .replay import Replay
 
@@ -142,10 +142,144 @@ def video_keys(obs_space: gym.spaces.Dict) -> tuple[str, ...]:
     return tuple(k for k, s in obs_space.spaces.items() if len(s.shape) == 3 and s.shape[-1] in (1, 3))
 
 
+class Trainer:
+    """One training run: collection, replay, updates at the train ratio, reports, evaluations,
+    logs and checkpoints. ``run()`` resumes from the run directory's newest checkpoint."""
+
+    def __init__(self, config: Config, logdir: str, env_fn: EnvFn, envs: gym.vector.VectorEnv, publisher):
+        self.config, self.logdir, self.env_fn, self.envs = config, logdir, env_fn, envs
+        self.run_cfg, self.model_cfg = config.run, config.model
+        self.agent = make_backbone(config.backbone, envs.single_observation_space, envs.single_action_space, config)
+        self.replay = Replay(self.model_cfg.batch_length, config.replay.capacity, config.replay.chunk_size,
+                             config.replay.online, config.seed)
+        self.counters = {"env_steps": 0, "updates": 0, "episodes": 0, "next_eval": self.run_cfg.eval_every}
+        loaded = checkpoint.load_latest(logdir, self.agent.load)
+        if loaded:
+            self.counters.update(loaded[1])
+            self.replay.load(os.path.join(logdir, "replay"))
+        self.logger = Logger(logdir, publisher)
+        self.publisher = publisher
+        self.video_keys = video_keys(envs.single_observation_space)
+        self.recent: collections.deque[dict] = collections.deque(maxlen=20)
+        self.train_metrics: dict[str, list[float]] = collections.defaultdict(list)
+        self.owed_updates = 0.0
+        self.training = False
+        self.last_eval: dict = {}
+        self.eval_envs: gym.vector.VectorEnv | None = None
+
+    def run(self) -> dict:
+        run, counters = self.run_cfg, self.counters
+        collector = Collector(self.envs, self.config.seed + counters["env_steps"])
+        bar = tqdm(total=run.steps, initial=counters["env_steps"], unit="step", disable=not run.progress,
+                   dynamic_ncols=True, desc=os.path.basename(self.logdir))
+        now = time.time()
+        last = {"log": now, "save": now, "report": now, "bar": now}
+        marks = {"log": (counters["env_steps"], counters["updates"]), "bar": (counters["env_steps"], counters["updates"])}
+        while counters["env_steps"] < run.steps:
+            self._collect(collector)
+            bar.update(self.envs.num_envs)
+            self._train()
+            now = time.time()
+            if now - last["bar"] >= 1.0:
+                bar.set_postfix(_postfix(*self._rates(marks, last, "bar", now), self.recent), refresh=False)
+            if run.report_every and counters["updates"] and now - last["report"] >= run.report_every:
+                last["report"] = now
+                self._report()
+            if run.eval_every and counters["env_steps"] >= counters["next_eval"]:
+                while counters["next_eval"] <= counters["env_steps"]:
+                    counters["next_eval"] += run.eval_every
+                self._evaluate()
+            if now - last["log"] >= run.log_every or counters["env_steps"] >= run.steps:
+                self._log(*self._rates(marks, last, "log", now))
+            if now - last["save"] >= run.save_every:
+                last["save"] = now
+                self.save()
+        self.save()
+        bar.close()
+        recent = float(np.mean([e["return"] for e in self.recent])) if self.recent else None
+        return {"logdir": self.logdir, **counters, "recent_return": recent, "eval": self.last_eval}
+
+    def _rates(self, marks: dict, last: dict, name: str, now: float) -> tuple[float, float]:
+        """Env steps/s and updates/s since the previous call for ``name``."""
+        elapsed = max(now - last[name], 1e-6)
+        steps, updates = marks[name]
+        marks[name], last[name] = (self.counters["env_steps"], self.counters["updates"]), now
+        return (self.counters["env_steps"] - steps) / elapsed, (self.counters["updates"] - updates) / elapsed
+
+    def _collect(self, collector: Collector) -> None:
+        steps, finished = collector.step(self.agent, "train")
+        for i in range(self.envs.num_envs):
+            self.replay.add({k: v[i] for k, v in steps.items()}, env=i)
+            for key in self.video_keys:
+                self.publisher.publish_frame(key, steps[key][i], i)
+        self.counters["env_steps"] += self.envs.num_envs
+        for env, episode in finished:
+            self.counters["episodes"] += 1
+            self.recent.append(episode)
+            self.logger.score(self.counters["env_steps"], {f"episode/{k}": v for k, v in episode.items()})
+            self.logger.episode(episode, env)
+
+    def _train(self) -> None:
+        """Updates so that replayed steps per env step match the train ratio."""
+        if not self.training:  # stays on once the replay is filled
+            self.training = self.counters["env_steps"] >= self.run_cfg.train_fill and self.replay.ready()
+            if not self.training:
+                return
+        batch_steps = self.model_cfg.batch_size * self.model_cfg.batch_length
+        self.owed_updates += self.envs.num_envs * self.run_cfg.train_ratio / batch_steps
+        while self.owed_updates >= 1:
+            _, metrics = self.agent.train(self.replay.sample(self.model_cfg.batch_size), None)
+            for key, value in metrics.items():
+                self.train_metrics[key].append(value)
+            self.counters["updates"] += 1
+            self.owed_updates -= 1
+
+    def _report(self) -> None:
+        step = self.counters["env_steps"]
+        for name, value in self.agent.report(self.replay.sample(self.model_cfg.batch_size, online=False)).items():
+            if np.ndim(value) == 4:
+                self.logger.video(name.replace("/", "-"), step, value, self.run_cfg.video_fps)
+                self.logger.dream(step, value)
+            elif np.ndim(value) == 0:
+                self.train_metrics[name].append(float(value))
+
+    def _evaluate(self) -> None:
+        step = self.counters["env_steps"]
+        if self.eval_envs is None:
+            self.eval_envs = make_vector_env(self.env_fn, 1, False, self.config.env.image_size)
+        episodes, frames = run_episodes(self.agent, self.eval_envs, self.run_cfg.eval_episodes, "eval",
+                                        self.config.seed + 10_000 + step, self.video_keys,
+                                        self.run_cfg.max_video_frames)
+        self.last_eval = summarize(episodes)
+        row = {f"eval/{k}": v for k, v in self.last_eval.items()}
+        self.logger.score(step, row)
+        self.logger.metrics(step, row)
+        for key, video in frames.items():
+            self.logger.video(f"eval-{key}", step, video, self.run_cfg.video_fps)
+
+    def _log(self, fps: float, ups: float) -> None:
+        row = {f"train/{k}": float(np.mean(v)) for k, v in self.train_metrics.items()}
+        row.update({"fps/env": fps, "fps/updates": ups, "replay/steps": len(self.replay), **self.counters})
+        if self.recent:
+            row["episode/return_recent"] = float(np.mean([e["return"] for e in self.recent]))
+        self.logger.metrics(self.counters["env_steps"], row)
+        self.train_metrics.clear()
+
+    def save(self) -> None:
+        self.replay.save(os.path.join(self.logdir, "replay"))
+        checkpoint.save_checkpoint(self.logdir, self.counters["env_steps"], self.agent.save, self.counters,
+                                   self.run_cfg.keep_checkpoints)
+
+    def close(self) -> None:
+        if self.eval_envs is not None:
+            self.eval_envs.close()
+
+
 def train(config: Config | Mapping, env_fn: EnvFn | None = None, publisher=None) -> dict:
     """Train ``config.backbone`` on ``config.env`` (or ``env_fn``) into ``config.logdir``.
 
     An existing logdir with checkpoints is resumed: model, optimizer, replay and counters.
+    ``publisher`` receives metrics and frames (default: the visualizer's when ``run.serve``).
     Returns a summary dict of counters and the last evaluation.
     """
     config = _as_config(config)
@@ -154,116 +288,18 @@ def train(config: Config | Mapping, env_fn: EnvFn | None = None, publisher=None)
     logdir = os.path.abspath(os.path.expanduser(config.logdir))
     os.makedirs(logdir, exist_ok=True)
     _write_config(logdir, config)
+    env_fn = env_fn or default_env_fn(config)
     own_publisher = publisher is None
     publisher = publisher or make_publisher(config, os.path.basename(logdir))
-    env_fn = env_fn or default_env_fn(config)
-    run, model = config.run, config.model
     envs = make_vector_env(env_fn, config.env.num_envs, config.env.parallel, config.env.image_size)
-    eval_envs = None
+    trainer = None
     try:
-        agent = make_backbone(config.backbone, envs.single_observation_space, envs.single_action_space, config)
-        replay = Replay(model.batch_length, config.replay.capacity, config.replay.chunk_size, config.replay.online,
-                        config.seed)
-        counters = {"env_steps": 0, "updates": 0, "episodes": 0, "next_eval": run.eval_every}
-        loaded = checkpoint.load_latest(logdir, agent.load)
-        if loaded:
-            counters.update(loaded[1])
-            replay.load(os.path.join(logdir, "replay"))
-        logger = Logger(logdir, publisher)
-        keys = video_keys(envs.single_observation_space)
-        collector = Collector(envs, config.seed + counters["env_steps"])
-        recent = collections.deque(maxlen=20)
-        train_metrics: dict[str, list[float]] = collections.defaultdict(list)
-        owed = 0.0
-        per_update = model.batch_size * model.batch_length
-        last_log = last_save = last_report = time.time()
-        mark_steps, mark_updates = counters["env_steps"], counters["updates"]
-        bar_mark = (last_log, mark_steps, mark_updates)
-        last_eval: dict = {}
-        bar = tqdm(total=run.steps, initial=counters["env_steps"], unit="step", disable=not run.progress,
-                   dynamic_ncols=True, desc=os.path.basename(logdir))
-
-        def save() -> None:
-            replay.save(os.path.join(logdir, "replay"))
-            checkpoint.save_checkpoint(logdir, counters["env_steps"], agent.save, counters, run.keep_checkpoints)
-
-        while counters["env_steps"] < run.steps:
-            steps, finished = collector.step(agent, "train")
-            for i in range(envs.num_envs):
-                replay.add({k: v[i] for k, v in steps.items()}, env=i)
-                for key in keys:
-                    publisher.publish_frame(key, steps[key][i], i)
-            counters["env_steps"] += envs.num_envs
-            bar.update(envs.num_envs)
-            for env, episode in finished:
-                counters["episodes"] += 1
-                recent.append(episode)
-                logger.score(counters["env_steps"], {f"episode/{k}": v for k, v in episode.items()})
-                logger.episode(episode, env)
-
-            if counters["env_steps"] >= run.train_fill and replay.ready():
-                owed += envs.num_envs * run.train_ratio / per_update
-                while owed >= 1:
-                    _, metrics = agent.train(replay.sample(model.batch_size), None)
-                    for k, v in metrics.items():
-                        train_metrics[k].append(v)
-                    counters["updates"] += 1
-                    owed -= 1
-
-            now = time.time()
-            if now - bar_mark[0] >= 1.0:
-                elapsed = now - bar_mark[0]
-                fps = (counters["env_steps"] - bar_mark[1]) / elapsed
-                ups = (counters["updates"] - bar_mark[2]) / elapsed
-                bar.set_postfix(_postfix(fps, ups, recent), refresh=False)
-                bar_mark = (now, counters["env_steps"], counters["updates"])
-            if run.report_every and counters["updates"] and now - last_report >= run.report_every:
-                last_report = now
-                for name, value in agent.report(replay.sample(model.batch_size)).items():
-                    if np.ndim(value) == 4:
-                        logger.video(name.replace("/", "-"), counters["env_steps"], value, run.video_fps)
-                        logger.dream(counters["env_steps"], value)
-                    elif np.ndim(value) == 0:
-                        train_metrics[name].append(float(value))
-
-            if run.eval_every and counters["env_steps"] >= counters["next_eval"]:
-                while counters["next_eval"] <= counters["env_steps"]:
-                    counters["next_eval"] += run.eval_every
-                if eval_envs is None:
-                    eval_envs = make_vector_env(env_fn, 1, False, config.env.image_size)
-                episodes, frames = run_episodes(agent, eval_envs, run.eval_episodes, "eval",
-                                                config.seed + 10_000 + counters["env_steps"], keys,
-                                                run.max_video_frames)
-                last_eval = summarize(episodes)
-                row = {f"eval/{k}": v for k, v in last_eval.items()}
-                logger.score(counters["env_steps"], row)
-                logger.metrics(counters["env_steps"], row)
-                for key, video in frames.items():
-                    logger.video(f"eval-{key}", counters["env_steps"], video, run.video_fps)
-
-            if now - last_log >= run.log_every or counters["env_steps"] >= run.steps:
-                elapsed = max(now - last_log, 1e-6)
-                row = {f"train/{k}": float(np.mean(v)) for k, v in train_metrics.items()}
-                fps = (counters["env_steps"] - mark_steps) / elapsed
-                ups = (counters["updates"] - mark_updates) / elapsed
-                row.update({"fps/env": fps, "fps/updates": ups, "replay/steps": len(replay), **counters})
-                if recent:
-                    row["episode/return_recent"] = float(np.mean([e["return"] for e in recent]))
-                logger.metrics(counters["env_steps"], row)
-                train_metrics.clear()
-                last_log, mark_steps, mark_updates = now, counters["env_steps"], counters["updates"]
-
-            if now - last_save >= run.save_every:
-                save()
-                last_save = now
-        save()
-        bar.close()
-        return {"logdir": logdir, **counters, "recent_return": float(np.mean([e["return"] for e in recent]))
-                if recent else None, "eval": last_eval}
+        trainer = Trainer(config, logdir, env_fn, envs, publisher)
+        return trainer.run()
     finally:
+        if trainer is not None:
+            trainer.close()
         envs.close()
-        if eval_envs is not None:
-            eval_envs.close()
         if own_publisher:
             publisher.close()
 
@@ -278,4 +314,4 @@ def _postfix(fps: float, ups: float, recent) -> dict[str, str]:
     return post
 
 
-__all__ = ["train", "run_episodes", "summarize", "Collector", "NullPublisher"]
+__all__ = ["Collector", "Trainer", "run_episodes", "summarize", "train"]

@@ -7,12 +7,13 @@ distribution outputs are float32.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from .dists import symlog
@@ -48,7 +49,7 @@ class Dense(nnx.Module):
 class MLP(nnx.Module):
     def __init__(self, fan_in: int, layers: int, units: int, dtype, rngs: nnx.Rngs):
         sizes = [fan_in] + [units] * layers
-        self.layers = nnx.List([Dense(a, b, dtype, rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.layers = nnx.List([Dense(a, b, dtype, rngs) for a, b in itertools.pairwise(sizes)])
         self.dtype = dtype
         self.out_size = sizes[-1]
 

@@ -98,10 +98,11 @@ class Replay:
         """Whether at least one full sequence is stored."""
         return int(self._valid_starts()[1].sum()) > 0
 
-    def sample(self, batch: int) -> dict[str, np.ndarray]:
-        """A dict of (batch, length, ...) arrays: queued fresh sequences first, then uniform ones."""
+    def sample(self, batch: int, online: bool = True) -> dict[str, np.ndarray]:
+        """A dict of (batch, length, ...) arrays: queued fresh sequences first (unless ``online`` is
+        False, e.g. for reports), then uniform ones."""
         seqs = []
-        while self.queue and len(seqs) < batch:
+        while online and self.queue and len(seqs) < batch:
             seq = self._read(*self.queue.popleft())
             if seq is not None:
                 seqs.append(seq)

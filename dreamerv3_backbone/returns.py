@@ -22,7 +22,7 @@ def lambda_return(last: jax.Array, term: jax.Array, rew: jax.Array, boot: jax.Ar
         ret = interm_t + live_t * cont_t * ret
         return ret, ret
 
-    swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+    swap = lambda x: jnp.swapaxes(x, 0, 1)
     _, rets = jax.lax.scan(step, boot[:, -1], (swap(interm), swap(live), swap(cont)), reverse=True)
     return swap(rets)
 

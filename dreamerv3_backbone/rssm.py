@@ -55,7 +55,7 @@ class RSSM(nnx.Module):
         x = jax.nn.silu(self.dyn_norm(self.dyn(x)))
         gates = self.gates(x.reshape(*x.shape[:-1], g, -1))
         reset, cand, update = jnp.split(gates.reshape(*gates.shape[:-1], g, -1).astype(jnp.float32), 3, -1)
-        flat = lambda t: t.reshape(*t.shape[:-2], -1)  # noqa: E731
+        flat = lambda t: t.reshape(*t.shape[:-2], -1)
         reset, cand, update = flat(reset), flat(cand), flat(update)
         cand = jnp.tanh(jax.nn.sigmoid(reset) * cand)
         update = jax.nn.sigmoid(update - 1.0)
@@ -97,7 +97,7 @@ class RSSM(nnx.Module):
             carry, logits = self.obs_step(carry, action, token, first, k)
             return carry, (carry, logits)
 
-        swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+        swap = lambda x: jnp.swapaxes(x, 0, 1)
         _, (states, logits) = jax.lax.scan(step, state, (swap(tokens), swap(prev_actions), swap(is_first), keys))
         return jax.tree.map(swap, states), swap(logits)
 
@@ -117,7 +117,7 @@ class RSSM(nnx.Module):
         last_action = policy(self.feat(last), keys[-1])
         states = jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], 0), states, last)
         actions = jnp.concatenate([actions, last_action[None]], 0)
-        swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+        swap = lambda x: jnp.swapaxes(x, 0, 1)
         return jax.tree.map(swap, states), swap(actions)
 
     def kl_losses(self, post_logits: jax.Array, prior_logits: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -69,7 +69,7 @@ class RoadRaster:
     @classmethod
     def for_map(cls, road_map: RoadMap, pixels_per_meter: float = 4.0) -> RoadRaster:
         """The raster of ``road_map`` at this resolution, built on first use and cached."""
-        per_map = _CACHE.setdefault(road_map, {})
+        per_map = _CACHE.setdefault(road_map.geometry_owner, {})
         key = float(pixels_per_meter)
         if key not in per_map:
             per_map[key] = cls(road_map, key)

@@ -5,6 +5,7 @@ server backend hands over the server's ``carla.Map`` instead, so everything buil
 """
 from __future__ import annotations
 
+import copy
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ class RoadMap:
         self.carla_map = carla_map
         self.name = name
         self.source = source
+        self.geometry_owner: RoadMap = self  # maps derived with extra signals share their owner's geometry
         self.lanes: list[Lane] = []
         self._index: dict[LaneKey, int] = {}
         self._build_lanes()
@@ -220,8 +222,22 @@ class RoadMap:
             out.append((index, float(s[0])))
         return out
 
+    def with_stop_signs(self, points: list[tuple[float, float]]) -> "RoadMap":
+        """This map plus stop signs at world locations (for maps whose OpenDRIVE lacks them).
+
+        The result shares lanes, graph and rasters with this map but has its own signal list, so a
+        task's signs never leak into other users of the cached map.
+        """
+        if not points:
+            return self
+        derived = copy.copy(self)
+        derived.signals = list(self.signals)
+        for x, y in points:
+            derived.add_stop_sign(np.array([x, y], dtype=float), sign_id=f"task-stop-{x:.1f}-{y:.1f}")
+        return derived
+
     def add_stop_sign(self, xy: np.ndarray, sign_id: str) -> Signal:
-        """Register a stop sign at a world location (for maps whose OpenDRIVE lacks one)."""
+        """Register a stop sign at a world location on this map object (see ``with_stop_signs``)."""
         lane, s, _ = self.locate(np.asarray(xy, dtype=float))
         signal = Signal(id=sign_id, kind="stop_sign", location=np.asarray(xy, dtype=float), lane=lane,
                         stop_s=s, junction_id=self._junction_ahead(lane))
@@ -253,7 +269,8 @@ class RoadMap:
         if index is not None:
             lane = self.lanes[index]
             s, lateral = lane.local_coordinates(np.array([[x, y]]))
-            if abs(lateral[0]) <= max_distance + lane.width_at(s[0]) / 2:
+            distance = float(np.linalg.norm(np.array([x, y]) - lane.position(s[0])))
+            if distance <= max_distance + lane.width_at(s[0]) / 2:
                 return index, float(s[0]), float(lateral[0])
         raise MapError(f"location ({x:.1f}, {y:.1f}) is not on a driving lane of map {self.name!r} "
                        f"(no lane within {max_distance} m); map bounds are "

@@ -13,7 +13,8 @@ from cardreamer.task_registry import env_id, task_names
 
 
 @pytest.mark.parametrize("task", task_names())
-def test_check_env_passes_for_every_task(task):
+def test_check_env_passes_for_every_task(task, carla_maps_dir, monkeypatch):
+    monkeypatch.setenv("CARDREAMER_CARLA_MAPS", str(carla_maps_dir))  # for the carla_town04_* variants
     env = gymnasium.make(env_id(task))
     check_env(env.unwrapped, skip_render_check=True)
     env.close()

@@ -1,12 +1,12 @@
 """The DreamerV3 agent: every size traced abstractly, world-model learning on a deterministic env,
 report, checkpoint round trip, continuous actions."""
 
+import gymnasium as gym
 import jax
 import numpy as np
 import pytest
 from conftest import DotEnv
 
-import gymnasium as gym
 from dreamerv3_backbone.agent import DreamerV3, Model, count_params
 from dreamerv3_backbone.config import make_config
 from dreamerv3_backbone.envs import make_vector_env
@@ -96,7 +96,7 @@ def test_continuous_actions_train_and_stay_in_bounds():
     agent = DreamerV3(obs_space, act_space, config)
     rng = np.random.default_rng(0)
     obs = {"position": rng.normal(size=(64, 8)).astype(np.float32), "is_first": np.ones(64, bool)}
-    action, state = agent.policy(obs, None, "train")
+    action, _ = agent.policy(obs, None, "train")
     assert action.shape == (64, 2) and (action >= act_space.low).all() and (action <= act_space.high).all()
     assert action.std(0).min() > 0.01
     b, t = config.model.batch_size, config.model.batch_length
@@ -110,7 +110,7 @@ def test_continuous_actions_train_and_stay_in_bounds():
 
 def test_unsupported_spaces_fail_clearly():
     config = make_config("tiny")
-    with pytest.raises(ValueError, match="Discrete.*Box"):
+    with pytest.raises(TypeError, match="Discrete.*Box"):
         DreamerV3(gym.spaces.Dict({"x": gym.spaces.Box(0, 1, (3,))}), gym.spaces.MultiBinary(3), config)
     with pytest.raises(ValueError, match="model.cnn_keys"):
         DreamerV3(gym.spaces.Dict({"x": gym.spaces.Box(0, 1, (3,))}), gym.spaces.Discrete(2),

@@ -30,7 +30,7 @@ def test_unknown_key_names_nearest_valid_key():
 
 
 def test_wrong_type_is_rejected_with_key_and_value():
-    with pytest.raises(ValueError, match="run.steps.*'many'"):
+    with pytest.raises(TypeError, match="run.steps.*'many'"):
         make_config("tiny", ["run.steps=many"])
     with pytest.raises(ValueError, match="key=value"):
         apply_overrides(make_config("tiny"), ["run.steps"])
