@@ -4,8 +4,12 @@ For each task and policy: seeded episodes (seeds 0..N-1), then success rate, col
 mean speed, route completion and episode length (means over episodes). Work is spread over
 processes (one per task and policy), and the table printed is the one recorded in docs/tasks.md.
 
-    python bench/eval_tasks.py                       # every task, 50 episodes, 2 processes
+    python bench/eval_tasks.py --override=--env.observation.enabled=[state]   # the recorded run
     python bench/eval_tasks.py --tasks wpt overtake --episodes 10 --json results.json
+    python bench/eval_tasks.py --pictures docs/img/tasks                      # one BEV per task
+
+None of the policies reads the observation, so the recorded run swaps the BEV for the cheap
+``state`` vector (the figures do not depend on it).
 """
 from __future__ import annotations
 

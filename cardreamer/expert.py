@@ -24,11 +24,11 @@ WHEELBASE = 2.9
 MAX_STEER = np.radians(35.0)
 LOOKAHEAD_DISTANCE = 40.0
 PATH_MARGIN = 0.5
+"""Metres beside the ego's own half width within which a stopped vehicle's box blocks its path."""
 PATH_HALF_WIDTH = 1.6
 """Metres from the path within which a moving vehicle's centre (plus its half width) blocks it."""
 CROSSING_ANGLE = np.radians(60.0)
 """A moving vehicle heading further than this from the path is crossing it, not leading on it."""
-"""Metres beside the ego's own half width within which a vehicle's box blocks its path."""
 STOP_MARGIN = 3.0
 """Where the ego's centre should come to rest before a stop line (m): front bumper just short of it."""
 IDM_STANDSTILL = 2.5

@@ -52,7 +52,7 @@ class Networks(nnx.Module):
     """All trainable networks: encoder, RSSM, decoder, reward/continue heads, actor, critic."""
 
     def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, cfg, dtype, seed: int):
-        rngs = nnx.Rngs(seed)
+        rngs = nnx.Rngs(jax.random.key(seed))
         enc_images, enc_vectors = split_keys(obs_space, cfg.cnn_keys, cfg.mlp_keys)
         dec_images, dec_vectors = split_keys(obs_space, cfg.dec_cnn_keys or cfg.cnn_keys,
                                              cfg.dec_mlp_keys or cfg.mlp_keys)
@@ -97,13 +97,14 @@ class Model:
         """With ``abstract``, parameters are shape/dtype placeholders (nothing is allocated)."""
         if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise TypeError(f"action space {act_space}: only Discrete(n) and Box are supported")
-        self.cfg, self.act_space = cfg, act_space
+        if cfg.imag_last == 1:
+            raise ValueError("model.imag_last must be 0 (all states) or at least 2")
+        self.cfg, self.obs_space, self.act_space = cfg, obs_space, act_space
         self._key = (repr(sorted(cfg.to_dict().items())), repr(obs_space), repr(act_space))
-        build = lambda: Networks(obs_space, act_space, cfg, resolve_dtype(cfg.compute_dtype), seed)
-        nets = nnx.eval_shape(build)
+        nets = nnx.eval_shape(lambda: self.build(seed))
         self.graphdef, self._initial_params = nnx.split(nets, nnx.Param)
-        if not abstract:  # one compiled initialiser instead of one per parameter shape
-            self._initial_params = jax.jit(lambda: nnx.split(build(), nnx.Param)[1])()
+        if not abstract:
+            self._initial_params = _initial_params(self, seed)
         self.critic_graphdef = nnx.graphdef(nets.critic)
         self.discrete, self.action_size = nets.discrete, nets.action_size
         self.image_keys = list(nets.decoder.image_keys)
@@ -114,6 +115,9 @@ class Model:
             self.act_high = np.asarray(act_space.high, np.float32).ravel()
             self.act_bounded = bool(np.all(np.isfinite(self.act_low)) and np.all(np.isfinite(self.act_high)))
         self.optimizer = make_optimizer(cfg.lr, cfg.warmup, cfg.agc, cfg.eps, cfg.beta1, cfg.beta2)
+
+    def build(self, seed) -> Networks:
+        return Networks(self.obs_space, self.act_space, self.cfg, resolve_dtype(self.cfg.compute_dtype), seed)
 
     def take_initial_params(self) -> nnx.State:
         """Hand over the initial parameters (once; the model keeps no copy)."""
@@ -224,10 +228,11 @@ class Model:
         k_wm, k_img = jax.random.split(key)
         losses, metrics, states, feat = self._world_model_loss(nets, batch, k_wm)
         b, t = feat.shape[:2]
+        k = min(cfg.imag_last, t) if cfg.imag_last else t  # imagine from the last k replayed states
         disc = 1.0 - 1.0 / cfg.horizon
 
-        # Imagination from every replayed posterior state; the world model gets no gradient here.
-        start = jax.tree.map(lambda x: sg(x.reshape(b * t, *x.shape[2:])), states)
+        # Imagination from replayed posterior states; the world model gets no gradient here.
+        start = jax.tree.map(lambda x: sg(x[:, -k:].reshape(b * k, *x.shape[2:])), states)
         policy = lambda f, k: sg(self._act_sample(nets, sg(f), k))
         img_states, img_actions = nets.rssm.imagine(start, policy, cfg.imag_horizon, k_img)
         img_feat = sg(nets.rssm.feat(img_states))
@@ -247,11 +252,11 @@ class Model:
             + cfg.slowreg * dists.twohot_loss(critic_logits, sg(slow_val[:, :-1]), self.bins))
 
         # Critic also regresses λ-returns on the replayed trajectory, bootstrapped by imagination.
-        rep_feat = sg(feat)
+        rep_feat = sg(feat[:, -k:])
         rep_slow = dists.twohot_mean(slow(rep_feat), self.bins)
-        boot = sg(ret[:, 0].reshape(b, t))
-        last, term = batch["is_last"].astype(jnp.float32), batch["is_terminal"].astype(jnp.float32)
-        rep_ret = returns.lambda_return(last, term, batch["reward"].astype(jnp.float32), boot, disc, cfg.lam)
+        boot = sg(ret[:, 0].reshape(b, k))
+        last, term = (batch[key][:, -k:].astype(jnp.float32) for key in ("is_last", "is_terminal"))
+        rep_ret = returns.lambda_return(last, term, batch["reward"][:, -k:].astype(jnp.float32), boot, disc, cfg.lam)
         rep_logits = nets.critic(rep_feat)[:, :-1]
         losses["repval"] = (1 - last[:, :-1]) * (
             dists.twohot_loss(rep_logits, sg(rep_ret), self.bins)
@@ -306,6 +311,12 @@ class Model:
         feat = jnp.concatenate([nets.rssm.feat(states), nets.rssm.feat(imagined)], 1)
         recon = nets.decoder(feat)
         return {k: recon[k] for k in self.image_keys}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _initial_params(model: Model, seed):
+    """All parameters initialised by one compiled function (not one per parameter shape)."""
+    return nnx.split(model.build(seed), nnx.Param)[1]
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)

@@ -62,8 +62,10 @@ DEFAULTS: dict[str, Any] = {
         "units": 256,
         "depth": 16,
         "mults": [2, 3, 4, 4],
-        "kernel": 5,
-        "strided": False,  # strided convs instead of conv + max-pool (cheaper, not the reference)
+        "kernel": 4,
+        # Strided convs halve the resolution per stage. The reference convolves at full resolution
+        # with kernel 5 and then max-pools (strided=false, kernel=5): same shapes, more CPU time.
+        "strided": True,
         "enc_layers": 3,
         "dec_layers": 3,
         "head_layers": 1,  # reward and continue heads
@@ -73,6 +75,7 @@ DEFAULTS: dict[str, Any] = {
         "bins": 255,
         "horizon": 333,  # discount 1 - 1/horizon
         "imag_horizon": 15,
+        "imag_last": 0,  # imagine from the last n states of each replayed sequence; 0: from all
         "lam": 0.95,
         "actent": 3e-4,
         "slow_rate": 0.02,
@@ -116,15 +119,15 @@ SIZES["tiny"] = {
     "model": {
         "deter": 64, "hidden": 32, "stoch": 8, "classes": 4, "blocks": 2, "units": 32, "depth": 4,
         "enc_layers": 1, "dec_layers": 1, "ac_layers": 2, "batch_size": 4, "batch_length": 16, "kernel": 3,
-        "strided": True, "warmup": 0, "lr": 3e-4,
+        "warmup": 0, "lr": 3e-4,
     },
     "replay": {"chunk_size": 256, "capacity": 100_000},
     "run": {"train_fill": 256, "eval_episodes": 2},
 }
 SIZES["cpu"] = {
     "model": {
-        "deter": 512, "hidden": 128, "classes": 16, "blocks": 8, "units": 256, "depth": 8, "kernel": 4,
-        "strided": True, "enc_layers": 2, "dec_layers": 2, "ac_layers": 2, "batch_size": 8, "batch_length": 32,
+        "deter": 512, "hidden": 128, "classes": 16, "blocks": 8, "units": 256, "depth": 8, "kernel": 3,
+        "enc_layers": 2, "dec_layers": 2, "ac_layers": 2, "batch_size": 8, "batch_length": 32,
     },
     "env": {"image_size": [64, 64]},
     "replay": {"capacity": 250_000},  # about 3 GB of 64x64 RGB steps

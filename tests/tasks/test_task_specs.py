@@ -48,13 +48,19 @@ def test_task_steps_and_reports_every_reward_term(task):
     env.close()
 
 
-def test_difficulty_presets_differ_only_in_the_flow_gap():
-    for kind in ("right", "left"):
-        specs = {level: build_config(f"{kind}_turn_{level}")[0].task for level in ("simple", "medium", "hard")}
-        assert specs["simple"].traffic.flows == []
-        assert specs["medium"].traffic.flows[0].gap == (8.0, 16.0)
-        assert specs["hard"].traffic.flows[0].gap == (6.0, 8.0)
-        assert specs["medium"].ego == specs["hard"].ego == specs["simple"].ego
+GAPS = {"right": {"medium": (8.0, 16.0), "hard": (6.0, 8.0)}, "left": {"medium": (25.0, 40.0), "hard": (15.0, 25.0)}}
+
+
+@pytest.mark.parametrize("kind", ["right", "left"])
+def test_difficulty_presets_differ_only_in_the_flow_gap(kind):
+    specs = {level: build_config(f"{kind}_turn_{level}")[0].task for level in ("simple", "medium", "hard")}
+    assert specs["simple"].traffic.flows == []
+    for level in ("medium", "hard"):
+        assert specs[level].traffic.flows[0].gap == GAPS[kind][level]
+        assert specs[level].ego == specs["simple"].ego
+        assert specs[level].rewards == specs["simple"].rewards and specs[level].terminal == specs["simple"].terminal
+    assert specs["medium"].traffic.flows[0].model_copy(update={"gap": (0.0, 0.0)}) == \
+        specs["hard"].traffic.flows[0].model_copy(update={"gap": (0.0, 0.0)})
 
 
 @pytest.mark.parametrize("variant", ["birdeye_fov", "birdeye_recursive_fov", "birdeye_intention",
