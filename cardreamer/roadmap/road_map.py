@@ -132,6 +132,7 @@ class RoadMap:
             starts.setdefault(self._key(b), b)
             if self._key(a) != self._key(b):  # offline carla lists an unlinked lane as an edge to itself
                 edges.append((self._key(a), self._key(b)))
+        self._add_unlinked_lane_starts(starts)
         for key in sorted(starts):
             self._add_lane(key, starts[key])
         for a, b in edges:
@@ -142,6 +143,20 @@ class RoadMap:
         for lane in self.lanes:
             lane.left = self._neighbour(lane, "left")
             lane.right = self._neighbour(lane, "right")
+
+    def _add_unlinked_lane_starts(self, starts: dict[LaneKey, carla.Waypoint]) -> None:
+        """Offline ``get_topology`` omits some lanes of roads linked to nothing (e.g. a lone road);
+        find their first waypoint in the driving direction among the map's generated waypoints."""
+        first: dict[LaneKey, carla.Waypoint] = {}
+        for wp in self.carla_map.generate_waypoints(SAMPLE_SPACING):
+            key = self._key(wp)
+            if key in starts or wp.lane_type != carla.LaneType.Driving:
+                continue
+            best = first.get(key)
+            # lanes with negative ids drive along increasing s, positive ids against it
+            if best is None or (wp.s < best.s if wp.lane_id < 0 else wp.s > best.s):
+                first[key] = wp
+        starts.update(first)
 
     def _add_lane(self, key: LaneKey, start: carla.Waypoint) -> None:
         wps = [start] + [w for w in start.next_until_lane_end(SAMPLE_SPACING) if self._key(w) == key]

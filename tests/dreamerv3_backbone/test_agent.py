@@ -38,8 +38,8 @@ def test_every_size_traces_a_full_train_step_abstractly(size):
         assert 0.75 * NOMINAL[size] < total < 1.3 * NOMINAL[size], total
 
 
-@pytest.fixture(scope="module")
-def dot_agent_and_replay():
+def test_world_model_learns_reports_and_round_trips_checkpoints(tmp_path):
+    # One test, so that parallel test workers compile this agent once.
     config = make_config("tiny", ["model.compute_dtype=float32"])
     envs = make_vector_env(DotEnv, 2, parallel=False)
     agent = DreamerV3(envs.single_observation_space, envs.single_action_space, config)
@@ -50,11 +50,8 @@ def dot_agent_and_replay():
         for i in range(2):
             replay.add({k: v[i] for k, v in steps.items()}, env=i)
     envs.close()
-    return agent, replay, config
 
-
-def test_world_model_loss_falls_on_a_deterministic_env(dot_agent_and_replay):
-    agent, replay, _ = dot_agent_and_replay
+    # The world-model losses fall on a deterministic env.
     history = [agent.train(replay.sample(4), None)[1] for _ in range(150)]
     first = {k: np.mean([h[k] for h in history[:10]]) for k in ("loss/rec", "loss/rew", "loss/con")}
     last = {k: np.mean([h[k] for h in history[-10:]]) for k in first}
@@ -62,17 +59,13 @@ def test_world_model_loss_falls_on_a_deterministic_env(dot_agent_and_replay):
     assert last["loss/rew"] < 0.5 * first["loss/rew"], (first, last)
     assert all(np.isfinite(v) for h in history for v in h.values())
 
-
-def test_report_shows_real_and_imagined_frames_side_by_side(dot_agent_and_replay):
-    agent, replay, config = dot_agent_and_replay
+    # Open-loop report: real and imagined frames side by side.
     out = agent.report(replay.sample(4))
     video = out["openloop/image"]
     assert video.dtype == np.uint8 and video.shape == (config.model.batch_length, 4 * 16, 2 * 16, 3)
     assert 0 <= out["openloop/image_mse"] < 0.1
 
-
-def test_checkpoint_round_trip_restores_identical_training(dot_agent_and_replay, tmp_path):
-    agent, replay, config = dot_agent_and_replay
+    # A checkpoint restores identical training and acting.
     path = str(tmp_path / "agent.pkl")
     agent.save(path)
     restored = DreamerV3(agent.obs_space, agent.act_space, config)
@@ -84,9 +77,9 @@ def test_checkpoint_round_trip_restores_identical_training(dot_agent_and_replay,
     obs = {"image": batch["image"][:, 0], "is_first": np.ones(4, bool)}
     restored._policy_key = agent._policy_key  # the acting RNG is not part of the training state
     np.testing.assert_array_equal(agent.policy(obs, None, "eval")[0], restored.policy(obs, None, "eval")[0])
+    other = DreamerV3(gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (32, 32, 3), np.uint8)}),
+                      gym.spaces.Discrete(2), config)
     with pytest.raises(ValueError, match="does not match"):
-        other = DreamerV3(gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (32, 32, 3), np.uint8)}),
-                          gym.spaces.Discrete(2), config)
         other.load(path)
 
 

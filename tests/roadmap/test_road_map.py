@@ -77,3 +77,11 @@ def test_missing_and_malformed_maps(tmp_path):
     wrong.write_text("<html></html>")
     with pytest.raises(MapError, match=r"wrong\.xodr: root element is <html>"):
         RoadMap.load(str(wrong))
+
+
+@pytest.mark.parametrize("name", ["two_lane", "highway", "intersection", "town_grid"])
+def test_every_driving_lane_of_the_map_is_a_lane(name):
+    """Lanes that offline get_topology leaves out (unlinked roads) are still found."""
+    road_map = RoadMap.load(name)
+    expected = {(w.road_id, w.lane_id) for w in road_map.carla_map.generate_waypoints(2.0)}
+    assert {(lane.key[0], lane.key[2]) for lane in road_map.lanes} == expected
