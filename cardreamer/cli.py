@@ -16,6 +16,7 @@ from cardreamer.config_loading import ConfigError
 from cardreamer.roadmap import MapError
 from cardreamer.world.api import WorldError
 
+PROJECT_PACKAGES = ("cardreamer", "dreamerv3_backbone", "visualization", "task_dev_suite", "tasks")
 USER_ERRORS = (ConfigError, MapError, WorldError, FileNotFoundError)
 
 SUBCOMMAND_MODULES = (
@@ -113,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)} (config overrides look like --env.world.dt=0.05)")
     args.overrides = overrides
-    logging.basicConfig(level=logging.INFO, format="cardreamer: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="cardreamer: %(message)s")
+    for package in PROJECT_PACKAGES:  # our own progress messages; libraries stay at warnings
+        logging.getLogger(package).setLevel(logging.INFO)
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:

@@ -84,7 +84,19 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     use_compilation_cache()
-    summary = train(config)
+    server = None
+    if config.run.serve:  # start the visualizer next to the run and publish to it
+        from pathlib import Path
+
+        from visualization.cli import start_server_subprocess
+
+        server, url = start_server_subprocess(Path(config.logdir).expanduser().resolve().parent)
+        config = apply_overrides(config, {"run": {"serve_url": url}})
+    try:
+        summary = train(config)
+    finally:
+        if server is not None:
+            server.terminate()
     print(f"trained {summary['env_steps']} env steps, {summary['updates']} updates -> {summary['logdir']}")
     return 0
 
