@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int)
     train.add_argument("--eval-every", type=int, help="env steps between evaluations (0: never)")
     train.add_argument("--eval-episodes", type=int)
-    train.add_argument("--serve", action="store_true", help="publish metrics and frames to the visualizer")
+    train.add_argument("--serve", action="store_true", help="start the visualizer and publish metrics and frames to it")
+    train.add_argument("--pretrain-data", help="a dataset folder from `cardreamer collect` to pre-train on first")
     train.set_defaults(func=run_train)
 
     evaluate = subparsers.add_parser("eval", help="evaluate a trained backbone")
@@ -42,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The config for ``train`` from parsed flags and the dotted ``--key=value`` overrides in
-    ``args.overrides``. Keys of this package's config set it; other ``env.`` keys (such as
+    ``args.overrides``. Keys of this package's config set it; other ``env.`` and ``task.`` keys (such as
     ``--env.world.backend=carla``) are handed to the CarDreamer env as ``env.overrides``."""
     overrides = [f"env.task={args.task}", f"backbone={args.backbone}", f"logdir={args.logdir}"]
     flags = {"steps": "run.steps", "envs": "env.num_envs", "train_ratio": "run.train_ratio", "seed": "seed",
@@ -50,13 +51,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
     overrides += [f"{key}={getattr(args, flag)}" for flag, key in flags.items() if getattr(args, flag) is not None]
     if args.serve:
         overrides.append("run.serve=true")
+    if getattr(args, "pretrain_data", None):
+        overrides.append(f"run.pretrain_data={args.pretrain_data}")
     known = set(flat_keys(DEFAULTS))
     env_overrides = []
     for item in getattr(args, "overrides", []):
         if not item.startswith("--") or "=" not in item:
             raise ValueError(f"unrecognised argument {item!r}: overrides look like --model.lr=1e-4")
         key = item[2:].split("=", 1)[0]
-        if key not in known and key.startswith("env."):
+        if key not in known and key.startswith(("env.", "task.")):
             env_overrides.append(item[2:])
         else:
             overrides.append(item[2:])

@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
         "serve_url": "http://127.0.0.1:9000",  # the visualizer (cardreamer serve); may carry ?token=
         "serve_token": "",  # or in serve_url
         "progress": True,
+        "pretrain_data": "",  # a dataset from `cardreamer collect`: fills the replay of a fresh run
+        "pretrain_updates": 1000,  # updates on that data before collection starts
     },
     "replay": {
         "capacity": 5_000_000,  # steps (a 128x128 RGB step is 49 kB); oldest chunks are dropped beyond it

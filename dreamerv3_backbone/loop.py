@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .config import Config, make_config
-from .envs import EnvFn, default_env_fn, make_vector_env
+from .envs import EnvFn, StandardObs, default_env_fn, make_vector_env
 from .logger import Logger, make_publisher
 from .protocol import make_backbone
 from .replay import Replay
@@ -157,6 +157,9 @@ class Trainer:
         if loaded:
             self.counters.update(loaded[1])
             self.replay.load(os.path.join(logdir, "replay"))
+        self.pretrain_updates = 0
+        if not loaded and self.run_cfg.pretrain_data:
+            self._fill_from_dataset(self.run_cfg.pretrain_data)
         self.logger = Logger(logdir, publisher)
         self.publisher = publisher
         self.video_keys = video_keys(envs.single_observation_space)
@@ -167,8 +170,35 @@ class Trainer:
         self.last_eval: dict = {}
         self.eval_envs: gym.vector.VectorEnv | None = None
 
+    def _fill_from_dataset(self, path: str) -> None:
+        """Put a collected dataset's episodes into the replay, observations standardised as the
+        env's, and schedule ``run.pretrain_updates`` updates on them before collection."""
+        from task_dev_suite.dataset import fill_replay
+
+        raw_env = self.env_fn()
+        try:
+            transform = StandardObs(raw_env, self.config.env.image_size).observation
+            added = fill_replay(self.replay, path, keys=list(self.envs.single_observation_space.spaces),
+                                transform=transform)
+        finally:
+            raw_env.close()
+        if not added:
+            raise ValueError(f"run.pretrain_data={path!r}: the dataset holds no steps")
+        self.pretrain_updates = self.run_cfg.pretrain_updates
+
+    def _pretrain(self) -> None:
+        """Offline updates on the replay filled from a dataset (world model and behaviour)."""
+        for _ in tqdm(range(self.pretrain_updates), desc="pretrain", unit="update", disable=not self.run_cfg.progress):
+            _, metrics = self.agent.train(self.replay.sample(self.model_cfg.batch_size, online=False), None)
+            for key, value in metrics.items():
+                self.train_metrics[key].append(value)
+            self.counters["updates"] += 1
+        self.pretrain_updates = 0
+
     def run(self) -> dict:
         run, counters = self.run_cfg, self.counters
+        if self.pretrain_updates:
+            self._pretrain()
         collector = Collector(self.envs, self.config.seed + counters["env_steps"])
         bar = tqdm(total=run.steps, initial=counters["env_steps"], unit="step", disable=not run.progress,
                    dynamic_ncols=True, desc=os.path.basename(self.logdir))
