@@ -51,11 +51,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     rows, steps, start = [], 0, time.perf_counter()
     with tqdm(total=args.episodes, desc=f"{args.task} ({args.policy})", unit="ep") as bar:
         for episode in range(args.episodes):
-            obs, info = env.reset(seed=args.seed + episode)
+            env.reset(seed=args.seed + episode)
             done = False
             while not done:
                 action = policy.act() if policy else env.action_space.sample()
-                obs, reward, terminated, truncated, info = env.step(action)
+                _, _, terminated, truncated, info = env.step(action)
                 steps += 1
                 done = terminated or truncated
             rows.append({"episode": episode, "seed": args.seed + episode, **{

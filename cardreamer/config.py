@@ -140,7 +140,7 @@ class TaskSpec(Strict):
     params: dict[str, Any] = {}  # task-logic specific settings
 
     @model_validator(mode="after")
-    def _known_terms(self) -> "TaskSpec":
+    def _known_terms(self) -> TaskSpec:
         from cardreamer.rewards import REWARD_TERMS, TERMINAL_DEFAULTS
 
         for term in self.rewards:

@@ -70,7 +70,7 @@ class SourcedConfig:
             parts.pop()
         return "<config>"
 
-    def merge_file(self, path: str | os.PathLike) -> "SourcedConfig":
+    def merge_file(self, path: str | os.PathLike) -> SourcedConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
@@ -92,7 +92,7 @@ class SourcedConfig:
     def apply_overrides(self, overrides: list[str]) -> None:
         """Apply ``--a.b.c=value`` (or ``a.b.c=value``) overrides; values are parsed as YAML."""
         for item in overrides:
-            text = item[2:] if item.startswith("--") else item
+            text = item.removeprefix("--")
             if "=" not in text:
                 raise ConfigError(f"override {item!r} must look like --key.subkey=value")
             key, raw = text.split("=", 1)

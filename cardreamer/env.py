@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
 
 from cardreamer.actions import ActionMapper
-from cardreamer.config import Config, validate
+from cardreamer.config import DEFAULTS_FILE, Config, validate
 from cardreamer.config_loading import SourcedConfig
-from cardreamer.config import DEFAULTS_FILE
 from cardreamer.observer import DEFAULT_OBSERVATIONS, Observer
 from cardreamer.roadmap import RoadMap
 from cardreamer.task_registry import task_file
@@ -40,7 +39,7 @@ class CarDreamerEnv(gymnasium.Env):
     Reaching ``task.terminal.time_limit`` steps truncates; every other end terminates.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, task: str | Path = "wpt", overrides: list[str] | None = None, config: Config | None = None,
                  render_mode: str | None = None):

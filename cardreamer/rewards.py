@@ -6,8 +6,9 @@ Users add terms with ``@reward_term("name")`` in their own module, without editi
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

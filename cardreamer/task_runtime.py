@@ -8,7 +8,8 @@ the route, and scores each step with the reward terms the task's YAML names. Tas
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -18,13 +19,13 @@ from cardreamer.roadmap import MapError, RoadMap, Route, plan_route_via, random_
 from cardreamer.roadmap.lane import project_onto_polyline
 from cardreamer.world.api import Behavior, Pose, SpawnError, World
 
-TASK_LOGIC: dict[str, type["RouteTask"]] = {}
+TASK_LOGIC: dict[str, type[RouteTask]] = {}
 
 DESTINATION_TOLERANCE = 3.0
 """The destination counts as reached within this many metres of the route's end."""
 
 
-def register_task_logic(name: str) -> Callable[[type["RouteTask"]], type["RouteTask"]]:
+def register_task_logic(name: str) -> Callable[[type[RouteTask]], type[RouteTask]]:
     """Register a RouteTask subclass under ``name`` (referenced by a task YAML's ``logic:``)."""
     def decorate(cls: type[RouteTask]) -> type[RouteTask]:
         TASK_LOGIC[name] = cls
@@ -224,4 +225,4 @@ def make_task_logic(spec: TaskSpec, road_map: RoadMap) -> RouteTask:
     return TASK_LOGIC[spec.logic](spec, road_map)
 
 
-__all__ = ["RouteTask", "register_task_logic", "make_task_logic", "TASK_LOGIC", "MapError"]
+__all__ = ["TASK_LOGIC", "MapError", "RouteTask", "make_task_logic", "register_task_logic"]

@@ -3,5 +3,16 @@ from cardreamer.roadmap.lane import Lane, LaneKey
 from cardreamer.roadmap.road_map import MapError, RoadMap, Signal, SpawnPoints, builtin_map_names
 from cardreamer.roadmap.route import Route, plan_route, plan_route_via, random_route
 
-__all__ = ["Lane", "LaneKey", "MapError", "RoadMap", "Signal", "SpawnPoints", "builtin_map_names", "Route",
-           "plan_route", "plan_route_via", "random_route"]
+__all__ = [
+           "Lane",
+           "LaneKey",
+           "MapError",
+           "RoadMap",
+           "Route",
+           "Signal",
+           "SpawnPoints",
+           "builtin_map_names",
+           "plan_route",
+           "plan_route_via",
+           "random_route",
+]

@@ -105,13 +105,13 @@ class RoadMap:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, name: str, map_dir: str | os.PathLike | None = None) -> "RoadMap":
+    def load(cls, name: str, map_dir: str | os.PathLike | None = None) -> RoadMap:
         """Load a built-in map, a CARLA town from ``map_dir``, or any ``.xodr`` path."""
         path = resolve_map_path(name, map_dir)
         return _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
 
     @classmethod
-    def from_file(cls, path: Path) -> "RoadMap":
+    def from_file(cls, path: Path) -> RoadMap:
         text = path.read_text(encoding="utf-8", errors="replace")
         _check_opendrive(path, text)
         carla_map = carla.Map(path.stem, text)
@@ -237,7 +237,7 @@ class RoadMap:
             out.append((index, float(s[0])))
         return out
 
-    def with_stop_signs(self, points: list[tuple[float, float]]) -> "RoadMap":
+    def with_stop_signs(self, points: list[tuple[float, float]]) -> RoadMap:
         """This map plus stop signs at world locations (for maps whose OpenDRIVE lacks them).
 
         The result shares lanes, graph and rasters with this map but has its own signal list, so a

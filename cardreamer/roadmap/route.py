@@ -1,6 +1,7 @@
 """Routes: dense polylines along legal lane connections, and the planner that finds them."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import networkx as nx
@@ -113,7 +114,7 @@ def plan_route(road_map: RoadMap, start_xy, goal_xy) -> Route:
 
 def plan_route_via(road_map: RoadMap, waypoints) -> Route:
     """A route through several world locations in order (each leg planned on the lane graph)."""
-    legs = [plan_route(road_map, a, b) for a, b in zip(waypoints[:-1], waypoints[1:])]
+    legs = [plan_route(road_map, a, b) for a, b in itertools.pairwise(waypoints)]
     points = np.concatenate([leg.points for leg in legs])
     headings = np.concatenate([leg.headings for leg in legs])
     lanes = np.concatenate([leg.lanes for leg in legs])
@@ -146,4 +147,4 @@ def random_route(road_map: RoadMap, rng: np.random.Generator, start_lane: int, s
     return route_through_lanes(road_map, lanes, s_start, s_goal)
 
 
-__all__ = ["Route", "plan_route", "plan_route_via", "random_route", "route_through_lanes", "project_onto_polyline"]
+__all__ = ["Route", "plan_route", "plan_route_via", "project_onto_polyline", "random_route", "route_through_lanes"]
