@@ -1,6 +1,7 @@
 """The Gymnasium environment: a task on a world, observed by handlers, driven by an agent."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,6 +16,9 @@ from cardreamer.roadmap import RoadMap
 from cardreamer.task_registry import task_file
 from cardreamer.task_runtime import make_task_logic
 from cardreamer.world import make_world
+from cardreamer.world.api import WorldLost
+
+log = logging.getLogger(__name__)
 
 
 def build_config(task: str | Path, overrides: list[str] | None = None) -> tuple[Config, SourcedConfig]:
@@ -69,13 +73,17 @@ class CarDreamerEnv(gymnasium.Env):
         obs, obs_info = self.observer.reset(self.world, self.ego_id)
         info = {"seed": self._episode_seed, **obs_info}
         self._publish(obs, info)
+        self._last_obs = obs
         return obs, info
 
     def step(self, action):
-        self.world.apply_control(self.ego_id, self.actions.to_control(action))
-        self.world.tick()
-        self.task.after_tick(self.world)
-        reward, terms, reason, ctx = self.task.evaluate(self.world)
+        try:
+            self.world.apply_control(self.ego_id, self.actions.to_control(action))
+            self.world.tick()
+            self.task.after_tick(self.world)
+            reward, terms, reason, ctx = self.task.evaluate(self.world)
+        except WorldLost as lost:
+            return self._recover(lost)
         self.steps += 1
         self.episode_return += reward
         obs, obs_info = self.observer.step(self.world, self.ego_id)
@@ -87,7 +95,17 @@ class CarDreamerEnv(gymnasium.Env):
             info["terminal_reason"] = reason or "time_limit"
             info.update(self.task.episode_metrics(reason), episode_return=self.episode_return)
         self._publish(obs, {**info, "reward": reward})
+        self._last_obs = obs
         return obs, reward, terminated, truncated, info
+
+    def _recover(self, lost: WorldLost):
+        """The simulator went away mid-episode: reconnect and end the episode as truncated (not the
+        agent's doing), so a trainer simply resets into a fresh episode."""
+        log.warning("env: %s; reconnecting, the episode ends here", lost)
+        self.world.recover()
+        info = {"terminal_reason": "world_lost", "incident": str(lost),
+                **self.task.episode_metrics("world_lost"), "episode_return": self.episode_return}
+        return self._last_obs, 0.0, False, True, info
 
     def render(self):
         if self.render_mode != "rgb_array":

@@ -23,6 +23,10 @@ class WorldError(RuntimeError):
     """A world operation failed (the message says which and why)."""
 
 
+class WorldLost(WorldError):
+    """The backend lost its simulator (a server crashed or timed out); ``World.recover`` reconnects."""
+
+
 class SpawnError(WorldError):
     """A vehicle could not be spawned: off the road, or overlapping another vehicle."""
 
@@ -187,6 +191,10 @@ class World(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release everything the world holds (actors, connections, settings)."""
+
+    def recover(self) -> None:
+        """Reconnect after WorldLost (a backend without a server never loses it); ``reset`` follows."""
+        raise WorldError(f"{type(self).__name__} cannot recover a lost world")
 
     def transform(self, actor_id: int) -> carla.Transform:
         """CARLA transform of a vehicle (convenience over ``vehicles()``)."""

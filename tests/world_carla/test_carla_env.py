@@ -51,3 +51,36 @@ def test_four_lane_task_runs_on_the_carla_backend(tmp_path, carla_maps_dir, serv
     assert len(server.live("vehicle.")) == 21 and ego not in server.actors
     env.close()
     assert server.live() == [] and server.world.settings["synchronous_mode"] is False
+
+
+def test_a_lost_server_ends_the_episode_and_the_env_recovers(tmp_path, carla_maps_dir, server, make_world,
+                                                             monkeypatch):
+    task_file = tmp_path / "four_lane_on_carla.yaml"
+    task_file.write_text(TASK.format(map=carla_maps_dir / "Town04.xodr"))
+    worlds: list[CarlaWorld] = []
+
+    def carla_world(config, road_map, seed=0):
+        worlds.append(make_world(str(road_map.source), dt=config.dt, seed=seed, road_map=road_map))
+        return worlds[-1]
+
+    monkeypatch.setattr(env_module, "make_world", carla_world)
+    env = env_module.make_env(str(task_file))
+    obs, _ = env.reset(seed=3)
+    env.step(env.action_space.sample())
+    reconnect = worlds[0].reconnect
+
+    def relaunch_then_reconnect(*args, **kwargs):  # what a configured launch_command does
+        server.restart()
+        return reconnect(*args, **kwargs)
+
+    monkeypatch.setattr(worlds[0], "reconnect", relaunch_then_reconnect)
+    server.kill()
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert truncated and not terminated and reward == 0.0
+    assert info["terminal_reason"] == "world_lost" and "time-out" in info["incident"]
+    assert obs["birdeye_wpt"].shape[-1] == 3
+    env.reset(seed=4)  # a fresh episode on the reconnected server
+    assert len(server.live("vehicle.")) == 21
+    _, reward, *_ = env.step(env.action_space.sample())
+    assert np.isfinite(reward)
+    env.close()

@@ -1,17 +1,18 @@
 """Errors of the CARLA server backend; all are WorldErrors, so the CLI reports them as one line."""
 from __future__ import annotations
 
-from cardreamer.world.api import WorldError
+from cardreamer.world.api import WorldError, WorldLost
 
 
 class CarlaConnectionError(WorldError):
     """No CARLA server answered at the configured host and port."""
 
 
-class CarlaServerLost(WorldError):
+class CarlaServerLost(WorldLost):
     """The server stopped answering mid-run (crashed or timed out).
 
-    A trainer catches it, calls ``world.reconnect()`` and starts a fresh episode with ``reset``.
+    The env catches it, calls ``world.recover()`` (``reconnect``) and ends the episode as truncated,
+    so training goes on with a fresh episode.
     """
 
 

@@ -216,6 +216,9 @@ class CarlaWorld(World):
                 f"Call world.reconnect() (it relaunches env.world.carla.launch_command when set) and reset the env"
             ) from exc
 
+    def recover(self) -> None:
+        self.reconnect()
+
     def reconnect(self, relaunch: bool | None = None) -> None:
         """Connect again after CarlaServerLost; relaunch the server first (default: when a launch command is set).
 
