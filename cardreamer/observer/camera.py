@@ -7,13 +7,15 @@ ground farther than ``far`` metres is drawn plain.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import cv2
 import gymnasium
 import numpy as np
 from pydantic import Field
 
 from cardreamer.observer.birdeye import COLORS, box_corners, road_palette
-from cardreamer.observer.handler import Handler, HandlerConfig, register_handler
+from cardreamer.observer.handler import Handler, HandlerConfig, ObservationConfigError, register_handler
 from cardreamer.roadmap.raster import RoadRaster
 from cardreamer.world.api import World
 
@@ -54,6 +56,9 @@ class CameraConfig(HandlerConfig):
     far: float = Field(60.0, gt=1)
     vehicle_height: float = Field(1.5, gt=0)
     raster_pixels_per_meter: float = Field(4.0, gt=0)
+    source: Literal["auto", "render", "sensor"] = Field(
+        "auto", description="render: the project's ground-plane view; sensor: the world's real camera "
+                            "(CARLA); auto: the real camera where the world has sensors")
 
 
 @register_handler("camera")
@@ -75,6 +80,7 @@ class CameraHandler(Handler):
         palette[0] = CAMERA_COLORS["ground"]
         self.palette = palette_words(palette)
         self.raster: RoadRaster | None = None
+        self.use_sensor = False
 
     def _row_at_depression(self, pitch: float, depression: float) -> float:
         return self.centre[1] + self.focal * np.tan(pitch + depression)
@@ -83,11 +89,23 @@ class CameraHandler(Handler):
         return {self.name: gymnasium.spaces.Box(0, 255, (self.config.height, self.config.width, 3), np.uint8)}
 
     def reset(self, world: World, ego_id: int) -> None:
-        self.raster = RoadRaster.for_map(world.road_map, self.config.raster_pixels_per_meter)
+        c = self.config
+        self.use_sensor = c.source != "render" and hasattr(world, "attach_sensor")
+        if c.source == "sensor" and not self.use_sensor:
+            raise ObservationConfigError(f"{self.name}.source: 'sensor' needs a world with cameras (the carla "
+                                         f"backend); {type(world).__name__} has none; use 'render' or 'auto'")
+        if self.use_sensor:
+            from cardreamer.world.carla_backend import SensorSpec
+
+            world.attach_sensor(self.name, SensorSpec("camera", x=c.x, z=c.z, pitch=c.pitch, width=c.width,
+                                                      height=c.height, fov=c.fov), ego_id)
+        self.raster = RoadRaster.for_map(world.road_map, c.raster_pixels_per_meter)
 
     def step(self, world: World, ego_id: int) -> tuple[dict[str, np.ndarray], dict]:
         if self.raster is None:
             self.reset(world, ego_id)
+        if self.use_sensor:
+            return {self.name: world.sensor_data(self.name)}, {}
         c = self.config
         vehicles = world.vehicles()
         ego = vehicles.row(ego_id)

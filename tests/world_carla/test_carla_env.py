@@ -84,3 +84,22 @@ def test_a_lost_server_ends_the_episode_and_the_env_recovers(tmp_path, carla_map
     _, reward, *_ = env.step(env.action_space.sample())
     assert np.isfinite(reward)
     env.close()
+
+
+def test_the_camera_observation_is_the_real_sensor_on_carla(tmp_path, carla_maps_dir, server, make_world,
+                                                            monkeypatch):
+    task_file = tmp_path / "four_lane_on_carla.yaml"
+    task_file.write_text(TASK.format(map=carla_maps_dir / "Town04.xodr").replace("[birdeye_wpt]",
+                                                                                 "[birdeye_wpt, camera]"))
+    monkeypatch.setattr(env_module, "make_world", lambda config, road_map, seed=0: make_world(
+        str(road_map.source), dt=config.dt, seed=seed, road_map=road_map))
+    env = env_module.make_env(str(task_file))
+    obs, _ = env.reset(seed=3)
+    cameras = [a for a in server.live("sensor.camera.rgb")]
+    assert len(cameras) == 1 and cameras[0].attributes["image_size_x"] == "128"
+    frame = env.world.frame
+    obs, *_ = env.step(env.action_space.sample())
+    assert env.world.frame == frame + 1
+    assert obs["camera"].shape == (128, 128, 3) and obs["camera"].dtype == np.uint8
+    assert np.array_equal(obs["camera"], env.world.sensor_data("camera"))
+    env.close()
