@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import cardreamer.env as env_module
 from cardreamer.world.carla_backend.world import CarlaWorld
@@ -25,9 +26,9 @@ env:
 """
 
 
-def test_four_lane_task_runs_on_the_carla_backend(tmp_path, carla_maps_dir, server, make_world, monkeypatch):
-    task_file = tmp_path / "four_lane_on_carla.yaml"
-    task_file.write_text(TASK.format(map=carla_maps_dir / "Town04.xodr"))
+@pytest.fixture
+def carla_env(tmp_path, carla_maps_dir, make_world, monkeypatch):
+    """Build the four-lane task on CarlaWorld (stand-in server); returns (make, worlds)."""
     worlds: list[CarlaWorld] = []
 
     def carla_world(config, road_map, seed=0):
@@ -35,7 +36,17 @@ def test_four_lane_task_runs_on_the_carla_backend(tmp_path, carla_maps_dir, serv
         return worlds[-1]
 
     monkeypatch.setattr(env_module, "make_world", carla_world)
-    env = env_module.make_env(str(task_file))
+
+    def make(observations: str = "[birdeye_wpt]"):
+        task_file = tmp_path / "four_lane_on_carla.yaml"
+        task_file.write_text(TASK.format(map=carla_maps_dir / "Town04.xodr").replace("[birdeye_wpt]", observations))
+        return env_module.make_env(str(task_file))
+
+    return make, worlds
+
+
+def test_four_lane_task_runs_on_the_carla_backend(carla_env, server):
+    env = carla_env[0]()
     obs, info = env.reset(seed=3)
     assert obs["birdeye_wpt"].shape[-1] == 3 and obs["birdeye_wpt"].any()
     ego = env.ego_id
@@ -53,19 +64,10 @@ def test_four_lane_task_runs_on_the_carla_backend(tmp_path, carla_maps_dir, serv
     assert server.live() == [] and server.world.settings["synchronous_mode"] is False
 
 
-def test_a_lost_server_ends_the_episode_and_the_env_recovers(tmp_path, carla_maps_dir, server, make_world,
-                                                             monkeypatch):
-    task_file = tmp_path / "four_lane_on_carla.yaml"
-    task_file.write_text(TASK.format(map=carla_maps_dir / "Town04.xodr"))
-    worlds: list[CarlaWorld] = []
-
-    def carla_world(config, road_map, seed=0):
-        worlds.append(make_world(str(road_map.source), dt=config.dt, seed=seed, road_map=road_map))
-        return worlds[-1]
-
-    monkeypatch.setattr(env_module, "make_world", carla_world)
-    env = env_module.make_env(str(task_file))
-    obs, _ = env.reset(seed=3)
+def test_a_lost_server_ends_the_episode_and_the_env_recovers(carla_env, server, monkeypatch):
+    make, worlds = carla_env
+    env = make()
+    env.reset(seed=3)
     env.step(env.action_space.sample())
     reconnect = worlds[0].reconnect
 
@@ -86,16 +88,10 @@ def test_a_lost_server_ends_the_episode_and_the_env_recovers(tmp_path, carla_map
     env.close()
 
 
-def test_the_camera_observation_is_the_real_sensor_on_carla(tmp_path, carla_maps_dir, server, make_world,
-                                                            monkeypatch):
-    task_file = tmp_path / "four_lane_on_carla.yaml"
-    task_file.write_text(TASK.format(map=carla_maps_dir / "Town04.xodr").replace("[birdeye_wpt]",
-                                                                                 "[birdeye_wpt, camera]"))
-    monkeypatch.setattr(env_module, "make_world", lambda config, road_map, seed=0: make_world(
-        str(road_map.source), dt=config.dt, seed=seed, road_map=road_map))
-    env = env_module.make_env(str(task_file))
+def test_the_camera_observation_is_the_real_sensor_on_carla(carla_env, server):
+    env = carla_env[0]("[birdeye_wpt, camera]")
     obs, _ = env.reset(seed=3)
-    cameras = [a for a in server.live("sensor.camera.rgb")]
+    cameras = server.live("sensor.camera.rgb")
     assert len(cameras) == 1 and cameras[0].attributes["image_size_x"] == "128"
     frame = env.world.frame
     obs, *_ = env.step(env.action_space.sample())
