@@ -17,7 +17,7 @@ from cardreamer.config import BehaviorSpec, FlowSpec, PoseSpec, TaskSpec
 from cardreamer.rewards import REWARD_TERMS, TERMINAL_CHECKS, TERMINAL_DEFAULTS, StepContext
 from cardreamer.roadmap import MapError, RoadMap, Route, plan_route_via, random_route
 from cardreamer.roadmap.lane import project_onto_polyline
-from cardreamer.world.api import Behavior, Pose, SpawnError, World
+from cardreamer.world.api import Behavior, Pose, World
 
 TASK_LOGIC: dict[str, type[RouteTask]] = {}
 
@@ -94,11 +94,8 @@ class RouteTask:
                 break
             x, y = points.xy[k]
             route = random_route(self.road_map, rng, int(points.lane[k]), float(points.s[k]), 400.0)
-            try:
-                actor = world.try_spawn_vehicle(Pose(float(x), float(y), float(points.yaw[k])), route=route,
-                                                behavior=to_behavior(traffic.behavior, rng))
-            except SpawnError:  # a lane point that the map resolves to no lane (overlapping junction roads)
-                continue
+            actor = world.try_spawn_vehicle(Pose(float(x), float(y), float(points.yaw[k])), route=route,
+                                            behavior=to_behavior(traffic.behavior, rng))
             placed += actor is not None
 
     def _ego_pose(self, rng: np.random.Generator) -> tuple[Pose, int, float]:

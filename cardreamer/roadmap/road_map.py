@@ -95,6 +95,7 @@ class RoadMap:
         self.name = name
         self.source = source
         self.geometry_owner: RoadMap = self  # maps derived with extra signals share their owner's geometry
+        self._spawn_cache: dict[tuple[float, float], SpawnPoints] = {}
         self.lanes: list[Lane] = []
         self._index: dict[LaneKey, int] = {}
         self._build_lanes()
@@ -293,17 +294,33 @@ class RoadMap:
                        f"y {self.bounds[0][1]:.0f}..{self.bounds[1][1]:.0f}")
 
     def spawn_points(self, spacing: float = 10.0, margin: float = 5.0) -> SpawnPoints:
-        """Poses every ``spacing`` metres on driving lanes outside junctions, ``margin`` from lane ends."""
-        xy, yaw, lanes, ss = [], [], [], []
-        for lane in self.lanes:
-            if lane.is_junction or lane.length < 2 * margin:
-                continue
-            s = np.arange(margin, lane.length - margin + 1e-9, spacing)
-            xy.append(lane.position(s))
-            yaw.append(lane.heading_at(s))
-            lanes.append(np.full(len(s), lane.index))
-            ss.append(s)
-        return SpawnPoints(np.concatenate(xy), np.concatenate(yaw), np.concatenate(lanes), np.concatenate(ss))
+        """Poses every ``spacing`` metres on driving lanes outside junctions, ``margin`` from lane ends.
+
+        Only points that ``locate`` resolves to a lane are kept (where roads overlap, e.g. under
+        Town04's junction ramps, a lane point can resolve to none). Computed once per argument pair.
+        """
+        key = (float(spacing), float(margin))
+        if key not in self._spawn_cache:
+            xy, yaw, lanes, ss = [], [], [], []
+            for lane in self.lanes:
+                if lane.is_junction or lane.length < 2 * margin:
+                    continue
+                s = np.arange(margin, lane.length - margin + 1e-9, spacing)
+                xy.append(lane.position(s))
+                yaw.append(lane.heading_at(s))
+                lanes.append(np.full(len(s), lane.index))
+                ss.append(s)
+            points = SpawnPoints(np.concatenate(xy), np.concatenate(yaw), np.concatenate(lanes), np.concatenate(ss))
+            keep = np.array([self._locatable(p) for p in points.xy], dtype=bool)
+            self._spawn_cache[key] = SpawnPoints(points.xy[keep], points.yaw[keep], points.lane[keep], points.s[keep])
+        return self._spawn_cache[key]
+
+    def _locatable(self, xy: np.ndarray) -> bool:
+        try:
+            self.locate(xy, max_distance=0.0)
+        except MapError:
+            return False
+        return True
 
 
 LANE_CHANGE_COST = 20.0

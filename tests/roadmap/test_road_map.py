@@ -85,3 +85,11 @@ def test_every_driving_lane_of_the_map_is_a_lane(name):
     road_map = RoadMap.load(name)
     expected = {(w.road_id, w.lane_id) for w in road_map.carla_map.generate_waypoints(2.0)}
     assert {(lane.key[0], lane.key[2]) for lane in road_map.lanes} == expected
+
+
+def test_every_spawn_point_resolves_to_a_lane(town04):
+    """Town04's overlapping junction roads hide some lane points from get_waypoint; those are dropped."""
+    points = town04.spawn_points()
+    assert len(points.xy) > 2000
+    for xy in points.xy:
+        town04.locate(xy, max_distance=0.0)
