@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import os
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,17 +14,15 @@ import carla
 import networkx as nx
 import numpy as np
 
+from cardreamer.roadmap.errors import MapError
 from cardreamer.roadmap.lane import Lane, LaneKey
+from cardreamer.roadmap.xodr_file import read_xodr
 
 BUILTIN_MAP_DIR = Path(__file__).resolve().parent.parent / "maps"
 CARLA_MAP_DIR_ENV = "CARDREAMER_CARLA_MAPS"
 TRAFFIC_LIGHT_TYPE = "1000001"
 STOP_SIGN_TYPE = "206"
 SAMPLE_SPACING = 1.0
-
-
-class MapError(ValueError):
-    """A map file is missing, malformed, or a location is not on the map."""
 
 
 @dataclass(frozen=True)
@@ -76,17 +73,6 @@ def resolve_map_path(name: str, map_dir: str | os.PathLike | None = None) -> Pat
     )
 
 
-def _check_opendrive(path: Path, text: str) -> None:
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError as exc:
-        raise MapError(f"{path}: not valid XML ({exc})") from None
-    if root.tag != "OpenDRIVE":
-        raise MapError(f"{path}: root element is <{root.tag}>, expected <OpenDRIVE>")
-    if root.find("road") is None:
-        raise MapError(f"{path}: OpenDRIVE file has no <road> element")
-
-
 class RoadMap:
     """Lanes of an OpenDRIVE map as polylines, the lane graph, signals and spawn points."""
 
@@ -113,8 +99,7 @@ class RoadMap:
 
     @classmethod
     def from_file(cls, path: Path) -> RoadMap:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        _check_opendrive(path, text)
+        text, _ = read_xodr(path)
         carla_map = carla.Map(path.stem, text)
         if not carla_map.get_topology():
             raise MapError(f"{path}: the map has no driving lanes connected into a topology")

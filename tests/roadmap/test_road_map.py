@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -71,7 +73,7 @@ def test_missing_and_malformed_maps(tmp_path):
         RoadMap.load("Town99")
     bad = tmp_path / "broken.xodr"
     bad.write_text("<OpenDRIVE><road ")
-    with pytest.raises(MapError, match=r"broken\.xodr: not valid XML"):
+    with pytest.raises(MapError, match=r"broken\.xodr: not well-formed XML"):
         RoadMap.load(str(bad))
     wrong = tmp_path / "wrong.xodr"
     wrong.write_text("<html></html>")
@@ -93,3 +95,13 @@ def test_every_spawn_point_resolves_to_a_lane(town04):
     assert len(points.xy) > 2000
     for xy in points.xy:
         town04.locate(xy, max_distance=0.0)
+
+
+def test_a_controller_naming_a_missing_signal_is_refused_before_carla_reads_it(tmp_path):
+    """carla.Map segfaults on such a file; the road map refuses it with the file's name."""
+    text = (Path(__file__).resolve().parents[2] / "cardreamer" / "maps" / "stop_sign.xodr").read_text()
+    bad = tmp_path / "bad_controller.xodr"
+    bad.write_text(text.replace("</OpenDRIVE>", '<controller id="9"><control signalId="no-such"/></controller>'
+                                                "</OpenDRIVE>"))
+    with pytest.raises(MapError, match=r"bad_controller\.xodr: controller 9 names signals \['no-such'\]"):
+        RoadMap.load(str(bad))
