@@ -61,7 +61,7 @@ class TrafficLightController:
         self.green = np.zeros(len(self.light_rows))
         self.yellow = np.zeros(len(self.light_rows))
         self.clearance = np.zeros(len(self.light_rows))
-        self.offset = np.zeros(len(self.light_rows))
+        self.cycle_fraction = np.zeros(len(self.light_rows))  # cycle offset as a fraction of the cycle, per light
         self.time = 0.0
         merged = {**DEFAULT_TIMING, **timing}
         self.set_timing(merged["green"], merged["yellow"], merged["red"])
@@ -103,11 +103,14 @@ class TrafficLightController:
             self.clearance[members] = clearance
 
     def reset(self, rng: np.random.Generator) -> None:
-        """Restart the clock with a random phase offset per junction."""
+        """Restart the clock with a random phase offset per junction.
+
+        The offset is kept as a fraction of the cycle, so timing set after the reset (as tasks do)
+        gives the same lights whatever timing the previous episode had.
+        """
         self.time = 0.0
-        cycle = self.arms * (self.green + self.yellow + self.clearance)
         per_junction = {j: rng.uniform() for j in self.junctions}
-        self.offset = np.array([per_junction[j] for j in self.junction_of.tolist()]) * cycle
+        self.cycle_fraction = np.array([per_junction[j] for j in self.junction_of.tolist()])
         self._update()
 
     def schedule_green(self, signal_index: int, delay: float) -> None:
@@ -122,7 +125,7 @@ class TrafficLightController:
         members = self.junction_of == self.junction_of[k]
         phase = self.green[k] + self.yellow[k] + self.clearance[k]
         cycle = self.arms[k] * phase
-        self.offset[members] = np.mod(cycle - delay - self.time + self.slot[k] * phase, cycle)
+        self.cycle_fraction[members] = np.mod(cycle - delay - self.time + self.slot[k] * phase, cycle) / cycle
         self._update()
 
     def advance(self, dt: float) -> None:
@@ -131,7 +134,8 @@ class TrafficLightController:
 
     def _update(self) -> None:
         phase = self.green + self.yellow + self.clearance
-        local = np.mod(self.time + self.offset - self.slot * phase, self.arms * phase)
+        cycle = self.arms * phase
+        local = np.mod(self.time + self.cycle_fraction * cycle - self.slot * phase, cycle)
         self._states = np.where(local < self.green, GREEN, np.where(local < self.green + self.yellow, YELLOW, RED))
         self._elapsed = np.where(self._states == GREEN, local,
                                  np.where(self._states == YELLOW, local - self.green, local - self.green - self.yellow))
