@@ -3,11 +3,10 @@
 The ground is the map's RoadRaster mapped into the image with one ``cv2.warpPerspective`` (the
 homography of the ground plane z = 0); vehicles are shaded 3-D boxes, one ``cv2.fillConvexPoly``
 per visible face, drawn far to near and clipped at the near plane. Above the horizon is sky;
-ground farther than ``far`` metres is drawn plain.
+ground farther than ``far`` metres is drawn plain. With ``source`` (see sensor_source) the image is
+the world's real camera instead, on worlds that have one (CARLA).
 """
 from __future__ import annotations
-
-from typing import Literal
 
 import cv2
 import gymnasium
@@ -15,9 +14,11 @@ import numpy as np
 from pydantic import Field
 
 from cardreamer.observer.birdeye import COLORS, box_corners, road_palette
-from cardreamer.observer.handler import Handler, HandlerConfig, ObservationConfigError, register_handler
+from cardreamer.observer.handler import Handler, HandlerConfig, register_handler
+from cardreamer.observer.sensor_source import SensorSource, source_field, uses_sensor
 from cardreamer.roadmap.raster import RoadRaster
 from cardreamer.world.api import World
+from cardreamer.world.carla_backend.sensors import SensorSpec
 
 CAMERA_COLORS = {"sky": (140, 185, 235), "ground": (95, 110, 80)}
 LIGHT = np.array([0.35, -0.45, 0.82]) / np.linalg.norm([0.35, -0.45, 0.82])  # world direction toward the light
@@ -56,9 +57,7 @@ class CameraConfig(HandlerConfig):
     far: float = Field(60.0, gt=1)
     vehicle_height: float = Field(1.5, gt=0)
     raster_pixels_per_meter: float = Field(4.0, gt=0)
-    source: Literal["auto", "render", "sensor"] = Field(
-        "auto", description="render: the project's ground-plane view; sensor: the world's real camera "
-                            "(CARLA); auto: the real camera where the world has sensors")
+    source: SensorSource = source_field()
 
 
 @register_handler("camera")
@@ -90,13 +89,8 @@ class CameraHandler(Handler):
 
     def reset(self, world: World, ego_id: int) -> None:
         c = self.config
-        self.use_sensor = c.source != "render" and hasattr(world, "attach_sensor")
-        if c.source == "sensor" and not self.use_sensor:
-            raise ObservationConfigError(f"{self.name}.source: 'sensor' needs a world with cameras (the carla "
-                                         f"backend); {type(world).__name__} has none; use 'render' or 'auto'")
+        self.use_sensor = uses_sensor(self.name, c.source, world)
         if self.use_sensor:
-            from cardreamer.world.carla_backend import SensorSpec
-
             world.attach_sensor(self.name, SensorSpec("camera", x=c.x, z=c.z, pitch=c.pitch, width=c.width,
                                                       height=c.height, fov=c.fov), ego_id)
         self.raster = RoadRaster.for_map(world.road_map, c.raster_pixels_per_meter)

@@ -4,6 +4,11 @@ Vehicle hits come from a vectorized ray / box-edge intersection; road-edge hits 
 every ray over the RoadRaster's drivable layer. The observation is a top-down image of the scan
 (free space and hit points, ego-centred like the birdeye view); with ``points: true`` also the
 hit points themselves, one per ray.
+
+With ``source`` (see sensor_source) the scan comes instead from the world's real ray-cast lidar
+(CARLA's ``sensor.lidar.ray_cast``, one sweep per tick), reduced to the same rays by point_cloud:
+a return on another vehicle's box is a vehicle hit, any other obstacle in the height slice (kerb,
+wall, barrier, pole, building) a road-edge hit. Same spaces, same image, same points.
 """
 from __future__ import annotations
 
@@ -14,9 +19,12 @@ from pydantic import Field, model_validator
 
 from cardreamer.observer.birdeye import COLORS, box_corners
 from cardreamer.observer.geometry import BevView, apply_affine, compose_affine, to_ego_frame
-from cardreamer.observer.handler import Handler, HandlerConfig, register_handler
+from cardreamer.observer.handler import Handler, HandlerConfig, ObservationConfigError, register_handler
+from cardreamer.observer.point_cloud import CloudSlice, inside_boxes, nearest_per_ray
+from cardreamer.observer.sensor_source import SensorSource, source_field, uses_sensor
 from cardreamer.roadmap.raster import ROAD, RoadRaster
 from cardreamer.world.api import World
+from cardreamer.world.carla_backend.sensors import SensorSpec
 
 NO_HIT, ROAD_EDGE, VEHICLE = 0, 1, 2
 LIDAR_COLORS = {"free": (45, 45, 45), "road_edge": (255, 255, 255), "vehicle": (255, 60, 60)}
@@ -32,6 +40,16 @@ class LidarConfig(HandlerConfig):
     edge_step: float = Field(0.5, gt=0, description="metres between road-edge samples along a ray")
     points: bool = Field(False, description="also return the hit points as '<name>_points'")
     raster_pixels_per_meter: float = Field(4.0, gt=0)
+    source: SensorSource = source_field()
+    # The real sensor (source sensor/auto on CARLA): mount, beams, and the slice of returns that counts.
+    x: float = Field(0.0, description="sensor: mounting point ahead of the vehicle centre, metres")
+    z: float = Field(2.0, gt=0, description="sensor: mounting height above the ground, metres")
+    channels: int = Field(32, ge=1, description="sensor: laser beams")
+    points_per_second: int = Field(100_000, ge=1, description="sensor: points of all beams per second")
+    upper_fov: float = Field(10.0, gt=-90, le=90, description="sensor: angle of the highest beam, degrees")
+    lower_fov: float = Field(-30.0, ge=-90, lt=90, description="sensor: angle of the lowest beam, degrees")
+    min_height: float = Field(0.3, ge=0, description="sensor: returns lower than this above the ground are road")
+    max_height: float = Field(2.5, gt=0, description="sensor: returns higher than this pass overhead")
 
     @model_validator(mode="after")
     def _check(self) -> LidarConfig:
@@ -39,6 +57,10 @@ class LidarConfig(HandlerConfig):
             raise ValueError(f"shape must be [height, width, 3], got {list(self.shape)}")
         if self.ego_offset >= self.obs_range:
             raise ValueError(f"ego_offset ({self.ego_offset}) must be less than obs_range ({self.obs_range})")
+        if self.lower_fov >= self.upper_fov:
+            raise ValueError(f"lower_fov ({self.lower_fov}) must be below upper_fov ({self.upper_fov})")
+        if self.min_height >= self.max_height:
+            raise ValueError(f"min_height ({self.min_height}) must be below max_height ({self.max_height})")
         return self
 
 
@@ -71,6 +93,8 @@ class LidarHandler(Handler):
         rows = np.rint(centre[1] - k * sample_xy[..., 0]).astype(np.intp)
         self.sample_index = rows * self.crop_size + cols                                 # (R, M) flat pixel index
         self.raster: RoadRaster | None = None
+        self.use_sensor = False
+        self.slice = CloudSlice((config.x, 0.0, config.z), config.min_height, config.max_height, config.lidar_range)
 
     def observation_space(self) -> dict[str, gymnasium.spaces.Space]:
         spaces = {self.name: gymnasium.spaces.Box(0, 255, self.config.shape, np.uint8)}
@@ -82,7 +106,19 @@ class LidarHandler(Handler):
         return spaces
 
     def reset(self, world: World, ego_id: int) -> None:
-        self.raster = RoadRaster.for_map(world.road_map, self.config.raster_pixels_per_meter)
+        c = self.config
+        self.raster = RoadRaster.for_map(world.road_map, c.raster_pixels_per_meter)
+        self.use_sensor = uses_sensor(self.name, c.source, world)
+        if self.use_sensor:
+            per_beam = c.points_per_second * world.dt / c.channels  # points of one beam in one sweep (one tick)
+            if per_beam < c.rays:
+                raise ObservationConfigError(
+                    f"{self.name}.points_per_second: {c.points_per_second} gives each of the {c.channels} beams "
+                    f"{per_beam:.0f} points per {world.dt:g} s sweep, fewer than its {c.rays} rays; use at least "
+                    f"{int(np.ceil(c.channels * c.rays / world.dt))} or fewer rays")
+            world.attach_sensor(self.name, SensorSpec("lidar", x=c.x, z=c.z, channels=c.channels, range=c.lidar_range,
+                                                      points_per_second=c.points_per_second, upper_fov=c.upper_fov,
+                                                      lower_fov=c.lower_fov), ego_id)
 
     def step(self, world: World, ego_id: int) -> tuple[dict[str, np.ndarray], dict]:
         if self.raster is None:
@@ -90,7 +126,10 @@ class LidarHandler(Handler):
         vehicles = world.vehicles()
         ego = vehicles.row(ego_id)
         ego_xy, ego_yaw = vehicles.xy[ego], float(vehicles.yaw[ego])
-        distance, kind = self.scan(vehicles, ego, ego_xy, ego_yaw)
+        if self.use_sensor:
+            distance, kind = self.sensor_scan(world.sensor_data(self.name), vehicles, ego)
+        else:
+            distance, kind = self.scan(vehicles, ego, ego_xy, ego_yaw)
         points = self.directions * distance[:, None]
         obs = {self.name: self._image(points, kind, vehicles, ego)}
         if self.config.points:
@@ -120,6 +159,20 @@ class LidarHandler(Handler):
             distance[closer] = t_vehicle[closer]
             kind[closer] = VEHICLE
         return distance, kind
+
+    def sensor_scan(self, cloud: np.ndarray, vehicles, ego: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rays,) hit distance and hit kind from a real lidar's point cloud (N, 4) in the sensor frame."""
+        xy = self.slice.points(cloud)
+        xy = xy[~inside_boxes(xy, np.zeros((1, 2)), np.zeros(1), vehicles.extent[ego:ego + 1])]  # the ego itself
+        distance, nearest = nearest_per_ray(xy, self.config.rays)
+        hit = nearest >= 0
+        kind = np.where(hit, ROAD_EDGE, NO_HIT)
+        others = np.arange(len(vehicles.ids)) != ego
+        ego_xy, ego_yaw = vehicles.xy[ego], float(vehicles.yaw[ego])
+        on_vehicle = inside_boxes(xy[nearest[hit]], to_ego_frame(vehicles.xy[others], ego_xy, ego_yaw),
+                                  vehicles.yaw[others] - ego_yaw, vehicles.extent[others])
+        kind[np.flatnonzero(hit)[on_vehicle]] = VEHICLE
+        return np.where(hit, distance, self.config.lidar_range), kind
 
     def _image(self, points: np.ndarray, kind: np.ndarray, vehicles, ego: int) -> np.ndarray:
         image = np.zeros(self.config.shape, dtype=np.uint8)

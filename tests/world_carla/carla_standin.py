@@ -88,7 +88,8 @@ BLUEPRINTS = {
                           "role_name": "front"},
     "sensor.lidar.ray_cast": {"channels": "32", "range": "10.0", "points_per_second": "56000",
                               "rotation_frequency": "10.0", "upper_fov": "10.0", "lower_fov": "-30.0",
-                              "sensor_tick": "0.0", "role_name": "front"},
+                              "dropoff_general_rate": "0.45", "dropoff_intensity_limit": "0.8",
+                              "dropoff_zero_intensity": "0.4", "sensor_tick": "0.0", "role_name": "front"},
 }
 
 
@@ -113,6 +114,7 @@ class Actor:
         self.yaw = np.radians(transform.rotation.yaw)
         self.velocity = np.zeros(2)
         self.acceleration = np.zeros(2)
+        self.pitch = transform.rotation.pitch
         self.bounding_box = carla.BoundingBox(carla.Location(), carla.Vector3D())
 
     def get_transform(self) -> carla.Transform:
@@ -227,11 +229,64 @@ def camera_reading(frame: int, width: int, height: int) -> Reading:
     return Reading(frame, bgra.tobytes(), width, height)
 
 
-def lidar_reading(frame: int, points: int = 16) -> Reading:
-    data = np.zeros((points, 4), dtype=np.float32)
-    data[:, 0] = frame
-    data[:, 3] = 1.0
+def lidar_reading(frame: int, points: np.ndarray) -> Reading:
+    """A LidarMeasurement of (N, 3) points in the sensor's frame: float32 x, y, z, intensity rows."""
+    data = np.empty((len(points), 4), dtype=np.float32)
+    data[:, :3] = points
+    data[:, 3] = np.exp(-0.004 * np.linalg.norm(points, axis=1))  # CARLA's default atmospheric attenuation
     return Reading(frame, data.tobytes())
+
+
+LIDAR_AZIMUTH_STEP = 0.25         # degrees between the stand-in lidar's horizontal rays
+LIDAR_HIT_HEIGHTS = (0.5, 1.2)     # m above a vehicle's origin where two beams meet its sides
+GROUND_RING = (np.arange(3.0, 30.0, 3.0), np.radians(np.arange(0.0, 360.0, 5.0)))  # radii (m), bearings
+
+
+def lidar_scene(sensor: Sensor, poses: dict[int, tuple[np.ndarray, float, float]]) -> np.ndarray:
+    """What a ray-cast lidar on ``sensor.parent`` returns, simplified, in the sensor's frame (N, 3).
+
+    A horizontal ray every LIDAR_AZIMUTH_STEP degrees stops at the first side of another
+    vehicle's box it crosses, and returns there at two heights; a ring of returns lies on the
+    ground around the parent; none beyond the blueprint's range. ``poses`` are actor id ->
+    (xy, z, yaw) at the frame. World -> sensor goes through real carla.Transform matrices, so
+    CARLA's left-handed axes (y to the right) are CARLA's own.
+    """
+    def matrix(xy, z, yaw_radians, pitch=0.0) -> np.ndarray:
+        location = carla.Location(x=float(xy[0]), y=float(xy[1]), z=float(z))
+        return np.array(carla.Transform(location, carla.Rotation(pitch=pitch, yaw=float(np.degrees(yaw_radians))))
+                        .get_matrix())
+
+    parent_xy, parent_z, parent_yaw = poses[sensor.parent.id]
+    sensor_to_world = matrix(parent_xy, parent_z, parent_yaw) @ matrix(sensor.xy, sensor.z, sensor.yaw, sensor.pitch)
+    origin = sensor_to_world[:2, 3]
+    azimuth = np.radians(np.arange(0.0, 360.0, LIDAR_AZIMUTH_STEP))
+    rays = np.stack([np.cos(azimuth), np.sin(azimuth)], axis=-1)                 # (A, 2) world directions
+    reach = np.full(len(rays), np.inf)
+    height = np.zeros(len(rays))
+    for actor_id, (xy, z, yaw) in poses.items():
+        actor = sensor._server.actors.get(actor_id)
+        if actor_id == sensor.parent.id or not isinstance(actor, Vehicle):
+            continue
+        ex, ey = actor.bounding_box.extent.x, actor.bounding_box.extent.y
+        c, s = np.cos(yaw), np.sin(yaw)
+        corners = xy + np.array([[ex, ey], [ex, -ey], [-ex, -ey], [-ex, ey]]) @ np.array([[c, s], [-s, c]])
+        for p, q in zip(corners, np.roll(corners, -1, axis=0)):  # ray o + t d meets side p + u (q - p)
+            side, w = q - p, p - origin
+            denom = rays[:, 0] * side[1] - rays[:, 1] * side[0]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = (w[0] * side[1] - w[1] * side[0]) / denom
+                u = (w[0] * rays[:, 1] - w[1] * rays[:, 0]) / denom
+            hit = (t > 0) & (u >= 0) & (u <= 1) & (t < reach)
+            reach[hit], height[hit] = t[hit], z
+    hit = np.isfinite(reach)
+    points = [np.column_stack([origin + reach[hit, None] * rays[hit], height[hit] + h]) for h in LIDAR_HIT_HEIGHTS]
+    radii, bearings = np.meshgrid(*GROUND_RING)
+    ring = parent_xy + np.column_stack([radii.ravel() * np.cos(bearings.ravel() + parent_yaw),
+                                        radii.ravel() * np.sin(bearings.ravel() + parent_yaw)])
+    points.append(np.column_stack([ring, np.full(len(ring), parent_z)]))
+    world = np.concatenate(points)
+    local = (np.linalg.inv(sensor_to_world) @ np.column_stack([world, np.ones(len(world))]).T).T[:, :3]
+    return local[np.linalg.norm(local, axis=1) <= float(sensor.attributes["range"])]
 
 
 class CollisionData:
@@ -256,7 +311,8 @@ class StandInServer:
     Test hooks: ``kill`` makes every call time out as a dead server does; ``restart`` brings
     up a fresh, empty server; ``sensor_delay`` delivers camera/lidar readings from another
     thread after that many seconds; ``stale_readings`` sends a reading of the previous frame
-    first; ``drop_frames`` never sends those frames.
+    first; ``drop_frames`` never sends those frames; ``lidar_points`` (N, 3), when set, is what
+    every lidar returns (sensor frame) instead of ``lidar_scene``.
     """
 
     def __init__(self, maps: dict[str, Path], version: str = STANDIN_VERSION, host: str = "127.0.0.1",
@@ -267,6 +323,7 @@ class StandInServer:
         self.sensor_delay = 0.0
         self.stale_readings = False
         self.drop_frames: set[int] = set()
+        self.lidar_points: np.ndarray | None = None
         self.batches: list[list[Any]] = []  # every command batch received, for inspection
         self.restart()
 
@@ -626,15 +683,20 @@ class StandInWorld:
                 if markings:
                     sensor.emit(LaneInvasionData(frame, parent, markings))
             elif sensor.type_id in ("sensor.camera.rgb", "sensor.lidar.ray_cast") and frame not in self.server.drop_frames:
-                self._send_reading(sensor, frame)
+                self._send_reading(sensor, frame, before)
 
-    def _send_reading(self, sensor: Sensor, frame: int) -> None:
-        def make(f: int) -> Reading:
+    def _send_reading(self, sensor: Sensor, frame: int, before: dict) -> None:
+        """The reading of this frame, after one of the previous frame (its scene) when ``stale_readings``."""
+        now = {v.id: (v.xy, v.z, v.yaw) for v in self.server.live("vehicle.")}
+        previous = {i: (before[i][0], z, before[i][1]) if i in before else (xy, z, yaw) for i, (xy, z, yaw) in now.items()}
+
+        def make(f: int, poses: dict) -> Reading:
             if sensor.type_id == "sensor.camera.rgb":
                 return camera_reading(f, int(sensor.attributes["image_size_x"]), int(sensor.attributes["image_size_y"]))
-            return lidar_reading(f)
+            return lidar_reading(f, lidar_scene(sensor, poses) if self.server.lidar_points is None
+                                 else self.server.lidar_points)
 
-        readings = ([make(frame - 1)] if self.server.stale_readings else []) + [make(frame)]
+        readings = ([make(frame - 1, previous)] if self.server.stale_readings else []) + [make(frame, now)]
         if self.server.sensor_delay > 0:
             timer = threading.Timer(self.server.sensor_delay, lambda: [sensor.emit(r) for r in readings])
             timer.daemon = True

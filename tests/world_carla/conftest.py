@@ -1,10 +1,12 @@
-"""Fixtures: a stand-in CARLA server on Town04 and CarlaWorlds connected to it."""
+"""Fixtures: a stand-in CARLA server on Town04, CarlaWorlds connected to it, an ego on Town04's four-lane road."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from carla_standin import SpawnCommand, StandInServer
 
 from cardreamer.config import CarlaServer
+from cardreamer.world.api import Behavior, Pose
 from cardreamer.world.carla_backend import world as world_module
 from cardreamer.world.carla_backend.world import CarlaWorld
 
@@ -29,3 +31,25 @@ def make_world(server, monkeypatch):
     yield build
     for world in worlds:
         world.close()
+
+
+@pytest.fixture
+def ego_world(make_world):
+    """ego_world(**world_kwargs): a CarlaWorld and an ego at (5.8, 100) on Town04, heading along its lane."""
+    def build(**kwargs):
+        world = make_world(**kwargs)
+        lane, s, _ = world.road_map.locate(np.array([5.8, 100.0]))
+        ego = world.spawn_vehicle(Pose(5.8, 100.0, float(world.road_map.lanes[lane].heading_at(s))), role="ego")
+        return world, ego
+    return build
+
+
+@pytest.fixture
+def park_ahead():
+    """park_ahead(world, ego, distance): a vehicle standing that far straight ahead of the ego, heading the same way."""
+    def park(world, ego: int, distance: float) -> int:
+        v = world.vehicles()
+        xy, yaw = v.xy[v.row(ego)], float(v.yaw[v.row(ego)])
+        x, y = xy + distance * np.array([np.cos(yaw), np.sin(yaw)])
+        return world.spawn_vehicle(Pose(float(x), float(y), yaw), behavior=Behavior(desired_speed=0.0))
+    return park

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import cardreamer.env as env_module
+from cardreamer.observer.lidar import ROAD_EDGE
 from cardreamer.world.carla_backend.world import CarlaWorld
 
 TASK = """
@@ -99,3 +100,19 @@ def test_the_camera_observation_is_the_real_sensor_on_carla(carla_env, server):
     assert obs["camera"].shape == (128, 128, 3) and obs["camera"].dtype == np.uint8
     assert np.array_equal(obs["camera"], env.world.sensor_data("camera"))
     env.close()
+
+
+def test_the_lidar_observation_is_the_real_sensor_on_carla(carla_env, server):
+    env = carla_env[0]("[birdeye_wpt, lidar]")
+    obs, _ = env.reset(seed=3)
+    lidars = server.live("sensor.lidar.ray_cast")
+    assert len(lidars) == 1 and lidars[0].attributes["range"] == "32.0"
+    assert float(lidars[0].attributes["rotation_frequency"]) == pytest.approx(10.0)
+    for _ in range(3):
+        obs, *_ = env.step(env.action_space.sample())
+        assert env.observation_space["lidar"].contains(obs["lidar"])
+        assert env.observation_space["lidar_points"].contains(obs["lidar_points"])
+        # the rendered scan would stop rays at Town04's road edges; the stand-in's sensor sees no walls
+        assert not np.any(obs["lidar_points"][:, 2] == ROAD_EDGE)
+    env.close()
+    assert server.live() == []

@@ -3,21 +3,13 @@ from __future__ import annotations
 
 import time
 
+import carla
 import numpy as np
 import pytest
+from carla_standin import VEHICLE_EXTENT
 
 from cardreamer.world.api import Pose, WorldError
 from cardreamer.world.carla_backend import SensorSpec, SensorTimeout
-
-
-@pytest.fixture
-def ego_world(make_world):
-    def build(**kwargs):
-        world = make_world(**kwargs)
-        lane, s, _ = world.road_map.locate(np.array([5.8, 100.0]))
-        ego = world.spawn_vehicle(Pose(5.8, 100.0, float(world.road_map.lanes[lane].heading_at(s))), role="ego")
-        return world, ego
-    return build
 
 
 def test_camera_reading_is_rgb_of_the_current_frame(ego_world, server):
@@ -32,15 +24,31 @@ def test_camera_reading_is_rgb_of_the_current_frame(ego_world, server):
     assert sensor.attributes["image_size_x"] == "32" and sensor.attributes["sensor_tick"] == "0.0"
 
 
-def test_lidar_sweeps_once_per_tick(ego_world, server):
-    world, _ = ego_world(dt=0.05)
-    world.attach_sensor("lidar", SensorSpec("lidar", channels=16, range=40.0))
+def test_lidar_sweeps_once_per_tick_in_the_sensor_frame(ego_world, server, park_ahead):
+    world, ego = ego_world(dt=0.05)
+    park_ahead(world, ego, 10.0)
+    world.attach_sensor("lidar", SensorSpec("lidar", channels=16, range=40.0, x=1.0, z=2.0))
     world.tick()
     points = world.sensor_data("lidar")
-    assert points.shape[1] == 4 and points.dtype == np.float32 and np.all(points[:, 0] == world.frame)
+    assert points.shape[1] == 4 and points.dtype == np.float32
+    ground = np.isclose(points[:, 2], -2.0, atol=1e-4)
+    assert ground.any() and np.all(points[ground, 3] <= 1.0)
+    car = points[~ground]  # x forward, y right, z up from the sensor, 1 m ahead of the ego's centre
+    assert car[:, 0].min() == pytest.approx(10.0 - 2.4 - 1.0, abs=1e-3)
+    assert np.abs(car[:, 1]).max() == pytest.approx(1.05, abs=1e-3)
     sensor = next(s for s in server.live("sensor.lidar.ray_cast"))
     assert float(sensor.attributes["rotation_frequency"]) == pytest.approx(20.0)
     assert sensor.attributes["channels"] == "16" and sensor.attributes["range"] == "40.0"
+    assert sensor.attributes["dropoff_general_rate"] == "0.0" and sensor.attributes["dropoff_zero_intensity"] == "0.0"
+
+
+def test_sensor_mounts_are_measured_from_the_bounding_box_centre(ego_world, server):
+    world, ego = ego_world()
+    server.actors[ego].bounding_box = carla.BoundingBox(carla.Location(x=0.4, y=-0.1, z=0.75), VEHICLE_EXTENT)
+    world.shapes.remember([server.actors[ego]])  # what the server reports for a blueprint with an offset box
+    world.attach_sensor("lidar", SensorSpec("lidar", x=1.0, y=0.2, z=2.0))
+    location = next(s for s in server.live("sensor.lidar.ray_cast")).get_transform().location
+    assert (location.x, location.y, location.z) == pytest.approx((1.4, 0.1, 2.0))
 
 
 def test_stale_readings_are_discarded(ego_world, server):

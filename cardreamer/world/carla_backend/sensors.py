@@ -21,11 +21,13 @@ from cardreamer.world.api import LaneInvasionEvent, WorldError
 from cardreamer.world.carla_backend.errors import SensorTimeout
 
 SENSOR_BLUEPRINTS = {"camera": "sensor.camera.rgb", "lidar": "sensor.lidar.ray_cast"}
+LIDAR_NO_DROPOFF = {"dropoff_general_rate": "0.0", "dropoff_intensity_limit": "1.0", "dropoff_zero_intensity": "0.0"}
+"""CARLA drops 45% of lidar returns at random by default; a scan wants every return."""
 
 
 @dataclass(frozen=True)
 class SensorSpec:
-    """A camera or lidar mounted on a vehicle (offsets in metres and degrees, vehicle frame)."""
+    """A camera or lidar mounted on a vehicle: x ahead of its centre, y right, z above the ground (metres), degrees."""
 
     kind: Literal["camera", "lidar"]
     x: float = 1.5
@@ -46,18 +48,20 @@ class SensorSpec:
         if self.kind not in SENSOR_BLUEPRINTS:
             raise WorldError(f"sensor kind {self.kind!r} is not supported; valid kinds: {', '.join(SENSOR_BLUEPRINTS)}")
 
-    def transform(self) -> carla.Transform:
-        return carla.Transform(carla.Location(x=self.x, y=self.y, z=self.z),
+    def transform(self, centre: tuple[float, float] = (0.0, 0.0)) -> carla.Transform:
+        """The mount relative to the vehicle's actor origin, whose bounding-box centre is at ``centre`` (x, y)."""
+        return carla.Transform(carla.Location(x=self.x + centre[0], y=self.y + centre[1], z=self.z),
                                carla.Rotation(pitch=self.pitch, yaw=self.yaw))
 
     def attributes(self, dt: float) -> dict[str, str]:
-        """Blueprint attributes: one reading per tick (a full lidar sweep per ``dt``)."""
+        """Blueprint attributes: one reading per tick (a full lidar sweep per ``dt``, no random drop-off)."""
         if self.kind == "camera":
             return {"image_size_x": str(self.width), "image_size_y": str(self.height), "fov": str(self.fov),
                     "sensor_tick": "0.0"}
         return {"channels": str(self.channels), "range": str(self.range),
                 "points_per_second": str(self.points_per_second), "rotation_frequency": str(1.0 / dt),
-                "upper_fov": str(self.upper_fov), "lower_fov": str(self.lower_fov), "sensor_tick": "0.0"}
+                "upper_fov": str(self.upper_fov), "lower_fov": str(self.lower_fov), "sensor_tick": "0.0",
+                **LIDAR_NO_DROPOFF}
 
 
 def reading_to_array(kind: str, data: Any) -> np.ndarray:
@@ -119,10 +123,12 @@ class SensorManager:
         self.timeout = timeout
         self.sensors: dict[str, SyncedSensor] = {}
 
-    def attach(self, world: Any, name: str, spec: SensorSpec, parent: Any, dt: float) -> int:
+    def attach(self, world: Any, name: str, spec: SensorSpec, parent: Any, dt: float,
+               centre: tuple[float, float] = (0.0, 0.0)) -> int:
+        """Spawn the sensor on ``parent`` (whose box centre is ``centre`` from its origin); returns its actor id."""
         if name in self.sensors:
             raise WorldError(f"a sensor named {name!r} is already attached; names in use: {', '.join(self.sensors)}")
-        actor = spawn_sensor(world, SENSOR_BLUEPRINTS[spec.kind], spec.transform(), parent, spec.attributes(dt))
+        actor = spawn_sensor(world, SENSOR_BLUEPRINTS[spec.kind], spec.transform(centre), parent, spec.attributes(dt))
         self.sensors[name] = SyncedSensor(name, spec, actor, parent.id)
         return actor.id
 

@@ -541,7 +541,10 @@ class CarlaWorld(World):
 
     # ------------------------------------------------------------------ sensors for handlers
     def attach_sensor(self, name: str, spec: SensorSpec, actor_id: int | None = None) -> int:
-        """Mount a camera or lidar on a vehicle (default: the only ego) and tick once for its first reading."""
+        """Mount a camera or lidar on a vehicle (default: the only ego) and tick once for its first reading.
+
+        The spec's offsets are from the vehicle's bounding-box centre (the position ``vehicles()`` reports).
+        """
         if actor_id is None:
             egos = [i for i, v in self._vehicles.items() if v.role == "ego"]
             if len(egos) != 1:
@@ -549,7 +552,8 @@ class CarlaWorld(World):
             actor_id = egos[0]
         vehicle = self._vehicle(actor_id)
         with self._server_calls(f"attaching sensor {name!r}"):
-            sensor_id = self.sensors.attach(self.world, name, spec, vehicle.actor, self.dt)
+            sensor_id = self.sensors.attach(self.world, name, spec, vehicle.actor, self.dt,
+                                            self.shapes.shapes[actor_id].offset)
             self._sensor_parent[sensor_id] = actor_id
         self.tick()
         return sensor_id
