@@ -1,7 +1,9 @@
 """Cleanup across thousands of resets, server loss, and reconnecting (with and without relaunch)."""
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 
 import carla
 import numpy as np
@@ -111,3 +113,27 @@ def test_close_after_server_loss_does_not_raise(make_world, server):
         world.tick()
     world.close()
     world.close()
+
+
+EXIT_WITHOUT_CLOSE = """
+import atexit, sys
+from pathlib import Path
+sys.path.insert(0, {here!r})
+from carla_standin import SpawnCommand, StandInServer
+from cardreamer.config import CarlaServer
+from cardreamer.world.carla_backend import world as world_module
+
+server = StandInServer({{"Town04": Path({town04!r})}})
+atexit.register(lambda: print("after exit:", server.world.settings["synchronous_mode"], len(server.live())))
+world_module.SpawnActor = SpawnCommand
+world = world_module.CarlaWorld(CarlaServer(timeout=1.0), "Town04", client_factory=server.client)
+world.spawn_traffic(3)
+print("running:", server.world.settings["synchronous_mode"], len(server.live()))
+"""
+
+
+def test_a_client_that_exits_without_close_leaves_the_server_clean(carla_maps_dir):
+    script = EXIT_WITHOUT_CLOSE.format(here=str(Path(__file__).parent), town04=str(carla_maps_dir / "Town04.xodr"))
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "running: True 3" in done.stdout and "after exit: False 0" in done.stdout

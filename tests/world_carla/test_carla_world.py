@@ -1,6 +1,8 @@
 """CarlaWorld against the stand-in server: maps, settings, spawning, controls, snapshots, lights, events."""
 from __future__ import annotations
 
+import socket
+
 import carla
 import numpy as np
 import pytest
@@ -387,6 +389,20 @@ def test_parallel_worlds_get_their_own_traffic_managers(make_world, server):
     a = first.spawn_vehicle(lane_pose(first, 9.0, 80.0))
     b = second.spawn_vehicle(lane_pose(second, 12.2, 60.0))
     assert (server.actors[a].autopilot_port, server.actors[b].autopilot_port) == (first.tm_port, second.tm_port)
+
+
+def test_a_configured_tm_port_in_use_or_of_the_server_is_refused_before_any_server_call(make_world, server):
+    with socket.socket() as busy:  # what another env's Traffic Manager looks like
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(WorldError, match=rf"tm_port {port} is in use on this machine \(another env's Traffic "
+                                             r"Manager\?\).*use tm_port: 0"):
+            make_world(config=CarlaServer(timeout=1.0, tm_port=port))
+    with pytest.raises(WorldError, match=r"tm_port 2001 is one of the CARLA server's ports 2000-2002"):
+        make_world(config=CarlaServer(timeout=1.0, port=2000, tm_port=2001))
+    assert server.world.settings["synchronous_mode"] is False and server.traffic_managers == {}
+    assert make_world(config=CarlaServer(timeout=1.0, tm_port=port)).tm_port == port  # free again: taken
 
 
 def test_vectorized_progress_matches_projection_and_never_decreases(town04):

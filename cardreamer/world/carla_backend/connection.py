@@ -75,6 +75,17 @@ def choose_backend(config: WorldConfig, client_factory: ClientFactory = carla.Cl
     return "carla"
 
 
+def port_is_free(port: int) -> bool:
+    """Whether nothing on this machine listens on TCP ``port`` (a port in TIME_WAIT counts as free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(avoid: set[int] = frozenset()) -> int:
     """A TCP port free on this machine right now (for a Traffic Manager), not in ``avoid``."""
     while True:

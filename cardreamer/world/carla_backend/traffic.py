@@ -14,17 +14,36 @@ import numpy as np
 
 from cardreamer.config import CarlaServer
 from cardreamer.roadmap import Route
-from cardreamer.world.api import Behavior
-from cardreamer.world.carla_backend.connection import free_port
+from cardreamer.world.api import Behavior, WorldError
+from cardreamer.world.carla_backend.connection import free_port, port_is_free
 
 PATH_SPACING = 10.0  # m between the locations handed to the TM's set_path
+
+
+def check_tm_port(config: CarlaServer) -> None:
+    """Refuse a configured Traffic Manager port that is the server's or already in use on this machine."""
+    port = config.tm_port
+    if not port:
+        return
+    if port in server_ports(config):
+        raise WorldError(f"env.world.carla.tm_port {port} is one of the CARLA server's ports "
+                         f"{config.port}-{config.port + 2}; use tm_port: 0 (a free port) or another port")
+    if not port_is_free(port):
+        raise WorldError(f"env.world.carla.tm_port {port} is in use on this machine (another env's Traffic "
+                         f"Manager?); envs sharing one Traffic Manager override each other's vehicles and can hang "
+                         f"ticks; use tm_port: 0 (a free port per world) or another port")
+
+
+def server_ports(config: CarlaServer) -> set[int]:
+    """The ports a server on ``config.port`` uses: RPC, streaming, secondary."""
+    return {config.port, config.port + 1, config.port + 2}
 
 
 def choose_tm_port(config: CarlaServer) -> int:
     """The configured Traffic Manager port, or a free one when it is 0 (never the server's ports)."""
     if config.tm_port:
         return config.tm_port
-    return free_port(avoid={config.port, config.port + 1, config.port + 2})
+    return free_port(avoid=server_ports(config))
 
 
 def start_traffic_manager(client: Any, port: int, seed: int) -> Any:

@@ -3,11 +3,13 @@
 The server runs in synchronous mode with a fixed step, so one ``tick`` is one ``dt``. Vehicles
 are spawned and destroyed in batches; background vehicles drive on the Traffic Manager along the
 routes this backend plans on the shared RoadMap. Every actor spawned here is recorded and
-destroyed on ``reset`` and ``close``, so nothing accumulates on the server across resets. When
+destroyed on ``reset`` and ``close`` (which also runs at interpreter exit if never called), so
+nothing accumulates on the server across resets and no server is left synchronous. When
 the server stops answering, calls raise CarlaServerLost; ``reconnect`` brings the world back.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import subprocess
 from collections.abc import Iterator
@@ -42,6 +44,7 @@ from cardreamer.world.carla_backend.sensors import EventSensors, SensorManager, 
 from cardreamer.world.carla_backend.snapshot import Shape, ShapeCache, vehicle_arrays
 from cardreamer.world.carla_backend.traffic import (
     apply_behavior,
+    check_tm_port,
     choose_tm_port,
     path_arc_lengths,
     set_path,
@@ -155,8 +158,10 @@ class CarlaWorld(World):
         self.events = EventSensors()
         self.shapes = ShapeCache()
         self._clear_bookkeeping()
+        check_tm_port(config)
         self._connect()
         self.rng = np.random.default_rng(seed)
+        atexit.register(self.close)  # a client that exits without close() must not leave the server synchronous
 
     # ------------------------------------------------------------------ connection
     def _connect(self) -> None:
@@ -286,6 +291,7 @@ class CarlaWorld(World):
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self.close)
         try:
             if not self._lost:
                 with self._server_calls("close"):
