@@ -68,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
         # Strided convs halve the resolution per stage. The reference convolves at full resolution
         # with kernel 5 and then max-pools (strided=false, kernel=5): same shapes, more CPU time.
         "strided": True,
+        "dec_kernel": 3,  # decoder stages: sub-pixel convolutions with this kernel at the input resolution
         "enc_layers": 3,
         "dec_layers": 3,
         "head_layers": 1,  # reward and continue heads

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 
 import jax
 import jax.numpy as jnp
@@ -89,8 +88,11 @@ class BlockLinear(nnx.Module):
         return y.reshape(*y.shape[:-2], -1) + self.bias.value.astype(self.dtype)
 
 
-def select_keys(spaces: dict, pattern: str) -> list[str]:
-    return sorted(k for k in spaces if re.fullmatch(pattern, k))
+def depth_to_space(x: jax.Array) -> jax.Array:
+    """(N, H, W, 4C) -> (N, 2H, 2W, C): each pixel's channels become a 2x2 block of pixels."""
+    n, h, w, c = x.shape
+    x = x.reshape(n, h, w, 2, 2, c // 4).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, 2 * h, 2 * w, c // 4)
 
 
 def stacked_image_shape(image_shapes: dict[str, tuple]) -> tuple[int, int, int]:
@@ -147,9 +149,14 @@ class Encoder(nnx.Module):
 
 
 class Decoder(nnx.Module):
-    """From model features (deter, flat stoch) back to images (resize + conv, sigmoid) and vectors
-    (symlog space). The first image layer maps deter block-wise and stoch through a small MLP to
-    the lowest-resolution feature map, which keeps it small for large deter and images."""
+    """From model features (deter, flat stoch) back to images (sigmoid) and vectors (symlog space).
+
+    The first image layer maps deter block-wise and stoch through a small MLP to the
+    lowest-resolution feature map, which keeps it small for large deter and images. Each stage then
+    doubles the resolution by a sub-pixel convolution: a convolution at the input resolution with
+    four times the output channels, rearranged into 2x2 pixels (depth to space). It costs the
+    FLOPs of resize-then-convolve but runs about 3x faster on CPUs, and it avoids transposed
+    convolutions, which XLA runs slowly on CPUs."""
 
     def __init__(self, deter: int, stoch: int, image_shapes: dict[str, tuple], vector_sizes: dict[str, int], cfg,
                  dtype, rngs: nnx.Rngs):
@@ -170,7 +177,8 @@ class Decoder(nnx.Module):
             self.space_norms = nnx.List([Norm(depths[-1], dtype, rngs) for _ in range(2)])
             ins = depths[::-1]
             outs = depths[::-1][1:] + [channels]
-            self.convs = nnx.List([nnx.Conv(a, b, (cfg.kernel, cfg.kernel), use_bias=(i == stages - 1), dtype=dtype,
+            k = cfg.dec_kernel
+            self.convs = nnx.List([nnx.Conv(a, 4 * b, (k, k), use_bias=(i == stages - 1), dtype=dtype,
                                             kernel_init=INIT, rngs=rngs)
                                    for i, (a, b) in enumerate(zip(ins, outs))])
             self.norms = nnx.List([Norm(b, dtype, rngs) for b in outs[:-1]])
@@ -190,8 +198,7 @@ class Decoder(nnx.Module):
             x1 = self.space_stoch_out(self.space_stoch(stoch)).reshape(-1, h, w, c)
             x = jax.nn.silu(self.space_norms[0](x0) + self.space_norms[1](x1))
             for i, conv in enumerate(self.convs):
-                x = jnp.repeat(jnp.repeat(x, 2, 1), 2, 2)
-                x = conv(x)
+                x = depth_to_space(conv(x))
                 if i < len(self.norms):
                     x = jax.nn.silu(self.norms[i](x))
             x = jax.nn.sigmoid(x.astype(jnp.float32)).reshape(*lead, *x.shape[1:])
