@@ -9,6 +9,7 @@ from cardreamer.world.api import VehicleArrays
 from cardreamer.world.embedded.geometry import (
     box_corners,
     boxes_overlap,
+    corner_segment_distance,
     overlapping_pairs,
     point_box_distance,
 )
@@ -88,3 +89,15 @@ def test_box_corners_match_the_snapshot_corners():
     v = VehicleArrays(ids=np.arange(7), xy=xy, yaw=yaw, speed=np.zeros(7), velocity=np.zeros((7, 2)),
                       acceleration=np.zeros((7, 2)), extent=ext, is_ego=np.zeros(7, bool))
     assert np.allclose(box_corners(xy, yaw, ext), v.corners())
+
+
+def test_corner_segment_distance():
+    """A box corner between two path points is as near as the segment, not as the points."""
+    corners = box_corners(np.array([[2.0, 3.0]]), np.array([np.pi / 4]), np.array([[1.0, 0.5]]))
+    start, end = np.array([[[0.0, 0.0], [4.0, 0.0]]]), np.array([[[4.0, 0.0], [8.0, 0.0]]])
+    d = corner_segment_distance(corners, start, end)
+    assert d[0, 0] == pytest.approx(corners[0, :, 1].min())  # straight below the lowest corner
+    assert d[0, 1] == pytest.approx(np.min(np.hypot(corners[0, :, 0] - 4.0, corners[0, :, 1])))  # the segment's start
+    points = point_box_distance(np.array([[[0.0, 0.0], [4.0, 0.0]]]), np.array([[2.0, 3.0]]),
+                                np.array([np.pi / 4]), np.array([[1.0, 0.5]]))
+    assert d[0, 0] < points.min()

@@ -6,8 +6,9 @@ import pytest
 from world_helpers import lane_at, pose_on_lane
 
 from cardreamer.roadmap.route import route_through_lanes
-from cardreamer.world.api import Behavior, TrafficLightStates
+from cardreamer.world.api import Behavior, Pose, TrafficLightStates
 from cardreamer.world.embedded import EmbeddedWorld
+from cardreamer.world.embedded.geometry import box_corners
 
 STAY = Behavior(desired_speed=8.0, auto_lane_change=False, on_route_end="destroy")
 
@@ -149,3 +150,19 @@ def test_fast_vehicle_changes_lane_to_overtake(project_map):
     assert v.xy[v.row(fast), 0] > v.xy[v.row(slow), 0] + 5.0   # overtook
     lanes = set(world.route_of(fast).lanes.tolist())
     assert len(lanes) > 1 and middle in lanes                    # by leaving the slow vehicle's lane
+
+
+@pytest.mark.parametrize("corner_x", np.arange(26.4, 30.4, 0.5).round(1).tolist())  # every phase of the 4 m sampling
+def test_vehicle_brakes_for_a_corner_poking_in_between_its_path_points(project_map, corner_x):
+    """A box standing at an angle in the next lane with one corner 0.6 m into the vehicle's lane,
+    4-8 m ahead: wherever the corner falls between the path points the autopilot samples every
+    4 m, it brakes at once (before, a corner between two points went unseen)."""
+    road_map = project_map("two_lane")
+    world = EmbeddedWorld(road_map, seed=0)
+    car = spawn_on_route(world, [0], 20.0, speed=5.0)            # front bumper at x = 22.4, y = 5.25
+    yaw = np.radians(60.0)
+    corner = np.array([corner_x, 4.65])
+    centre = corner - box_corners(np.zeros((1, 2)), np.array([yaw]), np.array([[2.4, 1.05]]))[0, 1]
+    world.spawn_vehicle(Pose(float(centre[0]), float(centre[1]), float(yaw)), role="ego")
+    world.tick()
+    assert world.vehicles().speed[world.vehicles().row(car)] < 5.0

@@ -3,8 +3,9 @@
 Per tick and vehicle it chooses a road-wheel angle (pure pursuit on the route) and an
 acceleration (IDM), where the IDM gap is the nearest of:
 
-- any vehicle box on the vehicle's own path ahead (path points every 4 m for 40 m, tested against
-  every box ahead within reach at once: this covers followed vehicles and vehicles crossing in junctions);
+- any vehicle box on the vehicle's own path ahead (path points every 4 m for 40 m and the segments
+  between them, tested against every box ahead within reach at once: this covers followed
+  vehicles, vehicles crossing in junctions, and a corner poking into the path between two points);
 - the stop line of a red or yellow light it can still stop for, or of a stop sign it has not yet
   stopped at for ``SIGN_STOP_TIME``;
 - the entry of the next junction when it must yield there: vehicles heading into the same
@@ -41,7 +42,12 @@ from cardreamer.world.embedded.fleet import (
     R_VCURVE,
     Fleet,
 )
-from cardreamer.world.embedded.geometry import boxes_overlap, point_box_distance
+from cardreamer.world.embedded.geometry import (
+    box_corners,
+    boxes_overlap,
+    corner_segment_distance,
+    point_box_distance,
+)
 from cardreamer.world.embedded.lights import GREEN, STOP_SIGN, YELLOW
 from cardreamer.world.embedded.route_table import LEVEL_GAP, SPACING
 
@@ -132,6 +138,13 @@ def drive(f: Fleet, auto: np.ndarray, signal_state: np.ndarray, dt: float, level
     if len(pi):
         dist = point_box_distance(path[pi, :, :2], f.xy[pj], f.yaw[pj], f.extent[pj])
         clearance = (ext[pi, 1] + PATH_MARGIN)[:, None]
+        # a box corner can reach in between two path points: there, test the segments too
+        near_path = np.flatnonzero(dist.min(axis=1) < np.hypot(clearance[:, 0], 0.5 * PATH_STEP))
+        if len(near_path):
+            corners = box_corners(f.xy[pj[near_path]], f.yaw[pj[near_path]], f.extent[pj[near_path]])
+            points = path[pi[near_path], :, :2]
+            between = corner_segment_distance(corners, points[:, :-1], points[:, 1:])
+            dist[near_path, 1:] = np.minimum(dist[near_path, 1:], between)
         hit = dist < clearance
         any_hit = hit.any(axis=1)
         pi, pj, hit, dist, clearance = pi[any_hit], pj[any_hit], hit[any_hit], dist[any_hit], clearance[any_hit]

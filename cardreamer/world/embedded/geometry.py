@@ -63,3 +63,17 @@ def point_box_distance(points: np.ndarray, box_xy: np.ndarray, box_yaw: np.ndarr
     along = np.maximum(np.abs(rx * c + ry * s) - box_ext[:, 0, None], 0.0)
     across = np.maximum(np.abs(ry * c - rx * s) - box_ext[:, 1, None], 0.0)
     return np.sqrt(along * along + across * across)
+
+
+def corner_segment_distance(corners: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """(P, K) distance from the nearest of each box's corners (P, 4, 2) to segments start->end (P, K, 2).
+
+    Together with ``point_box_distance`` at the segment ends this gives the exact distance from a
+    polyline to a box whose corner reaches in between two of its points.
+    """
+    seg = end - start                                                    # (P, K, 2)
+    rel = corners[:, None, :, :] - start[:, :, None, :]                  # (P, K, 4, 2)
+    length2 = np.maximum(np.einsum("pkc,pkc->pk", seg, seg), 1e-12)
+    t = np.clip(np.einsum("pkjc,pkc->pkj", rel, seg) / length2[..., None], 0.0, 1.0)
+    off = rel - t[..., None] * seg[:, :, None, :]
+    return np.sqrt(np.einsum("pkjc,pkjc->pkj", off, off)).min(axis=2)
