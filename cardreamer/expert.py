@@ -19,6 +19,7 @@ import numpy as np
 
 from cardreamer.env import CarDreamerEnv
 from cardreamer.world.api import TrafficLightStates, VehicleArrays
+from cardreamer.world.embedded.geometry import boxes_overlap
 
 WHEELBASE = 2.9
 MAX_STEER = np.radians(35.0)
@@ -27,8 +28,6 @@ PATH_MARGIN = 0.5
 """Metres beside the ego's own half width within which a stopped vehicle's box blocks its path."""
 PATH_HALF_WIDTH = 1.6
 """Metres from the path within which a moving vehicle's centre (plus its half width) blocks it."""
-CROSSING_ANGLE = np.radians(60.0)
-"""A moving vehicle heading further than this from the path is crossing it, not leading on it."""
 STOP_MARGIN = 3.0
 """Where the ego's centre should come to rest before a stop line (m): front bumper just short of it."""
 IDM_STANDSTILL = 2.5
@@ -39,13 +38,14 @@ SIGN_STOP_TIME = 1.2
 YIELD_HORIZON = 40.0      # m of own path checked for conflicts with other vehicles' routes
 YIELD_SENSE = 80.0        # m: vehicles farther away are ignored
 OTHER_HORIZON_TIME = 7.0  # s of another vehicle's route looked at (at its current speed, min 15 m)
-CONFLICT_DISTANCE = 2.6   # m between two path points that counts as the paths meeting
+LANE_CLEARANCE = 0.4      # m between the ego's box and another vehicle's swept lane that counts as clear of it
 ON_PATH_DISTANCE = 2.2    # m: a vehicle this close to the own path is a leader/follower, not a crosser
 SAFETY_TIME = 2.0         # s between the ego clearing a crossing and the other arriving (half for merges)
 START_ACCEL = 2.0         # m/s^2 assumed when estimating how long the ego needs to clear a conflict
 BRAKE_FOR_YIELD = 4.0     # m/s^2: past the point where this stops it, the ego is committed
+REACTION_TIME = 0.3       # s of driving before braking for a yield point takes hold
 STOPPED_SPEED = 0.5       # m/s: vehicles slower than this are waiting, not claiming the way
-CREEP_CLEARANCE = 1.0     # m between the waiting ego's front bumper and the other vehicle's path
+CREEP_CLEARANCE = 1.0     # m of path between where the waiting ego stands and where its box would touch a lane
 MERGE_CHECK = 8.0         # m after a meeting point where merged paths are still together
 OTHER_BRAKE = 5.0         # m/s^2 another vehicle may be asked to brake for the ego
 OTHER_MARGIN = 3.0        # m it should still have left when stopped
@@ -103,9 +103,10 @@ class ExpertPolicy:
             if self._offset != 0.0:
                 gap, leader_speed, _ = self._leader_gap(v, i, route, s)
         steer = self._steer(route, s, xy, yaw, speed)
-        gap = min(gap, self._stop_gap(world.traffic_lights(), s, speed, world.dt))
-        gap = min(gap, self._yield_gap(env, v, i, route, s, speed, target))
-        acc = self._idm(speed, target, gap, leader_speed)
+        hold = min(self._stop_gap(world.traffic_lights(), s, speed, world.dt),
+                   self._yield_gap(env, v, i, route, s, speed, target))
+        # the leader moves; a stop line or a yield point stands still
+        acc = min(self._idm(speed, target, gap, leader_speed), self._idm(speed, target, hold, 0.0))
         return self._quantize(env, acc, steer)
 
     # ------------------------------------------------------------------ control
@@ -173,16 +174,12 @@ class ExpertPolicy:
         if len(path) < 2:
             return np.inf, 0.0, None
         d = _distance_to_boxes(path, v.xy[near], v.yaw[near], v.extent[near])
-        # stopped vehicles block with their whole box; moving ones where their centre line meets the path
+        # vehicles block with their whole box (a merging one's corner too); moving ones also where
+        # their centre line comes near the path
         moving = v.speed[near] > 1.0
         centre = np.linalg.norm(v.xy[near][:, None, :] - path[None], axis=2)
-        blocked = np.where(moving[:, None], centre < PATH_HALF_WIDTH + v.extent[near, 1:],
-                           d < v.extent[i, 1] + PATH_MARGIN)
+        blocked = (d < v.extent[i, 1] + PATH_MARGIN) | (moving[:, None] & (centre < PATH_HALF_WIDTH + v.extent[near, 1:]))
         first = np.where(blocked.any(axis=1), blocked.argmax(axis=1), 1 << 30)
-        # a vehicle moving across the path is a crossing, left to the yielding rule
-        path_heading = route.heading_at(route.s[np.minimum(lo + np.minimum(first, len(path) - 1), len(route.s) - 1)])
-        across = np.abs(np.angle(np.exp(1j * (v.yaw[near] - path_heading)))) > CROSSING_ANGLE
-        first[across & (v.speed[near] > 1.0)] = 1 << 30
         if not (first < 1 << 30).any():
             return np.inf, 0.0, None
         j = int(np.argmin(first))
@@ -218,12 +215,13 @@ class ExpertPolicy:
     def _yield_gap(self, env: CarDreamerEnv, v: VehicleArrays, i: int, route, s, speed, target) -> float:
         """Gap to the point where the ego must wait for a vehicle whose route crosses or joins its own.
 
-        A crossing vehicle has priority when it would reach the meeting point less than
-        ``SAFETY_TIME`` after the ego could have cleared it. The ego then waits at the junction
-        with its front bumper just short of the other's path (creeping up, as drivers do at a
-        busy junction), unless it is already too close to stop there. It also goes when the other
-        could still stop comfortably behind it: autopilot traffic brakes for boxes on its path,
-        so a dense flow lets the ego in.
+        The conflict is geometric: the first pose on the ego's path where its box comes within
+        ``LANE_CLEARANCE`` of the other vehicle's box at some pose on that vehicle's route (boxes,
+        not centre lines, so corners swinging out in a turn count). A crossing vehicle has priority when it would reach that point less than
+        ``SAFETY_TIME`` after the ego could have cleared it; the ego then waits with its whole box
+        just outside the other's lane (creeping up, as drivers do at a busy junction), unless it is
+        already too close to stop there. It also goes when the other could still stop comfortably
+        behind it: autopilot traffic brakes for boxes on its path, so a dense flow lets the ego in.
         """
         world = env.world
         own = self._path(route, s, s + YIELD_HORIZON)
@@ -231,10 +229,12 @@ class ExpertPolicy:
             return np.inf
         lo = np.searchsorted(route.s, s)
         own_s = route.s[lo:lo + len(own)] - s
+        own_yaw = route.heading_at(route.s[lo:lo + len(own)])
         behind = self._path(route, s - 15.0, s)
         near_own = np.concatenate([behind, own])
         others = np.flatnonzero((v.ids != v.ids[i]) & (np.linalg.norm(v.xy - v.xy[i], axis=1) < YIELD_SENSE))
-        committed = speed * speed / (2 * BRAKE_FOR_YIELD) + 1.0
+        committed = speed * speed / (2 * BRAKE_FOR_YIELD) + speed * REACTION_TIME
+        half = float(v.extent[i, 0])
         best = np.inf
         for j in others.tolist():
             if np.min(np.linalg.norm(near_own - v.xy[j], axis=1)) < ON_PATH_DISTANCE:
@@ -251,32 +251,35 @@ class ExpertPolicy:
             theirs = other_route.points[a:b + 1]
             if len(theirs) < 2:
                 continue
-            d = np.linalg.norm(own[:, None, :] - theirs[None, :, :], axis=2)
-            meet = np.argwhere(d < CONFLICT_DISTANCE)
-            if not len(meet):
+            their_yaw = other_route.heading_at(other_route.s[a:b + 1])
+            touching = _boxes_meet(own, own_yaw, v.extent[i], theirs, their_yaw, v.extent[j], LANE_CLEARANCE)
+            in_lane = touching.any(axis=1)
+            if not in_lane.any():
                 continue
-            k, m = meet[np.argmin(meet[:, 0])]
-            s_conflict = float(own_s[k])
-            if s_conflict < committed:
+            k = int(np.argmax(in_lane))
+            s_enter = float(own_s[k])
+            if s_enter < committed:
                 continue  # too late to stop before it: go on
+            m = int(np.argmax(touching[k]))
             d_other = float(other_route.s[a + m] - progress) - float(v.extent[j, 0])
-            half = float(v.extent[i, 0])
             # merging paths stay together after they meet; crossing ones part again
-            after = min(int(np.searchsorted(own_s, own_s[k] + MERGE_CHECK)), len(own) - 1)
-            crossing = bool(np.min(d[after]) >= CONFLICT_DISTANCE)
+            after = min(int(np.searchsorted(own_s, s_enter + MERGE_CHECK)), len(own) - 1)
+            crossing = not in_lane[after]
             if d_other < 0 and not crossing:
                 continue  # already past the merge point: it will be a leader, handled by car following
             d_other = max(d_other, 0.0)
-            clear = s_conflict + (2.0 * half + 2.0 if crossing else half)
+            if crossing:
+                clear = float(own_s[k + int(np.argmin(in_lane[k:]))]) + half  # the box has left its lane
+            else:
+                clear = s_enter + 2.0 * half  # the whole box is in its lane
             if d_other / max(v_j, 0.5) > self._time_to_cover(clear, speed, target) + SAFETY_TIME * (1 + crossing) / 2:
                 continue  # it arrives well after the ego has cleared the meeting point
-            t_enter = self._time_to_cover(max(s_conflict - half - 1.0, 0.0), speed, target)
+            t_enter = self._time_to_cover(s_enter, speed, target)
             brake, margin = (OTHER_BRAKE / 2, 2 * OTHER_MARGIN) if crossing else (OTHER_BRAKE, OTHER_MARGIN)
             if d_other - v_j * t_enter > v_j * v_j / (2 * brake) + margin:
                 continue  # it can still stop comfortably for the ego (autopilot traffic brakes for boxes on its path)
-            # wait with the front bumper CREEP_CLEARANCE short of the meeting point
-            creep = 2 * CREEP_CLEARANCE if crossing else CREEP_CLEARANCE
-            best = min(best, s_conflict - half - creep + IDM_STANDSTILL)
+            # wait with the centre CREEP_CLEARANCE short of the first pose whose box touches its lane
+            best = min(best, s_enter - CREEP_CLEARANCE + IDM_STANDSTILL)
         return max(best, 0.0) if np.isfinite(best) else np.inf
 
     @staticmethod
@@ -322,6 +325,18 @@ class ExpertPolicy:
         along, lateral = route.project(v.xy[others])
         inside = (along - s > window[0]) & (along - s < window[1]) & (np.abs(lateral - offset) < 2.6)
         return not inside.any()
+
+
+def _boxes_meet(xy_a: np.ndarray, yaw_a: np.ndarray, extent_a: np.ndarray, xy_b: np.ndarray, yaw_b: np.ndarray,
+                extent_b: np.ndarray, margin: float) -> np.ndarray:
+    """(K, M) whether a box of ``extent_a`` at each of K poses comes within ``margin`` of one of
+    ``extent_b`` at each of M poses."""
+    k, m = np.nonzero(np.linalg.norm(xy_a[:, None] - xy_b[None], axis=2)
+                      <= np.hypot(*extent_a) + np.hypot(*extent_b) + margin)
+    meet = np.zeros((len(xy_a), len(xy_b)), dtype=bool)
+    meet[k, m] = boxes_overlap(xy_a[k], yaw_a[k], np.broadcast_to(extent_a, (len(k), 2)), xy_b[m], yaw_b[m],
+                               np.broadcast_to(extent_b, (len(k), 2)), margin / 2)
+    return meet
 
 
 def _distance_to_boxes(points: np.ndarray, xy: np.ndarray, yaw: np.ndarray, extent: np.ndarray) -> np.ndarray:
