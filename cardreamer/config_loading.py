@@ -70,7 +70,9 @@ class SourcedConfig:
             parts.pop()
         return "<config>"
 
-    def merge_file(self, path: str | os.PathLike) -> SourcedConfig:
+    def merge_file(self, path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> SourcedConfig:
+        """Merge a YAML file. A top-level ``extends: <name>`` first merges ``<name>.yaml`` from the
+        same folder (or a path relative to it), so a variant only states what differs."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
@@ -79,6 +81,10 @@ class SourcedConfig:
             return self
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+        if "extends" in data:
+            data = dict(data)
+            base = _base_file(path, data.pop("extends"), positions.get("extends", (0, 0)), _chain)
+            self.merge_file(base, (*_chain, path.resolve()))
         self.merge(data, str(path), positions)
         return self
 
@@ -114,6 +120,21 @@ class SourcedConfig:
             node = child
         node[parts[-1]] = value
         self.origin[dotted] = (source, 0, 0)
+
+
+def _base_file(path: Path, name: Any, position: tuple[int, int], chain: tuple[Path, ...]) -> Path:
+    """The file an ``extends:`` value names, checked: it exists and does not extend back."""
+    where = f"{path}:{position[0]}:{position[1]}"
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: extends must name a file to build on, got {name!r}")
+    base = path.parent / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if not base.is_file():
+        valid = sorted(p.stem for p in path.parent.glob("*.yaml") if p.resolve() != path.resolve())
+        raise ConfigError(f"{where}: extends: {name!r} is not a file in {path.parent}"
+                          f"{nearest_hint(name, valid)}; valid names: {', '.join(valid)}")
+    if base.resolve() in (*chain, path.resolve()):
+        raise ConfigError(f"{where}: extends: {name!r} extends back to {path.name} (a cycle)")
+    return base
 
 
 def nearest_hint(name: str, valid: list[str] | tuple[str, ...]) -> str:
