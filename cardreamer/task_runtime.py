@@ -186,7 +186,10 @@ class RouteTask:
 
 
 class _FlowState:
-    """One traffic flow: spawns a vehicle at its entry whenever the drawn gap is free."""
+    """One traffic flow: spawns a vehicle at its entry whenever the drawn gap is free.
+
+    The gap is free space, bumper to bumper (not centre to centre), drawn anew for each vehicle.
+    """
 
     def __init__(self, spec: FlowSpec, route: Route | None):
         self.spec = spec
@@ -203,9 +206,12 @@ class _FlowState:
         self.spawned = [v for v in self.spawned if v in alive]
         if len(self.spawned) >= spec.max_vehicles:
             return
-        entry = np.array([spec.spawn.x, spec.spawn.y])
-        if len(vehicles.ids) and np.min(np.linalg.norm(vehicles.xy - entry, axis=1)) < self.next_gap:
-            return
+        if len(vehicles.ids):
+            # free space: from the nearest vehicle's box to a newcomer's (taken to be as long) at the entry
+            distance = np.linalg.norm(vehicles.xy - np.array([spec.spawn.x, spec.spawn.y]), axis=1)
+            k = int(np.argmin(distance))
+            if distance[k] - 2.0 * vehicles.extent[k, 0] < self.next_gap:
+                return
         pose, lane, s = task.pose_on_lane(spec.spawn)
         route = self.route or random_route(task.road_map, rng, lane, s, 400.0)
         actor = world.try_spawn_vehicle(pose, route=route, speed=spec.speed,

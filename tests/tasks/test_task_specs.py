@@ -48,7 +48,7 @@ def test_task_steps_and_reports_every_reward_term(task):
     env.close()
 
 
-GAPS = {"right": {"medium": (8.0, 16.0), "hard": (6.0, 8.0)}, "left": {"medium": (25.0, 40.0), "hard": (15.0, 25.0)}}
+GAPS = {"right": {"medium": (8.0, 16.0), "hard": (6.0, 8.0)}, "left": {"medium": (20.0, 35.0), "hard": (10.0, 20.0)}}
 
 
 @pytest.mark.parametrize("kind", ["right", "left"])
