@@ -109,3 +109,16 @@ def test_unsupported_spaces_fail_clearly():
     with pytest.raises(ValueError, match="model.cnn_keys"):
         DreamerV3(gym.spaces.Dict({"x": gym.spaces.Box(0, 1, (3,))}), gym.spaces.Discrete(2),
                   make_config("tiny", ["model.mlp_keys=nothing"]))
+
+
+def test_depth_to_space_turns_each_pixels_channel_groups_into_its_2x2_block():
+    from dreamerv3_backbone.nets import depth_to_space
+
+    x = np.arange(2 * 3 * 5 * 8, dtype=np.float32).reshape(2, 3, 5, 8)  # 4 groups of 2 channels
+    y = np.asarray(depth_to_space(x))
+    assert y.shape == (2, 6, 10, 2)
+    for n, i, j in [(0, 0, 0), (1, 2, 4), (0, 1, 3)]:
+        for di in range(2):
+            for dj in range(2):
+                group = 2 * di + dj  # row-major within the block
+                np.testing.assert_array_equal(y[n, 2 * i + di, 2 * j + dj], x[n, i, j, 2 * group:2 * group + 2])
