@@ -4,6 +4,7 @@ steps per second, per model size, on 64x64x3 images with 15 discrete actions.
     python bench/bench_dreamerv3.py --sizes tiny cpu 1m 12m --updates 5
     python bench/bench_dreamerv3.py --sizes cpu --native        # the preset's own batch size
     python bench/bench_dreamerv3.py --sizes 12m --set model.strided=true
+    python bench/bench_dreamerv3.py --sizes 12m --parts             # where an update's time goes
 
 Each size prints one JSON line; by default every size trains on batches of 16 x 64. Besides wall
 seconds per update it reports CPU seconds (all threads), which other load on the machine inflates
@@ -22,9 +23,10 @@ import time
 import gymnasium as gym
 import jax
 import numpy as np
+from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dreamerv3_backbone.agent import DreamerV3, count_params
+from dreamerv3_backbone.agent import DreamerV3, Model, count_params
 from dreamerv3_backbone.config import make_config
 
 
@@ -41,7 +43,44 @@ def random_batch(rng: np.random.Generator, b: int, t: int, size: int) -> dict[st
     return batch
 
 
-def bench(size: str, updates: int, native: bool, image: int, overrides: list[str]) -> dict:
+def _seconds(fn, *args, repeats: int = 3) -> float:
+    """Median wall seconds of a jitted ``fn(*args)`` after one compiling call."""
+    fn = jax.jit(fn)
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def parts(model: Model, state: dict, batch: dict) -> dict[str, float]:
+    """Seconds of the gradient of each part of the loss: encoder and decoder alone, the world-model
+    loss, the whole loss; the whole loss minus the world model is imagination plus actor-critic."""
+    params, graphdef, key = state["params"], model.graphdef, jax.random.key(0)
+    feat = np.zeros((*batch["reward"].shape, nnx.merge(graphdef, params).rssm.feat_size), np.float32)
+
+    def encoder(p):
+        return nnx.merge(graphdef, p).encoder(batch).sum()
+
+    def decoder(p):
+        return sum(x.sum() for x in nnx.merge(graphdef, p).decoder(feat).values())
+
+    def world_model(p):
+        losses = model._world_model_loss(nnx.merge(graphdef, p), batch, key)[0]
+        return sum(v.mean() for v in losses.values())
+
+    def whole(p):
+        return model._loss(p, state["slow_critic"], state["retnorm"], batch, key)[0]
+
+    out = {name: _seconds(jax.grad(fn), params) for name, fn in
+           [("encoder", encoder), ("decoder", decoder), ("world_model", world_model), ("whole_loss", whole)]}
+    out["imagination_actor_critic"] = out["whole_loss"] - out["world_model"]
+    return {f"parts_s/{k}": round(v, 3) for k, v in out.items()}
+
+
+def bench(size: str, updates: int, native: bool, image: int, overrides: list[str], with_parts: bool) -> dict:
     extra = [] if native else ["model.batch_size=16", "model.batch_length=64"]
     config = make_config(size, extra + list(overrides))
     b, t = config.model.batch_size, config.model.batch_length
@@ -60,6 +99,7 @@ def bench(size: str, updates: int, native: bool, image: int, overrides: list[str
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
     per_update = float(np.median(times))
+    breakdown = parts(agent.model, agent.state, batches[0]) if with_parts else {}
     return {
         "size": size, "params_m": round(count_params(obs_space, act_space, config.model)["total"] / 1e6, 2),
         "batch": f"{b}x{t}", "image": f"{image}x{image}", "compile_s": round(compile_s, 2),
@@ -67,7 +107,7 @@ def bench(size: str, updates: int, native: bool, image: int, overrides: list[str
         "env_steps_per_s_at_ratio_32": round(b * t / per_update / 32, 2), "updates": updates,
         "loss_finite": bool(np.isfinite(metrics["loss/total"])), "overrides": overrides,
         "backend": jax.default_backend(), "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-        "jax": jax.__version__,
+        "jax": jax.__version__, **breakdown,
     }
 
 
@@ -78,9 +118,10 @@ def main() -> None:
     parser.add_argument("--native", action="store_true", help="use each preset's batch instead of 16 x 64")
     parser.add_argument("--image", type=int, default=64, help="square image size")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. model.strided=true")
+    parser.add_argument("--parts", action="store_true", help="also time the gradient of each part of the loss")
     args = parser.parse_args()
     for size in args.sizes:
-        print(json.dumps(bench(size, args.updates, args.native, args.image, args.set)), flush=True)
+        print(json.dumps(bench(size, args.updates, args.native, args.image, args.set, args.parts)), flush=True)
 
 
 if __name__ == "__main__":
