@@ -135,6 +135,43 @@ def test_crossing_vehicles_take_turns_at_a_junction(project_map, head_start):
     assert all(p > 90.0 for p in progress.values())  # both went through
 
 
+@pytest.mark.parametrize("ego_to, car_to, inside, yields", [
+    ((-10.0, -1.8), (-10.0, -1.7), True, True),    # ego straight on inside, car turning into its exit
+    ((-10.0, -1.8), (-10.0, -1.7), False, False),  # the same, ego still before the entry
+    ((-1.8, 10.0), (-1.8, 10.0), True, False),     # ego turning inside, car straight on into its exit
+])
+def test_traffic_yields_to_an_ego_inside_the_junction_on_the_main_path(project_map, ego_to, car_to, inside,
+                                                                       yields):
+    """An ego standing with its front in the junction, short of a car's path, holds that car
+    at the entry when the ego's path is the main one (gentler bend), as a background vehicle inside
+    would; an ego turning off the main path, or still before the entry, gets no priority and the
+    car drives on (the ego's box is never on the car's path)."""
+    road_map = project_map("stop_sign")
+    world = EmbeddedWorld(road_map, seed=0)
+    no_signs = Behavior(desired_speed=8.0, ignore_signs=True, auto_lane_change=False, on_route_end="destroy")
+    east = lane_at(road_map, (90, -1.8), (10, -1.8))
+    south = lane_at(road_map, (-1.8, -90), (-1.8, -10))
+
+    def through(lane, end_xy):
+        nxt = next(i for i in road_map.lanes[lane].successors
+                   if np.allclose(road_map.lanes[i].points[-1], end_xy, atol=0.5))
+        return [lane, nxt, road_map.lanes[nxt].successors[0]]
+
+    ego_lanes = through(east, ego_to)
+    ego_route = route_through_lanes(road_map, ego_lanes, 60.0, 10.0)
+    ego_pose = pose_on_lane(road_map, ego_lanes[1], 1.0) if inside else pose_on_lane(road_map, east, 70.0)
+    world.spawn_vehicle(ego_pose, role="ego", route=ego_route)
+    car = spawn_on_route(world, through(south, car_to), 50.0, no_signs)
+    entry = road_map.lanes[south].length - 50.0  # route s of the junction entry
+    furthest = 0.0
+    for _ in range(80):
+        world.tick()
+        assert not world.collisions(car)
+        if car in world.vehicles().ids:
+            furthest = max(furthest, front_s(world, car))
+    assert (furthest < entry) == yields
+
+
 def test_fast_vehicle_changes_lane_to_overtake(project_map):
     road_map = project_map("highway")
     world = EmbeddedWorld(road_map, seed=0)

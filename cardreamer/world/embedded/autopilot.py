@@ -12,9 +12,11 @@ acceleration (IDM), where the IDM gap is the nearest of:
   junction on paths that conflict are ordered by one priority key per vehicle (inside the
   junction first, then those too fast to stop before it, then by time to reach the entry, with a
   penalty for stop-sign approaches; ties by row), so the yield relation has no cycles and cannot
-  deadlock. A vehicle too fast to stop at the entry stops before the conflict point instead. It
-  also waits at the entry while a slow vehicle on its path is still inside the junction
-  ("don't block the box").
+  deadlock. An ego vehicle inside the junction on the main path (a clearly gentler bend, as the
+  ring of a roundabout) goes before the vehicles not yet in; an ego approaching, or turning off
+  the main path, must find its own gap. A vehicle too fast to stop at the entry stops before the
+  conflict point instead. It also waits at the entry while a slow vehicle on its path is still
+  inside the junction ("don't block the box").
 
 The stop line of a light or sign at the junction takes precedence: a vehicle held there does not
 take part in the junction's priority order until it is released.
@@ -67,6 +69,7 @@ CONFLICT_POINTS = 20     # -> 40 m of path through the junction
 CONFLICT_MARGIN = 0.3    # m added around both boxes when testing two paths for a conflict
 SIGN_PENALTY = 3.0       # s added to the priority key of stop-sign approaches
 COMMIT_BRAKE = 5.0       # m/s^2: a vehicle that cannot stop before the entry with this is committed
+MAIN_PATH_RATIO = 1.3    # curve-speed ratio over which an ego inside a junction is on the main path
 EXIT_CLEAR = 0.0         # m past a junction's exit that must be clear of slow vehicles before entering
 
 
@@ -192,6 +195,11 @@ def drive(f: Fleet, auto: np.ndarray, signal_state: np.ndarray, dt: float, level
                                 here[:, R_JUNCTION_SIGN])
         hold |= must
         hold_gap = np.minimum(hold_gap, gap)
+    outside = q[~inside[q]]
+    if len(outside):
+        must, gap = _yield_to_egos(f, auto, outside, junction, d_entry, front, v, ext, j_in, j_out, levels)
+        hold |= must
+        hold_gap = np.minimum(hold_gap, gap)
     hold &= ~inside & ~f.ignore_vehicles[auto]
     entry_term = _idm_interaction(v, v, hold_gap, STOP_LINE_GAP, headway, a_max, b_comf)
     interaction = np.where(hold, np.maximum(interaction, entry_term), interaction)
@@ -231,28 +239,96 @@ def _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j
     a, b = a[distinct], b[distinct]
     if not len(a):
         return must, gap
-    steps = np.arange(CONFLICT_POINTS) * CONFLICT_STEP
-    sa = np.maximum(front[a], j_in[a])[:, None] + steps
-    sb = np.maximum(s[b] - ext[b, 0], j_in[b])[:, None] + steps
-    valid_a = sa <= j_out[a][:, None] + 1.0
-    valid_b = sb <= j_out[b][:, None] + 1.0
-    ia = np.minimum((sa / SPACING).astype(np.int64), last)
-    ib = np.minimum((sb / SPACING).astype(np.int64), last)
-    ra, rb = f.points(auto[a][:, None], ia), f.points(auto[b][:, None], ib)
-    pa, pb = ra[..., :2], rb[..., :2]
-    # broad phase on sample pairs, then the boxes each vehicle would occupy at its two samples
-    d = pa[:, :, None, :] - pb[:, None, :, :]
-    reach = np.hypot(ext[a, 0], ext[a, 1]) + np.hypot(ext[b, 0], ext[b, 1]) + CONFLICT_MARGIN
-    close = (np.einsum("pijc,pijc->pij", d, d) < (reach**2)[:, None, None]) & valid_a[:, :, None] & valid_b[:, None, :]
-    p, ka, kb = np.nonzero(close)
-    hit = boxes_overlap(pa[p, ka], ra[p, ka, R_HEADING], ext[a[p]], pb[p, kb], rb[p, kb, R_HEADING], ext[b[p]],
-                        CONFLICT_MARGIN)
-    first = np.full(len(a), CONFLICT_POINTS)
-    np.minimum.at(first, p[hit], ka[hit])
+    start_a = np.maximum(front[a], j_in[a])
+    start_b = np.maximum(s[b] - ext[b, 0], j_in[b])
+    first = _first_conflict(f, auto[a], start_a, j_out[a], ext[a], auto[b], start_b, j_out[b], ext[b])
     conflict = first < CONFLICT_POINTS
     a = a[conflict]
     # room for the front bumper while the centre stays at the last sample before the conflict
-    d_conflict = sa[conflict, first[conflict]] - CONFLICT_STEP - s[a]
+    d_conflict = start_a[conflict] + (first[conflict] - 1) * CONFLICT_STEP - s[a]
     must[a] = True
     np.minimum.at(gap, a, np.where(committed[a], d_conflict, d_entry[a]))
     return must, gap
+
+
+def _yield_to_egos(f: Fleet, auto: np.ndarray, q: np.ndarray, junction: np.ndarray, d_entry: np.ndarray,
+                   front: np.ndarray, v: np.ndarray, ext: np.ndarray, j_in: np.ndarray, j_out: np.ndarray,
+                   levels: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Which approaching autopilot vehicles must yield to an ego inside their junction, and the gap.
+
+    An ego counts as inside from when its front bumper passes the junction entry until its rear
+    leaves the exit. There it goes before a vehicle not yet in whose path through the junction
+    conflicts with its own when its own path is the main one: its sharpest bend allows at least
+    ``MAIN_PATH_RATIO`` times the other's curve speed (the ring of a roundabout against a vehicle
+    turning in; not a turning ego against a straight flow). A queue behind it, entering at the same
+    point, is left to car following; an ego still approaching gets no priority: it must find its
+    own gap.
+    """
+    must = np.zeros(len(auto), dtype=bool)
+    gap = np.full(len(auto), np.inf)
+    egos = np.flatnonzero(f.is_ego[: f.n] & f.has_route[: f.n])
+    if not len(egos):
+        return must, gap
+    last = f.route_points - 1
+    rear = f.route_s[egos] - f.extent[egos, 0]
+    at_rear = f.points(egos, np.clip((rear / SPACING).astype(np.int64), 0, last))
+    e_junction, e_in, e_out = at_rear[:, R_JUNCTION], at_rear[:, R_JUNCTION_IN], at_rear[:, R_JUNCTION_OUT]
+    e_inside = (e_junction >= 0) & (e_in <= f.route_s[egos] + f.extent[egos, 0])
+    pair = (junction[q][:, None] == e_junction[None, :]) & e_inside[None, :]
+    if levels:
+        pair &= np.abs(f.z[auto[q]][:, None] - f.z[egos][None, :]) < LEVEL_GAP
+    a, k = np.nonzero(pair)
+    if not len(a):
+        return must, gap
+    a, e = q[a], egos[k]
+    entry_a = f.points(auto[a], np.minimum((j_in[a] / SPACING).astype(np.int64), last))[:, :2]
+    entry_e = f.points(e, np.minimum((e_in[k] / SPACING).astype(np.int64), last))[:, :2]
+    distinct = np.hypot(*(entry_a - entry_e).T) > 1.0
+    their_curve = _curve_speed(f, auto[a], j_in[a], j_out[a])
+    main = _curve_speed(f, e, e_in[k], e_out[k]) > MAIN_PATH_RATIO * their_curve
+    keep = distinct & main
+    a, e, k = a[keep], e[keep], k[keep]
+    if not len(a):
+        return must, gap
+    start_a = np.maximum(front[a], j_in[a])
+    first = _first_conflict(f, auto[a], start_a, j_out[a], ext[a], e, np.maximum(rear[k], e_in[k]), e_out[k],
+                            f.extent[e])
+    conflict = first < CONFLICT_POINTS
+    a = a[conflict]
+    committed = v[a] * v[a] / (2.0 * COMMIT_BRAKE) > d_entry[a]
+    d_conflict = start_a[conflict] + (first[conflict] - 1) * CONFLICT_STEP - (front[a] - ext[a, 0])
+    must[a] = True
+    np.minimum.at(gap, a, np.where(committed, d_conflict, d_entry[a]))
+    return must, gap
+
+
+def _curve_speed(f: Fleet, rows: np.ndarray, s_in: np.ndarray, s_out: np.ndarray) -> np.ndarray:
+    """The lowest curve speed (its sharpest bend) of each route between ``s_in`` and ``s_out``."""
+    s = np.minimum(s_in[:, None] + np.arange(CONFLICT_POINTS) * CONFLICT_STEP, s_out[:, None])
+    points = f.points(rows[:, None], np.minimum((s / SPACING).astype(np.int64), f.route_points - 1))
+    return points[..., R_VCURVE].min(axis=1)
+
+
+def _first_conflict(f: Fleet, rows_a: np.ndarray, start_a: np.ndarray, end_a: np.ndarray, ext_a: np.ndarray,
+                    rows_b: np.ndarray, start_b: np.ndarray, end_b: np.ndarray,
+                    ext_b: np.ndarray) -> np.ndarray:
+    """Per pair, the first of A's path samples (every ``CONFLICT_STEP`` m from ``start_a`` up to
+    ``end_a``) whose box, inflated by ``CONFLICT_MARGIN``, overlaps B's box at one of its samples
+    (from ``start_b`` up to ``end_b``); ``CONFLICT_POINTS`` where the two paths do not conflict."""
+    last = f.route_points - 1
+    steps = np.arange(CONFLICT_POINTS) * CONFLICT_STEP
+    sa, sb = start_a[:, None] + steps, start_b[:, None] + steps
+    valid_a, valid_b = sa <= end_a[:, None] + 1.0, sb <= end_b[:, None] + 1.0
+    ra = f.points(rows_a[:, None], np.minimum((sa / SPACING).astype(np.int64), last))
+    rb = f.points(rows_b[:, None], np.minimum((sb / SPACING).astype(np.int64), last))
+    pa, pb = ra[..., :2], rb[..., :2]
+    # broad phase on sample pairs, then the boxes each vehicle would occupy at its two samples
+    d = pa[:, :, None, :] - pb[:, None, :, :]
+    reach = np.hypot(ext_a[:, 0], ext_a[:, 1]) + np.hypot(ext_b[:, 0], ext_b[:, 1]) + CONFLICT_MARGIN
+    close = (np.einsum("pijc,pijc->pij", d, d) < (reach**2)[:, None, None]) & valid_a[:, :, None] & valid_b[:, None, :]
+    p, ka, kb = np.nonzero(close)
+    hit = boxes_overlap(pa[p, ka], ra[p, ka, R_HEADING], ext_a[p], pb[p, kb], rb[p, kb, R_HEADING], ext_b[p],
+                        CONFLICT_MARGIN)
+    first = np.full(len(rows_a), CONFLICT_POINTS)
+    np.minimum.at(first, p[hit], ka[hit])
+    return first
