@@ -88,10 +88,12 @@ def test_following_distance_term_tracks_the_lead():
 
 
 def _light_history(env, seed: int, steps: int = 20) -> list[np.ndarray]:
+    """Light states and elapsed times at reset and after each of ``steps`` steps."""
     env.reset(seed=seed)
     history = []
-    for _ in range(steps):
-        env.step(env.actions.nearest(0.0, 0.0))
+    for step in range(steps + 1):
+        if step:
+            env.step(env.actions.nearest(0.0, 0.0))
         lights = env.world.traffic_lights()
         history.append(np.concatenate([lights.states, lights.elapsed]))
     return history
@@ -104,4 +106,6 @@ def test_a_seeds_episode_does_not_depend_on_the_episodes_before_it():
     fresh = _light_history(make_env("traffic_lights", overrides), seed=3)
     reused = make_env("traffic_lights", overrides)
     _light_history(reused, seed=0)
-    assert all(np.array_equal(a, b) for a, b in zip(fresh, _light_history(reused, seed=3)))
+    again = _light_history(reused, seed=3)
+    assert len(again) == len(fresh) == 21
+    assert all(np.array_equal(a, b) for a, b in zip(fresh, again))

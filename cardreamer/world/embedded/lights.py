@@ -63,13 +63,11 @@ class TrafficLightController:
         self.clearance = np.zeros(len(self.light_rows))
         self.cycle_fraction = np.zeros(len(self.light_rows))  # cycle offset as a fraction of the cycle, per light
         self.time = 0.0
-        merged = {**DEFAULT_TIMING, **timing}
-        self.set_timing(merged["green"], merged["yellow"], merged["red"])
         # per road_map.signals row, plus a last always-green entry that index -1 ("no signal") reads
         self.signal_state = np.full(len(signals) + 1, STOP_SIGN, dtype=np.int64)
         self.signal_state[-1] = GREEN
-        self._states = np.zeros(len(self.light_rows), dtype=np.int64)
-        self._elapsed = np.zeros(len(self.light_rows))
+        merged = {**DEFAULT_TIMING, **timing}
+        self.set_timing(merged["green"], merged["yellow"], merged["red"])
 
     def _stop_xy(self, signal) -> np.ndarray:
         return self.road_map.lanes[signal.lane].position(signal.stop_s)
@@ -101,6 +99,7 @@ class TrafficLightController:
             self.green[members] = green
             self.yellow[members] = yellow
             self.clearance[members] = clearance
+        self._update()  # states now follow the new timing (tasks set it after the world's reset)
 
     def reset(self, rng: np.random.Generator) -> None:
         """Restart the clock with a random phase offset per junction.
