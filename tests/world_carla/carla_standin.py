@@ -420,9 +420,13 @@ class StandInTrafficManager:
         self.port = port
         self.synchronous = False
         self.seed: int | None = None
+        self.running = True
 
     def get_port(self) -> int:
         return self.port
+
+    def shut_down(self) -> None:
+        self.running = False
 
     def set_synchronous_mode(self, enabled: bool) -> None:
         self.server.check()

@@ -28,9 +28,11 @@ def test_connect_sets_synchronous_mode_and_close_restores_settings(make_world, s
     tm = server.traffic_managers[world.tm_port]
     assert tm.synchronous and tm.seed == 3
     assert world.road_map.name == "Town04" and world.dt == 0.05
+    assert tm.running
     world.close()
     assert server.world.settings["synchronous_mode"] is False
     assert tm.synchronous is False
+    assert not tm.running  # shut down: a later world in this process may take the same tm_port
 
 
 def test_unknown_blueprint_is_a_clear_error_and_leaves_the_server_asynchronous(make_world, server):

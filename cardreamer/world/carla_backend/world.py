@@ -299,6 +299,8 @@ class CarlaWorld(World):
                     self._destroy_batch(self._tracked_actor_ids())
                     self.tm.set_synchronous_mode(False)
                     self.world.apply_settings(self._original_settings)
+                    # The Traffic Manager lives in this process: stop it so its port is free for the next world.
+                    self.tm.shut_down()
         except CarlaServerLost as exc:
             log.warning("closing: %s", exc)
         finally:
