@@ -19,7 +19,7 @@ import numpy as np
 
 from cardreamer.env import CarDreamerEnv
 from cardreamer.world.api import TrafficLightStates, VehicleArrays
-from cardreamer.world.embedded.geometry import boxes_overlap
+from cardreamer.world.embedded.geometry import bounding_radius, boxes_overlap
 
 WHEELBASE = 2.9
 MAX_STEER = np.radians(35.0)
@@ -331,8 +331,8 @@ def _boxes_meet(xy_a: np.ndarray, yaw_a: np.ndarray, extent_a: np.ndarray, xy_b:
                 extent_b: np.ndarray, margin: float) -> np.ndarray:
     """(K, M) whether a box of ``extent_a`` at each of K poses comes within ``margin`` of one of
     ``extent_b`` at each of M poses."""
-    k, m = np.nonzero(np.linalg.norm(xy_a[:, None] - xy_b[None], axis=2)
-                      <= np.hypot(*extent_a) + np.hypot(*extent_b) + margin)
+    reach = bounding_radius(extent_a, margin / 2) + bounding_radius(extent_b, margin / 2)
+    k, m = np.nonzero(np.linalg.norm(xy_a[:, None] - xy_b[None], axis=2) <= reach)
     meet = np.zeros((len(xy_a), len(xy_b)), dtype=bool)
     meet[k, m] = boxes_overlap(xy_a[k], yaw_a[k], np.broadcast_to(extent_a, (len(k), 2)), xy_b[m], yaw_b[m],
                                np.broadcast_to(extent_b, (len(k), 2)), margin / 2)

@@ -77,6 +77,19 @@ def test_overlapping_pairs_finds_exactly_the_overlaps():
     assert sorted(zip(i.tolist(), j.tolist())) == [(0, 1), (2, 3)]
 
 
+def test_overlapping_pairs_with_a_margin_keeps_corner_to_corner_overlaps():
+    """Two boxes whose inflated corners just meet diagonally: the bounding-circle broad phase must
+    use the inflated boxes' radii or it drops the pair."""
+    margin = 0.5
+    ext = np.tile(CAR, (2, 1))
+    corner = ext[0] + margin  # inflated half length and half width
+    xy = np.array([[0.0, 0.0], 2 * corner - 0.01])  # inflated corners overlap by 1 cm on both axes
+    yaw = np.zeros(2)
+    assert boxes_overlap(xy[:1], yaw[:1], ext[:1], xy[1:], yaw[1:], ext[1:], margin)[0]
+    i, j = overlapping_pairs(xy, yaw, ext, margin)
+    assert list(zip(i.tolist(), j.tolist())) == [(0, 1)]
+
+
 def test_point_box_distance():
     pts = np.array([[[0, 0], [3.4, 0], [0, 2.05], [3.4, 2.05]]], float)
     d = point_box_distance(pts, np.zeros((1, 2)), np.zeros(1), np.array([CAR]))

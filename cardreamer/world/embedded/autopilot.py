@@ -45,6 +45,7 @@ from cardreamer.world.embedded.fleet import (
     Fleet,
 )
 from cardreamer.world.embedded.geometry import (
+    bounding_radius,
     box_corners,
     boxes_overlap,
     corner_segment_distance,
@@ -324,7 +325,7 @@ def _first_conflict(f: Fleet, rows_a: np.ndarray, start_a: np.ndarray, end_a: np
     pa, pb = ra[..., :2], rb[..., :2]
     # broad phase on sample pairs, then the boxes each vehicle would occupy at its two samples
     d = pa[:, :, None, :] - pb[:, None, :, :]
-    reach = np.hypot(ext_a[:, 0], ext_a[:, 1]) + np.hypot(ext_b[:, 0], ext_b[:, 1]) + CONFLICT_MARGIN
+    reach = bounding_radius(ext_a, CONFLICT_MARGIN) + bounding_radius(ext_b, CONFLICT_MARGIN)
     close = (np.einsum("pijc,pijc->pij", d, d) < (reach**2)[:, None, None]) & valid_a[:, :, None] & valid_b[:, None, :]
     p, ka, kb = np.nonzero(close)
     hit = boxes_overlap(pa[p, ka], ra[p, ka, R_HEADING], ext_a[p], pb[p, kb], rb[p, kb, R_HEADING], ext_b[p],

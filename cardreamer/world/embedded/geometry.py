@@ -34,6 +34,13 @@ def boxes_overlap(xy_a, yaw_a, ext_a, xy_b, yaw_b, ext_b, margin: float = 0.0) -
     return ~separated
 
 
+def bounding_radius(extent: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """Radius of the circle around each box once ``margin`` inflates it (``boxes_overlap``'s
+    margin): boxes whose centres are farther apart than the sum of their radii cannot overlap."""
+    extent = np.asarray(extent)
+    return np.hypot(extent[..., 0] + margin, extent[..., 1] + margin)
+
+
 _PAIRS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -43,7 +50,7 @@ def overlapping_pairs(xy: np.ndarray, yaw: np.ndarray, extent: np.ndarray, margi
     if n not in _PAIRS:
         _PAIRS[n] = np.triu_indices(n, 1)
     i, j = _PAIRS[n]
-    radius = np.hypot(extent[:, 0], extent[:, 1]) + margin
+    radius = bounding_radius(extent, margin)
     dx = xy[i, 0] - xy[j, 0]
     dy = xy[i, 1] - xy[j, 1]
     reach = radius[i] + radius[j]
