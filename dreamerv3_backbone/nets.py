@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from .conv import conv2d
 from .dists import symlog
 
 INIT = nnx.initializers.variance_scaling(1.0, "fan_avg", "truncated_normal")
@@ -72,6 +73,19 @@ class Head(nnx.Module):
         return self.out(self.mlp(x)).astype(jnp.float32)
 
 
+class Conv(nnx.Module):
+    """'SAME' convolution (NHWC) at stride 1 or 2, with the CPU-friendly backward of ``conv2d``."""
+
+    def __init__(self, fan_in: int, out: int, kernel: int, stride: int, use_bias: bool, dtype, rngs: nnx.Rngs):
+        self.kernel = nnx.Param(INIT(rngs.params(), (kernel, kernel, fan_in, out), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((out,), jnp.float32)) if use_bias else None
+        self.stride, self.dtype = stride, dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = conv2d(x.astype(self.dtype), self.kernel.value.astype(self.dtype), self.stride)
+        return y if self.bias is None else y + self.bias.value.astype(self.dtype)
+
+
 class BlockLinear(nnx.Module):
     """Block-diagonal linear layer: ``blocks`` independent linear maps over equal slices."""
 
@@ -119,8 +133,7 @@ class Encoder(nnx.Module):
             self.convs = nnx.List()
             self.norms = nnx.List()
             for depth in depths:
-                self.convs.append(nnx.Conv(channels, depth, (cfg.kernel, cfg.kernel), stride, use_bias=False,
-                                           dtype=dtype, kernel_init=INIT, rngs=rngs))
+                self.convs.append(Conv(channels, depth, cfg.kernel, stride, False, dtype, rngs))
                 self.norms.append(Norm(depth, dtype, rngs))
                 channels, h, w = depth, h // 2, w // 2
             self.out_size += h * w * channels
@@ -178,8 +191,7 @@ class Decoder(nnx.Module):
             ins = depths[::-1]
             outs = depths[::-1][1:] + [channels]
             k = cfg.dec_kernel
-            self.convs = nnx.List([nnx.Conv(a, 4 * b, (k, k), use_bias=(i == stages - 1), dtype=dtype,
-                                            kernel_init=INIT, rngs=rngs)
+            self.convs = nnx.List([Conv(a, 4 * b, k, 1, i == stages - 1, dtype, rngs)
                                    for i, (a, b) in enumerate(zip(ins, outs))])
             self.norms = nnx.List([Norm(b, dtype, rngs) for b in outs[:-1]])
         if vector_sizes:
