@@ -6,7 +6,8 @@ steps per second, per model size, on 64x64x3 images with 15 discrete actions.
     python bench/bench_dreamerv3.py --sizes 12m --set model.strided=true
     python bench/bench_dreamerv3.py --sizes 12m --parts             # where an update's time goes
 
-Each size prints one JSON line; by default every size trains on batches of 16 x 64. Besides wall
+It runs under the allocator that `cardreamer train` picks (dreamerv3_backbone/allocator.py;
+CARDREAMER_ALLOCATOR=system for glibc's). Each size prints one JSON line; by default every size trains on batches of 16 x 64. Besides wall
 seconds per update it reports CPU seconds (all threads), which other load on the machine inflates
 less than wall time.
 """
@@ -27,6 +28,7 @@ from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dreamerv3_backbone.agent import DreamerV3, Model, count_params
+from dreamerv3_backbone.allocator import loaded_allocator, reexec_with_fast_allocator
 from dreamerv3_backbone.config import make_config
 
 
@@ -107,7 +109,7 @@ def bench(size: str, updates: int, native: bool, image: int, overrides: list[str
         "env_steps_per_s_at_ratio_32": round(b * t / per_update / 32, 2), "updates": updates,
         "loss_finite": bool(np.isfinite(metrics["loss/total"])), "overrides": overrides,
         "backend": jax.default_backend(), "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-        "jax": jax.__version__, **breakdown,
+        "jax": jax.__version__, "allocator": os.path.basename(loaded_allocator() or "glibc"), **breakdown,
     }
 
 
@@ -120,6 +122,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. model.strided=true")
     parser.add_argument("--parts", action="store_true", help="also time the gradient of each part of the loss")
     args = parser.parse_args()
+    reexec_with_fast_allocator()  # as `cardreamer train` does; CARDREAMER_ALLOCATOR=system opts out
     for size in args.sizes:
         print(json.dumps(bench(size, args.updates, args.native, args.image, args.set, args.parts)), flush=True)
 

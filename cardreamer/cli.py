@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     for package in PROJECT_PACKAGES:  # our own progress messages; libraries stay at warnings
         logging.getLogger(package).setLevel(logging.INFO)
     try:
+        if argv is None and getattr(args, "fast_allocator", False):  # a real command line, not a call
+            from dreamerv3_backbone.allocator import reexec_with_fast_allocator
+
+            reexec_with_fast_allocator()
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:
         print(f"cardreamer: error: {exc}", file=sys.stderr)

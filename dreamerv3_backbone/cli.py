@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 
+from .allocator import reexec_with_fast_allocator
 from .config import DEFAULTS, SIZES, Config, apply_overrides, flat_keys, make_config
 
 
@@ -31,14 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--eval-episodes", type=int)
     train.add_argument("--serve", action="store_true", help="start the visualizer and publish metrics and frames to it")
     train.add_argument("--pretrain-data", help="a dataset folder from `cardreamer collect` to pre-train on first")
-    train.set_defaults(func=run_train)
+    train.set_defaults(func=run_train, fast_allocator=True)
 
     evaluate = subparsers.add_parser("eval", help="evaluate a trained backbone")
     evaluate.add_argument("--logdir", help="run directory (uses its newest checkpoint)")
     evaluate.add_argument("--checkpoint", help="a checkpoint folder, logdir/checkpoints/<step>")
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--json", nargs="?", const="-", help="write the results as JSON to this file ('-': stdout)")
-    evaluate.set_defaults(func=run_eval)
+    evaluate.set_defaults(func=run_eval, fast_allocator=True)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "train" and extra:
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
     args.overrides = extra
+    if argv is None and getattr(args, "fast_allocator", False):
+        reexec_with_fast_allocator()
     return args.func(args)
 
 

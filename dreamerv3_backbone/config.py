@@ -127,13 +127,16 @@ SIZES["tiny"] = {
     "replay": {"chunk_size": 256, "capacity": 100_000},
     "run": {"train_fill": 256, "eval_episodes": 2},
 }
+# A laptop preset: 48x48 images, units 128 and actor-critic imagination from the last 8 states of
+# each replayed sequence train 1,200 replayed steps/s on 2 cores, which is 30+ env steps/s end to
+# end at train ratio 32 (docs/benchmarks.md).
 SIZES["cpu"] = {
     "model": {
-        "deter": 512, "hidden": 128, "classes": 16, "blocks": 8, "units": 256, "depth": 8, "kernel": 3,
-        "enc_layers": 2, "dec_layers": 2, "ac_layers": 2, "batch_size": 8, "batch_length": 32,
+        "deter": 512, "hidden": 128, "classes": 16, "blocks": 8, "units": 128, "depth": 8, "kernel": 3,
+        "enc_layers": 2, "dec_layers": 2, "ac_layers": 2, "batch_size": 8, "batch_length": 32, "imag_last": 8,
     },
-    "env": {"image_size": [64, 64]},
-    "replay": {"capacity": 250_000},  # about 3 GB of 64x64 RGB steps
+    "env": {"image_size": [48, 48]},
+    "replay": {"capacity": 500_000},  # about 3.5 GB of 48x48 RGB steps
 }
 
 
