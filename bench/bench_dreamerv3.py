@@ -2,12 +2,13 @@
 steps per second, per model size, on 64x64x3 images with 15 discrete actions.
 
     python bench/bench_dreamerv3.py --sizes tiny cpu 1m 12m --updates 5
-    python bench/bench_dreamerv3.py --sizes cpu --native        # the preset's own batch size
+    python bench/bench_dreamerv3.py --sizes cpu --native        # the preset's own batch and image size
     python bench/bench_dreamerv3.py --sizes 12m --set model.strided=true
     python bench/bench_dreamerv3.py --sizes 12m --parts             # where an update's time goes
 
 It runs under the allocator that `cardreamer train` picks (dreamerv3_backbone/allocator.py;
-CARDREAMER_ALLOCATOR=system for glibc's). Each size prints one JSON line; by default every size trains on batches of 16 x 64. Besides wall
+CARDREAMER_ALLOCATOR=system for glibc's). Each size prints one JSON line; by default every size
+trains on batches of 16 x 64. Besides wall
 seconds per update it reports CPU seconds (all threads), which other load on the machine inflates
 less than wall time.
 """
@@ -82,9 +83,10 @@ def parts(model: Model, state: dict, batch: dict) -> dict[str, float]:
     return {f"parts_s/{k}": round(v, 3) for k, v in out.items()}
 
 
-def bench(size: str, updates: int, native: bool, image: int, overrides: list[str], with_parts: bool) -> dict:
+def bench(size: str, updates: int, native: bool, image: int | None, overrides: list[str], with_parts: bool) -> dict:
     extra = [] if native else ["model.batch_size=16", "model.batch_length=64"]
     config = make_config(size, extra + list(overrides))
+    image = image or (config.env.image_size[0] if native and all(config.env.image_size) else 64)
     b, t = config.model.batch_size, config.model.batch_length
     obs_space = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (image, image, 3), np.uint8)})
     act_space = gym.spaces.Discrete(15)
@@ -118,7 +120,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["tiny", "cpu", "1m", "12m"])
     parser.add_argument("--updates", type=int, default=5, help="timed updates after the compiling one")
     parser.add_argument("--native", action="store_true", help="use each preset's batch instead of 16 x 64")
-    parser.add_argument("--image", type=int, default=64, help="square image size")
+    parser.add_argument("--image", type=int, help="square image size (default: the preset's env.image_size, else 64)")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. model.strided=true")
     parser.add_argument("--parts", action="store_true", help="also time the gradient of each part of the loss")
     args = parser.parse_args()

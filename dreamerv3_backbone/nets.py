@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .conv import conv2d
+from .conv import convolve
 from .dists import symlog
 
 INIT = nnx.initializers.variance_scaling(1.0, "fan_avg", "truncated_normal")
@@ -74,7 +74,7 @@ class Head(nnx.Module):
 
 
 class Conv(nnx.Module):
-    """'SAME' convolution (NHWC) at stride 1 or 2, with the CPU-friendly backward of ``conv2d``."""
+    """'SAME' convolution (NHWC) at stride 1 or 2, with the CPU-friendly backward of ``conv.conv2d``."""
 
     def __init__(self, fan_in: int, out: int, kernel: int, stride: int, use_bias: bool, dtype, rngs: nnx.Rngs):
         self.kernel = nnx.Param(INIT(rngs.params(), (kernel, kernel, fan_in, out), jnp.float32))
@@ -82,7 +82,7 @@ class Conv(nnx.Module):
         self.stride, self.dtype = stride, dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = conv2d(x.astype(self.dtype), self.kernel.value.astype(self.dtype), self.stride)
+        y = convolve(x.astype(self.dtype), self.kernel.value.astype(self.dtype), self.stride)
         return y if self.bias is None else y + self.bias.value.astype(self.dtype)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from dreamerv3_backbone.conv import conv2d
+from dreamerv3_backbone.conv import conv2d, convolve
 
 
 def _xla_conv(x, w, stride):
@@ -43,3 +43,9 @@ def test_conv2d_under_jit_and_second_use():
 def test_conv2d_refuses_odd_size_at_stride_2():
     with pytest.raises(ValueError, match="stride 2 on even sizes"):
         conv2d(jnp.ones((1, 5, 5, 1)), jnp.ones((3, 3, 1, 1)), 2)
+
+
+def test_convolve_is_conv2d_on_cpu():
+    x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 1))
+    np.testing.assert_allclose(convolve(x, w, 2), _xla_conv(x, w, 2), rtol=1e-6)
+    assert jax.default_backend() != "cpu" or "custom_vjp" in str(jax.make_jaxpr(lambda x: convolve(x, w, 2))(x))
