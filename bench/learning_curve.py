@@ -29,7 +29,15 @@ def read_scores(logdir: str) -> list[dict]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no scores.jsonl (is {logdir!r} a run directory of `cardreamer train`?)")
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):  # only the last line of a live run may be half-written
+                raise ValueError(f"{path}:{number}: not a JSON row") from None
+    return [r for r in rows if "step" in r]
 
 
 def _cell(rows: list[dict], key: str, fmt: str) -> str:
@@ -53,7 +61,7 @@ def markdown(rows: list[dict], bin_steps: int) -> str:
         lines += ["", "| evaluation at | " + " | ".join(name for _, name, _ in EVAL_COLUMNS) + " |",
                   "|---" * (len(EVAL_COLUMNS) + 1) + "|"]
         for r in evals:
-            lines.append(f"| {r['step']:,} | " + " | ".join(_cell([r], key, fmt) for key, _, fmt in EVAL_COLUMNS) + " |")
+            lines.append(f"| {int(r['step']):,} | " + " | ".join(_cell([r], key, fmt) for key, _, fmt in EVAL_COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -66,7 +74,7 @@ def main() -> int:
         parser.error(f"--bin must be a positive number of env steps, got {args.bin}")
     try:
         print(markdown(read_scores(args.logdir), args.bin))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         print(f"learning_curve: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -3,20 +3,23 @@
 Every train step XLA's CPU backend allocates and frees buffers of tens to hundreds of MB. glibc
 serves each of those from a fresh ``mmap`` and returns it on free, so each step faults in and
 zeroes the same memory again; the elementwise ops that write those buffers then run several times
-slower than alone. A caching allocator keeps the memory: the 12m update drops from 8.9 s to 4.8 s
-under tcmalloc and to 5.7 s under mimalloc (docs/benchmarks.md).
+slower than alone. A caching allocator keeps the memory: the 12m update drops from 9–12 s to 4.8–5 s
+under tcmalloc and to 5.7–5.8 s under mimalloc (docs/benchmarks.md).
 
 An allocator has to be in place before the process starts, so the training commands re-execute
 themselves once with ``LD_PRELOAD`` naming one. The environment variable ``CARDREAMER_ALLOCATOR``
 chooses: unset or ``auto`` takes tcmalloc (Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4``),
 else the mimalloc that ``pip`` installs with the project (the ``cmeel-mimalloc`` wheel);
-``system`` keeps glibc; a path names a library to preload.
+``system`` keeps glibc; a path names a library to preload. The re-executed process puts the
+environment back as it was, so the processes it starts (env workers, a CARLA server, the
+visualizer) run with the allocator they would have had.
 """
 
 from __future__ import annotations
 
 import ctypes.util
 import glob
+import json
 import logging
 import os
 import sys
@@ -52,8 +55,15 @@ def reexec_with_fast_allocator() -> None:
     """Replace this process by the same command under a caching allocator, when one is available
     and none is loaded yet. Returns (doing nothing) on other platforms, when opted out with
     ``CARDREAMER_ALLOCATOR=system``, or when no allocator is found."""
+    if _REEXECUTED in os.environ:  # the re-executed process: give children the original environment
+        for key, value in json.loads(os.environ.pop(_REEXECUTED)).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        return
     choice = os.environ.get("CARDREAMER_ALLOCATOR", "auto")
-    if not sys.platform.startswith("linux") or choice == "system" or os.environ.get(_REEXECUTED):
+    if not sys.platform.startswith("linux") or choice == "system":
         return
     if loaded_allocator():
         return
@@ -64,8 +74,9 @@ def reexec_with_fast_allocator() -> None:
         return
     if choice != "auto" and not os.path.exists(library):
         raise FileNotFoundError(f"CARDREAMER_ALLOCATOR={library!r}: no such library; use auto, system or a path")
-    env = dict(os.environ, **{_REEXECUTED: "1"})
-    env["LD_PRELOAD"] = ":".join(filter(None, [library, env.get("LD_PRELOAD")]))
+    original = {key: os.environ.get(key) for key in ("LD_PRELOAD", "MIMALLOC_PURGE_DELAY")}
+    env = dict(os.environ, **{_REEXECUTED: json.dumps(original)})
+    env["LD_PRELOAD"] = ":".join(filter(None, [library, original["LD_PRELOAD"]]))
     if "mimalloc" in os.path.basename(library):
         env.setdefault("MIMALLOC_PURGE_DELAY", "-1")  # keep freed memory instead of returning it
     sys.stdout.flush()

@@ -123,9 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "train" and extra:
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
     args.overrides = extra
-    if argv is None and getattr(args, "fast_allocator", False):
-        reexec_with_fast_allocator()
-    return args.func(args)
+    try:
+        if argv is None and getattr(args, "fast_allocator", False):
+            reexec_with_fast_allocator()
+        return args.func(args)
+    except FileNotFoundError as exc:
+        print(f"dreamerv3_backbone: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

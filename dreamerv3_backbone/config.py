@@ -128,7 +128,7 @@ SIZES["tiny"] = {
     "run": {"train_fill": 256, "eval_episodes": 2},
 }
 # A laptop preset: 48x48 images, units 128 and actor-critic imagination from the last 8 states of
-# each replayed sequence train 1,200 replayed steps/s on 2 cores, which is 30+ env steps/s end to
+# each replayed sequence train 1,300 replayed steps/s on 2 cores, which is 30+ env steps/s end to
 # end at train ratio 32 (docs/benchmarks.md).
 SIZES["cpu"] = {
     "model": {

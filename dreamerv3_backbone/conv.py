@@ -83,6 +83,8 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int = 1) -> jax.Array:
     needs even H and W."""
     if stride not in (1, 2) or (stride == 2 and (x.shape[1] % 2 or x.shape[2] % 2)):
         raise ValueError(f"conv2d supports stride 1, or stride 2 on even sizes; got stride {stride}, input {x.shape}")
+    if w.shape[0] != w.shape[1]:
+        raise ValueError(f"conv2d needs a square kernel, got {w.shape[:2]}")
     pads = [_same_padding(size, w.shape[0], stride) for size in x.shape[1:3]]
     return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=_DIMS)
 
@@ -101,9 +103,11 @@ def _as_valid(x: jax.Array, w: jax.Array, stride: int) -> tuple[jax.Array, jax.A
     pads = [_same_padding(size, k, stride) for size in x.shape[1:3]]
     if stride == 1:
         return jnp.pad(x, ((0, 0), *pads, (0, 0))), w
-    extra = k % 2  # an odd kernel gets a zero last tap, read over one more padded pixel
-    w = jnp.pad(w, ((0, extra), (0, extra), (0, 0), (0, 0)))
-    x = jnp.pad(x, ((0, 0), (pads[0][0], pads[0][1] + extra), (pads[1][0], pads[1][1] + extra), (0, 0)))
+    even = k + k % 2  # an odd kernel gets a zero last tap
+    # the padded input must hold 2 * out + even - 2 pixels, an even number, for space-to-depth
+    ends = [hi + 2 * (size // 2) + even - 2 - (size + lo + hi) for size, (lo, hi) in zip(x.shape[1:3], pads)]
+    w = jnp.pad(w, ((0, even - k), (0, even - k), (0, 0), (0, 0)))
+    x = jnp.pad(x, ((0, 0), (pads[0][0], ends[0]), (pads[1][0], ends[1]), (0, 0)))
     return _space_to_depth(x), _kernel_to_depth(w)
 
 

@@ -39,3 +39,11 @@ def test_a_missing_library_is_one_clear_error(tmp_path):
     assert out.returncode == 2
     assert "CARDREAMER_ALLOCATOR" in out.stderr and "libnothere.so" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(find_allocator() is None, reason="neither tcmalloc nor the mimalloc wheel is installed")
+def test_children_of_the_reexecuted_process_get_the_original_environment():
+    code = PROBE + "; import os; print(repr(os.environ.get('LD_PRELOAD')), '_CARDREAMER_ALLOCATOR_REEXECUTED' in os.environ)"
+    out = _run(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["None", "False"], out.stdout

@@ -17,6 +17,8 @@ def _xla_conv(x, w, stride):
     (2, 4, 8, 3, 5),  # the encoder's stride-2 kernel-4 stages
     (2, 3, 8, 5, 2),  # odd kernel at stride 2 (cpu and tiny presets)
     (2, 5, 6, 2, 3),
+    (2, 1, 6, 3, 2),  # 1x1 at stride 2: the zero tap reads no padding
+    (1, 2, 6, 3, 4),  # even kernel at stride 1 (XLA pads the odd pixel at the end)
     (1, 3, 6, 4, 7),  # decoder stages; im2col weight gradient (fewer input channels)
     (1, 3, 6, 7, 4),  # shifted-gradient weight gradient (fewer output channels)
     (1, 5, 5, 3, 3),  # odd image size at stride 1

@@ -17,7 +17,8 @@ def test_bins_episodes_by_step_and_lists_evaluations(tmp_path):
             {"step": 900, "episode/return": 30.0, "episode/length": 300, "episode/success": 1.0},
             {"step": 1500, "episode/return": 50.0, "episode/length": 200, "episode/success": 1.0},
             {"step": 1000, "eval/episodes": 4, "eval/return": 42.0, "eval/success_rate": 0.75}]
-    (tmp_path / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    half_written = '{"step": 1600, "episode/ret'
+    (tmp_path / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + half_written)
     table = learning_curve.markdown(learning_curve.read_scores(str(tmp_path)), 1000)
     lines = table.splitlines()
     assert lines[2] == "| 0k–1k | 2 | 10.0 | 200 | — | 50% |"
