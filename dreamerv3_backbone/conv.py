@@ -104,10 +104,10 @@ def _as_valid(x: jax.Array, w: jax.Array, stride: int) -> tuple[jax.Array, jax.A
     if stride == 1:
         return jnp.pad(x, ((0, 0), *pads, (0, 0))), w
     even = k + k % 2  # an odd kernel gets a zero last tap
-    # the padded input must hold 2 * out + even - 2 pixels, an even number, for space-to-depth
-    ends = [hi + 2 * (size // 2) + even - 2 - (size + lo + hi) for size, (lo, hi) in zip(x.shape[1:3], pads)]
+    # space-to-depth needs 2 * out + even - 2 = size + even - 2 padded pixels per axis (size is even)
+    (top, _), (left, _) = pads
     w = jnp.pad(w, ((0, even - k), (0, even - k), (0, 0), (0, 0)))
-    x = jnp.pad(x, ((0, 0), (pads[0][0], ends[0]), (pads[1][0], ends[1]), (0, 0)))
+    x = jnp.pad(x, ((0, 0), (top, even - 2 - top), (left, even - 2 - left), (0, 0)))
     return _space_to_depth(x), _kernel_to_depth(w)
 
 
