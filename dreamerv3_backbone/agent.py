@@ -99,6 +99,8 @@ class Model:
             raise TypeError(f"action space {act_space}: only Discrete(n) and Box are supported")
         if cfg.imag_last == 1:
             raise ValueError("model.imag_last must be 0 (all states) or at least 2")
+        if cfg.eval_policy not in ("sample", "greedy"):
+            raise ValueError(f"model.eval_policy must be 'sample' or 'greedy', got {cfg.eval_policy!r}")
         self.cfg, self.obs_space, self.act_space = cfg, obs_space, act_space
         self._key = (repr(sorted(cfg.to_dict().items())), repr(obs_space), repr(act_space))
         nets = nnx.eval_shape(lambda: self.build(seed))
@@ -351,7 +353,8 @@ class DreamerV3:
     def policy(self, obs: dict, state: Any = None, mode: str = "train") -> tuple[np.ndarray, Any]:
         """Actions for a batch of observations (dict of (N, ...) arrays incl. ``is_first``).
 
-        ``mode`` 'train' samples from the policy, 'eval' takes its mode (greedy)."""
+        ``mode`` 'train' samples from the policy; 'eval' samples too unless ``model.eval_policy`` is
+        'greedy', which takes the policy's mode."""
         if mode not in ("train", "eval"):
             raise ValueError(f"policy mode must be 'train' or 'eval', got {mode!r}")
         if state is None:
@@ -359,7 +362,8 @@ class DreamerV3:
         inputs = {k: obs[k] for k in self.model.obs_keys}
         inputs["is_first"] = np.asarray(obs["is_first"], bool)
         self._policy_key, key = jax.random.split(self._policy_key)
-        action, state = _policy(self.model, self.state["params"], state, inputs, key, mode == "eval")
+        greedy = mode == "eval" and self.model.cfg.eval_policy == "greedy"
+        action, state = _policy(self.model, self.state["params"], state, inputs, key, greedy)
         return np.asarray(action), state
 
     def _prepare(self, batch: dict) -> dict:

@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--checkpoint", help="a checkpoint folder, logdir/checkpoints/<step>")
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--json", nargs="?", const="-", help="write the results as JSON to this file ('-': stdout)")
+    evaluate.add_argument("--policy", choices=("sample", "greedy"),
+                          help="sample actions (the default, as DreamerV3 does) or take the policy's mode")
     evaluate.set_defaults(func=run_eval, fast_allocator=True)
 
 
@@ -111,7 +113,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if bool(args.logdir) == bool(args.checkpoint):
         raise SystemExit("eval: give exactly one of --logdir or --checkpoint")
     use_compilation_cache()
-    evaluate(args.logdir or args.checkpoint, args.episodes, json_path=args.json, show=args.json != "-")
+    evaluate(args.logdir or args.checkpoint, args.episodes, json_path=args.json, show=args.json != "-",
+             policy=args.policy)
     return 0
 
 

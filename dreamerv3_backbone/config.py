@@ -102,6 +102,8 @@ DEFAULTS: dict[str, Any] = {
         "dec_cnn_keys": "",  # decoder keys; empty means the same as the encoder's
         "dec_mlp_keys": "",
         "report_context": 5,  # observed frames before open-loop imagination in report()
+        # 'eval' mode actions: 'sample' from the policy, as the reference does, or its 'greedy' mode.
+        "eval_policy": "sample",
     },
 }
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import checkpoint
-from .config import load_config
+from .config import apply_overrides, load_config
 from .envs import EnvFn, default_env_fn, make_vector_env
 from .loop import run_episodes, summarize
 from .protocol import make_backbone
@@ -30,13 +30,16 @@ def _resolve(path: str) -> tuple[str, str]:
 
 
 def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_path: str | None = None,
-             show: bool = True, seed: int | None = None) -> dict:
-    """Run ``episodes`` greedy episodes of a logdir's newest checkpoint (or a given checkpoint
-    folder) and return the summary; print it as a table when ``show``; write JSON to ``json_path``."""
+             show: bool = True, seed: int | None = None, policy: str | None = None) -> dict:
+    """Run ``episodes`` evaluation episodes of a logdir's newest checkpoint (or a given checkpoint
+    folder) and return the summary; print it as a table when ``show``; write JSON to ``json_path``.
+    ``policy`` ('sample' or 'greedy') overrides the run's ``model.eval_policy``."""
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     logdir, ckpt = _resolve(path)
     config = load_config(os.path.join(logdir, "config.yaml"))
+    if policy is not None:
+        config = apply_overrides(config, {"model": {"eval_policy": policy}})
     envs = make_vector_env(env_fn or default_env_fn(config), 1, False, config.env.image_size)
     try:
         agent = make_backbone(config.backbone, envs.single_observation_space, envs.single_action_space, config)
@@ -44,7 +47,8 @@ def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_pa
         results, _ = run_episodes(agent, envs, episodes, "eval", config.seed + 20_000 if seed is None else seed)
     finally:
         envs.close()
-    summary = {"checkpoint": ckpt, "task": config.env.task, "backbone": config.backbone, **summarize(results),
+    summary = {"checkpoint": ckpt, "task": config.env.task, "backbone": config.backbone,
+               "policy": config.model.eval_policy if config.backbone == "dreamerv3" else None, **summarize(results),
                "per_episode": results}
     if show:
         print_summary(summary)
@@ -61,7 +65,8 @@ def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_pa
 
 
 def print_summary(summary: dict) -> None:
-    table = Table(title=f"{summary['backbone']} on {summary['task'] or 'env'} ({summary['episodes']} episodes)")
+    policy = f", {summary['policy']} actions" if summary.get("policy") else ""
+    table = Table(title=f"{summary['backbone']} on {summary['task'] or 'env'} ({summary['episodes']} episodes{policy})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     fmt = {"success_rate": "{:.0%}", "collision_rate": "{:.0%}", "route_completion": "{:.1%}",

@@ -102,6 +102,24 @@ def test_continuous_actions_train_and_stay_in_bounds():
     assert np.isfinite(metrics["loss/total"]) and metrics["actor_entropy"] != 0
 
 
+def test_evaluation_samples_unless_the_config_asks_for_the_greedy_action(monkeypatch):
+    import dreamerv3_backbone.agent as agent_module
+
+    asked = []
+    real_policy = agent_module._policy
+    monkeypatch.setattr(agent_module, "_policy", lambda *args: asked.append(args[-1]) or real_policy(*args))
+    obs_space = gym.spaces.Dict({"position": gym.spaces.Box(-1, 1, (8,), np.float32)})
+    obs = {"position": np.zeros((2, 8), np.float32), "is_first": np.ones(2, bool)}
+    for policy in ("sample", "greedy"):
+        config = make_config("tiny", ["model.compute_dtype=float32", f"model.eval_policy={policy}"])
+        agent = DreamerV3(obs_space, gym.spaces.Discrete(5), config)
+        agent.policy(obs, None, "train")
+        agent.policy(obs, None, "eval")
+    assert asked == [False, False, False, True]  # only 'eval' with eval_policy=greedy takes the mode
+    with pytest.raises(ValueError, match="model.eval_policy"):
+        DreamerV3(obs_space, gym.spaces.Discrete(5), make_config("tiny", ["model.eval_policy=argmax"]))
+
+
 def test_unsupported_spaces_fail_clearly():
     config = make_config("tiny")
     with pytest.raises(TypeError, match="Discrete.*Box"):
