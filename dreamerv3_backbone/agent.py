@@ -350,6 +350,11 @@ class DreamerV3:
                  "stoch": np.zeros((batch, self.model.cfg.stoch, self.model.cfg.classes), np.float32)}
         return {"state": state, "prev_action": np.zeros((batch, self.model.action_size), np.float32)}
 
+    @property
+    def eval_policy(self) -> str:
+        """How 'eval' mode acts: 'sample' or 'greedy' (``model.eval_policy``)."""
+        return self.model.cfg.eval_policy
+
     def policy(self, obs: dict, state: Any = None, mode: str = "train") -> tuple[np.ndarray, Any]:
         """Actions for a batch of observations (dict of (N, ...) arrays incl. ``is_first``).
 
@@ -362,7 +367,7 @@ class DreamerV3:
         inputs = {k: obs[k] for k in self.model.obs_keys}
         inputs["is_first"] = np.asarray(obs["is_first"], bool)
         self._policy_key, key = jax.random.split(self._policy_key)
-        greedy = mode == "eval" and self.model.cfg.eval_policy == "greedy"
+        greedy = mode == "eval" and self.eval_policy == "greedy"
         action, state = _policy(self.model, self.state["params"], state, inputs, key, greedy)
         return np.asarray(action), state
 

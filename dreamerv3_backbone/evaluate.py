@@ -45,10 +45,11 @@ def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_pa
         agent = make_backbone(config.backbone, envs.single_observation_space, envs.single_action_space, config)
         agent.load(os.path.join(ckpt, "agent.pkl"))
         results, _ = run_episodes(agent, envs, episodes, "eval", config.seed + 20_000 if seed is None else seed)
+        policy = getattr(agent, "eval_policy", None)  # a backbone may say how it acts in 'eval' mode
     finally:
         envs.close()
     summary = {"checkpoint": ckpt, "task": config.env.task, "backbone": config.backbone,
-               "policy": config.model.eval_policy if config.backbone == "dreamerv3" else None, **summarize(results),
+               "policy": policy, **summarize(results),
                "per_episode": results}
     if show:
         print_summary(summary)

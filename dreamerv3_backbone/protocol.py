@@ -8,6 +8,7 @@ A backbone is any object with these methods (see docs/backbones.md):
   observation keys plus ``action``, ``reward``, ``is_first``, ``is_last``, ``is_terminal``.
 - ``report(batch) -> dict``: numbers and videos ((T, H, W, 3) uint8 arrays) to log.
 - ``save(path)`` / ``load(path)``: the full training state in one file.
+- optionally ``eval_policy``: a string saying how 'eval' mode acts (shown by ``cardreamer eval``).
 
 Register a factory ``factory(obs_space, act_space, config) -> backbone`` with
 ``register_backbone(name, factory)`` (or as a decorator) and train it by name.
