@@ -5,7 +5,7 @@
 
 The first table bins the training episodes by the env step at which they ended (mean return,
 length, route completion and success rate per bin); the second lists the periodic evaluations
-(greedy policy) that `cardreamer train --eval-every` wrote.
+that `cardreamer train --eval-every` wrote (actions sampled or greedy, as `model.eval_policy` says).
 """
 
 from __future__ import annotations
