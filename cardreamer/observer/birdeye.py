@@ -38,6 +38,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "ego_vehicle": (0, 230, 230),
     "background_vehicles": (255, 140, 0),
     "hidden_vehicles": (110, 60, 0),
+    "ego_trail": (0, 120, 120),
+    "background_trail": (130, 70, 0),
     "light_red": (255, 0, 0),
     "light_yellow": (255, 230, 0),
     "light_green": (0, 220, 0),
@@ -112,6 +114,8 @@ class BirdeyeConfig(HandlerConfig):
     waypoint_width: float = Field(0.8, gt=0, description="metres")
     antialias: bool = Field(False, description="smooth edges (slower; for human viewers)")
     show_ids: bool = False
+    motion_trail: float = Field(0.0, ge=0, description="seconds of motion drawn behind each vehicle (0: none)")
+    motion_trail_boxes: int = Field(3, ge=1, description="dimmed boxes that draw the motion trail")
     raster_pixels_per_meter: float | None = Field(None, gt=0, description="default: the image's, at most 4")
 
     @field_validator("shape")
@@ -292,11 +296,30 @@ class BirdeyeHandler(Handler):
         if len(rows):
             cv2.fillPoly(frame.image, frame.boxes[rows], COLORS[color], lineType=self.line_type, shift=SHIFT)
 
+    def _draw_trails(self, frame: _Frame, rows: np.ndarray, color: str) -> None:
+        """Dimmed boxes where each vehicle was up to ``motion_trail`` seconds ago at its current velocity.
+
+        One frame then shows every vehicle's speed and direction (the ego's own included), which
+        a single view otherwise hides: the ego never moves in its own image."""
+        if not self.config.motion_trail or not len(rows):
+            return
+        v = frame.vehicles
+        n = self.config.motion_trail_boxes
+        for k in range(n, 0, -1):  # oldest first, so newer boxes cover it
+            lag = self.config.motion_trail * k / n
+            corners = _box_corners_complex(v.xy[rows] - lag * v.velocity[rows], v.yaw[rows], v.extent[rows],
+                                           frame.to_image)
+            boxes = np.rint(_complex_to_xy(corners) * ONE).astype(np.int32)
+            cv2.fillPoly(frame.image, boxes, COLORS[color], lineType=self.line_type, shift=SHIFT)
+
     def _draw_ego_vehicle(self, world: World, ego_id: int, frame: _Frame) -> None:
-        self._fill_boxes(frame, np.array([frame.ego_row]), "ego_vehicle")
+        rows = np.array([frame.ego_row])
+        self._draw_trails(frame, rows, "ego_trail")
+        self._fill_boxes(frame, rows, "ego_vehicle")
 
     def _draw_background_vehicles(self, world: World, ego_id: int, frame: _Frame) -> None:
         shown = frame.in_view & frame.visible
+        self._draw_trails(frame, np.flatnonzero(shown), "background_trail")
         self._fill_boxes(frame, np.flatnonzero(shown), "background_vehicles")
         if self.config.color_by_visibility:
             self._fill_boxes(frame, np.flatnonzero(frame.in_view & ~frame.visible), "hidden_vehicles")
