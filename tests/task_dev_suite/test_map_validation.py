@@ -8,7 +8,6 @@ import pytest
 from task_dev_suite.builtin_maps import BUILTIN_MAPS, MAPS_DIR
 from task_dev_suite.map_validation import MapFileError, read_xodr, validate_map
 
-TOWN04 = Path(__file__).resolve().parents[3] / "shared" / "carla_maps" / "Town04.xodr"
 CHECKS = ["xml", "parse", "waypoints", "topology", "grid", "next_walk", "random_walks", "landmarks"]
 
 
@@ -113,9 +112,8 @@ def test_malformed_xodr_names_the_file(tmp_path):
         read_xodr(tmp_path / "absent.xodr")
 
 
-@pytest.mark.skipif(not TOWN04.is_file(), reason=f"{TOWN04} not present")
-def test_town04_passes_parse_and_nan_checks():
-    report = validate_map(TOWN04, grid_step=5.0, walks=5)  # the full 1 m grid passes too (~20 s)
+def test_town04_passes_parse_and_nan_checks(carla_maps_dir):
+    report = validate_map(carla_maps_dir / "Town04.xodr", grid_step=5.0, walks=5)  # the full 1 m grid passes too (~20 s)
     for name in ("xml", "parse", "waypoints", "grid", "next_walk"):
         assert report.check(name).passed, str(report)
     assert "16919 waypoints, 0 with NaN" in report.check("waypoints").summary

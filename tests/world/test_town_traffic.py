@@ -9,8 +9,8 @@ from cardreamer.world.embedded import EmbeddedWorld
 
 @pytest.mark.slow
 @pytest.mark.parametrize("map_name", ["town_grid", "Town01"])
-def test_fifty_vehicles_for_300_seconds(map_name, project_map, town01):
-    road_map = town01 if map_name == "Town01" else project_map(map_name)
+def test_fifty_vehicles_for_300_seconds(map_name, project_map, request):
+    road_map = request.getfixturevalue("town01") if map_name == "Town01" else project_map(map_name)
     world = EmbeddedWorld(road_map, seed=0)
     ids = world.spawn_traffic(50)
     assert len(ids) == 50
