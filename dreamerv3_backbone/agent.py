@@ -65,11 +65,11 @@ class Networks(nnx.Module):
         self.rssm = RSSM(self.encoder.out_size, self.action_size, cfg, dtype, rngs)
         feat = self.rssm.feat_size
         self.decoder = Decoder(cfg.deter, cfg.stoch * cfg.classes, dec_images, dec_vectors, cfg, dtype, rngs)
-        self.reward = Head(feat, cfg.head_layers, cfg.units, cfg.bins, dtype, rngs, zero_init=True)
+        self.reward = Head(feat, cfg.head_layers, cfg.units, cfg.bins, dtype, rngs, out_scale=0.0)
         self.cont = Head(feat, cfg.head_layers, cfg.units, 1, dtype, rngs)
         actor_out = self.action_size if self.discrete else 2 * self.action_size
-        self.actor = Head(feat, cfg.ac_layers, cfg.units, actor_out, dtype, rngs)
-        self.critic = Head(feat, cfg.ac_layers, cfg.units, cfg.bins, dtype, rngs, zero_init=True)
+        self.actor = Head(feat, cfg.ac_layers, cfg.units, actor_out, dtype, rngs, out_scale=cfg.policy_outscale)
+        self.critic = Head(feat, cfg.ac_layers, cfg.units, cfg.bins, dtype, rngs, out_scale=0.0)
 
 
 def count_params(obs_space: gym.spaces.Dict, act_space: gym.Space, cfg) -> dict[str, int]:
@@ -101,6 +101,8 @@ class Model:
             raise ValueError("model.imag_last must be 0 (all states) or at least 2")
         if cfg.eval_policy not in ("sample", "greedy"):
             raise ValueError(f"model.eval_policy must be 'sample' or 'greedy', got {cfg.eval_policy!r}")
+        if cfg.twohot_space not in ("raw", "symlog"):
+            raise ValueError(f"model.twohot_space must be 'raw' or 'symlog', got {cfg.twohot_space!r}")
         self.cfg, self.obs_space, self.act_space = cfg, obs_space, act_space
         self._key = (repr(sorted(cfg.to_dict().items())), repr(obs_space), repr(act_space))
         nets = nnx.eval_shape(lambda: self.build(seed))
@@ -111,7 +113,11 @@ class Model:
         self.discrete, self.action_size = nets.discrete, nets.action_size
         self.image_keys = list(nets.decoder.image_keys)
         self.obs_keys = list(obs_space.spaces)
-        self.bins = np.asarray(dists.symlog_bins(cfg.bins))
+        # Reward and value bins: at symexp-spaced values, interpolated in raw space (the reference's
+        # 'symexp_twohot'), or evenly spaced in symlog space (the 2023 paper's form).
+        self.squash = cfg.twohot_space == "symlog"
+        bins = dists.symlog_bins(cfg.bins)
+        self.bins = np.asarray(bins if self.squash else dists.symexp(bins))
         if not self.discrete:
             self.act_low = np.asarray(act_space.low, np.float32).ravel()
             self.act_high = np.asarray(act_space.high, np.float32).ravel()
@@ -191,6 +197,12 @@ class Model:
 
     # ------------------------------------------------------------------ training
 
+    def _twohot_loss(self, logits: jax.Array, target: jax.Array) -> jax.Array:
+        return dists.twohot_loss(logits, target, self.bins, self.squash)
+
+    def _twohot_mean(self, logits: jax.Array) -> jax.Array:
+        return dists.twohot_mean(logits, self.bins, self.squash)
+
     def _world_model_loss(self, nets: Networks, batch: dict, key: jax.Array):
         action = self._to_model_action(batch["action"])
         prev_action = jnp.concatenate([jnp.zeros_like(action[:, :1]), action[:, :-1]], 1)
@@ -211,7 +223,7 @@ class Model:
                 rec = rec + ((pred.astype(jnp.float32) - target) ** 2).sum(-1)
         losses = {
             "rec": rec,
-            "rew": dists.twohot_loss(nets.reward(feat), batch["reward"], self.bins),
+            "rew": self._twohot_loss(nets.reward(feat), batch["reward"]),
             "con": -dists.bernoulli_logp(nets.cont(feat)[..., 0], 1.0 - batch["is_terminal"].astype(jnp.float32)),
             "dyn": dyn,
             "rep": rep,
@@ -238,38 +250,41 @@ class Model:
         policy = lambda f, k: sg(self._act_sample(nets, sg(f), k))
         img_states, img_actions = nets.rssm.imagine(start, policy, cfg.imag_horizon, k_img)
         img_feat = sg(nets.rssm.feat(img_states))
-        rew = dists.twohot_mean(nets.reward(img_feat), self.bins)
+        rew = self._twohot_mean(nets.reward(img_feat))
         con = jax.nn.sigmoid(nets.cont(img_feat)[..., 0])
-        slow_val = dists.twohot_mean(slow(img_feat), self.bins)
+        critic_logits = nets.critic(img_feat)
+        slow_val = self._twohot_mean(slow(img_feat))
+        # Returns bootstrap from, and advantages subtract, the online critic (the reference's
+        # slowtar=False); the slow critic only regularises. ``model.slow_targets`` uses the slow one.
+        val = slow_val if cfg.slow_targets else sg(self._twohot_mean(critic_logits))
         weight = sg(jnp.cumprod(disc * con, 1) / disc)
-        ret = returns.lambda_return(jnp.zeros_like(con), 1 - con, rew, slow_val, disc, cfg.lam)
+        ret = returns.lambda_return(jnp.zeros_like(con), 1 - con, rew, val, disc, cfg.lam)
         retnorm = returns.update_percentiles(retnorm, ret, cfg.retnorm_rate)
-        scale = returns.return_scale(retnorm, cfg.retnorm_limit)
-        adv = sg((ret - slow_val[:, :-1]) / scale)
+        scale = returns.return_scale(retnorm, cfg.retnorm_limit, cfg.retnorm_debias)
+        adv = sg((ret - val[:, :-1]) / scale)
         logp, ent = self._act_logp_entropy(nets, img_feat, sg(img_actions))
         losses["policy"] = weight[:, :-1] * -(logp[:, :-1] * adv + cfg.actent * ent[:, :-1])
-        critic_logits = nets.critic(img_feat)[:, :-1]
+        critic_logits = critic_logits[:, :-1]
         losses["value"] = weight[:, :-1] * (
-            dists.twohot_loss(critic_logits, sg(ret), self.bins)
-            + cfg.slowreg * dists.twohot_loss(critic_logits, sg(slow_val[:, :-1]), self.bins))
+            self._twohot_loss(critic_logits, sg(ret)) + cfg.slowreg * self._twohot_loss(critic_logits, sg(slow_val[:, :-1])))
 
-        # Critic also regresses λ-returns on the replayed trajectory, bootstrapped by imagination.
-        rep_feat = sg(feat[:, -k:])
-        rep_slow = dists.twohot_mean(slow(rep_feat), self.bins)
+        # Critic also regresses λ-returns on the replayed trajectory, bootstrapped by imagination;
+        # with ``model.repval_grad`` (the reference's) this loss trains the world model's features too.
+        rep_feat = feat[:, -k:] if cfg.repval_grad else sg(feat[:, -k:])
+        rep_slow = self._twohot_mean(slow(sg(rep_feat)))
         boot = sg(ret[:, 0].reshape(b, k))
         last, term = (batch[key][:, -k:].astype(jnp.float32) for key in ("is_last", "is_terminal"))
         rep_ret = returns.lambda_return(last, term, batch["reward"][:, -k:].astype(jnp.float32), boot, disc, cfg.lam)
         rep_logits = nets.critic(rep_feat)[:, :-1]
         losses["repval"] = (1 - last[:, :-1]) * (
-            dists.twohot_loss(rep_logits, sg(rep_ret), self.bins)
-            + cfg.slowreg * dists.twohot_loss(rep_logits, sg(rep_slow[:, :-1]), self.bins))
+            self._twohot_loss(rep_logits, sg(rep_ret)) + cfg.slowreg * self._twohot_loss(rep_logits, sg(rep_slow[:, :-1])))
 
         total = sum(cfg.loss_scales[k] * v.mean() for k, v in losses.items())
         metrics.update({f"loss/{k}": v.mean() for k, v in losses.items()})
         metrics.update({
             "ret_mean": ret.mean(), "ret_scale": scale, "adv_mag": jnp.abs(adv).mean(),
             "actor_entropy": ent.mean(), "imag_reward": rew.mean(), "imag_cont": con.mean(),
-            "value_mean": dists.twohot_mean(critic_logits, self.bins).mean(),
+            "value_mean": self._twohot_mean(critic_logits).mean(),
         })
         return total, (metrics, retnorm)
 

@@ -85,6 +85,11 @@ DEFAULTS: dict[str, Any] = {
         "slowreg": 1.0,
         "retnorm_rate": 0.01,
         "retnorm_limit": 1.0,
+        "retnorm_debias": False,  # the reference keeps the EMA's zero start
+        "slow_targets": False,  # true: λ-returns and baseline from the slow critic (ours before 2026-12)
+        "repval_grad": True,  # the replay value loss trains the world model's features too
+        "twohot_space": "raw",  # raw: symexp-spaced bins, raw-space interpolation (reference); symlog: the 2023 form
+        "policy_outscale": 0.01,  # initial scale of the policy's output layer: a near-uniform first policy
         "minstd": 0.1,
         "maxstd": 1.0,
         "lr": 4e-5,

@@ -2,7 +2,8 @@
 
 - symlog / symexp squash targets of unknown scale.
 - Categorical with a uniform mix (unimix), sampled as one-hot with straight-through gradients.
-- Two-hot regression over bins in symlog space (reward and critic heads).
+- Two-hot regression over bins (reward and critic heads): symexp-spaced bins interpolated in raw
+  space, as the reference does, or evenly spaced bins in symlog space.
 - Bernoulli from a logit (continue head).
 - Bounded normal (continuous actions).
 """
@@ -76,9 +77,11 @@ def symlog_bins(num: int, limit: float = 20.0) -> jax.Array:
     return jnp.concatenate([-half[:0:-1], half])
 
 
-def twohot_encode(target: jax.Array, bins: jax.Array) -> jax.Array:
-    """Spread each symlog target over its two neighbouring bins, weighted by closeness."""
-    x = symlog(target.astype(jnp.float32))
+def twohot_encode(target: jax.Array, bins: jax.Array, squash: bool = True) -> jax.Array:
+    """Spread each target (symlog of it when ``squash``: bins in symlog space) over its two
+    neighbouring bins, weighted by closeness."""
+    x = target.astype(jnp.float32)
+    x = symlog(x) if squash else x
     bins = jnp.asarray(bins)
     n = bins.shape[0]
     below = jnp.clip((bins <= x[..., None]).sum(-1) - 1, 0, n - 1)
@@ -91,14 +94,14 @@ def twohot_encode(target: jax.Array, bins: jax.Array) -> jax.Array:
             + jax.nn.one_hot(above, n) * (dist_below / total)[..., None])
 
 
-def twohot_loss(logits: jax.Array, target: jax.Array, bins: jax.Array) -> jax.Array:
+def twohot_loss(logits: jax.Array, target: jax.Array, bins: jax.Array, squash: bool = True) -> jax.Array:
     """Cross-entropy between the two-hot encoded target and the predicted bin distribution."""
-    weights = twohot_encode(sg(target), bins)
+    weights = twohot_encode(sg(target), bins, squash)
     return -(weights * jax.nn.log_softmax(logits.astype(jnp.float32), -1)).sum(-1)
 
 
-def twohot_mean(logits: jax.Array, bins: jax.Array) -> jax.Array:
-    """symexp of the expected bin. Sums the two halves from the middle outwards so that uniform
+def twohot_mean(logits: jax.Array, bins: jax.Array, squash: bool = True) -> jax.Array:
+    """The expected bin (its symexp when ``squash``: bins in symlog space). Sums the two halves from the middle outwards so that uniform
     probabilities over symmetric bins give exactly zero (zero-initialised heads predict 0)."""
     probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
     bins = jnp.asarray(bins)
@@ -106,7 +109,8 @@ def twohot_mean(logits: jax.Array, bins: jax.Array) -> jax.Array:
     left = (probs[..., :m] * bins[:m])[..., ::-1]
     right = probs[..., -m:] * bins[-m:]
     middle = (probs[..., m:-m] * bins[m:-m]).sum(-1)
-    return symexp(middle + (left + right).sum(-1))
+    mean = middle + (left + right).sum(-1)
+    return symexp(mean) if squash else mean
 
 
 # ---------------------------------------------------------------- Bernoulli

@@ -18,10 +18,20 @@ from flax import nnx
 from .conv import convolve
 from .dists import symlog
 
-INIT = nnx.initializers.variance_scaling(1.0, "fan_avg", "truncated_normal")
-BLOCK_INIT = nnx.initializers.variance_scaling(1.0, "fan_avg", "truncated_normal", in_axis=-2, out_axis=-1,
-                                               batch_axis=(0,))
+INIT = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")  # the reference's trunc_normal
 ZEROS = nnx.initializers.zeros_init()
+
+
+def scaled_init(scale: float):
+    """INIT with its standard deviation times ``scale`` (0: zeros), as the reference's ``outscale``."""
+    return ZEROS if scale == 0 else nnx.initializers.variance_scaling(scale * scale, "fan_in", "truncated_normal")
+
+
+def block_init(blocks: int):
+    """Init of a (blocks, in // blocks, out // blocks) kernel whose fan is the full input width, as in
+    the reference (each output sums over one block, so its initial scale is 1/sqrt(blocks) of a dense layer's)."""
+    return nnx.initializers.variance_scaling(1.0 / blocks, "fan_in", "truncated_normal", in_axis=-2, out_axis=-1,
+                                             batch_axis=(0,))
 
 
 class Norm(nnx.Module):
@@ -61,13 +71,12 @@ class MLP(nnx.Module):
 
 
 class Head(nnx.Module):
-    """MLP followed by a linear output layer (zero-initialised when ``zero_init``)."""
+    """MLP followed by a linear output layer whose initial weights are scaled by ``out_scale`` (0: zeros)."""
 
     def __init__(self, fan_in: int, layers: int, units: int, out: int, dtype, rngs: nnx.Rngs,
-                 zero_init: bool = False):
+                 out_scale: float = 1.0):
         self.mlp = MLP(fan_in, layers, units, dtype, rngs)
-        self.out = nnx.Linear(self.mlp.out_size, out, dtype=dtype, kernel_init=ZEROS if zero_init else INIT,
-                              rngs=rngs)
+        self.out = nnx.Linear(self.mlp.out_size, out, dtype=dtype, kernel_init=scaled_init(out_scale), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.out(self.mlp(x)).astype(jnp.float32)
@@ -92,7 +101,7 @@ class BlockLinear(nnx.Module):
     def __init__(self, fan_in: int, out: int, blocks: int, dtype, rngs: nnx.Rngs):
         assert fan_in % blocks == 0 and out % blocks == 0, (fan_in, out, blocks)
         shape = (blocks, fan_in // blocks, out // blocks)
-        self.kernel = nnx.Param(BLOCK_INIT(rngs.params(), shape, jnp.float32))
+        self.kernel = nnx.Param(block_init(blocks)(rngs.params(), shape, jnp.float32))
         self.bias = nnx.Param(jnp.zeros((out,), jnp.float32))
         self.blocks, self.dtype = blocks, dtype
 

@@ -32,7 +32,7 @@ def init_percentiles() -> dict:
 
 
 def update_percentiles(state: dict, x: jax.Array, rate: float, lo: float = 5.0, hi: float = 95.0) -> dict:
-    """EMA (with bias correction) of the ``lo`` and ``hi`` percentiles of ``x``."""
+    """EMA of the ``lo`` and ``hi`` percentiles of ``x``, with the weight needed to debias it."""
     x = jax.lax.stop_gradient(x.astype(jnp.float32))
     return {
         "lo": (1 - rate) * state["lo"] + rate * jnp.percentile(x, lo),
@@ -41,7 +41,8 @@ def update_percentiles(state: dict, x: jax.Array, rate: float, lo: float = 5.0, 
     }
 
 
-def return_scale(state: dict, limit: float = 1.0) -> jax.Array:
-    """max(limit, P95 - P5) of the tracked returns."""
-    corr = jnp.maximum(state["corr"], 1e-8)
+def return_scale(state: dict, limit: float = 1.0, debias: bool = False) -> jax.Array:
+    """max(limit, P95 - P5) of the tracked returns; ``debias`` divides out the EMA's zero start
+    (the reference does not, so early scales read low and ``limit`` holds them at 1)."""
+    corr = jnp.maximum(state["corr"], 1e-8) if debias else 1.0
     return jnp.maximum(limit, (state["hi"] - state["lo"]) / corr)

@@ -140,3 +140,40 @@ def test_depth_to_space_turns_each_pixels_channel_groups_into_its_2x2_block():
             for dj in range(2):
                 group = 2 * di + dj  # row-major within the block
                 np.testing.assert_array_equal(y[n, 2 * i + di, 2 * j + dj], x[n, i, j, 2 * group:2 * group + 2])
+
+
+def _tiny_model(overrides=()):
+    cfg = make_config("tiny", ["model.compute_dtype=float32", *overrides])
+    obs_space = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (4,), np.float32)})
+    return Model(obs_space, gym.spaces.Discrete(3), cfg.model, seed=0), cfg
+
+
+def test_policy_output_layer_starts_near_uniform():
+    model, cfg = _tiny_model()
+    kernel = np.asarray(model.take_initial_params()["actor"]["out"]["kernel"].value)
+    fan_in = kernel.shape[0]
+    # Truncated normal with std outscale / sqrt(fan_in): the policy's first logits are about 0.01.
+    assert np.std(kernel) == pytest.approx(cfg.model.policy_outscale / np.sqrt(fan_in), rel=0.3)
+    wide, _ = _tiny_model(["model.policy_outscale=1.0"])
+    assert np.std(np.asarray(wide.take_initial_params()["actor"]["out"]["kernel"].value)) > 50 * np.std(kernel)
+
+
+@pytest.mark.parametrize("slow_targets", [False, True])
+def test_returns_bootstrap_from_the_critic_the_config_names(slow_targets):
+    """Make the slow critic predict a large constant, the online one 0 (its zero init) and every
+    imagined state continue: the imagined returns follow whichever critic the config names."""
+    model, _ = _tiny_model([f"model.slow_targets={str(slow_targets).lower()}"])
+    state = model.init_state(model.take_initial_params(), 0)
+    bins = np.asarray(model.bins)
+    big = int(np.argmin(np.abs(bins - 100.0)))
+    bias = np.full(len(bins), -30.0, np.float32)
+    bias[big] = 30.0
+    state["slow_critic"]["out"]["bias"][...] = jax.numpy.asarray(bias)
+    state["params"]["cont"]["out"]["bias"][...] = jax.numpy.full((1,), 30.0)
+    b, t = 2, 5
+    batch = {"state": np.zeros((b, t, 4), np.float32), "action": np.zeros((b, t), np.int32),
+             "reward": np.zeros((b, t), np.float32), "is_first": np.eye(1, t, dtype=bool).repeat(b, 0),
+             "is_last": np.zeros((b, t), bool), "is_terminal": np.zeros((b, t), bool)}
+    _, (metrics, _) = model._loss(state["params"], state["slow_critic"], state["retnorm"], batch, jax.random.key(0))
+    ret = float(metrics["ret_mean"])
+    assert (ret > 50.0) if slow_targets else (abs(ret) < 5.0), ret

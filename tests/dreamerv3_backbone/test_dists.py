@@ -32,6 +32,23 @@ def test_twohot_round_trip_and_weights():
     np.testing.assert_allclose(loss, entropy, atol=1e-4)
 
 
+def test_raw_space_twohot_reads_an_even_mix_of_0_and_1_as_one_half():
+    """The reference's symexp-spaced bins, interpolated in raw space, read a 50/50 mix of rewards 0
+    and 1 as 0.5; the symlog-space form reads symexp(0.5 * symlog(1)) = sqrt(2) - 1."""
+    for squash, expected in ((False, 0.5), (True, 2 ** 0.5 - 1)):
+        bins = dists.symlog_bins(255)
+        bins = bins if squash else dists.symexp(bins)
+        probs = 0.5 * (dists.twohot_encode(jnp.array(0.0), bins, squash)
+                       + dists.twohot_encode(jnp.array(1.0), bins, squash))
+        mean = dists.twohot_mean(jnp.log(jnp.maximum(probs, 1e-30)), bins, squash)
+        assert float(mean) == pytest.approx(expected, abs=1e-4)
+        targets = jnp.array([-1234.5, -3.0, 0.0, 0.7, 42.0])
+        weights = dists.twohot_encode(targets, bins, squash)
+        np.testing.assert_allclose(dists.twohot_mean(jnp.log(jnp.maximum(weights, 1e-30)), bins, squash), targets,
+                                   rtol=1e-3, atol=1e-4)
+        assert float(dists.twohot_mean(jnp.zeros((3, 255)), bins, squash).max()) == 0.0
+
+
 def test_twohot_zero_logits_predict_exactly_zero():
     bins = dists.symlog_bins(255)
     assert float(dists.twohot_mean(jnp.zeros((3, 255)), bins).max()) == 0.0
@@ -111,7 +128,9 @@ def test_percentile_normaliser_tracks_p5_p95_range():
     x = jnp.linspace(0.0, 100.0, 1001)
     for _ in range(5):
         state = returns.update_percentiles(state, x, rate=0.01)
-    assert float(returns.return_scale(state)) == pytest.approx(90.0, rel=1e-4)  # debiased from the first update
+    assert float(returns.return_scale(state, debias=True)) == pytest.approx(90.0, rel=1e-4)
+    # The reference keeps the EMA's zero start: after 5 updates at rate 0.01 it reads 1 - 0.99^5 of it.
+    assert float(returns.return_scale(state)) == pytest.approx(90.0 * (1 - 0.99 ** 5), rel=1e-4)
     small = returns.update_percentiles(returns.init_percentiles(), x * 0.001, rate=0.01)
     assert float(returns.return_scale(small)) == 1.0  # max(1, .)
 
