@@ -8,10 +8,7 @@ The action stored at step t is the one taken after observing step t.
 from __future__ import annotations
 
 import functools
-import os
-import pickle
 import re
-import tempfile
 from typing import Any
 
 import gymnasium as gym
@@ -21,10 +18,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from . import dists, returns
+from . import checkpoint, dists, returns
 from .nets import Decoder, Encoder, Head
 from .optim import make_optimizer
 from .rssm import RSSM
+
+CHECKPOINT_FORMAT = "cardreamer-dreamerv3-2"
+
+
+def _leaf_name(path: tuple) -> str:
+    """A state leaf's place as ``params/encoder/conv0/kernel``."""
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
 
 sg = jax.lax.stop_gradient
 
@@ -421,27 +425,41 @@ class DreamerV3:
     # ------------------------------------------------------------------ checkpoints
 
     def save(self, path: str) -> None:
-        """Write the full training state (params, slow critic, optimizer, normaliser) atomically."""
+        """Write the full training state (params, slow critic, optimizer, normaliser) atomically,
+        as plain arrays named by their place in the state (see :mod:`.checkpoint`)."""
         state = {**self.state, "key": jax.random.key_data(self.state["key"])}
-        leaves = [np.asarray(x) for x in jax.device_get(jax.tree.leaves(state))]
-        folder = os.path.dirname(os.path.abspath(path))
-        with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=".tmp", delete=False) as f:
-            pickle.dump({"format": "dreamerv3-state-1", "leaves": leaves}, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(f.name, path)
+        named = jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]
+        arrays = {f"leaf{i:05d}": np.asarray(x) for i, (_, x) in enumerate(named)}
+        manifest = {"format": CHECKPOINT_FORMAT, "paths": [_leaf_name(p) for p, _ in named]}
+        checkpoint.write_arrays(path, arrays, manifest)
 
     def load(self, path: str) -> None:
-        """Restore a state written by ``save``; the model must have the same size and spaces."""
-        with open(path, "rb") as f:
-            data = pickle.load(f)
+        """Restore a state written by ``save``; refuses one of another model size, observation
+        layout or format, naming the first difference."""
+        arrays, manifest = checkpoint.read_arrays(path)
+        if manifest.get("format") != CHECKPOINT_FORMAT:
+            raise checkpoint.CheckpointError(
+                f"{path}: format {manifest.get('format')!r}, expected {CHECKPOINT_FORMAT!r} (a checkpoint of another backbone?)")
         template = {**self.state, "key": jax.random.key_data(self.state["key"])}
-        leaves, treedef = jax.tree.flatten(template)
-        saved = data.get("leaves", []) if isinstance(data, dict) else []
-        shapes = [np.shape(x) for x in leaves]
-        if [np.shape(x) for x in saved] != shapes:
-            raise ValueError(f"{path}: checkpoint does not match this model (different size, spaces or format)")
-        state = jax.tree.unflatten(treedef, [jnp.asarray(x, dtype=t.dtype) for x, t in zip(saved, leaves)])
+        named, treedef = jax.tree_util.tree_flatten_with_path(template)
+        paths = [_leaf_name(p) for p, _ in named]
+        saved = manifest.get("paths") or []
+        for i, name in enumerate(paths):
+            value = arrays.get(f"leaf{i:05d}")
+            if i >= len(saved) or saved[i] != name or value is None:
+                found = saved[i] if i < len(saved) else "nothing"
+                raise checkpoint.CheckpointError(
+                    f"{path}: does not fit this model: it holds {found} where the model has {name} "
+                    f"(a different backbone version or observation layout)")
+            if value.shape != np.shape(named[i][1]):
+                raise checkpoint.CheckpointError(
+                    f"{path}: does not fit this model: {name} has shape {value.shape} in the checkpoint, "
+                    f"{np.shape(named[i][1])} here (a different model size or observation layout)")
+        if len(saved) != len(paths):
+            raise checkpoint.CheckpointError(f"{path}: does not fit this model: it holds {len(saved)} arrays, "
+                                             f"the model {len(paths)}")
+        leaves = [jnp.asarray(arrays[f"leaf{i:05d}"], dtype=t.dtype) for i, (_, t) in enumerate(named)]
+        state = jax.tree.unflatten(treedef, leaves)
         state["key"] = jax.random.wrap_key_data(state["key"])
         self.state = state
 

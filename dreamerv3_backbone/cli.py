@@ -9,10 +9,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
 
 from .allocator import reexec_with_fast_allocator
+from .checkpoint import CheckpointError
 from .config import DEFAULTS, SIZES, Config, apply_overrides, flat_keys, make_config
 
 
@@ -100,9 +103,22 @@ def run_train(args: argparse.Namespace) -> int:
         config = apply_overrides(config, {"run": {"serve_url": url}})
     try:
         summary = train(config)
+    except CheckpointError as error:
+        print(f"cardreamer: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        print(f"cardreamer: error: disk full writing {error.filename or config.logdir}; the newest complete "
+              f"checkpoint is intact: free space and run the same command to resume", file=sys.stderr)
+        return 2
     finally:
         if server is not None:
             server.terminate()
+    if summary["stopped_by"]:
+        print(f"stopped by {summary['stopped_by']} at {summary['env_steps']} env steps, checkpoint saved -> "
+              f"{summary['logdir']}; run the same command to resume")
+        return 128 + int(getattr(signal, summary["stopped_by"]))
     print(f"trained {summary['env_steps']} env steps, {summary['updates']} updates -> {summary['logdir']}")
     return 0
 
@@ -113,8 +129,12 @@ def run_eval(args: argparse.Namespace) -> int:
     if bool(args.logdir) == bool(args.checkpoint):
         raise SystemExit("eval: give exactly one of --logdir or --checkpoint")
     use_compilation_cache()
-    evaluate(args.logdir or args.checkpoint, args.episodes, json_path=args.json, show=args.json != "-",
-             policy=args.policy)
+    try:
+        evaluate(args.logdir or args.checkpoint, args.episodes, json_path=args.json, show=args.json != "-",
+                 policy=args.policy)
+    except CheckpointError as error:
+        print(f"cardreamer: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

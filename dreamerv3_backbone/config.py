@@ -32,7 +32,8 @@ DEFAULTS: dict[str, Any] = {
         "train_ratio": 32.0,  # replayed steps per env step
         "train_fill": 1024,  # env steps collected before training starts
         "log_every": 30.0,  # seconds between metrics.jsonl rows
-        "save_every": 900.0,  # seconds between checkpoints
+        "save_every": 300.0,  # seconds between checkpoints
+        "save_every_steps": 10_000,  # env steps between checkpoints (also); 0 disables
         "keep_checkpoints": 3,
         "eval_every": 10_000,  # env steps between evaluations; 0 disables
         "eval_episodes": 4,

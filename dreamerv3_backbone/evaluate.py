@@ -16,19 +16,6 @@ from .loop import run_episodes, summarize
 from .protocol import make_backbone
 
 
-def _resolve(path: str) -> tuple[str, str]:
-    """(logdir, checkpoint folder) from a logdir (newest checkpoint) or a checkpoint folder."""
-    path = os.path.abspath(os.path.expanduser(path))
-    if os.path.isfile(os.path.join(path, "agent.pkl")):
-        return os.path.dirname(os.path.dirname(path)), path
-    if os.path.isfile(os.path.join(path, "config.yaml")):
-        found = checkpoint.checkpoint_dirs(path)
-        if not found:
-            raise FileNotFoundError(f"{path}: no checkpoint under {os.path.join(path, 'checkpoints')}")
-        return path, found[-1]
-    raise FileNotFoundError(f"{path}: neither a run directory (with config.yaml) nor a checkpoint (with agent.pkl)")
-
-
 def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_path: str | None = None,
              show: bool = True, seed: int | None = None, policy: str | None = None) -> dict:
     """Run ``episodes`` evaluation episodes of a logdir's newest checkpoint (or a given checkpoint
@@ -36,14 +23,14 @@ def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_pa
     ``policy`` ('sample' or 'greedy') overrides the run's ``model.eval_policy``."""
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
-    logdir, ckpt = _resolve(path)
+    logdir, _ = checkpoint.resolve(path)
     config = load_config(os.path.join(logdir, "config.yaml"))
     if policy is not None:
         config = apply_overrides(config, {"model": {"eval_policy": policy}})
     envs = make_vector_env(env_fn or default_env_fn(config), 1, False, config.env.image_size)
     try:
         agent = make_backbone(config.backbone, envs.single_observation_space, envs.single_action_space, config)
-        agent.load(os.path.join(ckpt, "agent.pkl"))
+        ckpt = checkpoint.restore(path, agent.load)
         results, _ = run_episodes(agent, envs, episodes, "eval", config.seed + 20_000 if seed is None else seed)
         policy = getattr(agent, "eval_policy", None)  # a backbone may say how it acts in 'eval' mode
     finally:

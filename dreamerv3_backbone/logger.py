@@ -62,6 +62,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _row_step(line: str) -> int | None:
+    """The step of a log row; None for a line cut short by a crash."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class Logger:
     """Appends rows to metrics.jsonl and scores.jsonl and forwards metrics to the publisher."""
 
@@ -73,6 +81,22 @@ class Logger:
         row = {"step": int(step), **{k: _jsonable(v) for k, v in row.items()}}
         with open(os.path.join(self.logdir, name), "a") as f:
             f.write(json.dumps(row) + "\n")
+
+    def truncate(self, step: int) -> None:
+        """Drop the rows of metrics.jsonl and scores.jsonl logged after ``step`` (a resumed run
+        repeats those steps), rewriting each file atomically."""
+        for name in ("metrics.jsonl", "scores.jsonl"):
+            path = os.path.join(self.logdir, name)
+            if not os.path.isfile(path):
+                continue
+            with open(path) as f:
+                lines = f.readlines()
+            kept = [line for line in lines if _row_step(line) is not None and _row_step(line) <= step]
+            if len(kept) == len(lines):
+                continue
+            with tempfile.NamedTemporaryFile("w", dir=self.logdir, suffix=".tmp", delete=False) as f:
+                f.writelines(kept)
+            os.replace(f.name, path)
 
     def metrics(self, step: int, metrics: dict) -> None:
         self._append("metrics.jsonl", step, metrics)

@@ -4,12 +4,18 @@ evaluate periodically, log, checkpoint and resume.
 Run-directory layout (DreamerV3 style)::
 
     logdir/config.yaml  metrics.jsonl  scores.jsonl  checkpoints/<step>/  replay/  videos/
+
+Checkpoints are written every ``run.save_every`` seconds and ``run.save_every_steps`` env steps,
+at the end, and on SIGINT/SIGTERM, after which the run stops; running the same command resumes.
+On resume, log rows past the restored checkpoint are dropped, so every log stays monotone.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import signal
+import threading
 import tempfile
 import time
 from collections.abc import Mapping
@@ -161,6 +167,7 @@ class Trainer:
         if not loaded and self.run_cfg.pretrain_data:
             self._fill_from_dataset(self.run_cfg.pretrain_data)
         self.logger = Logger(logdir, publisher)
+        self.logger.truncate(self.counters["env_steps"])  # rows written after the restored checkpoint
         self.publisher = publisher
         self.video_keys = video_keys(envs.single_observation_space)
         self.recent: collections.deque[dict] = collections.deque(maxlen=20)
@@ -169,6 +176,7 @@ class Trainer:
         self.training = False
         self.last_eval: dict = {}
         self.eval_envs: gym.vector.VectorEnv | None = None
+        self.stop_signal: str | None = None  # set by SIGINT/SIGTERM: save and stop
 
     def _fill_from_dataset(self, path: str) -> None:
         """Put a collected dataset's episodes into the replay, observations standardised as the
@@ -205,7 +213,8 @@ class Trainer:
         now = time.time()
         last = {"log": now, "save": now, "report": now, "bar": now}
         marks = {"log": (counters["env_steps"], counters["updates"]), "bar": (counters["env_steps"], counters["updates"])}
-        while counters["env_steps"] < run.steps:
+        saved_at = counters["env_steps"]
+        while counters["env_steps"] < run.steps and not self.stop_signal:
             self._collect(collector)
             bar.update(self.envs.num_envs)
             self._train()
@@ -221,13 +230,15 @@ class Trainer:
                 self._evaluate()
             if now - last["log"] >= run.log_every or counters["env_steps"] >= run.steps:
                 self._log(*self._rates(marks, last, "log", now))
-            if now - last["save"] >= run.save_every:
-                last["save"] = now
+            due_steps = run.save_every_steps and counters["env_steps"] - saved_at >= run.save_every_steps
+            if now - last["save"] >= run.save_every or due_steps:
+                last["save"], saved_at = now, counters["env_steps"]
                 self.save()
         self.save()
         bar.close()
         recent = float(np.mean([e["return"] for e in self.recent])) if self.recent else None
-        return {"logdir": self.logdir, **counters, "recent_return": recent, "eval": self.last_eval}
+        return {"logdir": self.logdir, **counters, "recent_return": recent, "eval": self.last_eval,
+                "stopped_by": self.stop_signal}
 
     def _rates(self, marks: dict, last: dict, name: str, now: float) -> tuple[float, float]:
         """Env steps/s and updates/s since the previous call for ``name``."""
@@ -325,13 +336,37 @@ def train(config: Config | Mapping, env_fn: EnvFn | None = None, publisher=None)
     trainer = None
     try:
         trainer = Trainer(config, logdir, env_fn, envs, publisher)
-        return trainer.run()
+        with _stop_on_signals(trainer):
+            return trainer.run()
     finally:
         if trainer is not None:
             trainer.close()
         envs.close()
         if own_publisher:
             publisher.close()
+
+
+class _stop_on_signals:
+    """While active (main thread only), SIGINT and SIGTERM ask the trainer to save and stop; a
+    second signal interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, trainer: Trainer):
+        self.trainer, self.previous = trainer, {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.trainer.stop_signal:
+            raise KeyboardInterrupt
+        self.trainer.stop_signal = signal.Signals(signum).name
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 def _postfix(fps: float, ups: float, recent) -> dict[str, str]:

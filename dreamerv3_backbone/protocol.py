@@ -7,7 +7,8 @@ A backbone is any object with these methods (see docs/backbones.md):
 - ``train(batch, state) -> (state, metrics)``: ``batch`` is a dict of (B, T, ...) arrays with the
   observation keys plus ``action``, ``reward``, ``is_first``, ``is_last``, ``is_terminal``.
 - ``report(batch) -> dict``: numbers and videos ((T, H, W, 3) uint8 arrays) to log.
-- ``save(path)`` / ``load(path)``: the full training state in one file.
+- ``save(path)`` / ``load(path)``: the full training state in one file; loading must never run code
+  from it (the built-in backbones write plain arrays and JSON with :mod:`.checkpoint`).
 - optionally ``eval_policy``: a string saying how 'eval' mode acts (shown by ``cardreamer eval``).
 
 Register a factory ``factory(obs_space, act_space, config) -> backbone`` with
@@ -16,14 +17,15 @@ Register a factory ``factory(obs_space, act_space, config) -> backbone`` with
 
 from __future__ import annotations
 
-import os
-import pickle
-import tempfile
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
+
+from . import checkpoint
+
+RANDOM_FORMAT = "cardreamer-random-1"
 
 
 @runtime_checkable
@@ -95,16 +97,18 @@ class RandomBackbone:
         return {}
 
     def save(self, path: str) -> None:
-        folder = os.path.dirname(os.path.abspath(path))
-        with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=".tmp", delete=False) as f:
-            pickle.dump({"rng": self.rng.bit_generator.state, "updates": self.updates}, f)
-        os.replace(f.name, path)
+        state = {"format": RANDOM_FORMAT, "rng": self.rng.bit_generator.state, "updates": self.updates}
+        checkpoint.write_arrays(path, {}, state)
 
     def load(self, path: str) -> None:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
-        self.rng.bit_generator.state = data["rng"]
-        self.updates = data["updates"]
+        _, state = checkpoint.read_arrays(path)
+        if state.get("format") != RANDOM_FORMAT:
+            raise checkpoint.CheckpointError(f"{path}: format {state.get('format')!r}, expected {RANDOM_FORMAT!r}")
+        try:
+            self.rng.bit_generator.state = state["rng"]
+            self.updates = int(state["updates"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise checkpoint.CheckpointError(f"{path}: not a state of the random backbone ({error})") from None
 
 
 def _make_dreamerv3(obs_space: gym.spaces.Dict, act_space: gym.Space, config: Any) -> Backbone:

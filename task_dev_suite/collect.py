@@ -77,18 +77,17 @@ class CheckpointAgent:
             from dreamerv3_backbone.protocol import make_backbone
         except ImportError as exc:
             raise CollectError(f"policy checkpoint:{path} needs the dreamerv3_backbone package ({exc})") from None
-        path = os.path.abspath(os.path.expanduser(path))
-        if os.path.isfile(os.path.join(path, "agent.pkl")):
-            ckpt, logdir = path, os.path.dirname(os.path.dirname(path))
-        elif os.path.isfile(os.path.join(path, "config.yaml")) and checkpoint.checkpoint_dirs(path):
-            ckpt, logdir = checkpoint.checkpoint_dirs(path)[-1], path
-        else:
-            raise CollectError(f"checkpoint:{path}: neither a run directory with checkpoints nor a checkpoint "
-                               f"folder with agent.pkl")
+        try:
+            logdir, _ = checkpoint.resolve(path)
+        except FileNotFoundError as error:
+            raise CollectError(f"policy checkpoint:{error}") from None
         config = load_config(os.path.join(logdir, "config.yaml"))
         self.standard = StandardObs(env, config.env.image_size)
         self.agent = make_backbone(config.backbone, self.standard.observation_space, env.action_space, config)
-        self.agent.load(os.path.join(ckpt, "agent.pkl"))
+        try:
+            checkpoint.restore(path, self.agent.load)
+        except checkpoint.CheckpointError as error:
+            raise CollectError(f"policy checkpoint:{error}") from None
         self.state = None
 
     def reset(self, seed: int) -> None:

@@ -4,7 +4,6 @@ the random baseline, checkpoints interrupted by SIGKILL, resume, evaluation and 
 import functools
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -49,11 +48,11 @@ class TabularQ:
 
     def save(self, path):
         with open(path, "wb") as f:
-            pickle.dump(self.q, f)
+            np.save(f, self.q)
 
     def load(self, path):
         with open(path, "rb") as f:
-            self.q = pickle.load(f)
+            self.q = np.load(f, allow_pickle=False)
 
 
 register_backbone("test_tabular_q", TabularQ)
@@ -121,14 +120,16 @@ def test_random_backbone_publishes_and_writes_run_files(tmp_path):
 
 
 _KILLED_RUN = textwrap.dedent("""
-    import os, pickle, sys, time
+    import os, sys, time
     sys.path.insert(0, {here!r})
     from conftest import ReachEnv
     from dreamerv3_backbone import RandomBackbone, make_config, register_backbone, train
 
     class SlowSave(RandomBackbone):
         def save(self, path):  # a slow disk: the file is half written for a while
-            data = pickle.dumps({{"rng": self.rng.bit_generator.state, "updates": self.updates}})
+            super().save(path)
+            with open(path, "rb") as f:
+                data = f.read()
             with open(path, "wb") as f:
                 f.write(data[:10]); f.flush(); time.sleep(0.3); f.write(data[10:])
 
@@ -148,9 +149,9 @@ def test_resume_after_sigkill_during_checkpoint_write(tmp_path):
     root = tmp_path / "checkpoints"
     try:
         while time.time() < deadline:
-            partial = list(root.glob("*.tmp/agent.pkl")) if root.exists() else []
+            partial = list(root.glob("*.tmp/agent.npz")) if root.exists() else []
             if len(checkpoint_dirs(str(tmp_path))) >= 2 and partial:
-                os.kill(proc.pid, signal.SIGKILL)  # mid-write: agent.pkl is half written
+                os.kill(proc.pid, signal.SIGKILL)  # mid-write: agent.npz is half written
                 break
             assert proc.poll() is None, proc.stderr.read().decode()
             time.sleep(0.02)
