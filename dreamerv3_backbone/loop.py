@@ -15,8 +15,8 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import threading
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -364,7 +364,7 @@ class _stop_on_signals:
         if threading.current_thread() is threading.main_thread():
             self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
 
