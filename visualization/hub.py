@@ -183,10 +183,10 @@ class LiveHub:
         with self._lock:
             return sum(1 for v in self._viewers.values() if v.run == run)
 
-    def is_publishing(self, run: str) -> bool:
+    def has_run(self, run: str) -> bool:
+        """Whether ``run`` has been published to (now or earlier)."""
         with self._lock:
-            live = self._runs.get(run)
-            return bool(live and live.publishers)
+            return run in self._runs
 
     def active_runs(self) -> set[str]:
         """Runs that a viewer watches or a publisher publishes now."""

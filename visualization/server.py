@@ -5,8 +5,8 @@ Run it in its own process with :func:`serve` (or ``cardreamer serve --logdir run
 server listens on a non-loopback address.
 
 No client can make the server grow without bound or fail: a run gets a history only if it is in
-the logdir or being published; the history of a run that nobody watches or publishes is dropped
-(and read again from the run's files when needed); each history is bounded (see
+the logdir or has been published to; the history of a run in the logdir that nobody watches or
+publishes is dropped (and read again from the run's files when needed); each history is bounded (see
 :class:`visualization.history.RunHistory`); and every malformed message is answered with one
 ``problem`` event, ``{"event": <the message's event>, "message": <one line>}``.
 """
@@ -188,13 +188,16 @@ class VisualizationServer:
                 self._histories[run] = history
             return self._histories[run]
 
+    def _on_disk(self, run: str) -> bool:
+        return run_mtime(self.logdir / run) is not None
+
     def _known_history(self, run: str) -> RunHistory | None:
-        """The history of ``run`` if the run exists (held, in the logdir, or publishing), else None."""
+        """The history of ``run`` if the run exists (held, in the logdir, or published to), else None."""
         with self._histories_lock:
             held = self._histories.get(run)
         if held is not None:
             return held
-        if self.hub.is_publishing(run) or run_mtime(self.logdir / run) is not None:
+        if self.hub.has_run(run) or self._on_disk(run):
             return self.history(run)
         return None
 
@@ -244,12 +247,20 @@ class VisualizationServer:
 
     def refresh_histories(self) -> None:
         """Drop idle histories, send new file records to viewers, and histories to viewers that
-        joined a run before it existed."""
+        joined a run before it existed.
+
+        An idle history (no viewer, no publisher) is dropped if its run's files hold it; one that
+        was only published live (a driving session's episodes) is kept while the hub knows its run.
+        """
         with self._replay_lock:
             active = self.hub.active_runs()
             with self._histories_lock:
-                for run in [run for run in self._histories if run not in active]:
-                    del self._histories[run]
+                idle = [run for run in self._histories if run not in active]
+            for run in idle:
+                if self._on_disk(run) or not self.hub.has_run(run):
+                    with self._histories_lock:
+                        del self._histories[run]
+            with self._histories_lock:
                 held = dict(self._histories)
             for run, history in held.items():
                 if self.hub.viewers_of(run):
@@ -389,8 +400,8 @@ class VisualizationServer:
                 history = self._known_history(run)
                 if history is None:  # nothing is kept for it: the poller sends its history once it exists
                     self.hub.join(request.sid, run, awaiting=True)
-                    self._problem(ns, request.sid, "join", f"join: no run {run!r} in {self.logdir} and no "
-                                  "publisher for it; its data will be sent if it starts")
+                    self._problem(ns, request.sid, "join", f"join: no run {run!r} in {self.logdir} and none "
+                                  "published; its data will be sent if it starts")
                     return
                 self._send_history(request.sid, run, history)
                 self.hub.join(request.sid, run)

@@ -118,6 +118,17 @@ def test_a_viewer_waiting_for_a_run_gets_its_history_once_it_starts(server):
     viewer.close()
 
 
+def test_a_history_only_published_live_outlives_its_publisher(server):
+    publisher = Client(server["base"], PUB, auth={"token": server["token"], "run": "drive-session"})
+    assert publisher.client.call("episode", {"env": 0, "metrics": {"return": 4.0}}, namespace=PUB) is True
+    publisher.close()
+    time.sleep(2.5)  # two polls of the logdir: a history in the logdir would be dropped by now
+    viewer = Client(server["base"], VIEW)
+    viewer.client.emit("join", {"run": "drive-session"}, namespace=VIEW)
+    assert viewer.next_of("history")["episodes"] == [{"return": 4.0, "env": 0}]
+    viewer.close()
+
+
 def test_metric_key_flood_is_capped_and_reported_to_the_publisher(server):
     publisher = Client(server["base"], PUB, auth={"token": server["token"], "run": "keys"})
     for step in range(5):  # 5 x 400 distinct keys
