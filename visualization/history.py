@@ -4,26 +4,34 @@ A run directory holds ``metrics.jsonl`` (training scalars) and ``scores.jsonl`` 
 finished episode), one JSON object per line with a ``step`` key. The server reads both files
 incrementally, merges in what publishers send live, drops duplicates (a trainer usually writes a
 record to the file *and* publishes it), and replays the merged history to each new viewer, so a
-browser opened late or a server restarted mid-run shows the whole run.
+browser opened late or a server restarted mid-run shows the whole run. What one history holds is
+bounded (see :class:`RunHistory`), so neither a long run nor a hostile publisher grows it without end.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
 import os
 import threading
+from array import array
 from pathlib import Path
 from typing import Any
 
-from visualization.protocol import check_name, to_jsonable
+from visualization.protocol import check_name, shown, to_jsonable
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 SCORES_FILE = "scores.jsonl"
 RUN_MARKERS = (METRICS_FILE, SCORES_FILE, "config.yaml")
+MAX_METRIC_KEYS = 256  # a training run logs about 40
+MAX_KEY_CHARS = 200
+MAX_SERIES_POINTS = 4096  # the page is sent at most 2,000 steps of a run
+MAX_EPISODES = 10_000
+MAX_EPISODE_CHARS = 4096
 
 
 class JsonlTail:
@@ -76,9 +84,11 @@ class JsonlTail:
 
 def _step_of(record: dict[str, Any]) -> int | None:
     step = record.get("step")
-    if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step):
+    if isinstance(step, bool) or not isinstance(step, (int, float)):
         return None
-    return int(step)
+    if isinstance(step, float) and not math.isfinite(step):
+        return None
+    return int(step) if abs(step) < 2**63 else None  # steps are kept as 64-bit integers
 
 
 def _numeric_values(record: dict[str, Any]) -> dict[str, float]:
@@ -86,10 +96,11 @@ def _numeric_values(record: dict[str, Any]) -> dict[str, float]:
     for key, value in to_jsonable(record).items():
         if key == "step" or isinstance(value, str) or value is None:
             continue
-        if isinstance(value, bool):
-            value = int(value)
-        if isinstance(value, (int, float)):
-            values[key] = value
+        if isinstance(value, (bool, int, float)):
+            try:
+                values[key] = float(value)
+            except OverflowError:  # an int beyond the range of floats
+                continue
     return values
 
 
@@ -103,65 +114,192 @@ def _thin(items: list, limit: int) -> list:
     return [items[round(i * stride)] for i in range(limit)]
 
 
-class RunHistory:
-    """Training metrics (merged by step) and finished episodes of one run; thread-safe."""
+def _episode_identity(episode: dict[str, Any]) -> str:
+    """What makes two copies of an episode (one from the file, one published live) the same."""
+    return json.dumps({k: v for k, v in episode.items() if k not in ("env", "t")}, sort_keys=True)
 
-    def __init__(self, run_dir: Path, max_records: int = 50_000):
+
+class Series:
+    """The points of one metric, sorted by step, in compact arrays (16 bytes a point).
+
+    A series appended to in step order keeps every ``stride``-th point it was given, and always
+    its latest one. Once it holds more than the cap, :meth:`decimate` drops every other point and
+    doubles the stride, so a long run stays evenly sampled from its first step to its last.
+    """
+
+    __slots__ = ("appended", "steps", "stride", "values")
+
+    def __init__(self) -> None:
+        self.steps = array("q")
+        self.values = array("d")
+        self.stride = 1
+        self.appended = 0  # points given after the last one so far
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def _latest_is_extra(self) -> bool:
+        """Whether the last point is kept only because it is the latest (it is off the stride)."""
+        return (self.appended - 1) % self.stride != 0
+
+    def put(self, step: int, value: float) -> bool:
+        """Set the value at ``step``; return False if it had that value already."""
+        if not self.steps or step > self.steps[-1]:
+            if self.steps and self._latest_is_extra():  # the new latest point replaces it
+                self.steps[-1], self.values[-1] = step, value
+            else:
+                self.steps.append(step)
+                self.values.append(value)
+            self.appended += 1
+            return True
+        i = bisect.bisect_left(self.steps, step)
+        if self.steps[i] == step:
+            if self.values[i] == value:
+                return False
+            self.values[i] = value
+            return True
+        self.steps.insert(i, step)  # a step older than the latest one, e.g. a file read after live records
+        self.values.insert(i, value)
+        return True
+
+    def get(self, step: int) -> float | None:
+        i = bisect.bisect_left(self.steps, step)
+        return self.values[i] if i < len(self.steps) and self.steps[i] == step else None
+
+    def decimate(self) -> None:
+        """Drop every other point (keeping the first and the latest) and double the stride."""
+        latest_step, latest_value = self.steps[-1], self.values[-1]
+        end = len(self.steps) - 1 if self._latest_is_extra() else len(self.steps)
+        self.steps, self.values = self.steps[:end:2], self.values[:end:2]
+        if self.steps[-1] != latest_step:
+            self.steps.append(latest_step)
+            self.values.append(latest_value)
+        self.stride *= 2
+
+
+class RunHistory:
+    """Training metrics (one series per key) and finished episodes of one run; thread-safe.
+
+    Memory is bounded whatever the files or publishers hold: at most ``max_keys`` metric keys
+    (of at most MAX_KEY_CHARS characters; further keys are dropped, with one warning per run),
+    each series at most ``max_points`` long (decimated evenly, see :class:`Series`), and at most ``max_episodes`` episodes of at most MAX_EPISODE_CHARS characters of JSON.
+    """
+
+    def __init__(self, run_dir: Path, max_keys: int = MAX_METRIC_KEYS, max_points: int = MAX_SERIES_POINTS,
+                 max_episodes: int = MAX_EPISODES):
         self.run_dir = run_dir
-        self.max_records = max_records
+        self.max_keys = max_keys
+        self.max_points = max_points
+        self.max_episodes = max_episodes
         self._lock = threading.Lock()
-        self._metrics: dict[int, dict[str, float]] = {}
+        self._series: dict[str, Series] = {}
+        self._warned_keys = False
         self._episodes: list[dict[str, Any]] = []
-        self._episode_keys: set[str] = set()
+        self._episode_keys: set[int] = set()  # hashes of the episodes' identities
         self._metrics_tail = JsonlTail(run_dir / METRICS_FILE)
         self._scores_tail = JsonlTail(run_dir / SCORES_FILE)
 
-    def add_metrics(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Merge one metrics record; return the merged record if it added anything, else None."""
+    def add_metrics(self, record: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+        """Merge one metrics record.
+
+        Returns the run's record at that step if this added anything (else None), and the keys of
+        ``record`` that were dropped because the run has ``max_keys`` keys or they are too long.
+        """
         step = _step_of(record)
         if step is None:
-            return None
-        values = _numeric_values(record)
+            return None, []
+        refused = []
+        changed = False
         with self._lock:
-            merged = self._metrics.setdefault(step, {})
-            if all(merged.get(key) == value for key, value in values.items()):
-                return None
-            merged.update(values)
-            if len(self._metrics) > self.max_records:
-                kept = _thin(sorted(self._metrics), self.max_records // 2)
-                self._metrics = {s: self._metrics[s] for s in kept}
-            return {"step": step, **merged}
+            for key, value in _numeric_values(record).items():
+                series = self._series.get(key)
+                if series is None:
+                    if len(self._series) >= self.max_keys or len(key) > MAX_KEY_CHARS:
+                        refused.append(key)
+                        continue
+                    series = self._series[key] = Series()
+                if series.put(step, value):
+                    changed = True
+                    if len(series) > self.max_points:
+                        series.decimate()
+            if refused and not self._warned_keys:
+                self._warned_keys = True
+                log.warning("run %s: %s", self.run_dir.name, self.refusal(refused))
+            if not changed:
+                return None, refused
+            merged = {key: value for key, series in self._series.items() if (value := series.get(step)) is not None}
+        return {"step": step, **merged}, refused
+
+    def refusal(self, refused: list[str]) -> str:
+        """A one-line explanation of why the metric keys ``refused`` were dropped."""
+        return (f"{len(refused)} metric key(s) dropped, first {shown(refused[0])}: a run keeps at most "
+                f"{self.max_keys} metric keys of at most {MAX_KEY_CHARS} characters")
 
     def add_episode(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Add one finished episode; return it (JSON-safe) unless it is a duplicate."""
+        """Add one finished episode; return it (JSON-safe) unless it is a duplicate.
+
+        Raises ``ValueError`` for a record of more than MAX_EPISODE_CHARS characters of JSON.
+        """
         episode = to_jsonable(record)
-        identity = json.dumps({k: v for k, v in episode.items() if k not in ("env", "t")}, sort_keys=True)
+        identity = _episode_identity(episode)
+        if len(identity) > MAX_EPISODE_CHARS:
+            raise ValueError(f"an episode record of {len(identity)} characters of JSON is too large "
+                             f"(at most {MAX_EPISODE_CHARS})")
         with self._lock:
-            if identity in self._episode_keys:
+            if hash(identity) in self._episode_keys:
                 return None
-            self._episode_keys.add(identity)
+            self._episode_keys.add(hash(identity))
             self._episodes.append(episode)
-            if len(self._episodes) > self.max_records:
-                self._episodes = _thin(self._episodes, self.max_records // 2)
-                self._episode_keys = {
-                    json.dumps({k: v for k, v in e.items() if k not in ("env", "t")}, sort_keys=True)
-                    for e in self._episodes
-                }
+            if len(self._episodes) > self.max_episodes:
+                self._episodes = _thin(self._episodes, self.max_episodes // 2)
+                self._episode_keys = {hash(_episode_identity(e)) for e in self._episodes}
             return episode
 
     def poll_files(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Read lines appended to the run's files; return the new metrics and episodes."""
-        new_metrics = [m for m in map(self.add_metrics, self._metrics_tail.read_new()) if m is not None]
-        new_episodes = [e for e in map(self.add_episode, self._scores_tail.read_new()) if e is not None]
+        new_metrics = []
+        for record in self._metrics_tail.read_new():
+            merged, _ = self.add_metrics(record)  # dropped keys were warned about once
+            if merged is not None:
+                new_metrics.append(merged)
+        new_episodes = []
+        for record in self._scores_tail.read_new():
+            try:
+                episode = self.add_episode(record)
+            except ValueError as error:
+                log.warning("%s: %s; record skipped", self._scores_tail.path, error)
+                continue
+            if episode is not None:
+                new_episodes.append(episode)
         return new_metrics, new_episodes
 
-    def snapshot(self, max_points: int = 2000) -> dict[str, list[dict[str, Any]]]:
-        """The whole history, thinned to at most ``max_points`` metrics and episodes."""
+    def points(self) -> int:
+        """How many metric points the history holds."""
         with self._lock:
-            steps = _thin(sorted(self._metrics), max_points)
-            metrics = [{"step": step, **self._metrics[step]} for step in steps]
+            return sum(len(series) for series in self._series.values())
+
+    def snapshot(self, max_points: int = 2000) -> dict[str, list[dict[str, Any]]]:
+        """The whole history, thinned to the records of at most ``max_points`` steps and episodes."""
+        with self._lock:
+            steps = sorted(set().union(*(series.steps for series in self._series.values())))
+            chosen = {step: {"step": step} for step in _thin(steps, max_points)}
+            for key, series in self._series.items():
+                for step, value in zip(series.steps, series.values):
+                    if step in chosen:
+                        chosen[step][key] = value
             episodes = _thin(self._episodes, max_points)
-        return {"metrics": metrics, "episodes": episodes}
+        return {"metrics": list(chosen.values()), "episodes": episodes}
+
+
+def run_mtime(run_dir: Path) -> float | None:
+    """When a run directory's metrics, scores or config last changed; None if it has none of them."""
+    mtimes = []
+    for marker in RUN_MARKERS:
+        try:
+            mtimes.append(os.stat(run_dir / marker).st_mtime)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+    return max(mtimes) if mtimes else None
 
 
 def list_run_dirs(logdir: Path) -> dict[str, float]:
@@ -178,12 +316,7 @@ def list_run_dirs(logdir: Path) -> dict[str, float]:
             check_name("run", entry.name)
         except ValueError:
             continue
-        mtimes = []
-        for marker in RUN_MARKERS:
-            try:
-                mtimes.append(os.stat(os.path.join(entry.path, marker)).st_mtime)
-            except FileNotFoundError:
-                pass
-        if mtimes:
-            runs[entry.name] = max(mtimes)
+        mtime = run_mtime(Path(entry.path))
+        if mtime is not None:
+            runs[entry.name] = mtime
     return runs

@@ -39,6 +39,7 @@ class Slot:
 class Viewer:
     sid: str
     run: str | None = None
+    awaiting: bool = False  # the run did not exist when the viewer joined; its history is still due
     envs: set[int] | None = None  # None: every env
     streams: set[str] | None = None  # None: every stream (step info is always sent)
     sent_seq: dict[str, int] = field(default_factory=dict)
@@ -138,16 +139,31 @@ class LiveHub:
         with self._lock:
             self._viewers.pop(sid, None)
 
-    def join(self, sid: str, run: str) -> str | None:
-        """Make the viewer watch ``run`` (every env and stream); return the run it left."""
+    def join(self, sid: str, run: str, awaiting: bool = False) -> str | None:
+        """Make the viewer watch ``run`` (every env and stream); return the run it left.
+
+        ``awaiting``: the run does not exist yet, and the viewer is owed its history once it does.
+        """
         with self._wake:
             viewer = self._viewers.get(sid)
             if viewer is None:
                 return None
             previous = viewer.run
-            self._viewers[sid] = Viewer(sid, run=run)
+            self._viewers[sid] = Viewer(sid, run=run, awaiting=awaiting)
             self._notify()
             return previous
+
+    def awaiting(self) -> list[tuple[str, str]]:
+        """(sid, run) of the viewers that joined a run before it existed."""
+        with self._lock:
+            return [(v.sid, v.run) for v in self._viewers.values() if v.awaiting and v.run is not None]
+
+    def arrived(self, sid: str, run: str) -> None:
+        """The viewer ``sid`` was sent the history of ``run`` (if it still watches it)."""
+        with self._lock:
+            viewer = self._viewers.get(sid)
+            if viewer is not None and viewer.run == run:
+                viewer.awaiting = False
 
     def watch(self, sid: str, envs: set[int] | None, streams: set[str] | None) -> None:
         """Restrict which envs and streams of its run the viewer receives (None: all)."""
@@ -166,6 +182,17 @@ class LiveHub:
     def viewers_of(self, run: str) -> int:
         with self._lock:
             return sum(1 for v in self._viewers.values() if v.run == run)
+
+    def has_run(self, run: str) -> bool:
+        """Whether ``run`` has been published to (now or earlier)."""
+        with self._lock:
+            return run in self._runs
+
+    def active_runs(self) -> set[str]:
+        """Runs that a viewer watches or a publisher publishes now."""
+        with self._lock:
+            watched = {v.run for v in self._viewers.values() if v.run is not None}
+            return watched | {name for name, live in self._runs.items() if live.publishers}
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per live run: whether a publisher is connected, its envs and streams, and controls."""

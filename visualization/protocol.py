@@ -22,6 +22,13 @@ STEP_SLOT = "@step"
 MAX_ENVS = 1024
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+SHOWN_CHARS = 80  # a value quoted in an error message is cut to this many characters
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, cut to about SHOWN_CHARS characters, for one-line error messages."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
 def check_name(kind: str, value: object) -> str:
@@ -32,7 +39,7 @@ def check_name(kind: str, value: object) -> str:
     """
     if not isinstance(value, str) or not _NAME_RE.match(value):
         raise ValueError(
-            f"invalid {kind} name {value!r}: use 1-64 letters, digits, '_', '.' or '-', "
+            f"invalid {kind} name {shown(value)}: use 1-64 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
         )
     return value
@@ -41,7 +48,7 @@ def check_name(kind: str, value: object) -> str:
 def check_env_index(value: object) -> int:
     """Return ``value`` as an env index in ``[0, MAX_ENVS)`` or raise ``ValueError``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"env_index must be an int, got {value!r}")  # noqa: TRY004 - callers expect ValueError
+        raise ValueError(f"env_index must be an int, got {shown(value)}")  # noqa: TRY004 - callers expect ValueError
     if not 0 <= int(value) < MAX_ENVS:
         raise ValueError(f"env_index must be in [0, {MAX_ENVS}), got {value}")
     return int(value)

@@ -124,6 +124,7 @@ class SocketPublisher(Publisher):
         self._client: socketio.Client | None = None
         self._known_streams: set[str] = set()
         self._last_refusal: str | None = None
+        self._problem_events: set[str] = set()  # events the server already reported a problem with
         self._thread = threading.Thread(target=self._run_loop, name=f"vis-publisher-{run}", daemon=True)
         self._thread.start()
 
@@ -235,6 +236,7 @@ class SocketPublisher(Publisher):
         client = socketio.Client(reconnection=False, logger=False, engineio_logger=False)
         refusal: list[str] = []
         client.on("control", self._on_control, namespace=PUBLISH_NAMESPACE)
+        client.on("problem", self._on_problem, namespace=PUBLISH_NAMESPACE)
         client.on("disconnect", lambda *_: self._connected.clear(), namespace=PUBLISH_NAMESPACE)
         def on_connect_error(data: object = None) -> None:
             if isinstance(data, dict) and "message" in data:  # the server's own refusal reason
@@ -339,6 +341,14 @@ class SocketPublisher(Publisher):
         if event == "frame":
             self.frames_sent += 1
         return True
+
+    def _on_problem(self, data: object) -> None:
+        """The server refused (part of) a message: warn once per kind of message, then quietly."""
+        event = str(data.get("event")) if isinstance(data, dict) else "?"
+        message = str(data.get("message")) if isinstance(data, dict) else repr(data)
+        level = logging.DEBUG if event in self._problem_events else logging.WARNING
+        self._problem_events.add(event)
+        log.log(level, "visualization server at %s, run %r: %s", self.url, self.run, message)
 
     def _on_control(self, data: dict[str, Any]) -> None:
         try:

@@ -3,6 +3,12 @@
 Run it in its own process with :func:`serve` (or ``cardreamer serve --logdir runs/``). It binds to
 127.0.0.1 by default. Publishers must present the server's token; viewers must too when the
 server listens on a non-loopback address.
+
+No client can make the server grow without bound or fail: a run gets a history only if it is in
+the logdir or has been published to; the history of a run in the logdir that nobody watches or
+publishes is dropped (and read again from the run's files when needed); each history is bounded (see
+:class:`visualization.history.RunHistory`); and every malformed message is answered with one
+``problem`` event, ``{"event": <the message's event>, "message": <one line>}``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +30,16 @@ from flask import Flask, jsonify, render_template, request
 from flask_socketio import SocketIO
 from socketio.exceptions import ConnectionRefusedError as ConnectionRefused
 
-from visualization.history import RunHistory, list_run_dirs
+from visualization.history import RunHistory, list_run_dirs, run_mtime
 from visualization.hub import LiveHub
 from visualization.protocol import (
+    MAX_ENVS,
     PUBLISH_NAMESPACE,
     STEP_SLOT,
     VIEW_NAMESPACE,
     check_env_index,
     check_name,
+    shown,
     to_jsonable,
 )
 from visualization.recorder import EpisodeRecorder
@@ -41,6 +50,10 @@ MAX_MESSAGE_BYTES = 16 << 20
 TOKEN_ENV_VAR = "CARDREAMER_VIS_TOKEN"
 FILE_POLL_SECONDS = 1.0
 CONTROL_KEYS = ("up", "down", "left", "right")
+MAX_WATCHED_STREAMS = 256
+MAX_PROBLEM_CHARS = 300
+# What a malformed message raises while it is read; anything else is a bug in the server.
+MESSAGE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 
 
 def is_loopback(host: str) -> bool:
@@ -50,6 +63,28 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def field(data: dict[str, Any], name: str) -> Any:
+    """``data[name]``, or ``ValueError`` naming the missing field."""
+    if name not in data:
+        raise ValueError(f"missing field {name!r}")
+    return data[name]
+
+
+def object_field(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = field(data, name)
+    if not isinstance(value, dict):
+        raise TypeError(f"field {name!r} must be an object, got {shown(value)}")
+    return value
+
+
+def list_field(data: dict[str, Any], name: str, limit: int) -> list[Any] | None:
+    """``data[name]`` if it is a list of at most ``limit`` items, None if absent or null."""
+    value = data.get(name)
+    if value is not None and (not isinstance(value, list) or len(value) > limit):
+        raise ValueError(f"field {name!r} must be a list of at most {limit} items, got {shown(value)}")
+    return value
 
 
 class VisualizationServer:
@@ -72,10 +107,12 @@ class VisualizationServer:
                                  logger=False, engineio_logger=False)
         self.hub = LiveHub(self._emit_to_viewer, max_fps=max_fps)
         self.recorder = EpisodeRecorder()
+        self._saving = threading.Lock()  # held while an episode is being saved: one at a time
         self._histories: dict[str, RunHistory] = {}
         self._histories_lock = threading.Lock()
-        # Held while adding to a run's history (and telling its viewers) and while a viewer joins
-        # (history snapshot, then join), so each record reaches a viewer exactly once.
+        # Held while adding to a run's history (and telling its viewers), while a viewer joins
+        # (history snapshot, then join), and while idle histories are dropped, so each record
+        # reaches a viewer exactly once.
         self._replay_lock = threading.Lock()
         self._last_runs: list[dict[str, Any]] | None = None
         self._runs_lock = threading.Lock()
@@ -110,13 +147,65 @@ class VisualizationServer:
         given = auth.get("token") if isinstance(auth, dict) else None
         return isinstance(given, str) and hmac.compare_digest(given.encode(), self.token.encode())
 
+    def _problem(self, namespace: str, sid: str, event: str, message: str) -> None:
+        """Tell one client, in one line, what was wrong with its ``event`` message."""
+        line = " ".join(message.split())
+        if len(line) > MAX_PROBLEM_CHARS:
+            line = line[: MAX_PROBLEM_CHARS - 3] + "..."
+        payload = {"event": event, "message": line}
+        if namespace == VIEW_NAMESPACE:
+            self.hub.send("problem", payload, to=sid)
+        else:
+            self.socketio.emit("problem", payload, to=sid, namespace=namespace)
+
+    def _guarded(self, namespace: str, event: str, handler: Callable[[dict[str, Any]], Any]) -> Callable[..., Any]:
+        """``handler`` for Socket.IO: it gets the message's one object argument, and a malformed
+        message (or a failure of the server) is answered with a ``problem`` event, never raised."""
+        def handle(*args: Any) -> Any:
+            try:
+                if len(args) != 1 or not isinstance(args[0], dict):
+                    got = shown(args[0]) if len(args) == 1 else f"{len(args)} arguments"
+                    raise ValueError(f"expected one object argument, got {got}")
+                return handler(args[0])
+            except MESSAGE_ERRORS as error:
+                message = f"{event}: {error}"
+            except Exception:  # a bug here must not take down the connection
+                log.exception("handling a %s message failed", event)
+                message = f"{event}: the server failed to handle this message (its log has the details)"
+            if namespace == PUBLISH_NAMESPACE:
+                log.warning("run %s: %s", self.hub.run_of_publisher(request.sid), message)
+            self._problem(namespace, request.sid, event, message)
+            return False if namespace == PUBLISH_NAMESPACE else None  # publishers get False as the ack
+
+        return handle
+
     def history(self, run: str) -> RunHistory:
+        """The history of ``run``, read from its files if not held yet."""
         with self._histories_lock:
             if run not in self._histories:
                 history = RunHistory(self.logdir / run)
                 history.poll_files()  # the files' records come before anything published live
                 self._histories[run] = history
             return self._histories[run]
+
+    def _on_disk(self, run: str) -> bool:
+        return run_mtime(self.logdir / run) is not None
+
+    def _known_history(self, run: str) -> RunHistory | None:
+        """The history of ``run`` if the run exists (held, in the logdir, or published to), else None."""
+        with self._histories_lock:
+            held = self._histories.get(run)
+        if held is not None:
+            return held
+        if self.hub.has_run(run) or self._on_disk(run):
+            return self.history(run)
+        return None
+
+    def history_stats(self) -> dict[str, int]:
+        """How many run histories are held, and how many metric points they hold together."""
+        with self._histories_lock:
+            histories = list(self._histories.values())
+        return {"histories": len(histories), "metric_points": sum(h.points() for h in histories)}
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run known from the logdir or from live publishers, most recently updated first."""
@@ -140,21 +229,53 @@ class VisualizationServer:
                 self._last_runs = shape
                 self.hub.send("runs", {"runs": runs})
 
+    def _poll_files(self, run: str, history: RunHistory) -> None:
+        """Read what was appended to the run's files and send it to the run's viewers (replay lock held)."""
+        metrics, episodes = history.poll_files()
+        if metrics:
+            self.hub.send_to_run("metrics", {"run": run, "records": metrics}, run)
+        if episodes:
+            self.hub.send_to_run("episodes", {"run": run, "records": episodes}, run)
+
+    def _send_history(self, sid: str, run: str, history: RunHistory) -> None:
+        """Send a viewer the whole history of ``run`` and its newest dream (replay lock held)."""
+        self._poll_files(run, history)
+        self.hub.send("history", {"run": run, **history.snapshot()}, to=sid)
+        dream = self.hub.dream(run)
+        if dream is not None:
+            self.hub.send("dream", dream, to=sid)
+
+    def refresh_histories(self) -> None:
+        """Drop idle histories, send new file records to viewers, and histories to viewers that
+        joined a run before it existed.
+
+        An idle history (no viewer, no publisher) is dropped if its run's files hold it; one that
+        was only published live (a driving session's episodes) is kept while the hub knows its run.
+        """
+        with self._replay_lock:
+            active = self.hub.active_runs()
+            with self._histories_lock:
+                idle = [run for run in self._histories if run not in active]
+            for run in idle:
+                if self._on_disk(run) or not self.hub.has_run(run):
+                    with self._histories_lock:
+                        del self._histories[run]
+            with self._histories_lock:
+                held = dict(self._histories)
+            for run, history in held.items():
+                if self.hub.viewers_of(run):
+                    self._poll_files(run, history)
+            for sid, run in self.hub.awaiting():
+                history = self._known_history(run)
+                if history is not None:
+                    self._send_history(sid, run, history)
+                    self.hub.arrived(sid, run)
+
     def _poll_loop(self) -> None:
         while not self._stop.wait(FILE_POLL_SECONDS):
             try:
                 self.broadcast_runs()
-                with self._histories_lock:
-                    runs = list(self._histories)
-                for run in runs:
-                    if self.hub.viewers_of(run) == 0:
-                        continue
-                    with self._replay_lock:
-                        metrics, episodes = self.history(run).poll_files()
-                        if metrics:
-                            self.hub.send_to_run("metrics", {"run": run, "records": metrics}, run)
-                        if episodes:
-                            self.hub.send_to_run("episodes", {"run": run, "records": episodes}, run)
+                self.refresh_histories()
             except Exception:  # keep polling; one bad file must not stop the server
                 log.exception("polling the logdir failed")
 
@@ -166,11 +287,10 @@ class VisualizationServer:
 
         @self.app.get("/healthz")
         def healthz():
-            return jsonify(ok=True)
+            return jsonify(ok=True, **self.history_stats())
 
     # -- publishers -------------------------------------------------------------------------
     def _register_publisher_events(self) -> None:
-        on = self.socketio.on_event
         ns = PUBLISH_NAMESPACE
 
         def connect(auth=None):
@@ -187,47 +307,34 @@ class VisualizationServer:
             if self.hub.remove_publisher(request.sid) is not None:
                 self.broadcast_runs()
 
-        def frame(data):
+        def frame(data: dict[str, Any]) -> bool:
             run = self.hub.run_of_publisher(request.sid)
-            try:
-                env = check_env_index(data["env"])
-                stream = check_name("stream", data["stream"])
-                image = data["data"]
-                fmt = data["fmt"]
-                if not isinstance(image, bytes) or not image or fmt not in ("jpeg", "png"):
-                    raise ValueError("frame needs non-empty bytes 'data' and fmt 'jpeg' or 'png'")
-                timestamp = float(data.get("t", time.time()))
-                payload = {"env": env, "stream": stream, "fmt": fmt, "data": image, "t": timestamp,
-                           "w": int(data.get("w", 0)), "h": int(data.get("h", 0))}
-            except (KeyError, TypeError, ValueError) as error:
-                log.warning("run %s: bad frame message: %s", run, error)
-                return False
+            env = check_env_index(field(data, "env"))
+            stream = check_name("stream", field(data, "stream"))
+            image, fmt = field(data, "data"), field(data, "fmt")
+            if not isinstance(image, bytes) or not image or fmt not in ("jpeg", "png"):
+                raise ValueError("frame needs non-empty bytes 'data' and fmt 'jpeg' or 'png'")
+            timestamp = float(data.get("t", time.time()))
+            payload = {"env": env, "stream": stream, "fmt": fmt, "data": image, "t": timestamp,
+                       "w": int(data.get("w", 0)), "h": int(data.get("h", 0))}
             new_slot = self.hub.put(run, env, stream, "frame", payload)
             self.recorder.add_frame(run, env, stream, image, timestamp)
             if new_slot:
                 self.broadcast_runs()
             return True
 
-        def step(data):
+        def step(data: dict[str, Any]) -> bool:
             run = self.hub.run_of_publisher(request.sid)
-            try:
-                env = check_env_index(data["env"])
-                info = to_jsonable(dict(data["info"]))
-            except (KeyError, TypeError, ValueError) as error:
-                log.warning("run %s: bad step message: %s", run, error)
-                return False
+            env = check_env_index(field(data, "env"))
+            info = to_jsonable(object_field(data, "info"))
             self.hub.put(run, env, STEP_SLOT, "step", {"env": env, "info": info,
                                                        "t": float(data.get("t", time.time()))})
             return True
 
-        def episode(data):
+        def episode(data: dict[str, Any]) -> bool:
             run = self.hub.run_of_publisher(request.sid)
-            try:
-                env = check_env_index(data["env"])
-                record = {**to_jsonable(dict(data["metrics"])), "env": env}
-            except (KeyError, TypeError, ValueError) as error:
-                log.warning("run %s: bad episode message: %s", run, error)
-                return False
+            env = check_env_index(field(data, "env"))
+            record = {**to_jsonable(object_field(data, "metrics")), "env": env}
             self.recorder.end_episode(run, env)
             with self._replay_lock:
                 added = self.history(run).add_episode(record)
@@ -235,34 +342,29 @@ class VisualizationServer:
                     self.hub.send_to_run("episodes", {"run": run, "records": [added]}, run)
             return True
 
-        def metrics(data):
+        def metrics(data: dict[str, Any]) -> bool:
             run = self.hub.run_of_publisher(request.sid)
-            try:
-                record = {**to_jsonable(dict(data["metrics"])), "step": int(data["step"])}
-            except (KeyError, TypeError, ValueError) as error:
-                log.warning("run %s: bad metrics message: %s", run, error)
-                return False
+            record = {**to_jsonable(object_field(data, "metrics")), "step": int(field(data, "step"))}
             with self._replay_lock:
-                added = self.history(run).add_metrics(record)
+                history = self.history(run)
+                added, refused = history.add_metrics(record)
                 if added is not None:
                     self.hub.send_to_run("metrics", {"run": run, "records": [added]}, run)
+            if refused:  # the rest of the record was kept
+                self._problem(ns, request.sid, "metrics", f"metrics: {history.refusal(refused)}")
             return True
 
-        def dream(data):
+        def dream(data: dict[str, Any]) -> bool:
             run = self.hub.run_of_publisher(request.sid)
-            try:
-                payload = {"run": run, "fmt": data["fmt"], "step": to_jsonable(data.get("step")),
-                           "t": float(data.get("t", time.time()))}
-                for part in ("real", "imagined"):
-                    blob, sizes = data[part], [int(n) for n in data[f"{part}_sizes"]]
-                    if not isinstance(blob, bytes) or not sizes or sum(sizes) != len(blob) or min(sizes) <= 0:
-                        raise ValueError(f"dream '{part}' must be bytes made of images of sizes '{part}_sizes'")
-                    payload[part], payload[f"{part}_sizes"] = blob, sizes
-                if len(payload["real_sizes"]) != len(payload["imagined_sizes"]) or payload["fmt"] not in ("jpeg", "png"):
-                    raise ValueError("dream needs as many real as imagined frames, in jpeg or png")
-            except (KeyError, TypeError, ValueError) as error:
-                log.warning("run %s: bad dream message: %s", run, error)
-                return False
+            payload = {"run": run, "fmt": field(data, "fmt"), "step": to_jsonable(data.get("step")),
+                       "t": float(data.get("t", time.time()))}
+            for part in ("real", "imagined"):
+                blob, sizes = field(data, part), [int(n) for n in field(data, f"{part}_sizes")]
+                if not isinstance(blob, bytes) or not sizes or sum(sizes) != len(blob) or min(sizes) <= 0:
+                    raise ValueError(f"dream '{part}' must be bytes made of images of sizes '{part}_sizes'")
+                payload[part], payload[f"{part}_sizes"] = blob, sizes
+            if len(payload["real_sizes"]) != len(payload["imagined_sizes"]) or payload["fmt"] not in ("jpeg", "png"):
+                raise ValueError("dream needs as many real as imagined frames, in jpeg or png")
             first = self.hub.dream(run) is None
             with self._replay_lock:
                 self.hub.set_dream(run, payload)
@@ -271,19 +373,17 @@ class VisualizationServer:
                 self.broadcast_runs()
             return True
 
-        for name, handler in [("connect", connect), ("disconnect", disconnect), ("frame", frame),
-                              ("step", step), ("episode", episode), ("metrics", metrics), ("dream", dream)]:
-            on(name, handler, namespace=ns)
+        self.socketio.on_event("connect", connect, namespace=ns)
+        self.socketio.on_event("disconnect", disconnect, namespace=ns)
+        for name, handler in [("frame", frame), ("step", step), ("episode", episode), ("metrics", metrics),
+                              ("dream", dream)]:
+            self.socketio.on_event(name, self._guarded(ns, name, handler), namespace=ns)
 
     # -- viewers ----------------------------------------------------------------------------
     def _register_viewer_events(self) -> None:
         # These handlers never return a value: a return value would be sent as a Socket.IO ack from
         # this thread, and only the hub's dispatcher may send to viewers (see visualization.hub).
-        on = self.socketio.on_event
         ns = VIEW_NAMESPACE
-
-        def refuse(message: str) -> None:
-            self.hub.send("problem", {"message": message}, to=request.sid)
 
         def connect(auth=None):
             if self.viewer_token_required and not self._token_ok(auth):
@@ -294,65 +394,65 @@ class VisualizationServer:
         def disconnect(*_):
             self.hub.remove_viewer(request.sid)
 
-        def join(data):
-            try:
-                run = check_name("run", data["run"])
-            except (KeyError, TypeError, ValueError) as error:
-                return refuse(f"join: {error}")
-            history = self.history(run)
+        def join(data: dict[str, Any]) -> None:
+            run = check_name("run", field(data, "run"))
             with self._replay_lock:  # nothing is added to the history between snapshot and join
-                history.poll_files()
-                self.hub.send("history", {"run": run, **history.snapshot()}, to=request.sid)
-                dream = self.hub.dream(run)
-                if dream is not None:
-                    self.hub.send("dream", dream, to=request.sid)
+                history = self._known_history(run)
+                if history is None:  # nothing is kept for it: the poller sends its history once it exists
+                    self.hub.join(request.sid, run, awaiting=True)
+                    self._problem(ns, request.sid, "join", f"join: no run {run!r} in {self.logdir} and none "
+                                  "published; its data will be sent if it starts")
+                    return
+                self._send_history(request.sid, run, history)
                 self.hub.join(request.sid, run)
 
-        def watch(data):
-            try:
-                envs, streams = data.get("envs"), data.get("streams")
-                envs = None if envs is None else {check_env_index(e) for e in envs}
-                streams = None if streams is None else {check_name("stream", s) for s in streams}
-            except (AttributeError, TypeError, ValueError) as error:
-                return refuse(f"watch: {error}")
-            self.hub.watch(request.sid, envs, streams)
+        def watch(data: dict[str, Any]) -> None:
+            envs, streams = list_field(data, "envs", MAX_ENVS), list_field(data, "streams", MAX_WATCHED_STREAMS)
+            self.hub.watch(request.sid, None if envs is None else {check_env_index(e) for e in envs},
+                           None if streams is None else {check_name("stream", s) for s in streams})
 
-        def ack(data):
-            if isinstance(data, dict) and isinstance(data.get("key"), str):
-                self.hub.ack(request.sid, data["key"])
+        def ack(data: dict[str, Any]) -> None:
+            key = field(data, "key")
+            if not isinstance(key, str):
+                raise TypeError(f"field 'key' must be a slot key such as '0/camera', got {shown(key)}")
+            self.hub.ack(request.sid, key)
 
-        def control(data):
-            try:
-                run = check_name("run", data["run"])
-                env = check_env_index(data.get("env", 0))
-                keys = {k: bool(data.get("keys", {}).get(k, False)) for k in CONTROL_KEYS}
-            except (AttributeError, KeyError, TypeError, ValueError) as error:
-                return refuse(f"control: {error}")
-            message = {"env": env, "keys": keys, "reset": bool(data.get("reset", False)), "t": time.time()}
+        def control(data: dict[str, Any]) -> None:
+            run = check_name("run", field(data, "run"))
+            env = check_env_index(data.get("env", 0))
+            keys = data.get("keys", {})
+            if not isinstance(keys, dict):
+                raise TypeError(f"field 'keys' must be an object such as {{'up': true}}, got {shown(keys)}")
+            message = {"env": env, "keys": {k: bool(keys.get(k, False)) for k in CONTROL_KEYS},
+                       "reset": bool(data.get("reset", False)), "t": time.time()}
             for sid in self.hub.controllers(run):
                 self.socketio.emit("control", message, to=sid, namespace=PUBLISH_NAMESPACE)
 
-        def record(data):
-            try:
-                run = check_name("run", data["run"])
-                env = check_env_index(data.get("env", 0))
-            except (KeyError, TypeError, ValueError) as error:
-                return refuse(f"record: {error}")
+        def record(data: dict[str, Any]) -> None:
+            run = check_name("run", field(data, "run"))
+            env = check_env_index(data.get("env", 0))
+            if not self._saving.acquire(blocking=False):
+                raise ValueError("another episode is being saved; try again once it is done")
             self.socketio.start_background_task(self._save_recording, run, env, request.sid)
 
-        for name, handler in [("connect", connect), ("disconnect", disconnect), ("join", join),
-                              ("watch", watch), ("ack", ack), ("control", control), ("record", record)]:
-            on(name, handler, namespace=ns)
+        self.socketio.on_event("connect", connect, namespace=ns)
+        self.socketio.on_event("disconnect", disconnect, namespace=ns)
+        for name, handler in [("join", join), ("watch", watch), ("ack", ack), ("control", control),
+                              ("record", record)]:
+            self.socketio.on_event(name, self._guarded(ns, name, handler), namespace=ns)
 
     def _save_recording(self, run: str, env: int, sid: str) -> None:
+        """Save the episode of (run, env) as mp4 and tell the viewer ``sid``; releases ``_saving``."""
         try:
             paths = self.recorder.save(run, env, self.logdir / run / "videos")
         except Exception as error:  # noqa: BLE001 - any failure (decode, ffmpeg, disk) is reported to the page
             log.warning("saving the episode of run %s env %d failed: %s", run, env, error)
-            self.hub.send("recorded", {"run": run, "env": env, "ok": False, "error": str(error)}, to=sid)
-            return
-        files = [str(path.relative_to(self.logdir)) for path in paths]
-        self.hub.send("recorded", {"run": run, "env": env, "ok": True, "files": files}, to=sid)
+            result = {"run": run, "env": env, "ok": False, "error": str(error)}
+        else:
+            result = {"run": run, "env": env, "ok": True, "files": [str(p.relative_to(self.logdir)) for p in paths]}
+        finally:
+            self._saving.release()
+        self.hub.send("recorded", result, to=sid)
 
 
 def resolve_token(token: str | None) -> str:

@@ -104,25 +104,36 @@ def server(tmp_path):
 
 
 class Viewer:
-    """A Python viewer on real sockets that records what it receives and can ack frames slowly."""
+    """A Python viewer on real sockets that records what it receives and can ack frames slowly.
+
+    Joining a run that does not exist yet is answered with a ``problem`` (kept in ``problems``)
+    instead of a history; the run's history and live data follow once it starts.
+    """
 
     def __init__(self, base_url: str, run: str, ack_delay: float = 0.0, auth: dict | None = None):
         self.received: list[tuple[str, dict, float]] = []
         self.ack_delay = ack_delay
         self.client = OrderedClient(reconnection=False)
         self.history: dict | None = None
+        self.problems: list[dict] = []
         for event in ("frame", "step"):
             self.client.on(event, self._make_handler(event), namespace=VIEW_NAMESPACE)
         self.client.on("history", self._on_history, namespace=VIEW_NAMESPACE)
+        self.client.on("problem", self._on_problem, namespace=VIEW_NAMESPACE)
         self._joined = threading.Event()
         self.client.connect(base_url, namespaces=[VIEW_NAMESPACE], transports=["websocket"], auth=auth or {})
         self.client.emit("join", {"run": run}, namespace=VIEW_NAMESPACE)
         if not self._joined.wait(5):
-            raise TimeoutError(f"no history from {base_url} after joining run {run!r}")
+            raise TimeoutError(f"no reply from {base_url} after joining run {run!r}")
 
     def _on_history(self, data):
         self.history = data
         self._joined.set()
+
+    def _on_problem(self, data):
+        self.problems.append(data)
+        if data.get("event") == "join":
+            self._joined.set()
 
     def _make_handler(self, event):
         def handler(data):

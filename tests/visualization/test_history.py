@@ -1,5 +1,6 @@
 """Run history: incremental JSONL reading, merging live and file records, thinning."""
 
+import itertools
 import json
 import logging
 
@@ -37,9 +38,11 @@ def test_metrics_merge_by_step_and_ignore_duplicates(tmp_path):
     history = RunHistory(tmp_path)
     new_metrics, _ = history.poll_files()
     assert new_metrics == [{"step": 10, "loss": 1.5}]
-    assert history.add_metrics({"step": 10, "loss": 1.5}) is None  # published live and logged: same record
-    assert history.add_metrics({"step": 10, "fps": 30}) == {"step": 10, "loss": 1.5, "fps": 30}
-    assert history.add_metrics({"loss": 2.0}) is None  # no step
+    assert history.add_metrics({"step": 10, "loss": 1.5}) == (None, [])  # published live and logged: same record
+    assert history.add_metrics({"step": 10, "fps": 30}) == ({"step": 10, "loss": 1.5, "fps": 30}, [])
+    assert history.add_metrics({"loss": 2.0}) == (None, [])  # no step
+    assert history.add_metrics({"step": 10**400, "loss": 2.0}) == (None, [])  # no usable step
+    assert history.add_metrics({"step": 11, "big": 10**400, "loss": 2.0}) == ({"step": 11, "loss": 2.0}, [])
 
 
 def test_episodes_deduplicate_file_and_live_copies(tmp_path):
@@ -53,13 +56,52 @@ def test_episodes_deduplicate_file_and_live_copies(tmp_path):
 
 
 def test_snapshot_thins_evenly_and_keeps_last(tmp_path):
-    history = RunHistory(tmp_path, max_records=100)
+    history = RunHistory(tmp_path, max_points=100)
     for step in range(1000):
         history.add_metrics({"step": step, "loss": float(step)})
     metrics = history.snapshot(max_points=20)["metrics"]
     assert len(metrics) == 20
     assert metrics[-1]["step"] == 999
     assert len(history.snapshot(max_points=10_000)["metrics"]) <= 100  # memory bounded
+
+
+def test_long_series_is_decimated_but_spans_the_whole_run(tmp_path):
+    history = RunHistory(tmp_path, max_points=64)
+    for step in range(0, 100_000, 7):
+        history.add_metrics({"step": step, "loss": step / 7, **({"eval": 1.0} if step % 700 == 0 else {})})
+    records = history.snapshot(max_points=10_000)["metrics"]
+    for key, last in (("loss", 99_995), ("eval", 99_400)):  # each series is decimated on its own
+        steps = [m["step"] for m in records if key in m]
+        assert 32 <= len(steps) <= 64, (key, len(steps))
+        assert steps[0] == 0 and steps[-1] == last  # first and last step kept
+        gaps = [b - a for a, b in itertools.pairwise(steps[:-1])]  # the latest point is off the stride
+        assert max(gaps) <= 2 * min(gaps), (key, gaps)  # evenly spread over the run
+    assert all(m["loss"] == m["step"] / 7 for m in records if "loss" in m)  # every kept point is a real one
+    assert history.points() <= 2 * 64
+
+
+def test_metric_keys_are_capped_with_one_warning(tmp_path, caplog):
+    history = RunHistory(tmp_path, max_keys=8)
+    with caplog.at_level(logging.WARNING):
+        merged, refused = history.add_metrics({"step": 1, **{f"k{i:02d}": float(i) for i in range(20)}})
+        assert len(merged) == 1 + 8 and len(refused) == 12
+        assert history.add_metrics({"step": 2, "k00": 1.0, "new": 2.0, "x" * 300: 3.0}) == (
+            {"step": 2, "k00": 1.0}, ["new", "x" * 300])
+    assert len([r for r in caplog.records if "metric key" in r.getMessage()]) == 1
+    assert "at most 8 metric keys" in history.refusal(refused)
+    assert history.points() == 9
+
+
+def test_oversized_episodes_are_refused(tmp_path, caplog):
+    (tmp_path / "scores.jsonl").write_text(json.dumps({"step": 1, "notes": "x" * 10_000}) + "\n"
+                                           + json.dumps({"step": 2, "return": 1.0}) + "\n")
+    history = RunHistory(tmp_path, max_episodes=10)
+    with caplog.at_level(logging.WARNING):
+        assert [e["step"] for e in history.poll_files()[1]] == [2]
+    assert "scores.jsonl: an episode record of" in caplog.text
+    for step in range(3, 40):
+        history.add_episode({"step": step})
+    assert len(history.snapshot()["episodes"]) <= 10
 
 
 def test_list_run_dirs(tmp_path):

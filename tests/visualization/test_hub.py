@@ -96,3 +96,18 @@ def test_summary_lists_streams_and_controls():
 def test_rejects_non_positive_fps():
     with pytest.raises(ValueError, match="max_fps"):
         make_hub(max_fps=0)
+
+
+def test_active_runs_and_viewers_awaiting_a_run():
+    hub = make_hub()
+    hub.add_publisher("p", "published", interactive=False)
+    hub.add_viewer("v")
+    hub.join("v", "future", awaiting=True)
+    assert hub.active_runs() == {"published", "future"}
+    assert hub.awaiting() == [("v", "future")]
+    hub.arrived("v", "other")  # the viewer watches another run: still awaiting
+    assert hub.awaiting() == [("v", "future")]
+    hub.arrived("v", "future")
+    assert hub.awaiting() == []
+    hub.remove_publisher("p")
+    assert hub.active_runs() == {"future"} and hub.has_run("published") and not hub.has_run("future")
