@@ -113,10 +113,10 @@ def validate_map(
     start = time.perf_counter()
     try:
         check_with_carla(path, text, timeout)
-    except MapFileError as err:
+    except MapFileError as err:  # the other checks still run (in their own child): they say more
         loader = CheckResult("loader", False, str(err), seconds=time.perf_counter() - start)
-        return ValidationReport(str(path), [xml_check, loader])
-    loader = CheckResult("loader", True, "the road-map loader reads it", seconds=time.perf_counter() - start)
+    else:
+        loader = CheckResult("loader", True, "the road-map loader reads it", seconds=time.perf_counter() - start)
     command = [
         sys.executable,
         "-m",

@@ -168,10 +168,13 @@ class RoadMap:
         starts.update(first)
 
     def _add_lane(self, key: LaneKey, start: carla.Waypoint) -> None:
-        wps = [start] + [w for w in start.next_until_lane_end(SAMPLE_SPACING) if self._key(w) == key]
+        wps = self._lane_waypoints(key, start)
         if len(wps) < 2:  # a lane shorter than the spacing: close it with its successor's start
             wps = [start] + start.next(max(start.lane_width * 0.1, 0.2))[:1]
         points = np.array([[w.transform.location.x, w.transform.location.y] for w in wps])
+        if not np.isfinite(points).all():
+            raise MapError(f"{self.source or self.name}: CARLA computes non-finite positions on road {key[0]} "
+                           f"lane {key[2]} (geometry it cannot evaluate, e.g. a spiral of constant curvature)")
         keep = np.concatenate([[True], np.linalg.norm(np.diff(points, axis=0), axis=1) > 1e-3])
         wps = [w for w, k in zip(wps, keep) if k]
         points = points[keep]
@@ -195,6 +198,19 @@ class RoadMap:
         self.lanes.append(lane)
         self._start_wp = getattr(self, "_start_wp", {})
         self._start_wp[lane.index] = start
+
+    def _lane_waypoints(self, key: LaneKey, start: carla.Waypoint) -> list[carla.Waypoint]:
+        """``start`` and waypoints every SAMPLE_SPACING metres along its lane to the lane's end."""
+        try:
+            return [start] + [w for w in start.next_until_lane_end(SAMPLE_SPACING) if self._key(w) == key]
+        except RuntimeError:  # "distance > 0.0": on long lanes rounding can leave no distance to the end
+            pass
+        wps, forward = [start], key[2] < 0  # negative lane ids drive along increasing s
+        while True:
+            ahead = [w for w in wps[-1].next(SAMPLE_SPACING) if self._key(w) == key]
+            if not ahead or (ahead[0].s > wps[-1].s) != forward:
+                return wps
+            wps.append(ahead[0])
 
     def _neighbour(self, lane: Lane, side: str) -> int | None:
         """Index of the adjacent same-direction driving lane on ``side``, if any."""
