@@ -327,7 +327,7 @@ def _grid_points(waypoints, step: float):
     good = [w for w in waypoints if _finite(w)]
     xy = np.array([_xy(w) for w in good])
     reach = max(w.lane_width for w in good) / 2 + GRID_REACH
-    r = int(math.ceil(reach / step))
+    r = math.ceil(reach / step)
     offsets = np.stack(np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1)), -1).reshape(-1, 2)
     offsets = offsets[np.hypot(*offsets.T) * step <= reach + step]
     cells = set()

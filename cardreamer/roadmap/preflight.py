@@ -83,7 +83,9 @@ def check_with_carla(path: str | Path, text: str, timeout: float = TIMEOUT_S) ->
 
 
 def _run_child(path: Path, text: str, timeout: float) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+    """The child's verdict; ``cache: False`` marks one that may differ on another try."""
+    python_path = [str(_PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
     command = [sys.executable, "-m", "cardreamer.roadmap.preflight", path.stem]
     try:
         done = subprocess.run(command, input=text, capture_output=True, text=True, timeout=timeout, env=env,
@@ -92,10 +94,9 @@ def _run_child(path: Path, text: str, timeout: float) -> dict:
         stage = _last_stage(err.stdout)
         return {"ok": False, "cache": False,
                 "problem": f"carla did not finish reading it within {timeout:.0f} s (stuck while {stage})"}
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    final = lines[-1] if lines and "stage" not in lines[-1] else None
-    if done.returncode == 0 and final is not None:
-        return final
+    events = _events(done.stdout)
+    if done.returncode == 0 and events and isinstance(events[-1].get("ok"), bool):
+        return events[-1]
     stage = _last_stage(done.stdout)
     if done.returncode < 0:
         return {"ok": False, "problem": f"carla crashed ({_signal_name(-done.returncode)}) while {stage}"}
@@ -111,9 +112,22 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _last_stage(stdout: str | bytes | None) -> str:
+def _events(stdout: str | bytes | None) -> list[dict]:
+    """The child's JSON lines (CARLA prints its own warnings in between)."""
     text = stdout.decode(errors="replace") if isinstance(stdout, bytes) else stdout or ""
-    stages = [json.loads(line)["stage"] for line in text.splitlines() if line.startswith('{"stage"')]
+    events = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def _last_stage(stdout: str | bytes | None) -> str:
+    stages = [e["stage"] for e in _events(stdout) if isinstance(e.get("stage"), str)]
     return stages[-1] if stages else "starting"
 
 

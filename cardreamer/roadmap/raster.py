@@ -195,19 +195,19 @@ def with_world_axes(image: np.ndarray, origin, pixels_per_meter: float, ink=(0, 
     cv2.rectangle(out, (left - 1, top - 1), (left + width, top + height), ink, 1)
     cv2.putText(out, corner, (4, top - 8), font, scale, ink, thick, cv2.LINE_AA)
     for v in xs:
-        col = int(round(left + (v - ox) * k))
+        col = round(left + (v - ox) * k)
         cv2.line(out, (col, top - 6), (col, top - 1), ink, 1)
         label = metres(v)
         x = col - text_w(label) // 2
         if x > text_w(corner) + 8 and x + text_w(label) < out.shape[1]:
             cv2.putText(out, label, (x, top - 9), font, scale, ink, thick, cv2.LINE_AA)
     for v in ys:
-        row = int(round(top + (v - oy) * k))
+        row = round(top + (v - oy) * k)
         cv2.line(out, (left - 6, row), (left - 1, row), ink, 1)
         label = metres(v)
         cv2.putText(out, label, (left - 9 - text_w(label), row + 4), font, scale, ink, thick, cv2.LINE_AA)
     bar = _nice_length(min(width / 4, 150.0) / k / 2.5)
-    length_px = int(round(bar * k))
+    length_px = round(bar * k)
     x0, y0 = left + 12, top + height - 14
     label = f"{bar:g} m"
     cv2.rectangle(out, (x0 - 6, y0 - 24), (x0 + max(length_px, text_w(label)) + 6, y0 + 8), paper, -1)

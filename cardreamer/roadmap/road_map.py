@@ -334,6 +334,8 @@ class RoadMap:
                 yaw.append(lane.heading_at(s))
                 lanes.append(np.full(len(s), lane.index))
                 ss.append(s)
+            if not xy:  # no lane long enough: no spawn points
+                xy, yaw, lanes, ss = [np.empty((0, 2))], [np.empty(0)], [np.empty(0, int)], [np.empty(0)]
             points = SpawnPoints(np.concatenate(xy), np.concatenate(yaw), np.concatenate(lanes), np.concatenate(ss))
             keep = np.array([self._locatable(p) for p in points.xy], dtype=bool)
             self._spawn_cache[key] = SpawnPoints(points.xy[keep], points.yaw[keep], points.lane[keep], points.s[keep])

@@ -169,10 +169,10 @@ def test_world_axes_ticks_and_scale_bar():
     top, left = rows.min(), cols.min()
     ink = (out == 0).all(axis=2)
     for x in (0, 50, 100, 150):  # ticks every 50 m (90 px at 2 px/m rounds up to 50 m)
-        assert ink[top - 3, left + round((x + 13) * 2)], x
-    assert not ink[top - 3, left + round((25 + 13) * 2)]
+        assert ink[top - 3, left + (x + 13) * 2], x
+    assert not ink[top - 3, left + (25 + 13) * 2]
     for y in (50, 100, 150):
-        assert ink[top + round((y - 7) * 2), left - 3], y
+        assert ink[top + (y - 7) * 2, left - 3], y
     bar_row = ink[top + 300 - 14, left:left + 200]
     assert 38 <= bar_row.sum() <= 43  # a 20 m scale bar: 40 px
 

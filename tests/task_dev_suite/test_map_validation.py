@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from task_dev_suite.builtin_maps import BUILTIN_MAPS, MAPS_DIR
 from cardreamer.roadmap.preflight import check_with_carla
+from task_dev_suite.builtin_maps import BUILTIN_MAPS, MAPS_DIR
 from task_dev_suite.map_validation import MapFileError, read_xodr, validate_map
 
 CHECKS = ["xml", "loader", "parse", "waypoints", "topology", "grid", "next_walk", "random_walks", "landmarks"]
