@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
+from cardreamer.roadmap import MapError, RoadMap
+from cardreamer.roadmap.raster import with_world_axes
 from task_dev_suite.map_spec import MapSpecError
-from task_dev_suite.map_validation import MapFileError, read_xodr, validate_map
+from task_dev_suite.map_validation import validate_map
 from task_dev_suite.opendrive_writer import build_map, write_atomic
 
+UNREADABLE_CHECKS = ("xml", "loader")
+"""Gate checks whose failure means the file cannot be used at all (reported as one line, exit 2)."""
 _SIGNAL_COLOURS = {"1000001": (40, 40, 230), "206": (40, 160, 230)}  # BGR: traffic light red, stop orange
 
 
@@ -51,7 +56,13 @@ def cmd_build(spec: Path, out: Path, grid_step: float = 1.0) -> int:
 
 
 def cmd_validate(xodr: Path, grid_step: float = 1.0) -> int:
-    report = validate_map(xodr, grid_step=grid_step)
+    """Print the gate's report (exit status 0 when it passes, 1 when a check fails); a file the
+    road-map loader cannot read is one line on stderr and exit status 2."""
+    report = validate_map(xodr, grid_step=grid_step, progress=None)
+    unreadable = [c for c in report.failures if c.name in UNREADABLE_CHECKS]
+    if unreadable:
+        print(f"error: {unreadable[0].summary}", file=sys.stderr)
+        return 2
     print(report)
     return 0 if report.ok else 1
 
@@ -59,8 +70,8 @@ def cmd_validate(xodr: Path, grid_step: float = 1.0) -> int:
 def cmd_show(xodr: Path, out: Path, pixels_per_metre: float = 2.0, lane_ids: bool = False) -> int:
     try:
         render_map(xodr, out, pixels_per_metre, lane_ids)
-    except MapFileError as err:
-        print(f"error: {err}")
+    except MapError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
     return 0
@@ -69,30 +80,19 @@ def cmd_show(xodr: Path, out: Path, pixels_per_metre: float = 2.0, lane_ids: boo
 def render_map(xodr: Path, out: Path, pixels_per_metre: float = 2.0, lane_ids: bool = False) -> Path:
     """Draw a map in CARLA coordinates (x right, y down) to a PNG: lane surfaces (junction lanes
     lighter), centre lines, a driving-direction arrow every 40 m, road ids (or road:lane ids),
-    traffic lights (red) and stop signs (orange).  The file passes `read_xodr`'s safety checks
-    before carla.Map reads it in this process."""
-    import carla
+    traffic lights (red) and stop signs (orange), world-coordinate ticks and a scale bar.  The
+    file is read by the road-map loader, which checks it (XML, then CARLA in a child process)
+    before CARLA reads it in this process; raises MapError for a file it refuses."""
     import cv2
     import numpy as np
 
-    text, _ = read_xodr(xodr)
-    cmap = carla.Map(Path(xodr).stem, text)
-    lanes: dict[tuple, list] = {}
-    for w in cmap.generate_waypoints(1.0):
-        lanes.setdefault((w.road_id, w.section_id, w.lane_id), []).append(w)
-    centres, borders = {}, {}
-    for key, wps in lanes.items():
-        wps.sort(key=lambda w: w.s if key[2] < 0 else -w.s)  # driving order
-        try:
-            wps += wps[-1].next_until_lane_end(1.0)[-1:]  # the lane's end point
-        except RuntimeError:  # CARLA raises "distance > 0.0" when already at the end
-            pass
-        xy = np.array([[w.transform.location.x, w.transform.location.y] for w in wps])
-        yaw = np.radians([w.transform.rotation.yaw for w in wps])
-        half = np.array([w.lane_width / 2 for w in wps])[:, None]
-        normal = np.stack([-np.sin(yaw), np.cos(yaw)], axis=1)
-        centres[key] = xy
-        borders[key] = np.concatenate([xy + half * normal, (xy - half * normal)[::-1]])
+    road_map = RoadMap.from_file(Path(xodr))
+    lanes = {lane.key: lane for lane in road_map.lanes}
+    borders = {}
+    for key, lane in lanes.items():
+        half = (lane.widths / 2)[:, None]
+        normal = np.stack([-np.sin(lane.headings), np.cos(lane.headings)], axis=1)
+        borders[key] = np.concatenate([lane.points + half * normal, (lane.points - half * normal)[::-1]])
     everything = np.concatenate(list(borders.values()))
     lo = everything.min(axis=0) - 8.0
     size = np.ceil((everything.max(axis=0) + 8.0 - lo) * pixels_per_metre).astype(int)
@@ -101,22 +101,21 @@ def render_map(xodr: Path, out: Path, pixels_per_metre: float = 2.0, lane_ids: b
     def px(points: np.ndarray) -> np.ndarray:
         return np.round((points - lo) * pixels_per_metre * 8).astype(np.int32)  # 3 fractional bits
 
-    junction = {key: wps[0].is_junction for key, wps in lanes.items()}
-    for key in sorted(lanes, key=lambda k: junction[k]):  # junction lanes on top
+    for key in sorted(lanes, key=lambda k: lanes[k].is_junction):  # junction lanes on top
         cv2.fillPoly(
             image,
             [px(borders[key])],
-            (175, 175, 175) if junction[key] else (110, 110, 110),
+            (175, 175, 175) if lanes[key].is_junction else (110, 110, 110),
             cv2.LINE_AA,
             shift=3,
         )
     for key in sorted(lanes):
-        colour = (230, 160, 60) if junction[key] else (235, 235, 235)
-        cv2.polylines(image, [px(centres[key])], False, colour, 1, cv2.LINE_AA, shift=3)
+        colour = (230, 160, 60) if lanes[key].is_junction else (235, 235, 235)
+        cv2.polylines(image, [px(lanes[key].points)], False, colour, 1, cv2.LINE_AA, shift=3)
     labelled = set()
     for key in sorted(lanes):
-        xy = centres[key]
-        if junction[key] or len(xy) < 6:
+        xy = lanes[key].points  # one point a metre
+        if lanes[key].is_junction or len(xy) < 6:
             continue
         for i in range(len(xy) // 2 % 40, len(xy) - 5, 40):
             a, b = (tuple(map(int, p)) for p in px(xy[[i, i + 5]]))
@@ -136,12 +135,14 @@ def render_map(xodr: Path, out: Path, pixels_per_metre: float = 2.0, lane_ids: b
                 cv2.LINE_AA,
             )
     radius = max(2, math.ceil(1.2 * pixels_per_metre))
-    for lm in cmap.get_all_landmarks():
+    for lm in road_map.carla_map.get_all_landmarks():
         loc = lm.transform.location
         centre = tuple(int(v) for v in ((np.array([loc.x, loc.y]) - lo) * pixels_per_metre))
         cv2.circle(image, centre, radius, _SIGNAL_COLOURS.get(lm.type, (0, 160, 0)), -1, cv2.LINE_AA)
+    image = with_world_axes(image, lo, pixels_per_metre)
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise RuntimeError(f"could not encode {out}")
     write_atomic(out, encoded.tobytes())
     return Path(out)
+

@@ -2,16 +2,21 @@
 
 Checks (each reported separately, see NOTES.md for why each one is there):
 
-- ``xml``: well-formed OpenDRIVE whose controllers name existing signals (checked before CARLA
-  reads the file: a controller naming a missing signal crashes CARLA's reader);
+- ``xml``: well-formed OpenDRIVE whose controllers, junctions and links name things the file
+  declares, with roads of positive length (checked before CARLA reads the file: such references
+  crash CARLA's reader or make it raise bare C++ errors);
+- ``loader``: the road-map loader that tasks use reads it (the same check, in a child process
+  and cached by file content, that ``RoadMap.load`` makes; e.g. it needs driving lanes connected
+  into a topology), so a map that passes the gate is one the environment accepts;
 - ``parse``: ``carla.Map`` reads it (in a child process, so a crash becomes a failed check);
 - ``waypoints``: ``generate_waypoints(2.0)`` gives waypoints, none with NaN positions;
 - ``topology``: no lane ends without a successor except at map edges (a road end without links),
   no lane starts without a predecessor except at map edges, and the lane graph (successors, lane
   changes, and a virtual "outside" node joining map-edge exits to map-edge entries) is one strongly
   connected component;
-- ``grid``: every point of a grid (1 m by default) over the map queried with
-  ``get_waypoint(loc, project_to_road=False)`` gives no NaN and no exception;
+- ``grid``: every point of a grid (1 m by default) within 5 m of a lane queried with
+  ``get_waypoint(loc, project_to_road=False)`` gives no NaN and no exception (the points are
+  proportional to the road area, not to the bounding box);
 - ``next_walk``: ``next(2.0)`` followed from every lane start over the lane and a little beyond:
   no 2 m step moves more than 3.5 m or turns more than 60 degrees;
 - ``random_walks``: random 500 m drives by ``next(2.0)`` end only at map edges, with no bad steps;
@@ -26,16 +31,20 @@ import math
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cardreamer.roadmap.preflight import check_with_carla
 from cardreamer.roadmap.xodr_file import MapFileError, XodrInfo, read_xodr
 
 MAX_STEP = 3.5  # metres per 2 m step
 MAX_TURN = 60.0  # degrees per 2 m step
 WALK_LENGTH = 500.0
 MAX_DETAILS = 8  # failure examples kept per check
+GRID_REACH = 5.0  # metres beyond a lane's edge that the grid check samples
+WORKER_CHECKS = ["parse", "waypoints", "topology", "grid", "next_walk", "random_walks", "landmarks"]
 
 
 @dataclass
@@ -77,24 +86,37 @@ class ValidationReport:
 
 
 def validate_map(
-    path: str | Path, grid_step: float = 1.0, walks: int = 20, seed: int = 0, timeout: float = 600.0
+    path: str | Path,
+    grid_step: float = 1.0,
+    walks: int = 20,
+    seed: int = 0,
+    timeout: float = 600.0,
+    progress: bool | None = False,
 ) -> ValidationReport:
-    """Run the whole gate on an OpenDRIVE file; CARLA reads it in a child process.
+    """Run the whole gate on an OpenDRIVE file; CARLA reads it in child processes.
 
     ``grid_step`` is the spacing (m) of the get_waypoint grid; ``walks`` the number of random
-    500 m drives, seeded by ``seed``.  Never raises for a bad map: failures are in the report.
+    500 m drives, seeded by ``seed``; ``progress`` shows a progress bar on stderr (None: when
+    stderr is a terminal).  Never raises for a bad map: failures are in the report.
     """
     path = Path(path)
     start = time.perf_counter()
     try:
-        read_xodr(path)
+        text, _ = read_xodr(path)
     except MapFileError as err:
         return ValidationReport(
             str(path), [CheckResult("xml", False, str(err), seconds=time.perf_counter() - start)]
         )
     xml_check = CheckResult(
-        "xml", True, "well-formed, controllers name existing signals", seconds=time.perf_counter() - start
+        "xml", True, "well-formed, references resolve, roads have length", seconds=time.perf_counter() - start
     )
+    start = time.perf_counter()
+    try:
+        check_with_carla(path, text, timeout)
+    except MapFileError as err:  # the other checks still run (in their own child): they say more
+        loader = CheckResult("loader", False, str(err), seconds=time.perf_counter() - start)
+    else:
+        loader = CheckResult("loader", True, "the road-map loader reads it", seconds=time.perf_counter() - start)
     command = [
         sys.executable,
         "-m",
@@ -108,38 +130,71 @@ def validate_map(
         "--seed",
         str(seed),
     ]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as err:
-        checks, running = _worker_events(err.stdout)
-        failure = CheckResult(
-            running, False, f"{path}: gate timed out after {timeout:.0f} s during this check"
-        )
-        return ValidationReport(str(path), [xml_check, *checks, failure])
-    checks, running = _worker_events(done.stdout)
-    if done.returncode != 0:
-        if done.returncode < 0:
-            reason = f"crashed with {signal.Signals(-done.returncode).name}"
+    checks, running, stderr, returncode, timed_out = _run_worker(command, timeout, path.name, progress)
+    if timed_out:
+        checks.append(CheckResult(running, False, f"{path}: gate timed out after {timeout:.0f} s during this check"))
+    elif returncode != 0:
+        if returncode < 0:
+            reason = f"crashed with {signal.Signals(-returncode).name}"
         else:
-            reason = f"failed (exit {done.returncode}): {done.stderr.strip()[-500:]}"
+            reason = f"failed (exit {returncode}): {stderr.strip()[-500:]}"
         checks.append(CheckResult(running, False, f"{path}: carla.Map {reason} during this check"))
-    return ValidationReport(str(path), [xml_check, *checks])
+    return ValidationReport(str(path), [xml_check, loader, *checks])
 
 
-def _worker_events(stdout: str | bytes | None) -> tuple[list[CheckResult], str]:
-    """Finished checks from the worker's JSON lines, and the check running when it stopped."""
-    text = stdout.decode() if isinstance(stdout, bytes) else stdout or ""
-    events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-    checks = [CheckResult(**event["result"]) for event in events if "result" in event]
-    running = events[-1]["running"] if events and "running" in events[-1] else "parse"
-    return checks, running
+def _run_worker(
+    command: list[str], timeout: float, label: str, progress: bool | None
+) -> tuple[list[CheckResult], str, str, int, bool]:
+    """Run the gate's worker, following its JSON lines with a progress bar on stderr.
+
+    Returns the finished checks, the check running last, the worker's stderr, its exit status
+    and whether it was stopped for running past ``timeout``.
+    """
+    from tqdm import tqdm
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = threading.Event()
+
+    def kill() -> None:
+        killed.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    stderr_lines: list[str] = []
+    reader = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    checks: list[CheckResult] = []
+    running = "parse"
+    bar = tqdm(total=len(WORKER_CHECKS), desc=f"validating {label}", unit="check", file=sys.stderr,
+               disable=None if progress is None else not progress, leave=False)
+    try:
+        for line in proc.stdout:
+            if not line.startswith("{"):
+                continue
+            event = json.loads(line)
+            if "running" in event:
+                running = event["running"]
+                bar.set_postfix_str(running)
+            elif "progress" in event:
+                bar.set_postfix_str(f"{running} {event['progress']:.0%}")
+            else:
+                checks.append(CheckResult(**event["result"]))
+                bar.update()
+        returncode = proc.wait()
+    finally:
+        timer.cancel()
+        bar.close()
+        reader.join(timeout=5)
+    return checks, running, "".join(stderr_lines), returncode, killed.is_set()
 
 
 def run_checks(
     path: str | Path, grid_step: float = 1.0, walks: int = 20, seed: int = 0, on_event=None
 ) -> list[CheckResult]:
     """The CARLA checks, in this process (a malformed file may crash it: use `validate_map`).
-    ``on_event(name)`` is called before each check, ``on_event(result)`` after it."""
+    ``on_event(name)`` is called before each check, ``on_event(result)`` after it, and
+    ``on_event(fraction)`` as a long check progresses."""
     import carla
 
     text, info = read_xodr(path)
@@ -169,7 +224,7 @@ def run_checks(
     waypoints = cmap.generate_waypoints(2.0)
     timed("waypoints", _check_waypoints, waypoints)
     timed("topology", _check_topology, cmap, waypoints, info)
-    timed("grid", _check_grid, cmap, waypoints, grid_step)
+    timed("grid", _check_grid, cmap, waypoints, grid_step, report)
     timed("next_walk", _check_next_walk, waypoints)
     timed("random_walks", _check_random_walks, waypoints, info, walks, seed)
     timed("landmarks", _check_landmarks, cmap, info)
@@ -264,28 +319,48 @@ def _check_topology(cmap, waypoints, info: XodrInfo):
     return passed, summary, details
 
 
-def _check_grid(cmap, waypoints, step: float):
-    import carla
+def _grid_points(waypoints, step: float):
+    """Points of a ``step`` m grid within ``GRID_REACH`` m of a lane's edge around the waypoints:
+    as many as the road area needs, however large the map's bounding box."""
     import numpy as np
 
-    xy = np.array([_xy(w) for w in waypoints if _finite(w)])
-    lo, hi = xy.min(axis=0) - 5.0, xy.max(axis=0) + 5.0
-    xs, ys = np.arange(lo[0], hi[0], step), np.arange(lo[1], hi[1], step)
+    good = [w for w in waypoints if _finite(w)]
+    xy = np.array([_xy(w) for w in good])
+    reach = max(w.lane_width for w in good) / 2 + GRID_REACH
+    r = math.ceil(reach / step)
+    offsets = np.stack(np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1)), -1).reshape(-1, 2)
+    offsets = offsets[np.hypot(*offsets.T) * step <= reach + step]
+    cells = set()
+    centres = np.rint(xy / step).astype(np.int64)
+    for chunk in range(0, len(centres), 2048):
+        near = (centres[chunk : chunk + 2048, None, :] + offsets[None]).reshape(-1, 2)
+        cells.update(map(tuple, np.unique(near, axis=0).tolist()))
+    return np.array(sorted(cells), dtype=float) * step
+
+
+def _check_grid(cmap, waypoints, step: float, progress=lambda fraction: None):
+    import carla
+
+    if not any(_finite(w) for w in waypoints):
+        return False, "no waypoint with a finite position to sample around", []
+    points = _grid_points(waypoints, step)
     on_road, bad = 0, []
-    for x in xs:
-        for y in ys:
-            loc = carla.Location(float(x), float(y), 0.0)
-            try:
-                wp = cmap.get_waypoint(loc, project_to_road=False)
-            except RuntimeError as err:
-                bad.append(f"({x:.1f}, {y:.1f}): RuntimeError {err}")
-                continue
-            if wp is None:
-                continue
-            on_road += 1
-            if not _finite(wp):
-                bad.append(f"({x:.1f}, {y:.1f}): NaN waypoint on road {wp.road_id} lane {wp.lane_id}")
-    summary = f"{len(xs) * len(ys)} points every {step:g} m, {on_road} on a lane, {len(bad)} bad"
+    every = max(len(points) // 50, 1)
+    for i, (x, y) in enumerate(points):
+        if i % every == 0:
+            progress(i / len(points))
+        loc = carla.Location(float(x), float(y), 0.0)
+        try:
+            wp = cmap.get_waypoint(loc, project_to_road=False)
+        except RuntimeError as err:
+            bad.append(f"({x:.1f}, {y:.1f}): RuntimeError {err}")
+            continue
+        if wp is None:
+            continue
+        on_road += 1
+        if not _finite(wp):
+            bad.append(f"({x:.1f}, {y:.1f}): NaN waypoint on road {wp.road_id} lane {wp.lane_id}")
+    summary = f"{len(points)} points every {step:g} m near lanes, {on_road} on a lane, {len(bad)} bad"
     return not bad, summary, bad
 
 
@@ -390,7 +465,12 @@ def _worker(argv: list[str]) -> None:
     args = parser.parse_args(argv)
 
     def emit(event) -> None:  # one JSON line per event, flushed, so a crash still names its check
-        line = {"running": event} if isinstance(event, str) else {"result": asdict(event)}
+        if isinstance(event, str):
+            line = {"running": event}
+        elif isinstance(event, float):
+            line = {"progress": event}
+        else:
+            line = {"result": asdict(event)}
         print(json.dumps(line), flush=True)
 
     run_checks(args.worker, args.grid_step, args.walks, args.seed, on_event=emit)

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from cardreamer.roadmap import MapError, RoadMap, plan_route, random_route
-from cardreamer.roadmap.raster import BROKEN, JUNCTION, ROAD, SOLID, RoadRaster
+from cardreamer.roadmap.raster import BROKEN, JUNCTION, ROAD, SOLID, RoadRaster, with_world_axes
 from task_dev_suite.task_validation import (
     POINT,
     POSE,
@@ -84,10 +84,11 @@ class _Canvas:
         self.later(_text, self.img, text, org, colour, scale)
 
     def finish(self) -> np.ndarray:
+        """The drawing, framed by world-coordinate ticks and a scale bar."""
         for draw, args in self.overlay:
             draw(*args)
         self.overlay.clear()
-        return self.img
+        return with_world_axes(self.img, self.raster.origin, self.ppm, TEXT, BACKGROUND)
 
     def px(self, xy) -> np.ndarray:
         return np.rint(self.raster.to_pixel(np.asarray(xy, float))).astype(np.int32)

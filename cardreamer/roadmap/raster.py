@@ -160,3 +160,59 @@ def _marking_runs(edge: np.ndarray, s: np.ndarray, markings: list[str]):
     for a, b in zip(starts, ends):
         if painted[a]:
             yield int(painted[a]), edge[a:b + 1]
+
+
+def _nice_length(at_least: float) -> float:
+    """The smallest 1, 2 or 5 times a power of ten that is at least ``at_least``."""
+    power = 10.0 ** np.floor(np.log10(max(at_least, 1e-9)))
+    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= at_least))
+
+
+def with_world_axes(image: np.ndarray, origin, pixels_per_meter: float, ink=(0, 0, 0),
+                    paper=(255, 255, 255), tick_spacing_px: float = 90.0) -> np.ndarray:
+    """``image`` (pixel = (world - origin) * pixels_per_meter) framed by world-coordinate ticks in
+    metres, x along the top and y down the left as CARLA's frame has them, with a scale bar in
+    its bottom-left corner. Returns a new, larger image."""
+    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1
+    k, (ox, oy) = float(pixels_per_meter), (float(origin[0]), float(origin[1]))
+    height, width = image.shape[:2]
+    step = _nice_length(tick_spacing_px / k)
+    xs = np.arange(np.ceil(ox / step) * step, ox + width / k, step)
+    ys = np.arange(np.ceil(oy / step) * step, oy + height / k, step)
+
+    def text_w(text: str) -> int:
+        return cv2.getTextSize(text, font, scale, thick)[0][0]
+
+    def metres(v: float) -> str:
+        return f"{round(float(v), 6) + 0.0:g}"  # + 0.0 turns -0 into 0
+
+    corner = "x, y (m)"
+    left = max([text_w(metres(v)) for v in ys] + [text_w(corner)]) + 14
+    top = cv2.getTextSize("0", font, scale, thick)[0][1] + 16
+    out = np.empty((height + top + 8, width + left + 24, 3), np.uint8)
+    out[:] = paper
+    out[top:top + height, left:left + width] = image
+    cv2.rectangle(out, (left - 1, top - 1), (left + width, top + height), ink, 1)
+    cv2.putText(out, corner, (4, top - 8), font, scale, ink, thick, cv2.LINE_AA)
+    for v in xs:
+        col = round(left + (v - ox) * k)
+        cv2.line(out, (col, top - 6), (col, top - 1), ink, 1)
+        label = metres(v)
+        x = col - text_w(label) // 2
+        if x > text_w(corner) + 8 and x + text_w(label) < out.shape[1]:
+            cv2.putText(out, label, (x, top - 9), font, scale, ink, thick, cv2.LINE_AA)
+    for v in ys:
+        row = round(top + (v - oy) * k)
+        cv2.line(out, (left - 6, row), (left - 1, row), ink, 1)
+        label = metres(v)
+        cv2.putText(out, label, (left - 9 - text_w(label), row + 4), font, scale, ink, thick, cv2.LINE_AA)
+    bar = _nice_length(min(width / 4, 150.0) / k / 2.5)
+    length_px = round(bar * k)
+    x0, y0 = left + 12, top + height - 14
+    label = f"{bar:g} m"
+    cv2.rectangle(out, (x0 - 6, y0 - 24), (x0 + max(length_px, text_w(label)) + 6, y0 + 8), paper, -1)
+    cv2.line(out, (x0, y0), (x0 + length_px, y0), ink, 2)
+    for x in (x0, x0 + length_px):
+        cv2.line(out, (x, y0 - 5), (x, y0 + 5), ink, 1)
+    cv2.putText(out, label, (x0, y0 - 9), font, scale, ink, thick, cv2.LINE_AA)
+    return out

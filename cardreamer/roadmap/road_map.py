@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from cardreamer.roadmap.errors import MapError
 from cardreamer.roadmap.lane import Lane, LaneKey
+from cardreamer.roadmap.preflight import check_with_carla
 from cardreamer.roadmap.xodr_file import read_xodr
 
 BUILTIN_MAP_DIR = Path(__file__).resolve().parent.parent / "maps"
@@ -76,7 +78,10 @@ def resolve_map_path(name: str, map_dir: str | os.PathLike | None = None) -> Pat
 class RoadMap:
     """Lanes of an OpenDRIVE map as polylines, the lane graph, signals and spawn points."""
 
-    def __init__(self, carla_map: carla.Map, name: str, source: Path | None = None):
+    def __init__(self, carla_map: carla.Map, name: str, source: Path | None = None,
+                 on_stage: Callable[[str], None] | None = None):
+        """``on_stage(step)`` is told each step of the construction before it starts."""
+        stage = on_stage or (lambda _: None)
         self.carla_map = carla_map
         self.name = name
         self.source = source
@@ -84,8 +89,9 @@ class RoadMap:
         self._spawn_cache: dict[tuple[float, float], SpawnPoints] = {}
         self.lanes: list[Lane] = []
         self._index: dict[LaneKey, int] = {}
-        self._build_lanes()
+        self._build_lanes(stage)
         self.graph = self._build_graph()
+        stage("resolving signals")
         self.signals = self._resolve_signals()
         points = np.concatenate([lane.points for lane in self.lanes])
         self.bounds = (points.min(axis=0), points.max(axis=0))
@@ -99,18 +105,29 @@ class RoadMap:
 
     @classmethod
     def from_file(cls, path: Path) -> RoadMap:
+        """Check the file's XML, then that CARLA reads it in a child process (cached by content),
+        and only then read it in this process: a file CARLA crashes on is a MapFileError."""
         text, _ = read_xodr(path)
+        check_with_carla(path, text)
+        return cls.from_xodr_text(text, path)
+
+    @classmethod
+    def from_xodr_text(cls, text: str, path: Path, on_stage: Callable[[str], None] | None = None) -> RoadMap:
+        """The road map of OpenDRIVE ``text`` read by CARLA in this process (no safety checks)."""
+        stage = on_stage or (lambda _: None)
+        stage("parsing the file")
         carla_map = carla.Map(path.stem, text)
+        stage("walking the topology")
         if not carla_map.get_topology():
             raise MapError(f"{path}: the map has no driving lanes connected into a topology")
-        return cls(carla_map, path.stem, path)
+        return cls(carla_map, path.stem, path, on_stage)
 
     # ------------------------------------------------------------------ construction
     @staticmethod
     def _key(wp: carla.Waypoint) -> LaneKey:
         return (wp.road_id, wp.section_id, wp.lane_id)
 
-    def _build_lanes(self) -> None:
+    def _build_lanes(self, stage: Callable[[str], None]) -> None:
         starts: dict[LaneKey, carla.Waypoint] = {}
         edges: list[tuple[LaneKey, LaneKey]] = []
         for a, b in self.carla_map.get_topology():
@@ -118,14 +135,20 @@ class RoadMap:
             starts.setdefault(self._key(b), b)
             if self._key(a) != self._key(b):  # offline carla lists an unlinked lane as an edge to itself
                 edges.append((self._key(a), self._key(b)))
+        stage("generating waypoints")
         self._add_unlinked_lane_starts(starts)
+        road = None
         for key in sorted(starts):
+            if key[0] != road:
+                road = key[0]
+                stage(f"reading lanes of road {road}")
             self._add_lane(key, starts[key])
         for a, b in edges:
             ia, ib = self._index[a], self._index[b]
             if ib not in self.lanes[ia].successors:
                 self.lanes[ia].successors.append(ib)
                 self.lanes[ib].predecessors.append(ia)
+        stage("finding neighbouring lanes")
         for lane in self.lanes:
             lane.left = self._neighbour(lane, "left")
             lane.right = self._neighbour(lane, "right")
@@ -145,10 +168,13 @@ class RoadMap:
         starts.update(first)
 
     def _add_lane(self, key: LaneKey, start: carla.Waypoint) -> None:
-        wps = [start] + [w for w in start.next_until_lane_end(SAMPLE_SPACING) if self._key(w) == key]
+        wps = self._lane_waypoints(key, start)
         if len(wps) < 2:  # a lane shorter than the spacing: close it with its successor's start
             wps = [start] + start.next(max(start.lane_width * 0.1, 0.2))[:1]
         points = np.array([[w.transform.location.x, w.transform.location.y] for w in wps])
+        if not np.isfinite(points).all():
+            raise MapError(f"{self.source or self.name}: CARLA computes non-finite positions on road {key[0]} "
+                           f"lane {key[2]} (geometry it cannot evaluate, e.g. a spiral of constant curvature)")
         keep = np.concatenate([[True], np.linalg.norm(np.diff(points, axis=0), axis=1) > 1e-3])
         wps = [w for w, k in zip(wps, keep) if k]
         points = points[keep]
@@ -165,13 +191,26 @@ class RoadMap:
             junction_id=start.junction_id if start.is_junction else -1,
             change_left=lc in (carla.LaneChange.Left, carla.LaneChange.Both),
             change_right=lc in (carla.LaneChange.Right, carla.LaneChange.Both),
-            left_marking=[str(w.left_lane_marking.type) for w in wps],
-            right_marking=[str(w.right_lane_marking.type) for w in wps],
+            left_marking=[_marking_type(w.left_lane_marking) for w in wps],
+            right_marking=[_marking_type(w.right_lane_marking) for w in wps],
         )
         self._index[key] = lane.index
         self.lanes.append(lane)
         self._start_wp = getattr(self, "_start_wp", {})
         self._start_wp[lane.index] = start
+
+    def _lane_waypoints(self, key: LaneKey, start: carla.Waypoint) -> list[carla.Waypoint]:
+        """``start`` and waypoints every SAMPLE_SPACING metres along its lane to the lane's end."""
+        try:
+            return [start] + [w for w in start.next_until_lane_end(SAMPLE_SPACING) if self._key(w) == key]
+        except RuntimeError:  # "distance > 0.0": on long lanes rounding can leave no distance to the end
+            pass
+        wps, forward = [start], key[2] < 0  # negative lane ids drive along increasing s
+        while True:
+            ahead = [w for w in wps[-1].next(SAMPLE_SPACING) if self._key(w) == key]
+            if not ahead or (ahead[0].s > wps[-1].s) != forward:
+                return wps
+            wps.append(ahead[0])
 
     def _neighbour(self, lane: Lane, side: str) -> int | None:
         """Index of the adjacent same-direction driving lane on ``side``, if any."""
@@ -295,6 +334,8 @@ class RoadMap:
                 yaw.append(lane.heading_at(s))
                 lanes.append(np.full(len(s), lane.index))
                 ss.append(s)
+            if not xy:  # no lane long enough: no spawn points
+                xy, yaw, lanes, ss = [np.empty((0, 2))], [np.empty(0)], [np.empty(0, int)], [np.empty(0)]
             points = SpawnPoints(np.concatenate(xy), np.concatenate(yaw), np.concatenate(lanes), np.concatenate(ss))
             keep = np.array([self._locatable(p) for p in points.xy], dtype=bool)
             self._spawn_cache[key] = SpawnPoints(points.xy[keep], points.yaw[keep], points.lane[keep], points.s[keep])
@@ -306,6 +347,11 @@ class RoadMap:
         except MapError:
             return False
         return True
+
+
+def _marking_type(marking: carla.LaneMarking | None) -> str:
+    """CARLA's name of a marking type; carla gives None for a lane without ``<roadMark>``: no marking."""
+    return str(carla.LaneMarkingType.NONE) if marking is None else str(marking.type)
 
 
 LANE_CHANGE_COST = 20.0

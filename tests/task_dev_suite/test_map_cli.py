@@ -37,8 +37,8 @@ def test_build_reports_spec_errors(tmp_path, capsys):
 def test_validate_fails_on_malformed_file(tmp_path, capsys):
     bad = tmp_path / "bad.xodr"
     bad.write_text("<OpenDRIVE><road")
-    assert run(["map", "validate", str(bad)]) == 1
-    assert f"{bad}: not well-formed XML" in capsys.readouterr().out
+    assert run(["map", "validate", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {bad}: not well-formed XML")
 
 
 def test_show_draws_lanes_and_signals(tmp_path):

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from cardreamer.roadmap.preflight import check_with_carla
 from task_dev_suite.builtin_maps import BUILTIN_MAPS, MAPS_DIR
 from task_dev_suite.map_validation import MapFileError, read_xodr, validate_map
 
-CHECKS = ["xml", "parse", "waypoints", "topology", "grid", "next_walk", "random_walks", "landmarks"]
+CHECKS = ["xml", "loader", "parse", "waypoints", "topology", "grid", "next_walk", "random_walks", "landmarks"]
 
 
 @pytest.mark.parametrize("name", BUILTIN_MAPS)
@@ -120,6 +121,9 @@ def test_town04_passes_parse_and_nan_checks(carla_maps_dir):
 
 
 def test_worker_crash_names_the_running_check(tmp_path, monkeypatch):
+    path = MAPS_DIR / "two_lane.xodr"
+    monkeypatch.setenv("CARDREAMER_CACHE_DIR", str(tmp_path / "cache"))
+    check_with_carla(path, path.read_text())  # the loader's verdict, cached before python is replaced
     # Stand-in interpreter: reports finished checks, then dies by SIGSEGV as carla.Map can.
     fake = tmp_path / "python"
     fake.write_text(
@@ -130,7 +134,8 @@ def test_worker_crash_names_the_running_check(tmp_path, monkeypatch):
     )
     fake.chmod(0o755)
     monkeypatch.setattr("task_dev_suite.map_validation.sys.executable", str(fake))
-    path = MAPS_DIR / "two_lane.xodr"
     report = validate_map(path)
-    assert [(c.name, c.passed) for c in report.checks] == [("xml", True), ("parse", True), ("grid", False)]
+    assert [(c.name, c.passed) for c in report.checks] == [
+        ("xml", True), ("loader", True), ("parse", True), ("grid", False)
+    ]
     assert report.checks[-1].summary == f"{path}: carla.Map crashed with SIGSEGV during this check"
