@@ -121,7 +121,7 @@ class SourcedConfig:
                 value = yaml.safe_load(raw) if raw.strip() else None
             except yaml.YAMLError:
                 value = raw
-            self.set(key, value, source=f"command line: {item}")
+            self.set(key, value, source=f"command line: --{text}")
 
     def set(self, dotted: str, value: Any, source: str) -> None:
         """Set a dotted key; whether the key exists is checked when the config is validated.
