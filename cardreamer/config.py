@@ -11,8 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter, ValidationError,
-                      WrapValidator, field_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    WrapValidator,
+    field_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict
 
@@ -278,8 +287,10 @@ def format_validation_error(exc: ValidationError, sourced: SourcedConfig) -> Con
         if err["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1])
             message = f"unknown key {loc[-1]!r}{nearest_hint(loc[-1], sorted(parent.model_fields) if parent else [])}"
-        elif err["type"] in ("config", "missing"):
-            message = err["msg"].replace("Field required", "required, but missing")
+        elif err["type"] == "missing":
+            message = f"item {loc[-1]} is missing" if loc[-1].isdigit() else "required, but missing"
+        elif err["type"] == "config":
+            message = err["msg"]
         else:
             message = f"{err['msg']} (got {short_repr(err['input'])})"
         # a value that fits no member of a union fails in each: keep the first, and the deepest
