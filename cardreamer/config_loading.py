@@ -31,36 +31,60 @@ class _PositionLoader(yaml.SafeLoader):
 
 
 def _load_with_positions(text: str, source: str) -> tuple[Any, dict[str, tuple[int, int]]]:
-    loader = _PositionLoader(text)
+    """The YAML document in ``text`` and the (line, column) of every key and list item, by dotted path."""
     try:
-        node = loader.get_single_node()
-        positions: dict[str, tuple[int, int]] = {}
-
-        def walk(n: yaml.Node, path: str) -> None:
-            if isinstance(n, yaml.MappingNode):
-                for key_node, value_node in n.value:
-                    key = f"{path}.{key_node.value}" if path else str(key_node.value)
-                    positions[key] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                    walk(value_node, key)
-            elif isinstance(n, yaml.SequenceNode):
-                for i, item in enumerate(n.value):
-                    positions[f"{path}.{i}"] = (item.start_mark.line + 1, item.start_mark.column + 1)
-                    walk(item, f"{path}.{i}")
-
-        if node is not None:
-            walk(node, "")
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.reader.ReaderError as exc:  # a control character: not a text file
-        raise ConfigError(f"{source}: not a YAML text file: character {exc.character!r} at byte "
-                          f"{exc.position} is not allowed in YAML") from None
+        return _parse(text)
+    except yaml.reader.ReaderError as exc:  # raised before parsing: a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise ConfigError(f"{source}:{line}:{column}: not a YAML text file: character 0x{exc.character:02x} "
+                          f"is not allowed in YAML") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+
+
+MAX_NODES = 100_000
+"""Most keys and list items a config file may hold once its YAML aliases are expanded."""
+
+
+def _parse(text: str) -> tuple[Any, dict[str, tuple[int, int]]]:
+    loader = _PositionLoader(text)
+    try:
+        node = loader.get_single_node()
+        positions: dict[str, tuple[int, int]] = {}
+
+        def walk(n: yaml.Node, path: str, ancestors: tuple[int, ...]) -> None:
+            if id(n) in ancestors:
+                raise _Unloadable(n, "an alias refers to a collection that contains it (a cycle)")
+            if isinstance(n, yaml.MappingNode):
+                children = [(str(k.value), k, v) for k, v in n.value]
+            elif isinstance(n, yaml.SequenceNode):
+                children = [(str(i), v, v) for i, v in enumerate(n.value)]
+            else:
+                return
+            for name, mark_node, child in children:
+                key = f"{path}.{name}" if path else name
+                positions[key] = (mark_node.start_mark.line + 1, mark_node.start_mark.column + 1)
+                if len(positions) > MAX_NODES:
+                    raise _Unloadable(mark_node, f"more than {MAX_NODES} keys and items once aliases are expanded")
+                walk(child, key, (*ancestors, id(n)))
+
+        if node is not None:
+            walk(node, "", ())
+        return (loader.construct_document(node) if node is not None else None), positions
     finally:
         loader.dispose()
-    return data, positions
+
+
+class _Unloadable(yaml.YAMLError):
+    """Valid YAML that is no config: a cyclic or enormous structure."""
+
+    def __init__(self, node: yaml.Node, problem: str):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, node.start_mark
 
 
 class SourcedConfig:
