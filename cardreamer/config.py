@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -35,6 +36,22 @@ class Strict(BaseModel):
     """Unknown keys, NaN and infinities are errors."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _ordered(pair: tuple[float, float]) -> tuple[float, float]:
+    if pair[0] > pair[1]:
+        raise PydanticCustomError("config", "{message}", {"message": f"[{pair[0]}, {pair[1]}] must be [min, max] "
+                                                                     f"with min <= max"})
+    return pair
+
+
+NonNegative = Annotated[float, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Interval = Annotated[tuple[float, float], AfterValidator(_ordered)]
+"""A [min, max] pair."""
+NonNegativeInterval = Annotated[tuple[NonNegative, NonNegative], AfterValidator(_ordered)]
+PositiveInterval = Annotated[tuple[PositiveFloat, PositiveFloat], AfterValidator(_ordered)]
+Port = Annotated[int, Field(ge=0, le=65535)]
 
 
 def config_error(loc: tuple[str | int, ...], message: str, value: Any = None) -> InitErrorDetails:
@@ -87,7 +104,6 @@ def _reward_types() -> dict[str, Any]:
     return dict.fromkeys(REWARD_TERMS, float)
 
 
-PositiveFloat = Annotated[float, Field(gt=0)]
 TERMINAL_TYPES: dict[str, Any] = {
     "time_limit": Annotated[StrictInt, Field(ge=1)],
     "collision": StrictBool,
@@ -110,9 +126,9 @@ def _terminal_types() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- env
 class CarlaServer(Strict):
     host: str = "127.0.0.1"
-    port: int = 2000
-    timeout: float = 10.0
-    tm_port: int = 0  # 0: choose a free port
+    port: Port = 2000
+    timeout: PositiveFloat = 10.0
+    tm_port: Port = 0  # 0: choose a free port
     launch_command: str | None = None
 
 
@@ -125,10 +141,10 @@ class WorldConfig(Strict):
 
 class ActionConfig(Strict):
     discrete: bool = True
-    discrete_acc: list[float] = [-2.0, 0.0, 2.0]
-    discrete_steer: list[float] = [-0.6, -0.2, 0.0, 0.2, 0.6]
-    acc_range: tuple[float, float] = (-3.0, 3.0)
-    steer_range: tuple[float, float] = (-1.0, 1.0)
+    discrete_acc: list[float] = Field([-2.0, 0.0, 2.0], min_length=1)
+    discrete_steer: list[float] = Field([-0.6, -0.2, 0.0, 0.2, 0.6], min_length=1)
+    acc_range: Interval = (-3.0, 3.0)
+    steer_range: Interval = (-1.0, 1.0)
 
 
 class DisplayConfig(Strict):
@@ -205,21 +221,21 @@ class PoseSpec(Strict):
 
 
 class BehaviorSpec(Strict):
-    desired_speed: float | tuple[float, float] = 8.0  # m/s, or a [min, max] range drawn per vehicle
+    desired_speed: NonNegative | NonNegativeInterval = 8.0  # m/s, or a [min, max] range drawn per vehicle
     ignore_lights: bool = False
     ignore_signs: bool = False
     ignore_vehicles: bool = False
     auto_lane_change: bool = True
-    min_gap: float = 2.5
-    time_headway: float = 1.2
-    politeness: float = 0.3
+    min_gap: NonNegative = 2.5
+    time_headway: NonNegative = 1.2
+    politeness: float = Field(0.3, ge=0, le=1)
 
 
 class EgoSpec(Strict):
     spawn: Literal["random"] | PoseSpec | list[PoseSpec] = "random"
     route: Literal["random"] | list[tuple[float, float]] = "random"
     route_length: float = Field(300.0, gt=10)
-    speed: float = 0.0
+    speed: NonNegative = 0.0
 
 
 class FlowSpec(Strict):
@@ -227,29 +243,29 @@ class FlowSpec(Strict):
 
     spawn: PoseSpec
     route: Literal["random"] | list[tuple[float, float]] = "random"
-    gap: tuple[float, float] = (10.0, 20.0)  # metres between consecutive vehicles, drawn per vehicle
-    speed: float = 6.0
+    gap: NonNegativeInterval = (10.0, 20.0)  # metres between consecutive vehicles, drawn per vehicle
+    speed: NonNegative = 6.0
     behavior: BehaviorSpec = BehaviorSpec(auto_lane_change=False)
-    max_vehicles: int = 30
+    max_vehicles: int = Field(30, ge=0)
 
 
 class TrafficSpec(Strict):
     background: int = Field(0, ge=0)
     behavior: BehaviorSpec = BehaviorSpec()
-    exclude_radius: float = 20.0  # keep background spawns this far from the ego
+    exclude_radius: NonNegative = 20.0  # keep background spawns this far from the ego
     near_ego: float | None = Field(None, gt=0)  # spawn background only within this many metres of the ego
     flows: list[FlowSpec] = []
     seed_offset: int = 0
 
 
 class LightSpec(Strict):
-    green: float | tuple[float, float] = 10.0
-    yellow: float = 3.0
-    red: float | tuple[float, float] | None = None
+    green: PositiveFloat | PositiveInterval = 10.0
+    yellow: NonNegative = 3.0
+    red: PositiveFloat | PositiveInterval | None = None
 
 
 class TaskSpec(Strict):
-    name: str
+    name: str = Field(min_length=1)
     description: str = ""
     logic: str = "route"  # registered task logic (cardreamer.task_logic)
     map: str
@@ -280,10 +296,9 @@ def validate(sourced: SourcedConfig) -> Config:
 
 def format_validation_error(exc: ValidationError, sourced: SourcedConfig) -> ConfigError:
     """One line per problem: ``where: dotted.key: what is wrong``; a header only when there are several."""
-    problems: dict[str, tuple[str, str, str]] = {}
+    found = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not _is_union_tag(p)]
-        dotted = ".".join(loc)
         if err["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1])
             message = f"unknown key {loc[-1]!r}{nearest_hint(loc[-1], sorted(parent.model_fields) if parent else [])}"
@@ -293,11 +308,14 @@ def format_validation_error(exc: ValidationError, sourced: SourcedConfig) -> Con
             message = err["msg"]
         else:
             message = f"{err['msg']} (got {short_repr(err['input'])})"
-        # a value that fits no member of a union fails in each: keep the first, and the deepest
-        if dotted not in problems and not any(other.startswith(dotted + ".") for other in problems):
-            for shallower in [k for k in problems if dotted.startswith(k + ".")]:
-                del problems[shallower]
-            problems[dotted] = (sourced.where(dotted), dotted, message)
+        found.append((".".join(loc), message, (len(loc), not err["type"].endswith("_type"))))
+    problems = {}
+    for dotted, message, score in found:  # a value no member of a union takes fails in each of them:
+        if dotted in problems or any(  # report the member that got furthest (deepest, not a mere type mismatch)
+                (other == dotted or other.startswith(dotted + ".")) and other_score > score
+                for other, _, other_score in found):
+            continue
+        problems[dotted] = (sourced.where(dotted), dotted, message)
     lines = [f"{where}: {key}: {message}" for where, key, message in problems.values()]
     if len(lines) > 1:
         lines = [f"invalid configuration ({len(lines)} problems):", *(f"  {line}" for line in lines)]
@@ -305,8 +323,10 @@ def format_validation_error(exc: ValidationError, sourced: SourcedConfig) -> Con
 
 
 def _is_union_tag(part: str | int) -> bool:
-    """Whether a pydantic error location part names a union member (``float``, ``PoseSpec``, ``list[...]``)."""
-    return isinstance(part, str) and ("[" in part or part[:1].isupper() or part in ("float", "int", "str", "bool", "none"))
+    """Whether a pydantic error location part names a union member (``float``, ``PoseSpec``,
+    ``constrained-float``, ``function-after[...]``) rather than a config key."""
+    return isinstance(part, str) and (any(c in part for c in "[-") or part[:1].isupper()
+                                      or part in ("float", "int", "str", "bool", "none"))
 
 
 def _model_at(path: list[str]) -> type[BaseModel] | None:

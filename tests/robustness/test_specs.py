@@ -106,6 +106,8 @@ def test_an_unknown_observation_lists_names_not_configs(tmp_path):
      "env.observation.birdeye_wtp: unknown observation 'birdeye_wtp' (did you mean 'birdeye_wpt', 'birdeye_raw' "
      "or 'birdeye_fov'?); a new one needs handler: one of birdeye, camera, collision, lidar, message, spectator, "
      "state"),
+    ("--task.traffic.behavior.desired_speed=[11,6]",
+     "task.traffic.behavior.desired_speed: [11.0, 6.0] must be [min, max] with min <= max"),
     ("--env.observation.birdeye_wpt.handler=birdseye",
      "env.observation.birdeye_wpt.handler: unknown handler 'birdseye' (did you mean 'birdeye'?)"),
 ])
