@@ -16,7 +16,14 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names file, position and key."""
+    """A configuration file or override is invalid; the message names file, position and key.
+
+    ``problems`` holds one ``(where, dotted key, message)`` per problem when the schema found them.
+    """
+
+    def __init__(self, message: str, problems: tuple[tuple[str, str, str], ...] = ()):
+        super().__init__(message)
+        self.problems = problems
 
 
 class _PositionLoader(yaml.SafeLoader):
@@ -24,32 +31,60 @@ class _PositionLoader(yaml.SafeLoader):
 
 
 def _load_with_positions(text: str, source: str) -> tuple[Any, dict[str, tuple[int, int]]]:
+    """The YAML document in ``text`` and the (line, column) of every key and list item, by dotted path."""
+    try:
+        return _parse(text)
+    except yaml.reader.ReaderError as exc:  # raised before parsing: a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise ConfigError(f"{source}:{line}:{column}: not a YAML text file: character 0x{exc.character:02x} "
+                          f"is not allowed in YAML") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+
+
+MAX_NODES = 100_000
+"""Most keys and list items a config file may hold once its YAML aliases are expanded."""
+
+
+def _parse(text: str) -> tuple[Any, dict[str, tuple[int, int]]]:
     loader = _PositionLoader(text)
     try:
         node = loader.get_single_node()
         positions: dict[str, tuple[int, int]] = {}
 
-        def walk(n: yaml.Node, path: str) -> None:
+        def walk(n: yaml.Node, path: str, ancestors: tuple[int, ...]) -> None:
+            if id(n) in ancestors:
+                raise _Unloadable(n, "an alias refers to a collection that contains it (a cycle)")
             if isinstance(n, yaml.MappingNode):
-                for key_node, value_node in n.value:
-                    key = f"{path}.{key_node.value}" if path else str(key_node.value)
-                    positions[key] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                    walk(value_node, key)
+                children = [(str(k.value), k, v) for k, v in n.value]
             elif isinstance(n, yaml.SequenceNode):
-                for i, item in enumerate(n.value):
-                    positions[f"{path}.{i}"] = (item.start_mark.line + 1, item.start_mark.column + 1)
-                    walk(item, f"{path}.{i}")
+                children = [(str(i), v, v) for i, v in enumerate(n.value)]
+            else:
+                return
+            for name, mark_node, child in children:
+                key = f"{path}.{name}" if path else name
+                positions[key] = (mark_node.start_mark.line + 1, mark_node.start_mark.column + 1)
+                if len(positions) > MAX_NODES:
+                    raise _Unloadable(mark_node, f"more than {MAX_NODES} keys and items once aliases are expanded")
+                walk(child, key, (*ancestors, id(n)))
 
         if node is not None:
-            walk(node, "")
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+            walk(node, "", ())
+        return (loader.construct_document(node) if node is not None else None), positions
     finally:
         loader.dispose()
-    return data, positions
+
+
+class _Unloadable(yaml.YAMLError):
+    """Valid YAML that is no config: a cyclic or enormous structure."""
+
+    def __init__(self, node: yaml.Node, problem: str):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, node.start_mark
 
 
 class SourcedConfig:
@@ -74,9 +109,7 @@ class SourcedConfig:
         """Merge a YAML file. A top-level ``extends: <name>`` first merges ``<name>.yaml`` from the
         same folder (or a path relative to it), so a variant only states what differs."""
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        data, positions = _load_with_positions(path.read_text(encoding="utf-8"), str(path))
+        data, positions = _load_with_positions(read_text(path), str(path))
         if data is None:
             return self
         if not isinstance(data, dict):
@@ -91,9 +124,15 @@ class SourcedConfig:
     def merge(self, data: dict, source: str, positions: dict[str, tuple[int, int]] | None = None) -> None:
         positions = positions or {}
         _deep_merge(self.data, copy.deepcopy(data))
-        for key in _dotted_keys(data):
+        for key, value in _dotted_items(data):
+            if isinstance(value, list):  # a list replaces the old one: forget its items' positions
+                self._forget_below(key)
             line, col = positions.get(key, (0, 0))
             self.origin[key] = (source, line, col)
+
+    def _forget_below(self, dotted: str) -> None:
+        for key in [k for k in self.origin if k.startswith(dotted + ".")]:
+            del self.origin[key]
 
     def apply_overrides(self, overrides: list[str]) -> None:
         """Apply ``--a.b.c=value`` (or ``a.b.c=value``) overrides; values are parsed as YAML."""
@@ -106,20 +145,31 @@ class SourcedConfig:
                 value = yaml.safe_load(raw) if raw.strip() else None
             except yaml.YAMLError:
                 value = raw
-            self.set(key, value, source=f"command line override {item!r}")
+            self.set(key, value, source=f"command line: --{text}")
 
     def set(self, dotted: str, value: Any, source: str) -> None:
-        """Set a dotted key; whether the key exists is checked when the config is validated."""
+        """Set a dotted key; whether the key exists is checked when the config is validated.
+
+        Every key the override creates or replaces (sections on the way, the value's own keys and
+        list items) is attributed to ``source``, so an error in any of them names the override.
+        """
         parts = dotted.split(".")
+        if not all(parts):
+            raise ConfigError(f"{source}: {dotted!r} is not a dotted key like task.traffic.background")
         node = self.data
         for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
+            if part not in node:
+                node[part] = {}
+                self.origin[".".join(parts[:depth + 1])] = (source, 0, 0)
+            child = node[part]
             if not isinstance(child, dict):
                 raise ConfigError(f"{source}: {'.'.join(parts[:depth + 1])!r} is a value "
-                                  f"({child!r}), not a section with key {parts[depth + 1]!r}")
+                                  f"({short_repr(child)}), not a section with key {parts[depth + 1]!r}")
             node = child
         node[parts[-1]] = value
-        self.origin[dotted] = (source, 0, 0)
+        self._forget_below(dotted)
+        for key in (dotted, *(key for key, _ in _dotted_items(value, dotted))):
+            self.origin[key] = (source, 0, 0)
 
 
 def _base_file(path: Path, name: Any, position: tuple[int, int], chain: tuple[Path, ...]) -> Path:
@@ -137,13 +187,34 @@ def _base_file(path: Path, name: Any, position: tuple[int, int], chain: tuple[Pa
     return base
 
 
-def nearest_hint(name: str, valid: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=3, cutoff=0.5)
+def read_text(path: Path) -> str:
+    """A config file's text; a missing, unreadable or non-UTF-8 file is a ConfigError."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte 0x{exc.object[exc.start]:02x} at offset "
+                          f"{exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def nearest_hint(name: str, valid: list[str] | tuple[str, ...], noun: str = "keys") -> str:
+    """`` (did you mean 'a' or 'b'?)`` for close matches, else ``; valid <noun>: ...`` (or nothing)."""
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=3, cutoff=0.6)
     if close:
-        return f"; did you mean {', '.join(repr(c) for c in close)}?"
+        quoted = [repr(c) for c in close]
+        return f" (did you mean {' or '.join([', '.join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)}?)"
     if valid:
-        return f"; valid keys: {', '.join(str(v) for v in valid)}"
+        return f"; valid {noun}: {', '.join(str(v) for v in valid)}"
     return ""
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, or just its type when the repr is too long for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"a {type(value).__name__}"
 
 
 def _deep_merge(base: dict, update: dict) -> None:
@@ -154,14 +225,15 @@ def _deep_merge(base: dict, update: dict) -> None:
             base[key] = value
 
 
-def _dotted_keys(data: Any, prefix: str = "") -> list[str]:
-    keys = []
-    if isinstance(data, dict):
-        for k, v in data.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            keys.append(key)
-            keys.extend(_dotted_keys(v, key))
-    return keys
+def _dotted_items(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of everything below ``data``, list items included as ``key.0``."""
+    children = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    items = []
+    for k, v in children:
+        key = f"{prefix}.{k}" if prefix else str(k)
+        items.append((key, v))
+        items.extend(_dotted_items(v, key))
+    return items
 
 
 def write_yaml_atomic(path: str | os.PathLike, data: Any) -> None:

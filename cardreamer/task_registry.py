@@ -25,8 +25,8 @@ def task_file(task: str | Path) -> Path:
         return path
     candidate = TASK_DIR / f"{task}.yaml"
     if not candidate.is_file():
-        raise ConfigError(f"unknown task {str(task)!r}{nearest_hint(str(task), task_names())}; "
-                          f"`cardreamer tasks` lists them, or pass a path to a task .yaml file")
+        raise ConfigError(f"unknown task {str(task)!r}{nearest_hint(str(task), task_names(), 'tasks')}, "
+                          f"or pass a path to a task .yaml file")
     return candidate
 
 

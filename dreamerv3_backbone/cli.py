@@ -14,6 +14,8 @@ import os
 import signal
 import sys
 
+from cardreamer.config_loading import ConfigError
+
 from .allocator import reexec_with_fast_allocator
 from .checkpoint import CheckpointError
 from .config import DEFAULTS, SIZES, Config, apply_overrides, flat_keys, make_config
@@ -75,6 +77,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config
 
 
+def check_env_config(config: Config) -> None:
+    """Validate the CarDreamer task config of ``config.env`` (raising ConfigError), so that a bad
+    task or override stops ``train`` before it writes anything; a gymnasium id has none to check."""
+    import gymnasium as gym
+
+    if config.env.task in gym.registry and not config.env.overrides:
+        return
+    from cardreamer.env import build_config
+
+    build_config(config.env.task, list(config.env.overrides))
+
+
 def use_compilation_cache() -> None:
     """Keep compiled train steps on disk so resuming and evaluating skip most compile time
     (~/.cache/cardreamer/jax unless JAX_COMPILATION_CACHE_DIR is set)."""
@@ -90,8 +104,8 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except (KeyError, TypeError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"command line: {error.args[0] if error.args else error}") from None
+    check_env_config(config)
     use_compilation_cache()
     server = None
     if config.run.serve:  # start the visualizer next to the run and publish to it
@@ -150,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None and getattr(args, "fast_allocator", False):
             reexec_with_fast_allocator()
         return args.func(args)
-    except FileNotFoundError as exc:
+    except (ConfigError, FileNotFoundError) as exc:
         print(f"dreamerv3_backbone: error: {exc}", file=sys.stderr)
         return 2
 

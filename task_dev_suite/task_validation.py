@@ -3,8 +3,8 @@
 Validation reports every problem at once, each with the YAML ``file:line:col`` of the key it is
 about. It runs in two passes over the merged configuration (defaults, the task file, overrides):
 
-1. the schema (the pydantic models of ``cardreamer.config``, plus every enabled observation
-   handler's own config);
+1. the schema (the pydantic models of ``cardreamer.config``, with every observation entry
+   checked against its handler's config);
 2. the map: spawn points on a driving lane and heading along it, routes and flow routes legal on
    the lane graph (every leg planned), goals reachable, stop signs on a lane, no two spawn boxes
    (4.8 x 2.1 m) overlapping, flow gaps longer than a vehicle.
@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from cardreamer.config import DEFAULTS_FILE, Config, FlowSpec, PoseSpec, validate
 from cardreamer.config_loading import ConfigError, SourcedConfig, nearest_hint
-from cardreamer.observer import DEFAULT_OBSERVATIONS, ObservationConfigError, build_handler
+from cardreamer.observer import DEFAULT_OBSERVATIONS
 from cardreamer.roadmap import MapError, RoadMap, plan_route, random_route
 from cardreamer.task_registry import task_file
 
@@ -105,47 +104,20 @@ def _position(problem: Problem) -> tuple[str, int, int]:
 class Locator:
     """``file:line:col`` of dotted keys, list items included (``task.traffic.flows.1.spawn``).
 
-    Keys set (in whole or in part) by a command-line override report that override; the rest
-    are looked up in the task file's own YAML nodes.
+    A key set in whole or in part by a command-line override reports that override (a spawn moved
+    by ``--task.ego.spawn.x=300`` is off the road because of the override); the rest report the
+    file that set them.
     """
 
-    def __init__(self, path: Path, sourced: SourcedConfig | None):
-        self.path = path
+    def __init__(self, sourced: SourcedConfig):
         self.sourced = sourced
-        self.positions: dict[str, tuple[int, int]] = {}
-        try:
-            root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-        except (OSError, yaml.YAMLError):
-            root = None
-        if root is not None:
-            self._walk(root, "")
-
-    def _walk(self, node: yaml.Node, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            children = [(str(k.value), k, v) for k, v in node.value]
-        elif isinstance(node, yaml.SequenceNode):
-            children = [(str(i), v, v) for i, v in enumerate(node.value)]
-        else:
-            return
-        for name, mark_node, value in children:
-            key = f"{prefix}.{name}" if prefix else name
-            self.positions.setdefault(key, (mark_node.start_mark.line + 1, mark_node.start_mark.column + 1))
-            self._walk(value, key)
 
     def __call__(self, dotted: str) -> str:
-        origin = self.sourced.origin if self.sourced else {}
-        for key, (source, _, _) in origin.items():  # an override of this key, a part or a parent of it
+        for key, (source, _, _) in self.sourced.origin.items():
             if source.startswith("command line") and (key == dotted or key.startswith(dotted + ".")
                                                       or dotted.startswith(key + ".")):
                 return source
-        parts = dotted.split(".")
-        while parts:
-            key = ".".join(parts)
-            if key in self.positions:
-                line, col = self.positions[key]
-                return f"{self.path}:{line}:{col}"
-            parts.pop()
-        return str(self.path)
+        return self.sourced.where(dotted)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -159,58 +131,6 @@ def merge_task_config(path: str | Path, overrides: list[str] | None = None) -> S
     sourced.merge_file(task_file(path))
     sourced.apply_overrides(overrides or [])
     return sourced
-
-
-_LINE = re.compile(r"^\s*(?P<where>.*?): (?P<key>[A-Za-z_][\w\-]*(?:\.[\w\-]+)*): (?P<message>.*)$")
-_UNKNOWN_TERM = re.compile(r"unknown (reward term|terminal setting) '([^']+)'")
-
-
-def _schema_problems(error: ConfigError, locate: Locator) -> list[Problem]:
-    """Split the schema's multi-line ConfigError into one Problem per line, with precise positions."""
-    problems = []
-    for line in str(error).splitlines()[1:] or str(error).splitlines():
-        match = _LINE.match(line)
-        if not match:
-            problems.append(Problem(str(locate.path), "schema", line.strip()))
-            continue
-        key, message = match["key"], match["message"]
-        if not _UNKNOWN_TERM.search(message):  # those are reported by _term_problems, per entry
-            problems.append(Problem(locate(key), key, message))
-    return problems
-
-
-def _term_problems(task: dict, locate: Locator) -> list[Problem]:
-    """Unknown reward terms and terminal settings, checked on the raw spec.
-
-    The schema checks them only once every field is valid; checking here reports them together
-    with every other problem.
-    """
-    from cardreamer.rewards import REWARD_TERMS, TERMINAL_DEFAULTS
-
-    problems = []
-    for section, valid, what in (("rewards", REWARD_TERMS, "reward term"),
-                                 ("terminal", TERMINAL_DEFAULTS, "terminal setting")):
-        entries = task.get(section)
-        for name in entries if isinstance(entries, dict) else ():
-            if name not in valid:
-                key = f"task.{section}.{name}"
-                problems.append(Problem(locate(key), key, f"unknown {what} {name!r}{nearest_hint(name, sorted(valid))}"))
-    return problems
-
-
-def _observation_problems(data: dict, locate: Locator) -> list[Problem]:
-    observation = (data.get("env") or {}).get("observation") or {}
-    enabled = observation.get("enabled") or []
-    problems = []
-    for name in enabled if isinstance(enabled, list) else []:
-        if name not in observation:
-            continue  # reported by the schema
-        try:
-            build_handler(name, observation[name])
-        except (ObservationConfigError, KeyError, ValueError) as exc:
-            key = f"env.observation.{name}"
-            problems.append(Problem(locate(key), key, str(exc).strip("'\"")))
-    return problems
 
 
 # ----------------------------------------------------------------------------- map checks
@@ -337,10 +257,8 @@ class MapChecker:
         pose = self._pose(raw.get("spawn"), f"{key}.spawn", f"flow {i}")
         flow = parse_or_none(FLOW, raw)
         if flow is not None:
-            low, high = flow.gap
-            if low > high:
-                self.error(f"{key}.gap", f"gap [{low}, {high}] must be [min, max] with min <= max")
-            elif low < VEHICLE_LENGTH:
+            low = flow.gap[0]  # [min, max], ordered by the schema
+            if low < VEHICLE_LENGTH:
                 self.error(f"{key}.gap", f"the smallest gap ({low} m) is shorter than a vehicle "
                                          f"({VEHICLE_LENGTH} m): vehicles would enter on top of each other")
         if pose is not None:
@@ -442,15 +360,13 @@ def validate_task(path: str | Path, overrides: list[str] | None = None,
         report.problems.append(_single(str(exc), path))
         return report
     report.sourced = sourced
-    locate = Locator(path, sourced)
+    locate = Locator(sourced)
     try:
         report.config = validate(sourced)
     except ConfigError as exc:
-        report.problems.extend(_schema_problems(exc, locate))
-    report.problems.extend(_observation_problems(sourced.data, locate))
+        report.problems.extend(Problem(locate(key), key, message) for _, key, message in exc.problems)
     task = sourced.data.get("task") if isinstance(sourced.data.get("task"), dict) else {}
     report.problems.extend(_logic_problems(task, locate))
-    report.problems.extend(_term_problems(task, locate))
     map_name = task.get("map")
     if not isinstance(map_name, str):
         return report  # missing or mistyped: the schema reports it
@@ -470,7 +386,7 @@ def _logic_problems(task: dict, locate: Locator) -> list[Problem]:
     logic = task.get("logic", "route")
     if isinstance(logic, str) and logic not in TASK_LOGIC:
         return [Problem(locate("task.logic"), "task.logic",
-                        f"unknown task logic {logic!r}{nearest_hint(logic, sorted(TASK_LOGIC))} "
+                        f"unknown task logic {logic!r}{nearest_hint(logic, sorted(TASK_LOGIC), 'logics')} "
                         f"(register one with @register_task_logic)")]
     return []
 

@@ -23,17 +23,19 @@ import gymnasium
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from cardreamer.config_loading import ConfigError
 from cardreamer.world.api import World
 
 
-class ObservationConfigError(ValueError):
+class ObservationConfigError(ConfigError):
     """An observation config is invalid; the message names the entry, the key and the valid choices."""
 
 
 class HandlerConfig(BaseModel):
-    """Base of every handler's config. ``handler`` names the registered handler type."""
+    """Base of every handler's config. ``handler`` names the registered handler type; unknown keys,
+    NaN and infinities are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     handler: str
 
 
