@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import difflib
 import json
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -31,9 +33,9 @@ from typing import Annotated, Any, Literal, get_args
 
 import cv2
 import numpy as np
+import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cardreamer.config_loading import ConfigError, SourcedConfig, nearest_hint
 
 from .checkpoint import checkpoint_dirs
 from .cli import config_from_args
@@ -124,15 +126,6 @@ class Experiment(_Strict):
             raise ValueError(f"seed {twice[0]} is listed twice")
         return seeds
 
-    @field_validator("variants")
-    @classmethod
-    def _distinct_names(cls, variants: list[Variant]) -> list[Variant]:
-        names = [v.name for v in variants]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                raise ValueError(f"duplicate variant name {name!r} (variants {names.index(name)} and {i})")
-        return variants
-
 
 @dataclass(frozen=True)
 class Run:
@@ -163,36 +156,77 @@ class Run:
 class LoadedExperiment:
     spec: Experiment
     path: Path
-    sourced: SourcedConfig
+    positions: dict[str, tuple[int, int]]  # dotted key or list item -> (line, column)
 
     def where(self, dotted: str) -> str:
-        return self.sourced.where(dotted)
+        """'file:line:col' of a dotted key (or of its nearest enclosing key)."""
+        parts = dotted.split(".")
+        while parts and ".".join(parts) not in self.positions:
+            parts.pop()
+        return f"{self.path}:{':'.join(map(str, self.positions['.'.join(parts)]))}" if parts else str(self.path)
 
 
 # ----------------------------------------------------------------------------- loading
 
+def _positions(node: yaml.Node, path: str = "") -> dict[str, tuple[int, int]]:
+    """(line, column) of every mapping key and list item under a composed YAML node."""
+    found: dict[str, tuple[int, int]] = {}
+    if isinstance(node, yaml.MappingNode):
+        children = [(f"{path}.{key.value}" if path else str(key.value), key, value) for key, value in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        children = [(f"{path}.{i}", item, item) for i, item in enumerate(node.value)]
+    else:
+        return found
+    for dotted, marked, child in children:
+        found[dotted] = (marked.start_mark.line + 1, marked.start_mark.column + 1)
+        found.update(_positions(child, dotted))
+    return found
+
+
 def load_experiment(path: str | os.PathLike) -> LoadedExperiment:
     """Read and validate an experiment file; every problem is one line of the ExperimentError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExperimentError([f"{path}: no such experiment file"])
+    text = path.read_text(encoding="utf-8", errors="replace")
     try:
-        sourced = SourcedConfig().merge_file(path)
-    except ConfigError as error:
-        raise ExperimentError([str(error)]) from None
+        data, node = yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ExperimentError([f"{where}: invalid YAML: {getattr(error, 'problem', None) or error}"]) from None
+    if not isinstance(data, dict):
+        raise ExperimentError([f"{path}: the top level must be a mapping of experiment keys, got "
+                               f"{type(data).__name__}"])
+    loaded = LoadedExperiment(None, path, _positions(node))  # type: ignore[arg-type]
+    errors = _duplicate_names(loaded, data.get("variants"))
     try:
-        spec = Experiment.model_validate(sourced.data)
+        spec = Experiment.model_validate(data)
     except ValidationError as error:
-        raise ExperimentError([_explain(err, sourced, str(path)) for err in error.errors()]) from None
-    return LoadedExperiment(spec, Path(path), sourced)
+        errors = [_explain(err, loaded) for err in error.errors()] + errors
+    if errors:
+        raise ExperimentError(errors)
+    return LoadedExperiment(spec, path, loaded.positions)
 
 
-def _explain(err: Any, sourced: SourcedConfig, path: str) -> str:
+def _duplicate_names(loaded: LoadedExperiment, variants: Any) -> list[str]:
+    if not isinstance(variants, list):
+        return []
+    names = [v.get("name") if isinstance(v, dict) else None for v in variants]
+    return [f"{loaded.where(f'variants.{i}.name')}: variants.{i}.name: duplicate variant name {name!r} "
+            f"(also variants.{names.index(name)})"
+            for i, name in enumerate(names) if name is not None and name in names[:i]]
+
+
+def _explain(err: Any, loaded: LoadedExperiment) -> str:
     loc = [str(part) for part in err["loc"]]
     dotted = ".".join(loc)
-    where = sourced.where(dotted)
-    where = path if where == "<config>" else where
     field = _field_at(err["loc"])
     if err["type"] == "extra_forbidden":
         valid = list(_model_at(err["loc"][:-1]).model_fields)
-        message = f"unknown key{nearest_hint(loc[-1], valid)}; valid keys: {', '.join(valid)}"
+        close = difflib.get_close_matches(loc[-1], valid, n=2, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        message = f"unknown key{hint}; valid keys: {', '.join(valid)}"
     elif err["type"] == "missing":
         hint = f" ({field.description})" if field is not None and field.description else ""
         message = f"required key missing{hint}"
@@ -200,7 +234,7 @@ def _explain(err: Any, sourced: SourcedConfig, path: str) -> str:
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] not in ("value_error", "assertion_error"):
             message += f" (got {err['input']!r})"
-    return f"{where}: {dotted or 'top level'}: {message}"
+    return f"{loaded.where(dotted)}: {dotted or 'top level'}: {message}"
 
 
 def _model_at(loc: tuple) -> type[BaseModel]:
@@ -246,25 +280,40 @@ def plan(loaded: LoadedExperiment, root: str | None = None) -> list[Run]:
     return runs
 
 
+def train_config(run: Run) -> Any:
+    """The config ``cardreamer train`` builds from a run's train command."""
+    parser = argparse.ArgumentParser(prog="cardreamer")
+    register_train_commands(parser.add_subparsers(dest="command"))
+    args, extra = parser.parse_known_args(list(run.train))
+    args.overrides = extra
+    return config_from_args(args)
+
+
 def check_runs(loaded: LoadedExperiment, runs: list[Run]) -> None:
     """Resolve each variant's train command to its config as ``cardreamer train`` would, and build
     its env config and observation handlers (without a world); raise every problem at once."""
-    parser = argparse.ArgumentParser(prog="cardreamer")
-    register_train_commands(parser.add_subparsers(dest="command"))
-    errors: dict[str, None] = {}  # ordered, without repeats
+    problems: dict[str, list[int]] = {}  # problem -> the variants that have it, in order
     for index, variant in enumerate(loaded.spec.variants):
-        run = next(r for r in runs if r.variant == variant.name)
-        args, extra = parser.parse_known_args(list(run.train))
-        args.overrides = extra
         try:
-            _check_env(config_from_args(args))
+            _check_env(train_config(next(r for r in runs if r.variant == variant.name)))
         except (KeyError, TypeError, ValueError) as error:  # ConfigError and ObservationConfigError are ValueErrors
             text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
             for line in text.splitlines():
                 if line.strip() and not line.startswith("invalid configuration ("):
-                    errors[f"{loaded.where(f'variants.{index}')}: variant {variant.name!r}: {line.strip()}"] = None
-    if errors:
-        raise ExperimentError(list(errors))
+                    problems.setdefault(_tidy(line), []).append(index)
+    if problems:
+        names = [v.name for v in loaded.spec.variants]
+        raise ExperimentError([f"{loaded.where(f'variants.{found[0]}')}: variant{'s' * (len(found) > 1)} "
+                               f"{', '.join(repr(names[i]) for i in found)}: {problem}"
+                               for problem, found in problems.items()])
+
+
+def _tidy(line: str, limit: int = 300) -> str:
+    """A problem line without pydantic's 'Value error, ', without the task file position the env
+    config reports (the cause is the experiment's override) and without an echo of a long input."""
+    line = re.sub(r"^\S+:\d+:\d+: ", "", line.strip().replace("Value error, ", ""))
+    echo = line.find(" (got ")
+    return line[:echo] if len(line) > limit and echo > 0 else line
 
 
 def _check_env(config: Any) -> None:
@@ -333,9 +382,10 @@ def execute(runs: list[Run], parallel: int, say: Callable[[str], None] = print, 
         while queue or active:
             while queue and len(active) < parallel:
                 job = _Job(queue.popleft(), env)
+                state = job.run.state()
                 job.start_next()
                 active.append(job)
-                say(f"{job.run.name}: training ({job.run.state()}), log {job.log_path}")
+                say(f"{job.run.name}: training ({'resuming' if state == 'resume' else state}), log {job.log_path}")
             time.sleep(poll)
             for job in list(active):
                 status = job.process.poll()
@@ -468,7 +518,7 @@ PALETTE = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 1
 def plot_success(results: dict[str, list[RunResult]], title: str) -> np.ndarray:
     """A PNG-ready BGR image: eval success rate vs env steps, the mean over seeds per variant
     (thick) and each seed (thin), with the target drawn dashed."""
-    width, height, left, right, top, bottom = 960, 560, 80, 230, 50, 60
+    width, height, left, right, top, bottom = 1080, 580, 80, 330, 75, 60
     image = np.full((height, width, 3), 255, np.uint8)
     steps = [s for runs in results.values() for r in runs for s, _ in r.curve]
     x_max = max(steps, default=1) or 1
@@ -492,7 +542,7 @@ def plot_success(results: dict[str, list[RunResult]], title: str) -> np.ndarray:
     cv2.rectangle(image, point(0, 1), point(x_max, 0), (60, 60, 60), 1)
     cv2.putText(image, "env steps", (left + (width - left - right) // 2 - 40, height - 12), font, 0.55, (0, 0, 0), 1,
                 cv2.LINE_AA)
-    cv2.putText(image, "eval success", (8, top - 14), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(image, "eval success rate", (8, top - 16), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(image, title, (left, 28), font, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
     for index, (name, runs) in enumerate(results.items()):
         color = PALETTE[index % len(PALETTE)]
@@ -511,7 +561,7 @@ def plot_success(results: dict[str, list[RunResult]], title: str) -> np.ndarray:
             cv2.circle(image, p, 4, color, -1, cv2.LINE_AA)
         y = top + 10 + 26 * index
         cv2.line(image, (width - right + 20, y), (width - right + 50, y), color, 3, cv2.LINE_AA)
-        cv2.putText(image, f"{name} ({len(runs)})", (width - right + 58, y + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(image, f"{name} ({len(runs)} seed{'s' * (len(runs) != 1)})", (width - right + 58, y + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return image
 
 
