@@ -36,7 +36,6 @@ import numpy as np
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-
 from .checkpoint import checkpoint_dirs
 from .cli import config_from_args
 from .cli import register as register_train_commands
@@ -196,8 +195,8 @@ def load_experiment(path: str | os.PathLike) -> LoadedExperiment:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise ExperimentError([f"{where}: invalid YAML: {getattr(error, 'problem', None) or error}"]) from None
     if not isinstance(data, dict):
-        raise ExperimentError([f"{path}: the top level must be a mapping of experiment keys, got "
-                               f"{type(data).__name__}"])
+        raise ExperimentError([(f"{path}: the top level must be a mapping of experiment keys, got "
+                               f"{type(data).__name__}")])
     loaded = LoadedExperiment(None, path, _positions(node))  # type: ignore[arg-type]
     errors = _duplicate_names(loaded, data.get("variants"))
     try:
@@ -484,11 +483,11 @@ def report_markdown(loaded: LoadedExperiment, results: dict[str, list[RunResult]
     if spec.description:
         lines += [spec.description, ""]
     policy = f", {spec.eval.policy} actions" if spec.eval.policy else ""
-    lines += [f"From `{loaded.path}`: task `{spec.task}`, backbone `{spec.backbone}`, size `{spec.size}`, "
+    lines += [(f"From `{loaded.path}`: task `{spec.task}`, backbone `{spec.backbone}`, size `{spec.size}`, "
               f"{spec.steps} env steps, seeds {', '.join(map(str, spec.seeds))}; evaluations every {spec.eval.every} "
               f"steps on {spec.eval.episodes} episodes, the final checkpoint on {spec.eval.final_episodes} "
               f"episodes{policy}. Mean ± standard error over the seeds whose final evaluation exists; "
-              f"env steps to {target} success: the first evaluation while training at or above it.", "",
+              f"env steps to {target} success: the first evaluation while training at or above it."), "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant in spec.variants:
         found = results.get(variant.name, [])
@@ -534,7 +533,7 @@ def plot_success(results: dict[str, list[RunResult]], title: str) -> np.ndarray:
     for tick in np.linspace(0, x_max, 6):
         x, y = point(tick, 0)
         cv2.line(image, (x, y), (x, y + 6), (60, 60, 60), 1)
-        label = f"{tick / 1000:g}k" if x_max >= 1000 else f"{tick:g}"
+        label = f"{tick / 1000:g}k" if x_max >= 1000 and tick else f"{tick:g}"
         cv2.putText(image, label, (x - 15, y + 24), font, 0.5, (60, 60, 60), 1, cv2.LINE_AA)
     for x in range(left, width - right, 16):  # the target, dashed
         y = point(0, SUCCESS_TARGET)[1]
@@ -627,8 +626,8 @@ def _user_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argpars
         try:
             stray = getattr(args, "overrides", [])
             if stray:
-                raise ExperimentError([f"{args.file}: `cardreamer experiment` takes no config overrides "
-                                       f"(got {' '.join(stray)}); put them in the file's overrides list"])
+                raise ExperimentError([(f"{args.file}: `cardreamer experiment` takes no config overrides "
+                                       f"(got {' '.join(stray)}); put them in the file's overrides list")])
             return func(args)
         except ExperimentError as error:
             for line in error.lines:
