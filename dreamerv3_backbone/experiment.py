@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import difflib
+import functools
 import json
 import math
 import os
@@ -64,7 +65,8 @@ def _check_override(text: str) -> str:
         raise ValueError(f"{text!r} is not an override: write a dotted config key and a value, "
                          "e.g. model.lr=1e-4 or env.observation.enabled=[camera]")
     if key in RESERVED_KEYS:
-        raise ValueError(f"{key} is set by the experiment for each run: use the file's {RESERVED_KEYS[key]!r} key")
+        raise ValueError(f"{key} is set by the experiment for each run: "
+                         f"use the file's {RESERVED_KEYS[key]!r} key")
     return f"{key}={value}"
 
 
@@ -158,11 +160,18 @@ class LoadedExperiment:
     positions: dict[str, tuple[int, int]]  # dotted key or list item -> (line, column)
 
     def where(self, dotted: str) -> str:
-        """'file:line:col' of a dotted key (or of its nearest enclosing key)."""
-        parts = dotted.split(".")
-        while parts and ".".join(parts) not in self.positions:
-            parts.pop()
-        return f"{self.path}:{':'.join(map(str, self.positions['.'.join(parts)]))}" if parts else str(self.path)
+        return _where(self.path, self.positions, dotted)
+
+
+def _where(path: Path, positions: dict[str, tuple[int, int]], dotted: str) -> str:
+    """'file:line:col' of a dotted key (or of its nearest enclosing key)."""
+    parts = dotted.split(".")
+    while parts and ".".join(parts) not in positions:
+        parts.pop()
+    if not parts:
+        return str(path)
+    line, column = positions[".".join(parts)]
+    return f"{path}:{line}:{column}"
 
 
 # ----------------------------------------------------------------------------- loading
@@ -171,7 +180,8 @@ def _positions(node: yaml.Node, path: str = "") -> dict[str, tuple[int, int]]:
     """(line, column) of every mapping key and list item under a composed YAML node."""
     found: dict[str, tuple[int, int]] = {}
     if isinstance(node, yaml.MappingNode):
-        children = [(f"{path}.{key.value}" if path else str(key.value), key, value) for key, value in node.value]
+        children = [(f"{path}.{key.value}" if path else str(key.value), key, value)
+                    for key, value in node.value]
     elif isinstance(node, yaml.SequenceNode):
         children = [(f"{path}.{i}", item, item) for i, item in enumerate(node.value)]
     else:
@@ -197,27 +207,28 @@ def load_experiment(path: str | os.PathLike) -> LoadedExperiment:
     if not isinstance(data, dict):
         raise ExperimentError([(f"{path}: the top level must be a mapping of experiment keys, got "
                                f"{type(data).__name__}")])
-    loaded = LoadedExperiment(None, path, _positions(node))  # type: ignore[arg-type]
-    errors = _duplicate_names(loaded, data.get("variants"))
+    positions = _positions(node)
+    where = functools.partial(_where, path, positions)
+    errors = _duplicate_names(where, data.get("variants"))
     try:
         spec = Experiment.model_validate(data)
     except ValidationError as error:
-        errors = [_explain(err, loaded) for err in error.errors()] + errors
+        errors = [_explain(err, where) for err in error.errors()] + errors
     if errors:
         raise ExperimentError(errors)
-    return LoadedExperiment(spec, path, loaded.positions)
+    return LoadedExperiment(spec, path, positions)
 
 
-def _duplicate_names(loaded: LoadedExperiment, variants: Any) -> list[str]:
+def _duplicate_names(where: Callable[[str], str], variants: Any) -> list[str]:
     if not isinstance(variants, list):
         return []
     names = [v.get("name") if isinstance(v, dict) else None for v in variants]
-    return [f"{loaded.where(f'variants.{i}.name')}: variants.{i}.name: duplicate variant name {name!r} "
+    return [f"{where(f'variants.{i}.name')}: variants.{i}.name: duplicate variant name {name!r} "
             f"(also variants.{names.index(name)})"
             for i, name in enumerate(names) if name is not None and name in names[:i]]
 
 
-def _explain(err: Any, loaded: LoadedExperiment) -> str:
+def _explain(err: Any, where: Callable[[str], str]) -> str:
     loc = [str(part) for part in err["loc"]]
     dotted = ".".join(loc)
     field = _field_at(err["loc"])
@@ -233,7 +244,7 @@ def _explain(err: Any, loaded: LoadedExperiment) -> str:
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] not in ("value_error", "assertion_error"):
             message += f" (got {err['input']!r})"
-    return f"{loaded.where(dotted)}: {dotted or 'top level'}: {message}"
+    return f"{where(dotted)}: {dotted or 'top level'}: {message}"
 
 
 def _model_at(loc: tuple) -> type[BaseModel]:
@@ -268,8 +279,8 @@ def plan(loaded: LoadedExperiment, root: str | None = None) -> list[Run]:
     for seed in spec.seeds:
         for variant in spec.variants:
             logdir = base / variant.name / f"seed{seed}"
-            train = ("train", "--task", variant.task or spec.task, "--backbone", spec.backbone, "--size", spec.size,
-                     "--steps", str(spec.steps), "--logdir", str(logdir), "--seed", str(seed),
+            train = ("train", "--task", variant.task or spec.task, "--backbone", spec.backbone,
+                     "--size", spec.size, "--steps", str(spec.steps), "--logdir", str(logdir), "--seed", str(seed),
                      "--eval-every", str(spec.eval.every), "--eval-episodes", str(spec.eval.episodes),
                      *(f"--{item}" for item in [*spec.overrides, *variant.overrides]))
             evaluate = ("eval", "--logdir", str(logdir), "--episodes", str(spec.eval.final_episodes),
@@ -295,7 +306,7 @@ def check_runs(loaded: LoadedExperiment, runs: list[Run]) -> None:
     for index, variant in enumerate(loaded.spec.variants):
         try:
             _check_env(train_config(next(r for r in runs if r.variant == variant.name)))
-        except (KeyError, TypeError, ValueError) as error:  # ConfigError and ObservationConfigError are ValueErrors
+        except (KeyError, TypeError, ValueError) as error:  # ConfigError, ObservationConfigError too
             text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
             for line in text.splitlines():
                 if line.strip() and not line.startswith("invalid configuration ("):
@@ -341,7 +352,8 @@ def _child_env() -> dict[str, str]:
 
     project = str(Path(cardreamer.__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join([project, path] if path else [project])}
+    return {**os.environ, "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join([project, path] if path else [project])}
 
 
 class _Job:
@@ -384,7 +396,8 @@ def execute(runs: list[Run], parallel: int, say: Callable[[str], None] = print, 
                 state = job.run.state()
                 job.start_next()
                 active.append(job)
-                say(f"{job.run.name}: training ({'resuming' if state == 'resume' else state}), log {job.log_path}")
+                state = "resuming" if state == "resume" else state
+                say(f"{job.run.name}: training ({state}), log {job.log_path}")
             time.sleep(poll)
             for job in list(active):
                 status = job.process.poll()
@@ -498,8 +511,8 @@ def report_markdown(loaded: LoadedExperiment, results: dict[str, list[RunResult]
         if not reached:
             cells.append("not reached" if found else "n/a")
         else:
-            some = "" if len(reached) == len(found) else f" ({len(reached)}/{len(found)} seeds; not reached by the others)"
-            cells.append(_cell(reached, 1.0, 0) + some)
+            some = f" ({len(reached)}/{len(found)} seeds; not reached by the others)"
+            cells.append(_cell(reached, 1.0, 0) + ("" if len(reached) == len(found) else some))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Variants:", ""]
     for variant in spec.variants:
@@ -523,7 +536,8 @@ def plot_success(results: dict[str, list[RunResult]], title: str) -> np.ndarray:
     x_max = max(steps, default=1) or 1
 
     def point(step: float, value: float) -> tuple[int, int]:
-        return (round(left + step / x_max * (width - left - right)), round(height - bottom - value * (height - top - bottom)))
+        return (round(left + step / x_max * (width - left - right)),
+                round(height - bottom - value * (height - top - bottom)))
 
     font, grey = cv2.FONT_HERSHEY_SIMPLEX, (200, 200, 200)
     for tick in np.linspace(0, 1, 6):
@@ -560,7 +574,8 @@ def plot_success(results: dict[str, list[RunResult]], title: str) -> np.ndarray:
             cv2.circle(image, p, 4, color, -1, cv2.LINE_AA)
         y = top + 10 + 26 * index
         cv2.line(image, (width - right + 20, y), (width - right + 50, y), color, 3, cv2.LINE_AA)
-        cv2.putText(image, f"{name} ({len(runs)} seed{'s' * (len(runs) != 1)})", (width - right + 58, y + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        label = f"{name} ({len(runs)} seed{'s' * (len(runs) != 1)})"
+        cv2.putText(image, label, (width - right + 58, y + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return image
 
 
