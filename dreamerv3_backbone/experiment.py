@@ -270,11 +270,17 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def experiment_root(loaded: LoadedExperiment, root: str | None = None) -> Path:
+    """The folder of the run directories: ``root`` (--root), else the file's root, else runs/<name>."""
+    spec = loaded.spec
+    return Path(root or spec.root or os.path.join("runs", spec.name)).expanduser().absolute()
+
+
 def plan(loaded: LoadedExperiment, root: str | None = None) -> list[Run]:
     """The runs of an experiment, seed by seed (every variant of seed 0 first) so that a partly
     finished experiment already compares all variants."""
     spec = loaded.spec
-    base = Path(root or spec.root or os.path.join("runs", spec.name)).expanduser().absolute()
+    base = experiment_root(loaded, root)
     runs = []
     for seed in spec.seeds:
         for variant in spec.variants:
@@ -465,7 +471,14 @@ def collect(runs: list[Run]) -> dict[str, list[RunResult]]:
     for run in sorted(runs, key=lambda r: r.seed):
         results.setdefault(run.variant, [])
         if run.final_json.is_file():
-            final = json.loads(run.final_json.read_text())
+            try:
+                final = json.loads(run.final_json.read_text())
+                problem = "" if isinstance(final, dict) else f"a JSON {type(final).__name__}, not an object"
+            except json.JSONDecodeError as error:
+                problem = f"invalid JSON: {error}"
+            if problem:
+                raise ExperimentError([(f"{run.final_json}: not a summary of `cardreamer eval --json` ({problem}); "
+                                       "delete it to evaluate the run again")])
             results[run.variant].append(RunResult(run, final, success_curve(run.logdir / "scores.jsonl")))
     return results
 
@@ -612,13 +625,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     loaded = load_experiment(args.file)
+    root = experiment_root(loaded, args.root)
     runs = plan(loaded, args.root)
     results = collect(runs)
     if not any(results.values()):
-        print(f"cardreamer experiment: nothing to report: no run under {runs[0].logdir.parents[1]} has its final "
-              f"evaluation yet; run `cardreamer experiment run {args.file}` first", file=sys.stderr)
+        print(f"cardreamer experiment: nothing to report: no run under {root} has its final evaluation yet; "
+              f"run `cardreamer experiment run {args.file}` first", file=sys.stderr)
         return 1
-    root = runs[0].logdir.parents[1]
     plot_path, report_path = root / "success_curve.png", root / "report.md"
     ok, png = cv2.imencode(".png", plot_success(results, f"{loaded.spec.name}: eval success vs env steps"))
     if not ok:

@@ -162,11 +162,19 @@ def test_report_means_standard_errors_steps_to_target_and_plot(tmp_path, capsys)
         assert np.all(plot_area == color, axis=-1).sum() > 200
 
 
-def test_report_without_finished_runs_says_so(tmp_path, capsys):
+def test_report_without_finished_runs_or_with_a_damaged_one_says_so(tmp_path, capsys):
     path = _write(tmp_path, "tiny.yaml", TINY)
     assert main(["experiment", "report", str(path), "--root", str(tmp_path / "none")]) == 1
     assert "nothing to report" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+    run = plan(load_experiment(path), str(tmp_path / "runs"))[0]
+    _fake_run(run, None, [(100, 0.5)])
+    run.final_json.write_text("[]")
+    assert main(["experiment", "report", str(path), "--root", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err == (f"cardreamer experiment: error: {run.final_json}: not a summary of "
+                                       "`cardreamer eval --json` (a JSON list, not an object); delete it to "
+                                       "evaluate the run again\n")
+    assert not (tmp_path / "runs" / "report.md").exists()
 
 
 BAD = {
