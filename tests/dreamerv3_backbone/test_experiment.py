@@ -243,7 +243,6 @@ def test_shipped_experiments_validate_and_dry_run_every_variant_and_seed(tmp_pat
         assert not (tmp_path / path.stem).exists()
 
 
-@pytest.mark.slow
 def test_shipped_variants_build_their_env_and_step(tmp_path):
     """Each shipped variant's env as its train run would build it: reset and one step."""
     for path in SHIPPED:
@@ -261,3 +260,11 @@ def test_shipped_variants_build_their_env_and_step(tmp_path):
             assert set(names) <= set(obs), (run.name, sorted(obs))
             assert all(np.asarray(obs[name]).any() for name in names), run.name  # something drawn
     assert os.listdir(tmp_path) == []
+
+
+def test_the_documented_example_file_is_valid(tmp_path, capsys):
+    doc = (REPO / "docs" / "experiments.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = _write(tmp_path, "example.yaml", example)
+    assert main(["experiment", "run", str(path), "--dry-run", "--root", str(tmp_path / "runs")]) == 0
+    assert capsys.readouterr().out.count(" -m cardreamer.cli train ") == 4
