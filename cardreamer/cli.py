@@ -21,6 +21,7 @@ USER_ERRORS = (ConfigError, MapError, WorldError, FileNotFoundError)
 
 SUBCOMMAND_MODULES = (
     "dreamerv3_backbone.cli",
+    "dreamerv3_backbone.experiment",
     "visualization.cli",
     "task_dev_suite.map_cli",
     "task_dev_suite.cli",
