@@ -67,11 +67,12 @@ def resolve_map_path(name: str, map_dir: str | os.PathLike | None = None) -> Pat
         path = Path(directory).expanduser() / f"{name}.xodr"
         if path.is_file():
             return path
-    where = ", ".join(str(d) for d in search) or f"no map_dir set (env.world.map_dir or ${CARLA_MAP_DIR_ENV})"
+    where = (f"not in {', '.join(str(d) for d in search)}" if search
+             else f"and no town folder is set (env.world.map_dir or ${CARLA_MAP_DIR_ENV})")
     raise MapError(
         f"map {name!r} not found: not a built-in map ({', '.join(builtin_map_names())}), "
-        f"not a .xodr path, and not in {where}. CARLA towns ship as "
-        f"CarlaUE4/Content/Carla/Maps/OpenDrive/<Town>.xodr; point env.world.map_dir at that folder."
+        f"not a .xodr path, {where}; for a CARLA town point env.world.map_dir at CARLA's "
+        f"CarlaUE4/Content/Carla/Maps/OpenDrive folder"
     )
 
 

@@ -34,5 +34,5 @@ def test_missing_town_names_what_is_missing(tmp_path, monkeypatch):
         make_env("carla_town04_four_lane", [f"--env.world.map_dir={tmp_path}"])
     message = str(err.value)
     assert "'Town04'" in message and str(tmp_path) in message and "map_dir" in message
-    with pytest.raises(MapError, match="no map_dir set"):
+    with pytest.raises(MapError, match="no town folder is set"):
         make_env("carla_town04_four_lane")
