@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 
@@ -88,6 +89,7 @@ def test_live_preview_rerenders_when_the_file_changes(tmp_path):
 
 
 @pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs Debian chromium at /usr/bin/chromium")
 def test_live_preview_in_chromium(tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     spec = tmp_path / "scene.yaml"
