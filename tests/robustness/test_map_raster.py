@@ -7,8 +7,6 @@ The map is a file the test writes: a straight 100 m road, one lane each way, who
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -16,7 +14,7 @@ from cardreamer.roadmap import RoadMap, plan_route
 from cardreamer.roadmap.preflight import CACHE_DIR_ENV
 from cardreamer.roadmap.raster import RoadRaster
 from cardreamer.world.api import Behavior, Pose
-from cardreamer.world.embedded.lane_raster import LaneRaster
+from cardreamer.world.embedded.lane_raster import RESOLUTION, LaneRaster
 from cardreamer.world.embedded.world import EmbeddedWorld
 
 ROAD_LENGTH = 100.0
@@ -100,3 +98,14 @@ def test_traffic_drives_through_the_stub_on_the_road(stub_map):
         xs.append(x)
     assert max(xs) > 60.0, "the car drove past the stub"
     world.close()
+
+
+def test_town04_lanes_are_on_the_road_one_cell_in_from_their_edges(town04):
+    """Off-road agrees with lane geometry up to one raster cell, on a real town's 463 lanes."""
+    raster = LaneRaster(town04)
+    rng = np.random.default_rng(0)
+    for lane in town04.lanes:
+        s = rng.uniform(0.0, lane.length, 100)
+        points = lane.position(s, rng.uniform(-1.0, 1.0, 100) * (lane.width_at(s) / 2 - RESOLUTION))
+        off = raster.lanes_at(points) < 0
+        assert not off.any(), f"lane {lane.key}: points {points[off]} inside it are off road"
