@@ -450,9 +450,10 @@ def _check_landmarks(cmap, info: XodrInfo):
     kinds = {}
     for typ in found.values():
         kinds[typ] = kinds.get(typ, 0) + 1
-    summary = (
-        f"{len(info.signals)} signals declared, {len(found)} landmarks found {dict(sorted(kinds.items()))}"
-    )
+    declared = f"{len(info.signals)} signal id{'' if len(info.signals) == 1 else 's'} declared"
+    if info.signal_declarations != len(info.signals):
+        declared += f" ({info.signal_declarations} declarations)"
+    summary = f"{declared}, {len(found)} landmarks found {dict(sorted(kinds.items()))}"
     return not (missing or wrong or info.signal_problems), summary, info.signal_problems + missing + wrong
 
 

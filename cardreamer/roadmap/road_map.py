@@ -25,6 +25,9 @@ CARLA_MAP_DIR_ENV = "CARDREAMER_CARLA_MAPS"
 TRAFFIC_LIGHT_TYPE = "1000001"
 STOP_SIGN_TYPE = "206"
 SAMPLE_SPACING = 1.0
+STUB_LENGTH = 0.5
+"""Metres: a non-driving section of a lane shorter than this, between driving ones, counts as driving."""
+STUB_STEP = 0.05
 
 
 @dataclass(frozen=True)
@@ -129,13 +132,21 @@ class RoadMap:
         return (wp.road_id, wp.section_id, wp.lane_id)
 
     def _build_lanes(self, stage: Callable[[str], None]) -> None:
+        topology = [(a, b) for a, b in self.carla_map.get_topology() if a.lane_type == carla.LaneType.Driving]
         starts: dict[LaneKey, carla.Waypoint] = {}
-        edges: list[tuple[LaneKey, LaneKey]] = []
-        for a, b in self.carla_map.get_topology():
+        for a, b in topology:
             starts.setdefault(self._key(a), a)
-            starts.setdefault(self._key(b), b)
-            if self._key(a) != self._key(b):  # offline carla lists an unlinked lane as an edge to itself
-                edges.append((self._key(a), self._key(b)))
+            if b.lane_type == carla.LaneType.Driving:
+                starts.setdefault(self._key(b), b)
+        edges: list[tuple[LaneKey, LaneKey]] = []
+        for a, b in topology:
+            for c in [b] if b.lane_type == carla.LaneType.Driving else self._across_stub(b):
+                starts.setdefault(self._key(c), c)
+                if self._key(a) != self._key(c):  # offline carla lists an unlinked lane as an edge to itself
+                    edges.append((self._key(a), self._key(c)))
+        ends = {}
+        for a, c in edges:
+            ends.setdefault(a, starts[c])
         stage("generating waypoints")
         self._add_unlinked_lane_starts(starts)
         road = None
@@ -143,7 +154,7 @@ class RoadMap:
             if key[0] != road:
                 road = key[0]
                 stage(f"reading lanes of road {road}")
-            self._add_lane(key, starts[key])
+            self._add_lane(key, starts[key], ends.get(key))
         for a, b in edges:
             ia, ib = self._index[a], self._index[b]
             if ib not in self.lanes[ia].successors:
@@ -153,6 +164,20 @@ class RoadMap:
         for lane in self.lanes:
             lane.left = self._neighbour(lane, "left")
             lane.right = self._neighbour(lane, "right")
+
+    def _across_stub(self, wp: carla.Waypoint) -> list[carla.Waypoint]:
+        """The driving lanes' first waypoints past a non-driving lane stretch that starts at ``wp``,
+        if it is shorter than STUB_LENGTH (a RoadRunner artefact: a driving lane that is type
+        "none" for a few centimetres); none if it is longer or leads nowhere."""
+        frontier, found, travelled = [wp], {}, 0.0
+        while frontier and travelled < STUB_LENGTH:
+            ahead = [n for w in frontier for n in w.next(STUB_STEP)]
+            travelled += STUB_STEP
+            for n in ahead:
+                if n.lane_type == carla.LaneType.Driving:
+                    found.setdefault(self._key(n), n)
+            frontier = [n for n in ahead if n.lane_type != carla.LaneType.Driving]
+        return list(found.values())
 
     def _add_unlinked_lane_starts(self, starts: dict[LaneKey, carla.Waypoint]) -> None:
         """Offline ``get_topology`` omits some lanes of roads linked to nothing (e.g. a lone road);
@@ -168,8 +193,13 @@ class RoadMap:
                 first[key] = wp
         starts.update(first)
 
-    def _add_lane(self, key: LaneKey, start: carla.Waypoint) -> None:
+    def _add_lane(self, key: LaneKey, start: carla.Waypoint, end: carla.Waypoint | None) -> None:
+        """Sample lane ``key`` from ``start``; its polyline runs on to ``end``, its successor's first
+        waypoint, when that lies at most a sample spacing (plus a stub) beyond its last sample."""
         wps = self._lane_waypoints(key, start)
+        if end is not None and 1e-3 < wps[-1].transform.location.distance(end.transform.location) \
+                <= SAMPLE_SPACING + STUB_LENGTH:
+            wps.append(end)
         if len(wps) < 2:  # a lane shorter than the spacing: close it with its successor's start
             wps = [start] + start.next(max(start.lane_width * 0.1, 0.2))[:1]
         points = np.array([[w.transform.location.x, w.transform.location.y] for w in wps])

@@ -26,8 +26,9 @@ class XodrInfo:
 
     open_ends: set[tuple[int, str]]  # (road id, "start"/"end") with no link
     section_counts: dict[int, int]
-    signals: dict[str, str]  # signal id -> type
-    signal_problems: list[str]  # duplicate ids, positions off their road
+    signals: dict[str, str]  # signal id -> type (of its last declaration)
+    signal_declarations: int  # <signal> elements, counting each repeat of a duplicated id
+    signal_problems: list[str]  # duplicate ids (once each), positions off their road, missing types
 
 
 def read_xodr(path: str | Path) -> tuple[str, XodrInfo]:
@@ -57,6 +58,7 @@ def read_xodr(path: str | Path) -> tuple[str, XodrInfo]:
     if problem:
         raise MapFileError(f"{path}: {problem}")
     open_ends, sections, signals, problems = set(), {}, {}, []
+    declared_on: dict[str, list[int]] = {}  # signal id -> road of each declaration
     for road in roads:
         road_id = int(road.get("id"))
         link = road.find("link")
@@ -67,13 +69,13 @@ def read_xodr(path: str | Path) -> tuple[str, XodrInfo]:
         length = float(road.get("length", "nan"))
         for sig in road.iterfind("signals/signal"):
             sid, s = sig.get("id", ""), float(sig.get("s", "nan"))
-            if sid in signals:
-                problems.append(f"signal id {sid} is declared twice")
+            declared_on.setdefault(sid, []).append(road_id)
             if not 0.0 <= s <= length:
                 problems.append(f"signal {sid} at s={s:g} lies off road {road_id} (length {length:g})")
             if not sig.get("type"):
                 problems.append(f"signal {sid} has no type")
             signals[sid] = sig.get("type", "")
+    problems[:0] = [_duplicate_message(sid, on) for sid, on in declared_on.items() if len(on) > 1]
     for controller in root.iterfind("controller"):
         missing = [
             c.get("signalId") for c in controller.iterfind("control") if c.get("signalId") not in signals
@@ -84,8 +86,16 @@ def read_xodr(path: str | Path) -> tuple[str, XodrInfo]:
                 "(CARLA's reader would crash)"
             )
     return text, XodrInfo(
-        open_ends=open_ends, section_counts=sections, signals=signals, signal_problems=problems
+        open_ends=open_ends, section_counts=sections, signals=signals,
+        signal_declarations=sum(map(len, declared_on.values())), signal_problems=problems,
     )
+
+
+def _duplicate_message(sid: str, roads: list[int]) -> str:
+    """'signal id 0 is declared 8 times (roads 3, 7, 12)': one line per duplicated id."""
+    distinct = list(dict.fromkeys(roads))
+    where = f"road {distinct[0]}" if len(distinct) == 1 else f"roads {', '.join(map(str, distinct))}"
+    return f"signal id {sid} is declared {len(roads)} times ({where})"
 
 
 def _lane_ids(section: ET.Element) -> set[int]:

@@ -75,7 +75,7 @@ def test_junction_id_equal_to_road_id_breaks_connectivity(tmp_path):
     [
         (
             lambda t: t.replace('id="2" name="StopSign_2"', 'id="1" name="StopSign_2"'),
-            "signal id 1 is declared twice",
+            "signal id 1 is declared 2 times (roads 1, 2)",
         ),
         (lambda t: re.sub(r'(<signal s=")[^"]+', r"\g<1>500", t, count=1), "at s=500 lies off road"),
         (lambda t: t.replace(' type="206"', "", 1), "signal 1 has no type"),

@@ -12,6 +12,7 @@ import numpy as np
 from cardreamer.roadmap import RoadMap
 
 RESOLUTION = 0.5  # m per cell
+SHIFT = 3         # fixed-point bits of the sub-cell polygon coordinates
 
 
 class LaneRaster:
@@ -27,8 +28,9 @@ class LaneRaster:
             left = lane.position(lane.s, -half)
             right = lane.position(lane.s, half)
             polygon = np.concatenate([left, right[::-1]])
-            pixels = np.round((polygon - self.origin) / resolution).astype(np.int32)
-            cv2.fillPoly(self.grid, [pixels], int(lane.index))
+            # cell (i, j) covers [i, i + 1) * resolution and is centred on pixel coordinate i + 0.5
+            pixels = np.round(((polygon - self.origin) / resolution - 0.5) * (1 << SHIFT)).astype(np.int32)
+            cv2.fillPoly(self.grid, [pixels], int(lane.index), shift=SHIFT)
         self.junction = np.array([lane.is_junction for lane in road_map.lanes], dtype=bool)
 
     def lanes_at(self, xy: np.ndarray) -> np.ndarray:
