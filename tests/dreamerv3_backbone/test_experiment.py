@@ -85,7 +85,8 @@ def test_run_trains_skips_survives_a_crash_and_reports(tmp_path, monkeypatch, ca
 
     assert main(["experiment", "run", str(path), "--root", str(root), "--parallel", "2"]) == 1
     out = capsys.readouterr().out
-    assert "wpt/seed1: FAILED: train exited with status 1" in out and str(broken.logdir / "train.log") in out
+    assert "wpt/seed1: FAILED: train exited with status 2" in out and str(broken.logdir / "train.log") in out
+    assert "no readable checkpoint" in out  # the failed run's own one-line reason
     assert "3 trained and evaluated, 1 failed (wpt/seed1)" in out
     good = [run for run in runs.values() if run is not broken]
     for run in good:
