@@ -184,7 +184,7 @@ BAD = {
     "missing base task": (TINY.replace("task: right_turn_simple\n", ""), "tiny.yaml: task: required key missing"),
     "duplicate variant names": (TINY.replace("name: wpt", "name: turn"),
                                 "tiny.yaml:12:5: variants.1.name: duplicate variant name 'turn'"),
-    "unknown task": (TINY.replace("task: wpt", "task: wtp"), "variant 'wpt': unknown task 'wtp'; did you mean 'wpt'"),
+    "unknown task": (TINY.replace("task: wpt", "task: wtp"), "variant 'wpt': unknown task 'wtp' (did you mean 'wpt'?)"),
     "unknown config key": (TINY.replace("time_limit=40", "time_limt=40"), "variants 'turn', 'wpt': "),
     "unknown observation": ("    overrides:\n      - env.observation.enabled=[camra]\n",
                             "tiny.yaml:12:5: variant 'wpt': "),
