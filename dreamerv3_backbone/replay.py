@@ -65,7 +65,7 @@ class Replay:
             self.chunks[chunk_key] = {**{k: np.empty((self.chunk_size, *np.shape(v)), np.asarray(v).dtype)
                                          for k, v in step.items()}, **self._fresh_latents()}
         chunk = self.chunks[chunk_key]
-        if set(chunk) != set(step) | set(self.latents):
+        if set(chunk) != set(step) | set(self.latents) or set(step) & set(self.latents):
             stored = sorted(set(chunk) - set(self.latents))
             raise KeyError(f"replay step keys {sorted(step)} differ from the stored keys {stored}")
         for key, value in step.items():
