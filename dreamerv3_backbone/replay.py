@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import collections
 import glob
-from collections.abc import Iterator, Mapping
 import os
 import tempfile
 import uuid
+from collections.abc import Iterator, Mapping
 
 import numpy as np
-
 
 LATENT_SUFFIX = ".latent.npz"
 Position = tuple[str, int]  # (stream, index of a sequence's first step)
