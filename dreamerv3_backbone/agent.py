@@ -465,8 +465,11 @@ class DreamerV3:
         missing = [k for k in keys if k not in batch]
         if missing:
             raise KeyError(f"batch lacks keys {missing}; it has {sorted(batch)}")
-        if latents and self.replay_context:
-            keys += [k for k in LATENT_KEYS if k in batch]
+        stored = [k for k in LATENT_KEYS if k in batch]
+        if latents and self.replay_context and stored:
+            if len(stored) < len(LATENT_KEYS):
+                raise KeyError(f"batch holds {stored} but not all of the stored latents {list(LATENT_KEYS)}")
+            keys += stored
         return {k: batch[k] for k in keys}
 
     def train(self, batch: dict, state: Any = None) -> tuple[Any, dict]:

@@ -158,6 +158,8 @@ class Replay:
         unknown = sorted(set(values) - set(self.latents))
         if unknown:
             raise KeyError(f"replay update: {unknown} are not latent keys of this replay ({sorted(self.latents)})")
+        if not values:
+            return
         for row, (stream, start) in enumerate(positions):
             steps = len(next(iter(values.values()))[row])
             for key, lo, hi, at in self._segments(stream, start + offset, start + offset + steps):
