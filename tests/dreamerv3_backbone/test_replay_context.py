@@ -122,6 +122,9 @@ def test_the_loop_writes_the_trained_latents_back_at_the_sampled_steps_and_a_res
                     np.testing.assert_array_equal(deter, old["latent/deter"][i])
                     assert (stoch == NO_CLASS).all() and (deter == 0).all()
         assert written == len(trained) >= t and moved > written / 2
+        partial = {k: v for k, v in trainer.replay.sample(b).items() if k != "latent/stoch"}
+        with pytest.raises(KeyError, match="not all of the stored latents"):
+            trainer.agent.train(partial, None)
         trainer.save()
         resumed = Trainer(config, str(tmp_path), DotEnv, envs, NullPublisher())
         assert sorted(resumed.replay.chunks) == sorted(trainer.replay.chunks)
