@@ -54,6 +54,9 @@ class Replay:
 
     def add(self, step: dict[str, np.ndarray], env: int = 0) -> None:
         """Append one step (a dict of arrays without batch axis) to the stream of ``env``."""
+        if set(step) & set(self.latents):
+            raise KeyError(f"replay step keys {sorted(set(step) & set(self.latents))} are latent keys, "
+                           f"which only Replay.update writes")
         stream = self.env_stream.get(env)
         if stream is None:
             stream = self.env_stream[env] = uuid.uuid4().hex
@@ -64,7 +67,7 @@ class Replay:
             self.chunks[chunk_key] = {**{k: np.empty((self.chunk_size, *np.shape(v)), np.asarray(v).dtype)
                                          for k, v in step.items()}, **self._fresh_latents()}
         chunk = self.chunks[chunk_key]
-        if set(chunk) != set(step) | set(self.latents) or set(step) & set(self.latents):
+        if set(chunk) != set(step) | set(self.latents):
             stored = sorted(set(chunk) - set(self.latents))
             raise KeyError(f"replay step keys {sorted(step)} differ from the stored keys {stored}")
         for key, value in step.items():
