@@ -3,6 +3,13 @@
 Replayed batches are dicts of (B, T, ...) numpy arrays holding the observation keys plus
 ``action`` (in the env's format), ``reward``, ``is_first``, ``is_last`` and ``is_terminal``.
 The action stored at step t is the one taken after observing step t.
+
+Replay context (``model.replay_context`` = K, as the reference's): the replay keeps each step's
+posterior latent (``latent/deter`` float16, ``latent/stoch`` uint8 class indices; fresh steps hold
+the fill values, which decode to the zero initial state) and samples K steps more than are trained.
+The train step starts the trained window (steps K..) from the stored latent of step K-1 and the
+action taken there, and returns the window's new posterior latents for the replay to keep. A
+trained step that starts an episode resets to the initial state as in acting.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from .optim import make_optimizer
 from .rssm import RSSM
 
 CHECKPOINT_FORMAT = "cardreamer-dreamerv3-2"
+LATENT_KEYS = ("latent/deter", "latent/stoch")
+NO_CLASS = 255  # stored stoch index of 'no latent yet': decodes to an all-zero (initial) stoch
 
 
 def _leaf_name(path: tuple) -> str:
@@ -107,6 +116,11 @@ class Model:
             raise ValueError(f"model.eval_policy must be 'sample' or 'greedy', got {cfg.eval_policy!r}")
         if cfg.twohot_space not in ("raw", "symlog"):
             raise ValueError(f"model.twohot_space must be 'raw' or 'symlog', got {cfg.twohot_space!r}")
+        if cfg.replay_context < 0:
+            raise ValueError(f"model.replay_context must be 0 (no context) or more steps, got {cfg.replay_context}")
+        if cfg.replay_context and cfg.classes > NO_CLASS:
+            raise ValueError(f"model.classes={cfg.classes}: replay context stores class indices as uint8, "
+                             f"which needs classes <= {NO_CLASS} (or model.replay_context=0)")
         self.cfg, self.obs_space, self.act_space = cfg, obs_space, act_space
         self._key = (repr(sorted(cfg.to_dict().items())), repr(obs_space), repr(act_space))
         nets = nnx.eval_shape(lambda: self.build(seed))
@@ -199,6 +213,44 @@ class Model:
         action = sg(self._act_sample(nets, nets.rssm.feat(state), k_act, greedy))
         return self._to_env_action(action), {"state": state, "prev_action": action}
 
+    # ------------------------------------------------------------------ replay context
+
+    def replay_latents(self) -> dict[str, np.ndarray]:
+        """Per-step fill values of the latents the replay keeps (none without replay context)."""
+        if not self.cfg.replay_context:
+            return {}
+        return {"latent/deter": np.zeros(self.cfg.deter, np.float16),
+                "latent/stoch": np.full(self.cfg.stoch, NO_CLASS, np.uint8)}
+
+    def zero_start(self, batch: int) -> dict:
+        """The start of a sequence without context: the initial state and no previous action."""
+        return {"deter": jnp.zeros((batch, self.cfg.deter), jnp.float32),
+                "stoch": jnp.zeros((batch, self.cfg.stoch, self.cfg.classes), jnp.float32),
+                "prev_action": jnp.zeros((batch, self.action_size), jnp.float32)}
+
+    def has_context(self, batch: dict) -> bool:
+        """Whether ``batch`` is trained with replay context (configured, and latents stored)."""
+        return bool(self.cfg.replay_context) and "latent/deter" in batch
+
+    def split_context(self, batch: dict) -> tuple[dict, dict]:
+        """(trained window, start) of a replayed batch. With replay context and stored latents, the
+        window drops the K context steps and starts from the latent and action of step K-1; a batch
+        without latents (or ``replay_context=0``) is trained whole from ``zero_start``."""
+        k = self.cfg.replay_context
+        b = batch["is_first"].shape[0]
+        if not self.has_context(batch):
+            return {n: v for n, v in batch.items() if n not in LATENT_KEYS}, self.zero_start(b)
+        start = {"deter": jnp.asarray(batch["latent/deter"][:, k - 1], jnp.float32),
+                 "stoch": jax.nn.one_hot(batch["latent/stoch"][:, k - 1], self.cfg.classes, dtype=jnp.float32),
+                 "prev_action": self._to_model_action(jnp.asarray(batch["action"][:, k - 1]))}
+        return {n: v[:, k:] for n, v in batch.items() if n not in LATENT_KEYS}, start
+
+    @staticmethod
+    def encode_latents(states: dict) -> dict:
+        """Posterior states (B, T, ...) as the replay stores them."""
+        return {"latent/deter": states["deter"].astype(jnp.float16),
+                "latent/stoch": jnp.argmax(states["stoch"], -1).astype(jnp.uint8)}
+
     # ------------------------------------------------------------------ training
 
     def _twohot_loss(self, logits: jax.Array, target: jax.Array) -> jax.Array:
@@ -207,12 +259,16 @@ class Model:
     def _twohot_mean(self, logits: jax.Array) -> jax.Array:
         return dists.twohot_mean(logits, self.bins, self.squash)
 
-    def _world_model_loss(self, nets: Networks, batch: dict, key: jax.Array):
+    def _world_model_loss(self, nets: Networks, batch: dict, key: jax.Array, start: dict | None = None):
+        """Losses of the world model on ``batch`` observed from ``start`` (see ``split_context``;
+        default ``zero_start``)."""
+        if start is None:
+            start = self.zero_start(batch["is_first"].shape[0])
         action = self._to_model_action(batch["action"])
-        prev_action = jnp.concatenate([jnp.zeros_like(action[:, :1]), action[:, :-1]], 1)
+        prev_action = jnp.concatenate([start["prev_action"][:, None], action[:, :-1]], 1)
         tokens = nets.encoder(batch)
-        b = tokens.shape[0]
-        states, post = nets.rssm.observe(nets.rssm.initial(b), tokens, prev_action, batch["is_first"], key)
+        carry = {"deter": start["deter"], "stoch": start["stoch"]}
+        states, post = nets.rssm.observe(carry, tokens, prev_action, batch["is_first"], key)
         prior = nets.rssm.prior(states["deter"])
         dyn, rep = nets.rssm.kl_losses(post, prior)
         feat = nets.rssm.feat(states)
@@ -239,12 +295,12 @@ class Model:
         }
         return losses, metrics, states, feat
 
-    def _loss(self, params, slow_critic, retnorm, batch, key):
+    def _loss(self, params, slow_critic, retnorm, batch, key, start=None):
         cfg = self.cfg
         nets = nnx.merge(self.graphdef, params)
         slow = nnx.merge(self.critic_graphdef, slow_critic)
         k_wm, k_img = jax.random.split(key)
-        losses, metrics, states, feat = self._world_model_loss(nets, batch, k_wm)
+        losses, metrics, states, feat = self._world_model_loss(nets, batch, k_wm, start)
         b, t = feat.shape[:2]
         k = min(cfg.imag_last, t) if cfg.imag_last else t  # imagine from the last k replayed states
         disc = 1.0 - 1.0 / cfg.horizon
@@ -290,13 +346,15 @@ class Model:
             "actor_entropy": ent.mean(), "imag_reward": rew.mean(), "imag_cont": con.mean(),
             "value_mean": self._twohot_mean(critic_logits).mean(),
         })
-        return total, (metrics, retnorm)
+        return total, (metrics, retnorm, sg(states))
 
-    def _train_step(self, state, batch):
+    def _train_step(self, state, batch, start=None):
+        """One update on ``batch`` observed from ``start`` (default ``zero_start``); returns the new
+        state, the metrics and the batch's posterior states (B, T, ...)."""
         key, k_loss = jax.random.split(state["key"])
         grad_fn = jax.value_and_grad(self._loss, has_aux=True)
-        (total, (metrics, retnorm)), grads = grad_fn(state["params"], state["slow_critic"], state["retnorm"],
-                                                     batch, k_loss)
+        (total, (metrics, retnorm, states)), grads = grad_fn(
+            state["params"], state["slow_critic"], state["retnorm"], batch, k_loss, start)
         updates, opt = self.optimizer.update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         rate = self.cfg.slow_rate
@@ -305,7 +363,7 @@ class Model:
                         "param_norm": optax.global_norm(params)})
         new_state = {"params": params, "slow_critic": slow, "opt": opt, "retnorm": retnorm, "key": key,
                      "updates": state["updates"] + 1}
-        return new_state, metrics
+        return new_state, metrics, {"deter": states["deter"], "stoch": states["stoch"]}
 
     # ------------------------------------------------------------------ open-loop report
 
@@ -342,7 +400,9 @@ def _initial_params(model: Model, seed):
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
 def _train(model: Model, state, batch):
-    return model._train_step(state, batch)
+    window, start = model.split_context(batch)
+    new_state, metrics, states = model._train_step(state, window, start)
+    return new_state, metrics, model.encode_latents(states) if model.has_context(batch) else None
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
@@ -370,6 +430,16 @@ class DreamerV3:
         return {"state": state, "prev_action": np.zeros((batch, self.model.action_size), np.float32)}
 
     @property
+    def replay_context(self) -> int:
+        """Steps sampled before each trained window, whose stored latent starts it (0: none)."""
+        return int(self.model.cfg.replay_context)
+
+    @property
+    def replay_latents(self) -> dict[str, np.ndarray]:
+        """Per-step fill values of the latents a replay keeps for this agent."""
+        return self.model.replay_latents()
+
+    @property
     def eval_policy(self) -> str:
         """How 'eval' mode acts: 'sample' or 'greedy' (``model.eval_policy``)."""
         return self.model.cfg.eval_policy
@@ -390,18 +460,26 @@ class DreamerV3:
         action, state = _policy(self.model, self.state["params"], state, inputs, key, greedy)
         return np.asarray(action), state
 
-    def _prepare(self, batch: dict) -> dict:
+    def _prepare(self, batch: dict, latents: bool = False) -> dict:
         keys = self.model.obs_keys + ["action", "reward", "is_first", "is_last", "is_terminal"]
         missing = [k for k in keys if k not in batch]
         if missing:
             raise KeyError(f"batch lacks keys {missing}; it has {sorted(batch)}")
+        stored = [k for k in LATENT_KEYS if k in batch]
+        if latents and self.replay_context and stored:
+            if len(stored) < len(LATENT_KEYS):
+                raise KeyError(f"batch holds {stored} but not all of the stored latents {list(LATENT_KEYS)}")
+            keys += stored
         return {k: batch[k] for k in keys}
 
     def train(self, batch: dict, state: Any = None) -> tuple[Any, dict]:
-        """One update on a (B, T) batch; returns (state, metrics). ``state`` is unused (the reference
-        carries replay context through it)."""
-        self.state, metrics = _train(self.model, self.state, self._prepare(batch))
-        return state, {k: float(v) for k, v in jax.device_get(metrics).items()}
+        """One update on a (B, T) batch; returns (outputs, metrics). With replay context K and a batch
+        holding the stored latents (from a replay built with ``replay_latents``, sequences of K + T
+        steps), outputs is ``{"replay": latents}``: the new latents (B, T) of the trained steps, for
+        ``Replay.update(positions, latents, offset=K)``; otherwise outputs is ``state``, unused."""
+        self.state, metrics, latents = _train(self.model, self.state, self._prepare(batch, latents=True))
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        return ({"replay": jax.device_get(latents)} if latents is not None else state), metrics
 
     def report(self, batch: dict, max_rows: int = 4) -> dict:
         """Open-loop predictions: observe ``report_context`` steps, then imagine the rest with the

@@ -80,6 +80,9 @@ DEFAULTS: dict[str, Any] = {
         "horizon": 333,  # discount 1 - 1/horizon
         "imag_horizon": 15,
         "imag_last": 0,  # imagine from the last n states of each replayed sequence; 0: from all
+        # Replayed sequences start from the stored posterior latent of the step before them, as the
+        # reference's replay_context: 1; 0 starts them from the zero state (ours before).
+        "replay_context": 1,
         "lam": 0.95,
         "actent": 3e-4,
         "slow_rate": 0.02,
@@ -149,7 +152,7 @@ SIZES["cpu"] = {
         "lr": 2e-4, "actent": 3e-3,
     },
     "env": {"image_size": [48, 48]},
-    "replay": {"capacity": 500_000},  # about 3.5 GB of 48x48 RGB steps
+    "replay": {"capacity": 500_000},  # about 3.5 GB of 48x48 RGB steps and 0.5 GB of their latents
 }
 
 

@@ -156,8 +156,12 @@ class Trainer:
         self.config, self.logdir, self.env_fn, self.envs = config, logdir, env_fn, envs
         self.run_cfg, self.model_cfg = config.run, config.model
         self.agent = make_backbone(config.backbone, envs.single_observation_space, envs.single_action_space, config)
-        self.replay = Replay(self.model_cfg.batch_length, config.replay.capacity, config.replay.chunk_size,
-                             config.replay.online, config.seed)
+        # Replay context: sequences carry that many steps before the trained ones, and the replay
+        # keeps the latents the agent returns (a backbone without these attributes has none).
+        self.context = int(getattr(self.agent, "replay_context", 0))
+        self.replay = Replay(self.model_cfg.batch_length + self.context, config.replay.capacity,
+                             config.replay.chunk_size, config.replay.online, config.seed,
+                             latents=getattr(self.agent, "replay_latents", {}) if self.context else {})
         self.counters = {"env_steps": 0, "updates": 0, "episodes": 0, "next_eval": self.run_cfg.eval_every}
         loaded = checkpoint.load_latest(logdir, self.agent.load)
         if loaded:
@@ -197,11 +201,18 @@ class Trainer:
     def _pretrain(self) -> None:
         """Offline updates on the replay filled from a dataset (world model and behaviour)."""
         for _ in tqdm(range(self.pretrain_updates), desc="pretrain", unit="update", disable=not self.run_cfg.progress):
-            _, metrics = self.agent.train(self.replay.sample(self.model_cfg.batch_size, online=False), None)
-            for key, value in metrics.items():
-                self.train_metrics[key].append(value)
-            self.counters["updates"] += 1
+            self._update(online=False)
         self.pretrain_updates = 0
+
+    def _update(self, online: bool) -> None:
+        """One update on a sampled batch; the latents it returns go back into the replay."""
+        batch, positions = self.replay.sample_with_positions(self.model_cfg.batch_size, online)
+        outputs, metrics = self.agent.train(batch, None)
+        if isinstance(outputs, Mapping) and "replay" in outputs:
+            self.replay.update(positions, outputs["replay"], offset=self.context)
+        for key, value in metrics.items():
+            self.train_metrics[key].append(value)
+        self.counters["updates"] += 1
 
     def run(self) -> dict:
         run, counters = self.run_cfg, self.counters
@@ -269,10 +280,7 @@ class Trainer:
         batch_steps = self.model_cfg.batch_size * self.model_cfg.batch_length
         self.owed_updates += self.envs.num_envs * self.run_cfg.train_ratio / batch_steps
         while self.owed_updates >= 1:
-            _, metrics = self.agent.train(self.replay.sample(self.model_cfg.batch_size), None)
-            for key, value in metrics.items():
-                self.train_metrics[key].append(value)
-            self.counters["updates"] += 1
+            self._update(online=True)
             self.owed_updates -= 1
 
     def _report(self) -> None:

@@ -6,7 +6,13 @@ chunk is dropped, so memory stays bounded. A sequence of ``length`` steps may sp
 chunks of one stream. With ``online`` on, every ``length`` fresh steps of a stream are queued and
 the next batches train on them first (each once); the rest of a batch is sampled uniformly.
 
-Chunks are saved to and loaded from a folder as ``.npz`` files so training can resume.
+With ``latents``, every stored step also keeps per-step arrays that are not part of what was added
+(the agent's posterior latent state, for replay context): they start at the given fill values,
+``sample_with_positions`` says where each sequence came from, and ``update`` writes new values back.
+
+Chunks are saved to and loaded from a folder as ``.npz`` files so training can resume; the latents
+of a chunk go to a companion ``.latent.npz`` file, so that rewriting them (after every update)
+does not rewrite the observations.
 """
 
 from __future__ import annotations
@@ -16,16 +22,23 @@ import glob
 import os
 import tempfile
 import uuid
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+LATENT_SUFFIX = ".latent.npz"
+Position = tuple[str, int]  # (stream, index of a sequence's first step)
+
 
 class Replay:
-    def __init__(self, length: int, capacity: int, chunk_size: int = 1024, online: bool = True, seed: int = 0):
+    def __init__(self, length: int, capacity: int, chunk_size: int = 1024, online: bool = True, seed: int = 0,
+                 latents: Mapping[str, np.ndarray] | None = None):
+        """``latents``: per-step fill values (array, dtype) of the kept latent keys."""
         if chunk_size < 1 or length < 1 or capacity < length:
             raise ValueError(f"replay: need length >= 1, chunk_size >= 1, capacity >= length; got "
                              f"length={length}, chunk_size={chunk_size}, capacity={capacity}")
         self.length, self.capacity, self.chunk_size, self.online = length, capacity, chunk_size, online
+        self.latents = {k: np.asarray(v) for k, v in (latents or {}).items()}
         self.rng = np.random.default_rng(seed)
         self.chunks: collections.OrderedDict[tuple[str, int], dict[str, np.ndarray]] = collections.OrderedDict()
         self.stream_len: dict[str, int] = {}  # steps ever written per stream
@@ -33,13 +46,17 @@ class Replay:
         self.queue: collections.deque[tuple[str, int]] = collections.deque(maxlen=max(1, capacity // length))
         self.fresh: dict[str, int] = collections.defaultdict(int)
         self.stored = 0
-        self.dirty: set[tuple[str, int]] = set()
+        self.dirty: set[tuple[str, int]] = set()  # chunks whose steps changed since the last save
+        self.latent_dirty: set[tuple[str, int]] = set()  # chunks whose latents changed
 
     def __len__(self) -> int:
         return self.stored
 
     def add(self, step: dict[str, np.ndarray], env: int = 0) -> None:
         """Append one step (a dict of arrays without batch axis) to the stream of ``env``."""
+        if set(step) & set(self.latents):
+            raise KeyError(f"replay step keys {sorted(set(step) & set(self.latents))} are latent keys, "
+                           f"which only Replay.update writes")
         stream = self.env_stream.get(env)
         if stream is None:
             stream = self.env_stream[env] = uuid.uuid4().hex
@@ -47,14 +64,16 @@ class Replay:
         index = self.stream_len[stream]
         chunk_key = (stream, index // self.chunk_size)
         if chunk_key not in self.chunks:
-            self.chunks[chunk_key] = {k: np.empty((self.chunk_size, *np.shape(v)), np.asarray(v).dtype)
-                                      for k, v in step.items()}
+            self.chunks[chunk_key] = {**{k: np.empty((self.chunk_size, *np.shape(v)), np.asarray(v).dtype)
+                                         for k, v in step.items()}, **self._fresh_latents()}
         chunk = self.chunks[chunk_key]
-        if set(chunk) != set(step):
-            raise KeyError(f"replay step keys {sorted(step)} differ from the stored keys {sorted(chunk)}")
+        if set(chunk) != set(step) | set(self.latents):
+            stored = sorted(set(chunk) - set(self.latents))
+            raise KeyError(f"replay step keys {sorted(step)} differ from the stored keys {stored}")
         for key, value in step.items():
             chunk[key][index % self.chunk_size] = value
         self.dirty.add(chunk_key)
+        self.latent_dirty.add(chunk_key)
         self.stream_len[stream] = index + 1
         self.stored += 1
         if self.online:
@@ -70,6 +89,11 @@ class Replay:
         start = number * self.chunk_size
         self.stored -= min(self.chunk_size, self.stream_len[stream] - start)
         self.dirty.discard((stream, number))
+        self.latent_dirty.discard((stream, number))
+
+    def _fresh_latents(self) -> dict[str, np.ndarray]:
+        """One chunk's latent arrays, all steps at the fill values ('no context yet')."""
+        return {k: np.broadcast_to(v, (self.chunk_size, *v.shape)).copy() for k, v in self.latents.items()}
 
     def _valid_starts(self) -> tuple[list[tuple[str, int]], np.ndarray]:
         """Chunks and, per chunk, how many sequences start in it and fit in the stored data."""
@@ -80,16 +104,22 @@ class Replay:
             counts[i] = max(0, min(start + self.chunk_size, self.stream_len[stream] - self.length + 1) - start)
         return keys, counts
 
-    def _read(self, stream: str, start: int) -> dict[str, np.ndarray] | None:
-        parts, index, end = [], start, start + self.length
+    def _segments(self, stream: str, start: int, end: int) -> Iterator[tuple[tuple[str, int], int, int, int]]:
+        """The pieces of steps [start, end) of a stream: (chunk key, lo, hi in the chunk, offset)."""
+        index = start
         while index < end:
-            chunk = self.chunks.get((stream, index // self.chunk_size))
-            if chunk is None:
-                return None
             lo = index % self.chunk_size
             hi = min(self.chunk_size, lo + end - index)
-            parts.append({k: v[lo:hi] for k, v in chunk.items()})
+            yield (stream, index // self.chunk_size), lo, hi, index - start
             index += hi - lo
+
+    def _read(self, stream: str, start: int) -> dict[str, np.ndarray] | None:
+        parts = []
+        for key, lo, hi, _ in self._segments(stream, start, start + self.length):
+            chunk = self.chunks.get(key)
+            if chunk is None:
+                return None
+            parts.append({k: v[lo:hi] for k, v in chunk.items()})
         if len(parts) == 1:
             return {k: v.copy() for k, v in parts[0].items()}
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -101,11 +131,17 @@ class Replay:
     def sample(self, batch: int, online: bool = True) -> dict[str, np.ndarray]:
         """A dict of (batch, length, ...) arrays: queued fresh sequences first (unless ``online`` is
         False, e.g. for reports), then uniform ones."""
-        seqs = []
+        return self.sample_with_positions(batch, online)[0]
+
+    def sample_with_positions(self, batch: int, online: bool = True) -> tuple[dict[str, np.ndarray], list[Position]]:
+        """``sample`` and, per sequence, its (stream, first step index) for ``update``."""
+        seqs, positions = [], []
         while online and self.queue and len(seqs) < batch:
-            seq = self._read(*self.queue.popleft())
+            position = self.queue.popleft()
+            seq = self._read(*position)
             if seq is not None:
                 seqs.append(seq)
+                positions.append(position)
         if len(seqs) < batch:
             keys, counts = self._valid_starts()
             total = counts.sum()
@@ -114,22 +150,48 @@ class Replay:
             picks = self.rng.choice(len(keys), size=batch - len(seqs), p=counts / total)
             for pick in picks:
                 stream, number = keys[pick]
-                seqs.append(self._read(stream, number * self.chunk_size + int(self.rng.integers(counts[pick]))))
-        return {k: np.stack([s[k] for s in seqs]) for k in seqs[0]}
+                position = (stream, number * self.chunk_size + int(self.rng.integers(counts[pick])))
+                seqs.append(self._read(*position))
+                positions.append(position)
+        return {k: np.stack([s[k] for s in seqs]) for k in seqs[0]}, positions
+
+    def update(self, positions: list[Position], values: Mapping[str, np.ndarray], offset: int = 0) -> None:
+        """Write (batch, n, ...) latent ``values`` at steps offset..offset+n-1 of the sequences at
+        ``positions`` (from ``sample_with_positions``); steps of chunks dropped since are skipped."""
+        unknown = sorted(set(values) - set(self.latents))
+        if unknown:
+            raise KeyError(f"replay update: {unknown} are not latent keys of this replay ({sorted(self.latents)})")
+        if not values:
+            return
+        for row, (stream, start) in enumerate(positions):
+            steps = len(next(iter(values.values()))[row])
+            for key, lo, hi, at in self._segments(stream, start + offset, start + offset + steps):
+                chunk = self.chunks.get(key)
+                if chunk is not None:
+                    for name, value in values.items():
+                        chunk[name][lo:hi] = value[row, at:at + hi - lo]
+                    self.latent_dirty.add(key)
 
     # ------------------------------------------------------------------ persistence
 
     def save(self, folder: str) -> None:
-        """Write changed chunks (atomically, one file each) and delete files of evicted chunks."""
+        """Write changed chunks and latents (atomically, one file each) and delete files of evicted
+        chunks."""
         os.makedirs(folder, exist_ok=True)
-        for stream, number in sorted(self.dirty):
-            chunk = self.chunks[(stream, number)]
+        for key in sorted(self.dirty | (self.latent_dirty if self.latents else set())):
+            stream, number = key
+            chunk = self.chunks[key]
             size = min(self.chunk_size, self.stream_len[stream] - number * self.chunk_size)
-            with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=".tmp", delete=False) as f:
-                np.savez(f, **{k: v[:size] for k, v in chunk.items()})
-            os.replace(f.name, os.path.join(folder, f"{stream}-{number:08d}.npz"))
+            # Steps before latents: a chunk whose data file exists always has its latents next to it.
+            if key in self.dirty:
+                _write_npz(os.path.join(folder, f"{stream}-{number:08d}.npz"),
+                           {k: v[:size] for k, v in chunk.items() if k not in self.latents})
+            if self.latents:
+                _write_npz(os.path.join(folder, f"{stream}-{number:08d}{LATENT_SUFFIX}"),
+                           {k: chunk[k][:size] for k in self.latents})
         self.dirty.clear()
-        kept = {f"{s}-{n:08d}.npz" for s, n in self.chunks}
+        self.latent_dirty.clear()
+        kept = {f"{s}-{n:08d}{suffix}" for s, n in self.chunks for suffix in (".npz", LATENT_SUFFIX)}
         for path in glob.glob(os.path.join(folder, "*.npz")):
             if os.path.basename(path) not in kept:
                 os.remove(path)
@@ -138,17 +200,35 @@ class Replay:
         """Read chunks saved by ``save``; environments then start new streams."""
         for path in glob.glob(os.path.join(folder, "*.tmp")):  # left by an interrupted save
             os.remove(path)
-        paths = sorted(glob.glob(os.path.join(folder, "*.npz")), key=lambda p: (os.path.getmtime(p), p))
+        paths = sorted((p for p in glob.glob(os.path.join(folder, "*.npz")) if not p.endswith(LATENT_SUFFIX)),
+                       key=lambda p: (os.path.getmtime(p), p))
         for path in paths:
             stream, _, number = os.path.basename(path)[:-4].rpartition("-")
-            with np.load(path) as data:
-                arrays = {k: data[k] for k in data.files}
+            arrays = _read_npz(path)
             size = len(next(iter(arrays.values())))
             chunk = {k: np.empty((self.chunk_size, *v.shape[1:]), v.dtype) for k, v in arrays.items()}
             for k, v in arrays.items():
                 chunk[k][:size] = v
+            chunk.update(self._fresh_latents())
+            latent_path = path[:-4] + LATENT_SUFFIX
+            saved = _read_npz(latent_path) if self.latents and os.path.exists(latent_path) else {}
+            for k, fill in self.latents.items():  # latents of another model shape stay at the fill values
+                value = saved.get(k)
+                if value is not None and value.shape == (size, *fill.shape) and value.dtype == fill.dtype:
+                    chunk[k][:size] = value
             self.chunks[(stream, int(number))] = chunk
             self.stream_len[stream] = max(self.stream_len.get(stream, 0), int(number) * self.chunk_size + size)
             self.stored += size
         while self.stored > self.capacity:
             self._evict()
+
+
+def _write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with tempfile.NamedTemporaryFile("wb", dir=os.path.dirname(path), suffix=".tmp", delete=False) as f:
+        np.savez(f, **arrays)
+    os.replace(f.name, path)
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}

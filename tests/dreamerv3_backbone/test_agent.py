@@ -1,13 +1,15 @@
 """The DreamerV3 agent: every size traced abstractly, world-model learning on a deterministic env,
 report, checkpoint round trip, continuous actions."""
 
+import functools
+
 import gymnasium as gym
 import jax
 import numpy as np
 import pytest
 from conftest import DotEnv
 
-from dreamerv3_backbone.agent import DreamerV3, Model, count_params
+from dreamerv3_backbone.agent import DreamerV3, Model, _train, count_params
 from dreamerv3_backbone.config import make_config
 from dreamerv3_backbone.envs import make_vector_env
 from dreamerv3_backbone.loop import Collector
@@ -24,14 +26,16 @@ def test_every_size_traces_a_full_train_step_abstractly(size):
     act_space = gym.spaces.Discrete(15)
     model = Model(obs_space, act_space, cfg.model, seed=0, abstract=True)
     state = jax.eval_shape(model.init_state, model.take_initial_params(), 0)
-    b, t = 2, 4
+    b, t = 2, 4 + cfg.model.replay_context  # the trained steps and one of replay context
     batch = {"birdeye": jax.ShapeDtypeStruct((b, t, 64, 64, 3), np.uint8),
              "state": jax.ShapeDtypeStruct((b, t, 6), np.float32),
              "action": jax.ShapeDtypeStruct((b, t), np.int32), "reward": jax.ShapeDtypeStruct((b, t), np.float32),
-             **{k: jax.ShapeDtypeStruct((b, t), bool) for k in ("is_first", "is_last", "is_terminal")}}
-    new_state, metrics = jax.eval_shape(model._train_step, state, batch)
+             **{k: jax.ShapeDtypeStruct((b, t), bool) for k in ("is_first", "is_last", "is_terminal")},
+             **{k: jax.ShapeDtypeStruct((b, t, *v.shape), v.dtype) for k, v in model.replay_latents().items()}}
+    new_state, metrics, latents = jax.eval_shape(functools.partial(_train, model), state, batch)
     assert jax.tree.structure(new_state) == jax.tree.structure(state)
     assert all(m.shape == () for m in metrics.values()) and "loss/total" in metrics
+    assert latents["latent/deter"].shape == (b, 4, cfg.model.deter)
     bev = gym.spaces.Dict({"birdeye": gym.spaces.Box(0, 255, (128, 128, 3), np.uint8)})
     total = count_params(bev, act_space, cfg.model)["total"]
     if size in NOMINAL:  # the reference names sizes by their parameter count
@@ -174,6 +178,6 @@ def test_returns_bootstrap_from_the_critic_the_config_names(slow_targets):
     batch = {"state": np.zeros((b, t, 4), np.float32), "action": np.zeros((b, t), np.int32),
              "reward": np.zeros((b, t), np.float32), "is_first": np.eye(1, t, dtype=bool).repeat(b, 0),
              "is_last": np.zeros((b, t), bool), "is_terminal": np.zeros((b, t), bool)}
-    _, (metrics, _) = model._loss(state["params"], state["slow_critic"], state["retnorm"], batch, jax.random.key(0))
+    _, (metrics, _, _) = model._loss(state["params"], state["slow_critic"], state["retnorm"], batch, jax.random.key(0))
     ret = float(metrics["ret_mean"])
     assert (ret > 50.0) if slow_targets else (abs(ret) < 5.0), ret

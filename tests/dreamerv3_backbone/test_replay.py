@@ -69,3 +69,76 @@ def test_sampling_before_any_full_sequence_fails_clearly():
     assert not replay.ready()
     with pytest.raises(RuntimeError, match="no sequence of length 10"):
         replay.sample(2)
+
+
+LATENTS = {"deter": np.zeros(3, np.float16), "stoch": np.full(2, 255, np.uint8)}
+
+
+def test_latents_start_at_the_fill_values_and_are_updated_exactly_at_the_sampled_steps():
+    replay = Replay(length=6, capacity=1000, chunk_size=8, online=False, seed=0, latents=LATENTS)
+    _fill(replay, 40)
+    batch, positions = replay.sample_with_positions(5)
+    assert (batch["deter"] == 0).all() and (batch["stoch"] == 255).all()
+    assert [start for _, start in positions] == batch["t"][:, 0].tolist()
+    # New latents for the last 4 steps of each sequence (offset 2), distinct per (row, step).
+    values = {"deter": np.arange(5 * 4 * 3, dtype=np.float16).reshape(5, 4, 3) + 1,
+              "stoch": np.arange(5 * 4 * 2, dtype=np.uint8).reshape(5, 4, 2)}
+    replay.update(positions, values, offset=2)
+    written = {}  # step -> (deter, stoch) of the last sequence writing it
+    for row, (_, start) in enumerate(positions):
+        for i in range(4):
+            written[start + 2 + i] = (values["deter"][row, i], values["stoch"][row, i])
+    stream = positions[0][0]
+    for step in range(40):
+        chunk = replay.chunks[(stream, step // 8)]
+        deter, stoch = chunk["deter"][step % 8], chunk["stoch"][step % 8]
+        expected = written.get(step, (LATENTS["deter"], LATENTS["stoch"]))
+        np.testing.assert_array_equal(deter, expected[0])
+        np.testing.assert_array_equal(stoch, expected[1])
+    assert any(s % 8 > 4 for s in written) and any(s % 8 < 2 for s in written)  # some rows crossed a chunk edge
+    with pytest.raises(KeyError, match=r"\['t'\] are not latent keys"):
+        replay.update(positions, {"t": np.zeros((5, 4), np.int64)})
+    with pytest.raises(KeyError, match=r"\['deter'\] are latent keys"):
+        replay.add({"t": np.int64(0), "image": np.zeros((2, 2, 1), np.uint8), "env": np.int64(0),
+                    "deter": np.zeros(3, np.float16)})
+    assert len(replay) == 40
+
+
+def test_latents_survive_save_and_load_and_only_their_files_are_rewritten(tmp_path):
+    replay = Replay(length=4, capacity=100, chunk_size=8, online=False, seed=0, latents=LATENTS)
+    _fill(replay, 30)
+    _, positions = replay.sample_with_positions(6)
+    rng = np.random.default_rng(0)
+    replay.update(positions, {"deter": rng.normal(size=(6, 4, 3)).astype(np.float16),
+                              "stoch": rng.integers(0, 16, (6, 4, 2)).astype(np.uint8)})
+    replay.save(str(tmp_path))
+    inodes = {p.name: p.stat().st_ino for p in tmp_path.iterdir()}
+    assert sorted(inodes) == sorted(f"{s}-{n:08d}{x}" for s, n in replay.chunks for x in (".npz", ".latent.npz"))
+    restored = Replay(length=4, capacity=100, chunk_size=8, online=False, seed=0, latents=LATENTS)
+    restored.load(str(tmp_path))
+    assert list(restored.chunks) == list(replay.chunks)
+    for key, chunk in replay.chunks.items():
+        size = min(8, 30 - key[1] * 8)
+        for name in ("t", "deter", "stoch"):
+            np.testing.assert_array_equal(restored.chunks[key][name][:size], chunk[name][:size])
+            assert restored.chunks[key][name].dtype == chunk[name].dtype
+    # An update rewrites the latent files of its chunks, never a chunk's steps.
+    _, positions = restored.sample_with_positions(1)
+    restored.update(positions, {"deter": np.ones((1, 4, 3), np.float16)})
+    restored.save(str(tmp_path))
+    changed = {p.name for p in tmp_path.iterdir() if p.stat().st_ino != inodes.get(p.name)}
+    assert changed and all(name.endswith(".latent.npz") for name in changed)
+    # A replay saved without latents (or by another model size) loads with the fill values.
+    plain_dir = tmp_path / "plain"
+    plain = Replay(length=4, capacity=100, chunk_size=8, online=False, seed=0)
+    _fill(plain, 10)
+    plain.save(str(plain_dir))
+    other = Replay(length=4, capacity=100, chunk_size=8, online=False, seed=0,
+                   latents={"deter": np.zeros(5, np.float16), "stoch": LATENTS["stoch"]})
+    other.load(str(tmp_path))
+    batch = other.sample(3)
+    assert (batch["deter"] == 0).all() and batch["stoch"].shape == (3, 4, 2)
+    with_latents = Replay(length=4, capacity=100, chunk_size=8, online=False, seed=0, latents=LATENTS)
+    with_latents.load(str(plain_dir))
+    batch = with_latents.sample(3)
+    assert (batch["deter"] == 0).all() and (batch["stoch"] == 255).all() and batch["t"].max() <= 9
