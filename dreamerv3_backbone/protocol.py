@@ -6,6 +6,10 @@ A backbone is any object with these methods (see docs/backbones.md):
   observation keys plus ``is_first``; ``state`` starts as ``None``; ``mode`` is 'train' or 'eval'.
 - ``train(batch, state) -> (state, metrics)``: ``batch`` is a dict of (B, T, ...) arrays with the
   observation keys plus ``action``, ``reward``, ``is_first``, ``is_last``, ``is_terminal``.
+- optionally ``replay_context`` (int K) and ``replay_latents`` (dict of per-step fill arrays): the
+  replay then stores those latents with every step, batches hold K context steps before the
+  trained window plus the stored latents, and ``train`` may return ``({"replay": latents}, ...)``
+  whose latents the loop writes back at the sampled steps (DreamerV3's replay context).
 - ``report(batch) -> dict``: numbers and videos ((T, H, W, 3) uint8 arrays) to log.
 - ``save(path)`` / ``load(path)``: the full training state in one file; loading must never run code
   from it (the built-in backbones write plain arrays and JSON with :mod:`.checkpoint`).
