@@ -1,11 +1,14 @@
-"""How well can the ego's speed be read off the bird's-eye view the agent is trained on?
+"""How well can the ego's speed and lateral offset be read off the bird's-eye view the agent is
+trained on?
 
 Drives a task with the scripted expert mixed with random actions (so speeds vary), renders the
 task's bird's-eye view with and without motion trails, downsizes each frame as the training
 preset does, and fits a ridge regression from pixels to the ego's speed on 80% of the frames.
 Prints the held-out R^2 for one frame without trails, two stacked frames without trails, and one
 frame with trails: a linear probe is a lower bound on what a CNN can read, but the comparison
-shows whether speed is in a single frame at all.
+shows whether speed is in a single frame at all. Then the same probe for the ego's lateral offset
+from its route's centre line (what the `out_of_lane` term and termination judge), at the trained
+size and at twice it.
 
     python bench/speed_probe.py --task four_lane --steps 4000 --size 48
 """
@@ -29,7 +32,7 @@ def collect(task: str, steps: int, size: int, trail: float, seed: int) -> dict[s
     policy = ExpertPolicy(env)
     rng = np.random.default_rng(seed)
     frames: dict[float, list[np.ndarray]] = {t: [] for t in handlers}
-    speeds, episode = [], 0
+    speeds, offsets, big, episode = [], [], [], 0
     env.reset(seed=seed)
     for h in handlers.values():
         h.reset(env.world, env.ego_id)
@@ -39,10 +42,13 @@ def collect(task: str, steps: int, size: int, trail: float, seed: int) -> dict[s
             random_phase = int(rng.integers(5, 30))
         action = env.action_space.sample() if random_phase > 0 else policy.act()
         random_phase -= 1
-        _, _, terminated, truncated, _ = env.step(action)
+        _, _, terminated, truncated, info = env.step(action)
         for t, h in handlers.items():
             image = h.step(env.world, env.ego_id)[0][f"probe{t}"]
             frames[t].append(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA))
+            if t == 0.0:
+                big.append(cv2.resize(image, (2 * size, 2 * size), interpolation=cv2.INTER_AREA))
+        offsets.append(float(info["lateral_offset"]))
         v = env.world.vehicles()
         speeds.append(float(v.speed[v.row(env.ego_id)]))
         if terminated or truncated:
@@ -51,10 +57,13 @@ def collect(task: str, steps: int, size: int, trail: float, seed: int) -> dict[s
             for h in handlers.values():
                 h.reset(env.world, env.ego_id)
             speeds.append(np.nan)  # marks an episode boundary for frame pairs
+            offsets.append(np.nan)
+            big.append(big[-1])
             for t in handlers:
                 frames[t].append(frames[t][-1])
     env.close()
-    return {"speed": np.array(speeds), **{f"trail{t}": np.array(f, dtype=np.float32) / 255 for t, f in frames.items()}}
+    return {"speed": np.array(speeds), "offset": np.array(offsets), "big": np.array(big, dtype=np.float32) / 255,
+            **{f"trail{t}": np.array(f, dtype=np.float32) / 255 for t, f in frames.items()}}
 
 
 def ridge_r2(x: np.ndarray, y: np.ndarray, seed: int, alpha: float = 10.0) -> tuple[float, float]:
@@ -97,6 +106,13 @@ def main() -> None:
           f"+- {np.nanstd(speed):.1f} m/s; held-out R^2 of a ridge probe from pixels to the ego's speed")
     for label, (r2, rmse) in rows:
         print(f"  {label:24s} R^2 = {r2:.3f}   RMSE = {rmse:.2f} m/s")
+    offset = data["offset"]
+    print(f"lateral offset {np.nanmean(np.abs(offset)):.2f} m mean |offset|, std {np.nanstd(offset):.2f} m; "
+          f"held-out R^2 of the same probe from pixels (no trail) to the offset")
+    for label, pixels in ((f"{args.size}x{args.size}", no_trail), (f"{2 * args.size}x{2 * args.size}",
+                                                                  data["big"].reshape(len(speed), -1))):
+        r2, rmse = ridge_r2(pixels[valid], offset[valid], args.seed)
+        print(f"  {label:24s} R^2 = {r2:.3f}   RMSE = {rmse:.2f} m")
 
 
 if __name__ == "__main__":
