@@ -84,8 +84,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+class CommandParser(argparse.ArgumentParser):
+    """The parser of ``cardreamer`` and of every subcommand under it: a long option must be spelt
+    out (``--step`` is not taken as ``--steps``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cardreamer", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="cardreamer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("tasks", help="list the built-in tasks")
     p.set_defaults(func=cmd_tasks)

@@ -40,3 +40,11 @@ def test_bad_input_gives_one_clear_line_and_no_traceback():
         assert result.returncode == 2, (args, result.stderr)
         assert expected in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_abbreviated_long_options_are_refused_not_guessed(tmp_path):
+    result = cardreamer("run", "--task", "wpt", "--episode", "1")  # --episodes spelt short
+    assert result.returncode == 2 and "unrecognized arguments: --episode 1" in result.stderr
+    result = cardreamer("train", "--task", "four_lane", "--logdir", str(tmp_path / "run"), "--step", "5")
+    assert result.returncode == 2 and "--step 5" in result.stderr
+    assert not (tmp_path / "run").exists()
