@@ -91,7 +91,7 @@ class Logger:
                 continue
             with open(path) as f:
                 lines = f.readlines()
-            kept = [line for line in lines if _row_step(line) is not None and _row_step(line) <= step]
+            kept = [line for line in lines if (row_step := _row_step(line)) is not None and row_step <= step]
             if len(kept) == len(lines):
                 continue
             with tempfile.NamedTemporaryFile("w", dir=self.logdir, suffix=".tmp", delete=False) as f:

@@ -13,12 +13,13 @@ On resume, log rows past the restored checkpoint are dropped, so every log stays
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -354,26 +355,24 @@ def train(config: Config | Mapping, env_fn: EnvFn | None = None, publisher=None)
             publisher.close()
 
 
-class _stop_on_signals:
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
     """While active (main thread only), SIGINT and SIGTERM ask the trainer to save and stop; a
     second signal interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, trainer: Trainer):
-        self.trainer, self.previous = trainer, {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.trainer.stop_signal:
+    def handle(signum: int, frame: Any) -> None:
+        if trainer.stop_signal:
             raise KeyboardInterrupt
-        self.trainer.stop_signal = signal.Signals(signum).name
+        trainer.stop_signal = signal.Signals(signum).name
 
-    def __enter__(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-
-    def __exit__(self, *exc: object) -> None:
-        for s, handler in self.previous.items():
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
             signal.signal(s, handler)
 
 
