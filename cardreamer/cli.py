@@ -13,6 +13,7 @@ import sys
 import time
 
 from cardreamer.config_loading import ConfigError
+from cardreamer.plugins import load_plugins
 from cardreamer.roadmap import MapError
 from cardreamer.world.api import WorldError
 
@@ -86,14 +87,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 class CommandParser(argparse.ArgumentParser):
     """The parser of ``cardreamer`` and of every subcommand under it: a long option must be spelt
-    out (``--step`` is not taken as ``--steps``)."""
+    out (``--step`` is not taken as ``--steps``), and every subcommand takes ``--import MODULE``
+    (plugins: see :mod:`cardreamer.plugins`)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, plugin_option: bool = True, **kwargs):
         super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+        if plugin_option:
+            self.add_argument("--import", dest="plugins", action="append", metavar="MODULE", default=argparse.SUPPRESS,
+                              help="import a plugin module (dotted name or .py path) that registers reward terms, "
+                                   "task parts, observation handlers or backbones; repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = CommandParser(prog="cardreamer", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="cardreamer", description=__doc__.splitlines()[0], plugin_option=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("tasks", help="list the built-in tasks")
     p.set_defaults(func=cmd_tasks)
@@ -127,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     for package in PROJECT_PACKAGES:  # our own progress messages; libraries stay at warnings
         logging.getLogger(package).setLevel(logging.INFO)
     try:
+        load_plugins(getattr(args, "plugins", []))
         if argv is None and getattr(args, "fast_allocator", False):  # a real command line, not a call
             from dreamerv3_backbone.allocator import reexec_with_fast_allocator
 
