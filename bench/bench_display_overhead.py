@@ -1,4 +1,5 @@
-"""Env speed with the visualizer publisher on and no server listening, against the display off.
+"""Env speed wrapped in the live display (visualization.wrapper.LiveDisplay) with no server
+listening, against the bare env.
 
     taskset -c 0 python bench/bench_display_overhead.py [--steps 3000]
 The publisher must never block a step: the two figures should be within a few percent.
@@ -10,6 +11,7 @@ import socket
 import time
 
 from cardreamer.env import make_env
+from visualization.wrapper import LiveDisplay
 
 
 def free_port() -> int:
@@ -18,10 +20,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def steps_per_second(overrides: list[str], steps: int) -> float:
-    env = make_env("wpt", overrides)
-    env.reset(seed=0)
+def steps_per_second(display_url: str | None, steps: int) -> float:
+    """Steps per second of ``wpt``, wrapped in a LiveDisplay publishing to ``display_url`` unless None."""
+    env = make_env("wpt")
     action = env.actions.nearest(1.0, 0.0)
+    if display_url is not None:
+        env = LiveDisplay(env, display_url, token="x", keys=["birdeye_wpt"])
+    env.reset(seed=0)
     for _ in range(200):
         env.step(action)
     start = time.perf_counter()
@@ -39,9 +44,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     args = parser.parse_args()
     dead = f"http://127.0.0.1:{free_port()}"
-    off = steps_per_second([], args.steps)
-    on = steps_per_second(["--env.display.enable=true", f"--env.display.url={dead}", "--env.display.token=x"],
-                          args.steps)
+    off = steps_per_second(None, args.steps)
+    on = steps_per_second(dead, args.steps)
     print(f"display off: {off:.0f} steps/s; display on, no server at {dead}: {on:.0f} steps/s "
           f"({100 * (on / off - 1):+.1f}%)")
 

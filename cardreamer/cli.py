@@ -50,6 +50,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     env = make_env(args.task, args.overrides)
     policy = ExpertPolicy(env) if args.policy == "expert" else None
+    if args.url:
+        from visualization.wrapper import LiveDisplay
+
+        try:
+            env = LiveDisplay(env, args.url, run=args.run)
+        except ValueError as exc:  # a malformed --url or --run
+            env.close()
+            raise ConfigError(str(exc)) from None
     rows, steps, start = [], 0, time.perf_counter()
     with tqdm(total=args.episodes, desc=f"{args.task} ({args.policy})", unit="ep") as bar:
         for episode in range(args.episodes):
@@ -109,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the per-episode metrics as JSON")
+    p.add_argument("--url", help="publish frames and step info to the visualizer at URL (as `cardreamer serve` prints it)")
+    p.add_argument("--run", default="env", help="the run name shown by the visualizer (with --url)")
     p.set_defaults(func=cmd_run)
     for module_name in SUBCOMMAND_MODULES:
         try:

@@ -1,4 +1,4 @@
-"""The configuration schema of an env: world backend, actions, observations, display, task.
+"""The configuration schema of an env: world backend, actions, observations, task.
 
 A run's configuration is built from ``configs/defaults.yaml``, then the task's YAML file, then
 dotted command-line overrides, and validated here with pydantic. Errors name the file, line,
@@ -22,6 +22,7 @@ from pydantic import (
     ValidationError,
     WrapValidator,
     field_validator,
+    model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict
@@ -147,19 +148,23 @@ class ActionConfig(Strict):
     steer_range: Interval = (-1.0, 1.0)
 
 
-class DisplayConfig(Strict):
-    enable: bool = False
-    url: str | None = None
-    token: str | None = None
-    run: str = "env"
-    keys: list[str] = ["birdeye_wpt"]
+REMOVED_DISPLAY = ("removed: the env no longer publishes to the visualizer itself; use `cardreamer train --serve`, "
+                   "`cardreamer run --url URL` or `cardreamer drive`, or wrap the env in "
+                   "visualization.wrapper.LiveDisplay(env, url=...)")
+"""The message for the ``env.display`` section of older configs."""
 
 
 class EnvConfig(Strict):
     world: WorldConfig = WorldConfig()
     action: ActionConfig = ActionConfig()
     observation: dict[str, Any] = {}
-    display: DisplayConfig = DisplayConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_display(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "display" in value:
+            raise ValidationError.from_exception_data("env", [config_error(("display",), REMOVED_DISPLAY)])
+        return value
 
     @field_validator("observation")
     @classmethod

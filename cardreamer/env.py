@@ -58,7 +58,6 @@ class CarDreamerEnv(gymnasium.Env):
         self.action_space = self.actions.space
         self.observation_space = self.observer.observation_space
         self.time_limit = int(self.task.terminal_cfg["time_limit"])
-        self.publisher = _make_publisher(env_cfg.display)
         self.ego_id = -1
         self._renderer = None
         self._episode_seed = 0
@@ -72,7 +71,6 @@ class CarDreamerEnv(gymnasium.Env):
         self.episode_return = 0.0
         obs, obs_info = self.observer.reset(self.world, self.ego_id)
         info = {"seed": self._episode_seed, **obs_info}
-        self._publish(obs, info)
         self._last_obs = obs
         return obs, info
 
@@ -94,7 +92,6 @@ class CarDreamerEnv(gymnasium.Env):
         if terminated or truncated:
             info["terminal_reason"] = reason or "time_limit"
             info.update(self.task.episode_metrics(reason), episode_return=self.episode_return)
-        self._publish(obs, {**info, "reward": reward})
         self._last_obs = obs
         return obs, reward, terminated, truncated, info
 
@@ -117,25 +114,7 @@ class CarDreamerEnv(gymnasium.Env):
         return obs["spectator"]
 
     def close(self):
-        if self.publisher is not None:
-            self.publisher.close()
         self.world.close()
-
-    def _publish(self, obs: dict, info: dict) -> None:
-        if self.publisher is None:
-            return
-        for key in self.config.env.display.keys:
-            if key in obs and getattr(obs[key], "ndim", 0) == 3:
-                self.publisher.publish_frame(key, obs[key])
-        self.publisher.publish_step(info)
-
-
-def _make_publisher(display):
-    if not display.enable:
-        return None
-    from visualization.publisher import make_publisher
-
-    return make_publisher(display.url, display.token, display.run)
 
 
 def make_env(task: str | Path, overrides: list[str] | None = None, seed: int | None = None,

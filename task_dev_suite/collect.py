@@ -108,8 +108,9 @@ class HumanAgent:
     def __init__(self, env, logdir: str):
         try:
             from visualization.cli import start_server_subprocess
-            from visualization.drive import KeyboardActions, publish_observation
+            from visualization.drive import KeyboardActions
             from visualization.publisher import make_publisher
+            from visualization.wrapper import publish_observation
         except ImportError as exc:
             raise CollectError(f"policy 'human' needs the visualization package ({exc})") from None
         self.keys = KeyboardActions.for_env(env, discrete_actions=getattr(env.actions, "grid", None))

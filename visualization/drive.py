@@ -25,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from visualization.publisher import Publisher, make_publisher
+from visualization.wrapper import publish_observation
 
 KEYS = ("up", "down", "left", "right")
 
@@ -86,16 +87,6 @@ class KeyboardActions:
 class DriveResult:
     steps: int
     episodes: int
-
-
-def publish_observation(publisher: Publisher, obs: Any, streams: Sequence[str] | None) -> None:
-    """Publish every HxWx3 uint8 image in a dict observation as a stream named by its key."""
-    if not isinstance(obs, dict):
-        return
-    for key, value in obs.items():
-        is_image = isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3 and value.shape[2] == 3
-        if is_image and (streams is None or key in streams):
-            publisher.publish_frame(key, value)
 
 
 def _episode_summary(info: dict[str, Any], episode_return: float, length: int, reason: str | None) -> dict[str, Any]:
