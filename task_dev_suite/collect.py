@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from cardreamer.atomic import atomic_output
 from cardreamer.config_loading import ConfigError
 from task_dev_suite.dataset import INDEX_FILE, atomic_save_npz, is_point_key, read_index
 
@@ -270,12 +271,8 @@ EPISODE_NAME = re.compile(r".+-\d{8,}\.npz")
 
 
 def write_index(out: Path, entries: list[dict]) -> None:
-    tmp = out / f".{INDEX_FILE}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_output(out / INDEX_FILE, "w") as f:
         f.writelines(json.dumps(e) + "\n" for e in entries)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out / INDEX_FILE)
 
 
 def append_index(out: Path, entry: dict) -> None:

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cardreamer.atomic import atomic_output
 
 INDEX_FILE = "index.jsonl"
 REPLAY_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
@@ -227,14 +228,6 @@ def fill_replay(replay: Any, dataset: Dataset | str | Path, keys: Iterable[str] 
 
 
 def atomic_save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write a compressed .npz through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write a compressed .npz atomically."""
+    with atomic_output(path) as f:
+        np.savez_compressed(f, **arrays)

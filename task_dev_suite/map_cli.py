@@ -10,11 +10,12 @@ import math
 import sys
 from pathlib import Path
 
+from cardreamer.atomic import write_atomic
 from cardreamer.roadmap import MapError, RoadMap
 from cardreamer.roadmap.raster import with_world_axes
 from task_dev_suite.map_spec import MapSpecError
 from task_dev_suite.map_validation import validate_map
-from task_dev_suite.opendrive_writer import build_map, write_atomic
+from task_dev_suite.opendrive_writer import build_map
 
 UNREADABLE_CHECKS = ("xml", "loader")
 """Gate checks whose failure means the file cannot be used at all (reported as one line, exit 2)."""

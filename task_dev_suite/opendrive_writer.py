@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cardreamer.atomic import write_atomic
 from task_dev_suite.map_spec import (
     ArcSegment,
     CubicSegment,
@@ -598,23 +597,6 @@ def _mark(lane_el, kind: str, color: str) -> None:
 def spec_to_xodr(spec: MapSpec, source: str = "<map spec>") -> str:
     """The OpenDRIVE text of ``spec`` (deterministic)."""
     return network_to_xodr(expand(spec, source))
-
-
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file in the same directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def build_map(spec_path: str | Path, out_path: str | Path) -> Path:

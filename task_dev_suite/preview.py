@@ -12,7 +12,6 @@ its map) changes.
 from __future__ import annotations
 
 import itertools
-import os
 import textwrap
 import threading
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cardreamer.atomic import write_atomic
 from cardreamer.roadmap import MapError, RoadMap, plan_route, random_route
 from cardreamer.roadmap.raster import BROKEN, JUNCTION, ROAD, SOLID, RoadRaster, with_world_axes
 from task_dev_suite.task_validation import (
@@ -327,14 +327,7 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
     ok, data = cv2.imencode(".png", image)
     if not ok:
         raise RuntimeError("PNG encoding failed")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, data.tobytes())
 
 
 # ----------------------------------------------------------------------------- live preview

@@ -3,22 +3,22 @@
 Each (run, env, stream) has a ring of encoded frames tagged with the episode they belong to; the
 ring is capped in bytes and frames, so memory stays bounded however long an episode runs (a long
 episode keeps its most recent part). Saving decodes the chosen episode's frames and writes an mp4
-with imageio-ffmpeg, atomically (temporary file, then ``os.replace``).
+with imageio-ffmpeg, atomically (:func:`cardreamer.atomic.atomic_output`).
 """
 
 from __future__ import annotations
 
 import collections
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import imageio.v2 as imageio
+import imageio.v3 as imageio
 import numpy as np
+
+from cardreamer.atomic import atomic_output
 
 MIN_FRAMES = 2
 
@@ -103,20 +103,14 @@ def write_mp4(path: Path, frames: list[RecordedFrame]) -> None:
     height, width = first.shape[:2]
     # H.264 with yuv420p needs even dimensions.
     out_w, out_h = width + width % 2, height + height % 2
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".mp4", dir=path.parent)
-    os.close(fd)
-    try:
-        with imageio.get_writer(
-            tmp_name, format="FFMPEG", mode="I", fps=_frame_rate(frames), codec="libx264",
-            macro_block_size=1, pixelformat="yuv420p", ffmpeg_log_level="error",
-        ) as writer:
+    # FFMPEG needs the extension spelt out to write into a file object.
+    with atomic_output(path) as out, imageio.imopen(out, "wI", extension=".mp4", plugin="FFMPEG",
+                                                    legacy_mode=True) as video:
+        writer = video.legacy_get_writer(fps=_frame_rate(frames), codec="libx264", macro_block_size=1,
+                                         pixelformat="yuv420p", ffmpeg_log_level="error")
+        with writer:
             for frame in frames:
                 bgr = cv2.imdecode(np.frombuffer(frame.data, np.uint8), cv2.IMREAD_COLOR)
                 if bgr.shape[:2] != (out_h, out_w):
                     bgr = cv2.resize(bgr, (out_w, out_h), interpolation=cv2.INTER_NEAREST)
                 writer.append_data(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise

@@ -81,6 +81,21 @@ def write_history(run_dir: Path, steps: int = 40) -> None:
             }) + "\n")
 
 
+def wait_until(condition, timeout: float = 5.0) -> bool:
+    """Whether ``condition()`` became true within ``timeout`` seconds (polled every 10 ms)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def decode(frame: dict) -> np.ndarray:
+    """The RGB image of a received ``frame`` event."""
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(frame["data"], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
 def rss_mb(pid: int | str = "self") -> float:
     """Resident memory of a process in MB (Linux)."""
     with open(f"/proc/{pid}/status") as f:
@@ -146,6 +161,9 @@ class Viewer:
 
     def frames(self, key: str | None = None) -> list[dict]:
         return [d for e, d, _ in self.received if e == "frame" and (key is None or d["key"] == key)]
+
+    def steps(self) -> list[dict]:
+        return [d for e, d, _ in self.received if e == "step"]
 
     def close(self) -> None:
         # Stop the streams first so that no frame is cut in half by the disconnection; then

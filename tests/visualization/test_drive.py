@@ -107,5 +107,5 @@ def test_browser_keys_drive_the_env_through_a_real_server(server):
     assert result["r"].steps == 60
     driven = [a for a in env.actions if a[0] > 0]
     assert driven and np.allclose(driven[0], [3.0, -0.48])
-    steps = [d for e, d, _ in viewer.received if e == "step"]
+    steps = viewer.steps()
     assert steps and isinstance(steps[-1]["info"]["speed"], float)

@@ -6,26 +6,12 @@ import logging
 import time
 import tracemalloc
 
-import cv2
 import numpy as np
 import pytest
-from conftest import Viewer, birdeye_frame, camera_frame
+from conftest import Viewer, birdeye_frame, camera_frame, decode, wait_until
 
 from visualization.cli import free_port, start_server_subprocess
 from visualization.publisher import NullPublisher, SocketPublisher, make_publisher
-
-
-def wait_until(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def decode(frame):
-    return cv2.cvtColor(cv2.imdecode(np.frombuffer(frame["data"], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def test_make_publisher_arguments():
@@ -100,8 +86,8 @@ def test_frames_steps_episodes_and_metrics_reach_a_viewer(server):
     assert wait_until(lambda: viewer.frames("1/birdeye") and viewer.frames("1/camera") and received_episodes)
     np.testing.assert_array_equal(decode(viewer.frames("1/birdeye")[0]), bev)  # PNG: lossless
     assert np.abs(decode(viewer.frames("1/camera")[0]).astype(int) - cam).mean() < 4  # JPEG: close
-    assert wait_until(lambda: [d for e, d, _ in viewer.received if e == "step"])
-    step = next(d for e, d, _ in viewer.received if e == "step")
+    assert wait_until(viewer.steps)
+    step = viewer.steps()[0]
     assert step["info"] == {"speed": 4.5, "r_speed": 0.25, "terminal_reason": None, "position": [1.0, 2.0]}
     assert received_episodes == [{"return": 3.5, "length": 20, "success": True, "env": 1}]
     publisher.close()

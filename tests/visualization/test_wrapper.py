@@ -8,10 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from conftest import Viewer
+from conftest import Viewer, decode, wait_until
 
 from cardreamer.cli import main as cardreamer_main
 from cardreamer.config_loading import ConfigError
@@ -20,19 +19,6 @@ from visualization.wrapper import LiveDisplay
 
 ROOT = Path(__file__).resolve().parents[2]
 TWO_IMAGES = ["env.observation.enabled=[birdeye_wpt,birdeye_raw,state]"]
-
-
-def wait_for(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def decoded(frame: dict) -> np.ndarray:
-    return cv2.cvtColor(cv2.imdecode(np.frombuffer(frame["data"], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def test_wrapped_env_publishes_the_chosen_frames_and_step_info_to_a_server(server):
@@ -47,17 +33,18 @@ def test_wrapped_env_publishes_the_chosen_frames_and_step_info_to_a_server(serve
             time.sleep(0.02)
         # The newest frame and step info reach the viewer: the last observation, pixel for pixel
         # (bird's-eye streams go as PNG), and the last step's info with its reward.
-        assert wait_for(lambda: viewer.frames("0/birdeye_wpt")
-                        and np.array_equal(decoded(viewer.frames("0/birdeye_wpt")[-1]), obs["birdeye_wpt"]))
-        steps = lambda: [d["info"] for e, d, _ in viewer.received if e == "step"]  # noqa: E731
-        assert wait_for(lambda: steps() and steps()[-1]["route_s"] == pytest.approx(info["route_s"]))
-        assert steps()[-1]["reward"] == pytest.approx(reward)
-        assert {"speed", "lateral_offset"} | {k for k in info if k.startswith("r_")} <= set(steps()[-1])
+        assert wait_until(lambda: viewer.frames("0/birdeye_wpt")
+                        and np.array_equal(decode(viewer.frames("0/birdeye_wpt")[-1]), obs["birdeye_wpt"]))
+        assert wait_until(lambda: viewer.steps()
+                          and viewer.steps()[-1]["info"]["route_s"] == pytest.approx(info["route_s"]))
+        shown = viewer.steps()[-1]["info"]
+        assert shown["reward"] == pytest.approx(reward)
+        assert {"speed", "lateral_offset"} | {k for k in info if k.startswith("r_")} <= set(shown)
         assert {d["key"] for d in viewer.frames()} == {"0/birdeye_wpt"}  # birdeye_raw was not chosen
     finally:
         env.close()
         viewer.close()
-    assert wait_for(lambda: not env.publisher.connected), "close did not disconnect the publisher"
+    assert wait_until(lambda: not env.publisher.connected), "close did not disconnect the publisher"
 
 
 def test_without_a_url_the_wrapper_changes_nothing():
