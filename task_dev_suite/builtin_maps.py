@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import cardreamer
-from task_dev_suite.map_validation import ValidationReport, validate_map
+from task_dev_suite.map_validation import validate_map
 from task_dev_suite.opendrive_writer import build_map
 
 MAPS_DIR = Path(cardreamer.__file__).resolve().parent / "maps"
@@ -42,13 +42,6 @@ def regenerate_builtin_maps(
 ) -> list[Path]:
     """Build each built-in map's .xodr from its spec into ``out_dir``; returns the written paths."""
     return [build_map(spec_path(name), Path(out_dir) / f"{name}.xodr") for name in names]
-
-
-def validate_builtin_maps(
-    names: tuple[str, ...] = BUILTIN_MAPS, grid_step: float = 1.0
-) -> dict[str, ValidationReport]:
-    """Run the validation gate on the committed built-in maps."""
-    return {name: validate_map(map_path(name), grid_step=grid_step) for name in names}
 
 
 def _check_name(name: str) -> None:

@@ -27,8 +27,6 @@ import numpy as np
 from visualization.publisher import Publisher, make_publisher
 from visualization.wrapper import publish_observation
 
-KEYS = ("up", "down", "left", "right")
-
 
 @dataclass
 class KeyboardActions:
