@@ -32,7 +32,7 @@ import numpy as np
 
 from cardreamer.atomic import atomic_output
 from cardreamer.config_loading import ConfigError
-from task_dev_suite.dataset import INDEX_FILE, atomic_save_npz, is_point_key, read_index
+from task_dev_suite.dataset import INDEX_FILE, is_point_key, read_index
 
 POLICY_NAMES = ("expert", "random", "checkpoint:PATH", "human")
 EPISODE_METRICS = ("success", "collision", "route_completion", "mean_speed", "terminal_reason")
@@ -320,7 +320,8 @@ def _record(job: Job, env, agent, seed: int, alive=lambda: True) -> dict:
     name = episode_name(env.config.task.name, seed)
     entry = _episode_entry(job, env, seed, arrays, end_info, name)
     arrays["meta"] = np.asarray(json.dumps(entry))
-    atomic_save_npz(Path(job.out) / name, arrays)
+    with atomic_output(Path(job.out) / name) as f:
+        np.savez_compressed(f, **arrays)
     return entry
 
 

@@ -33,8 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from cardreamer.atomic import atomic_output
-
 INDEX_FILE = "index.jsonl"
 REPLAY_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
 """Per-step keys besides the observations, as DreamerV3's replay stores them."""
@@ -225,9 +223,3 @@ def fill_replay(replay: Any, dataset: Dataset | str | Path, keys: Iterable[str] 
         replay.add(step, env=env)
         count += 1
     return count
-
-
-def atomic_save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write a compressed .npz atomically."""
-    with atomic_output(path) as f:
-        np.savez_compressed(f, **arrays)

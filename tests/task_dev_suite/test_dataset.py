@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from task_dev_suite.collect import EpisodeRecorder, append_index, repair_dataset
-from task_dev_suite.dataset import Dataset, atomic_save_npz, iter_replay_steps
+from task_dev_suite.dataset import Dataset, iter_replay_steps
 
 
 def fake_episode(root, name: str, steps: int, seed: int, success: bool, ragged: bool = False) -> dict:
@@ -26,7 +26,7 @@ def fake_episode(root, name: str, steps: int, seed: int, success: bool, ragged: 
     entry = {"file": name, "task": "fake", "map": "none", "seed": seed, "policy": "expert", "config_hash": "x",
              "length": steps - 1, "return": float(arrays["reward"].sum()), "success": success}
     arrays["meta"] = np.asarray(json.dumps(entry))
-    atomic_save_npz(root / name, arrays)
+    np.savez_compressed(root / name, **arrays)
     append_index(root, entry)
     return entry
 
