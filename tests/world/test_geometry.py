@@ -5,14 +5,14 @@ import cv2
 import numpy as np
 import pytest
 
-from cardreamer.world.api import VehicleArrays
-from cardreamer.world.embedded.geometry import (
+from cardreamer.geometry import (
     box_corners,
     boxes_overlap,
     corner_segment_distance,
     overlapping_pairs,
     point_box_distance,
 )
+from cardreamer.world.api import VehicleArrays
 
 
 def corners(xy, yaw, ext) -> np.ndarray:

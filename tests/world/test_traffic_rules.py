@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from world_helpers import lane_at, pose_on_lane
 
+from cardreamer.geometry import box_corners
 from cardreamer.roadmap.route import route_through_lanes
 from cardreamer.world.api import Behavior, Pose, TrafficLightStates
 from cardreamer.world.embedded import EmbeddedWorld
-from cardreamer.world.embedded.geometry import box_corners
 
 STAY = Behavior(desired_speed=8.0, auto_lane_change=False, on_route_end="destroy")
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from carla_standin import VEHICLE_EXTENT
 
-from cardreamer.world.api import Pose, WorldError
-from cardreamer.world.carla_backend import SensorSpec, SensorTimeout
+from cardreamer.world.api import Pose, SensorSpec, WorldError
+from cardreamer.world.carla_backend import SensorTimeout
 
 
 def test_camera_reading_is_rgb_of_the_current_frame(ego_world, server):

@@ -6,6 +6,7 @@ import weakref
 import carla
 import numpy as np
 
+from cardreamer.geometry import box_corners, boxes_overlap, overlapping_pairs
 from cardreamer.roadmap import MapError, RoadMap, Route
 from cardreamer.roadmap.route import random_route
 from cardreamer.world.api import (
@@ -19,10 +20,10 @@ from cardreamer.world.api import (
     World,
     WorldError,
 )
-from cardreamer.world.embedded import autopilot, lane_change
+from cardreamer.world.embedded import autopilot
 from cardreamer.world.embedded.dynamics import MAX_STEER, ego_acceleration, integrate, resistance_stops
 from cardreamer.world.embedded.fleet import R_HEADING, R_Z, Fleet
-from cardreamer.world.embedded.geometry import box_corners, boxes_overlap, overlapping_pairs
+from cardreamer.world.embedded.lane_change import LaneChanger
 from cardreamer.world.embedded.lane_raster import LaneRaster
 from cardreamer.world.embedded.lights import TrafficLightController
 from cardreamer.world.embedded.route_table import LEVEL_GAP, SPACING, MapIndex, load_route
@@ -57,6 +58,7 @@ class EmbeddedWorld(World):
         self.dt = float(dt)
         self.map_index, self.raster = _map_tables(road_map)
         self.lights = TrafficLightController(road_map, traffic_lights)
+        self.lane_changer = LaneChanger(road_map)
         self._spawn_points = road_map.spawn_points()
         self.fleet = Fleet()
         self.reset(seed)
@@ -274,7 +276,7 @@ class EmbeddedWorld(World):
         self._handle_route_ends()
         self._update_rows()  # route ends may have removed vehicles
         if len(self._auto):
-            lane_change.consider(self, self._auto)
+            self.lane_changer.consider(self, self._auto)
         self._snapshot = None
         return self.frame
 
