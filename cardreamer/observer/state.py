@@ -7,7 +7,7 @@ from pydantic import Field
 
 from cardreamer.geometry import to_ego_frame
 from cardreamer.observer.handler import Handler, HandlerConfig, register_handler
-from cardreamer.roadmap.lane import project_onto_polyline
+from cardreamer.roadmap.polyline import project_onto_polyline
 from cardreamer.world.api import World
 
 

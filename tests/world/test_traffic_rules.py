@@ -33,7 +33,7 @@ def test_vehicle_keeps_its_straight_lane(project_map):
     for _ in range(300):
         world.tick()
         v = world.vehicles()
-        _, lateral = lane.local_coordinates(v.xy[v.row(car)][None])
+        _, lateral = lane.project(v.xy[v.row(car)][None])
         worst = max(worst, abs(lateral[0]))
     assert worst < 0.05
     assert world.vehicles().speed[0] == pytest.approx(13.0, abs=0.5)

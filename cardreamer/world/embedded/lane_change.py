@@ -163,7 +163,7 @@ def _change_lane(world: EmbeddedWorld, row: int, lane_now: int, target: int) -> 
             return
         goal_lane = min(reachable, key=lambda end: (cost[end], end))
         lanes = [lane_now] + paths[goal_lane]
-        goal_s = float(road_map.lanes[goal_lane].local_coordinates(old.points[-1:])[0][0])
+        goal_s = float(road_map.lanes[goal_lane].project(old.points[-1:])[0][0])
     else:
         lanes = [lane_now, target]
         total = road_map.lanes[target].length
@@ -172,7 +172,7 @@ def _change_lane(world: EmbeddedWorld, row: int, lane_now: int, target: int) -> 
             lanes.append(succ[world.rng.integers(len(succ))])
             total += road_map.lanes[lanes[-1]].length
         goal_s = road_map.lanes[lanes[-1]].length
-    s_now = float(road_map.lanes[lane_now].local_coordinates(f.xy[row][None])[0][0])
+    s_now = float(road_map.lanes[lane_now].project(f.xy[row][None])[0][0])
     if s_now + 2.0 > road_map.lanes[lane_now].length:
         return
     route = route_through_lanes(road_map, lanes, s_now, goal_s)

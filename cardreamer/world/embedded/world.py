@@ -362,9 +362,9 @@ class EmbeddedWorld(World):
             return None
         if new >= 0 and self.road_map.lanes[new].is_junction:
             return None
-        s, lateral = lane.local_coordinates(point[None])
+        s, lateral = lane.project(point[None])
         if new >= 0 and self.map_index.has_levels:
-            s_new, _ = self.road_map.lanes[new].local_coordinates(point[None])
+            s_new, _ = self.road_map.lanes[new].project(point[None])
             if abs(self._height(old, s[0]) - self._height(new, s_new[0])) >= LEVEL_GAP:
                 return None  # a road passing above or below, not a lane boundary
         k = int(np.clip(np.searchsorted(lane.s, s[0]), 0, len(lane.s) - 1))
@@ -389,7 +389,7 @@ class EmbeddedWorld(World):
         f = self.fleet
         old = self._routes[actor_id]
         end_lane = int(old.lanes[-1])
-        end_s = float(self.road_map.lanes[end_lane].local_coordinates(old.points[-1:])[0][0])
+        end_s = float(self.road_map.lanes[end_lane].project(old.points[-1:])[0][0])
         lane = self.road_map.lanes[end_lane]
         if not lane.successors and end_s > lane.length - 1.0:  # the road ends at the map edge
             f.destroy_at_end[row] = True
