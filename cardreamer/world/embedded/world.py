@@ -74,6 +74,7 @@ class EmbeddedWorld(World):
         self._collisions: dict[int, list[CollisionEvent]] = {}
         self._invasions: dict[int, list[LaneInvasionEvent]] = {}
         self._snapshot: VehicleArrays | None = None
+        self._auto = self._ego = self._routed = np.zeros(0, dtype=np.int64)  # rows by kind, see _update_rows
         self._rows_dirty = True
         self.stats = {"background_collisions": 0}  # overlapping autopilot pairs, summed over ticks
         self.lights.reset(self.rng)
