@@ -54,6 +54,12 @@ def to_ego_frame(xy: np.ndarray, ego_xy: np.ndarray, ego_yaw: float | np.ndarray
     return np.stack([d[..., 0] * c + d[..., 1] * s, -d[..., 0] * s + d[..., 1] * c], axis=-1)
 
 
+def from_ego_frame(local: np.ndarray, ego_xy: np.ndarray, ego_yaw: float | np.ndarray) -> np.ndarray:
+    """Ego-frame points (..., 2) (x forward, y right) back in the world: the inverse of ``to_ego_frame``."""
+    c, s = np.cos(ego_yaw), np.sin(ego_yaw)
+    return ego_xy + np.stack([local[..., 0] * c - local[..., 1] * s, local[..., 0] * s + local[..., 1] * c], -1)
+
+
 def boxes_overlap(xy_a, yaw_a, ext_a, xy_b, yaw_b, ext_b, margin: float = 0.0) -> np.ndarray:
     """Whether oriented boxes a[k] and b[k] overlap, for arrays of pairs (separating axis theorem).
 

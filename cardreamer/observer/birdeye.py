@@ -66,11 +66,6 @@ def road_palette() -> np.ndarray:
     return palette
 
 
-def render_corners(xy: np.ndarray, yaw: np.ndarray, extent: np.ndarray) -> np.ndarray:
-    """(N, 4, 2) box corners in the renderers' (complex) form, which every view draws with."""
-    return complex_to_xy(box_corners_complex(xy, yaw, extent))
-
-
 class BirdeyeConfig(HandlerConfig):
     shape: tuple[int, int, int] = (128, 128, 3)
     obs_range: float = Field(32.0, gt=0, description="metres spanned by the image height")
@@ -185,7 +180,8 @@ class BirdeyeHandler(Handler):
             depth = self.config.recursion_depth if self.config.observability == "recursive_fov" else 1
             reach = depth * self.sight.sight_range + vehicles.extent[:, 0]
             rows = np.flatnonzero(np.einsum("ij,ij->i", offset, offset) <= reach * reach)  # ego included
-            corners = render_corners(vehicles.xy[rows], vehicles.yaw[rows], vehicles.extent[rows])
+            corners = complex_to_xy(box_corners_complex(vehicles.xy[rows], vehicles.yaw[rows],
+                                                        vehicles.extent[rows]))
             visible = np.zeros(len(vehicles.ids), dtype=bool)
             visible[rows] = visible_vehicles(self.sight, vehicles.xy[rows], vehicles.yaw[rows], corners,
                                              int(np.searchsorted(rows, ego)), depth)
@@ -285,7 +281,7 @@ class BirdeyeHandler(Handler):
         for k in range(n, 0, -1):  # oldest first, so newer boxes cover it
             lag = self.config.motion_trail * k / n
             corners = box_corners_complex(v.xy[rows] - lag * v.velocity[rows], v.yaw[rows], v.extent[rows],
-                                           frame.to_image)
+                                          frame.to_image)
             boxes = np.rint(complex_to_xy(corners) * ONE).astype(np.int32)
             cv2.fillPoly(frame.image, boxes, COLORS[color], lineType=self.line_type, shift=SHIFT)
 

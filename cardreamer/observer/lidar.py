@@ -17,8 +17,8 @@ import gymnasium
 import numpy as np
 from pydantic import Field, model_validator
 
-from cardreamer.geometry import to_ego_frame
-from cardreamer.observer.birdeye import COLORS, render_corners
+from cardreamer.geometry import box_corners_complex, complex_to_xy, to_ego_frame
+from cardreamer.observer.birdeye import COLORS
 from cardreamer.observer.geometry import BevView, apply_affine, compose_affine
 from cardreamer.observer.handler import Handler, HandlerConfig, ObservationConfigError, register_handler
 from cardreamer.observer.point_cloud import CloudSlice, inside_boxes, nearest_per_ray
@@ -183,7 +183,8 @@ class LidarHandler(Handler):
         pixels = apply_affine(to_image, points)
         cv2.fillPoly(image, [np.round(pixels * (1 << SHIFT)).astype(np.int32)], LIDAR_COLORS["free"],
                      lineType=cv2.LINE_AA, shift=SHIFT)
-        ego_box = render_corners(np.zeros((1, 2)), np.zeros(1), vehicles.extent[ego:ego + 1])[0]  # ego frame
+        ego_box = complex_to_xy(box_corners_complex(np.zeros((1, 2)), np.zeros(1),
+                                                    vehicles.extent[ego:ego + 1]))[0]  # ego frame
         cv2.fillConvexPoly(image, np.round(apply_affine(to_image, ego_box) * (1 << SHIFT)).astype(np.int32),
                            COLORS["ego_vehicle"], cv2.LINE_AA, SHIFT)
         px = np.rint(pixels).astype(np.int64)

@@ -12,6 +12,7 @@ from cardreamer.geometry import (
     box_corners_complex,
     boxes_overlap,
     complex_to_xy,
+    from_ego_frame,
     corner_segment_distance,
     overlapping_pairs,
     point_box_distance,
@@ -126,6 +127,15 @@ def test_to_ego_frame_by_hand():
     """An ego at (10, 5) heading +y: (10, 8) is 3 m ahead; (7, 5) is 3 m to its right."""
     got = to_ego_frame(np.array([[10.0, 8.0], [7.0, 5.0], [10.0, 5.0]]), np.array([10.0, 5.0]), np.pi / 2)
     assert got == pytest.approx(np.array([[3.0, 0.0], [0.0, 3.0], [0.0, 0.0]]), abs=1e-12)
+
+
+def test_from_ego_frame_by_hand_and_back():
+    """3 m ahead and 1 m right of an ego at (10, 5) heading +y is (9, 8); the frames are inverses."""
+    got = from_ego_frame(np.array([[3.0, 1.0]]), np.array([10.0, 5.0]), np.pi / 2)
+    assert got == pytest.approx(np.array([[9.0, 8.0]]), abs=1e-12)
+    rng = np.random.default_rng(1)
+    points, ego, yaw = rng.uniform(-50, 50, (20, 2)), rng.uniform(-50, 50, 2), 2.1
+    assert from_ego_frame(to_ego_frame(points, ego, yaw), ego, yaw) == pytest.approx(points, abs=1e-9)
 
 
 def test_to_ego_frame_of_several_egos_at_once():
