@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from cardreamer.env import CarDreamerEnv
+from cardreamer.geometry import bounding_radius, boxes_overlap
 from cardreamer.world.api import TrafficLightStates, VehicleArrays
-from cardreamer.world.embedded.geometry import bounding_radius, boxes_overlap
 
 WHEELBASE = 2.9
 MAX_STEER = np.radians(35.0)

@@ -16,7 +16,7 @@ import numpy as np
 from cardreamer.config import BehaviorSpec, FlowSpec, PoseSpec, TaskSpec
 from cardreamer.rewards import REWARD_TERMS, TERMINAL_CHECKS, TERMINAL_DEFAULTS, StepContext
 from cardreamer.roadmap import MapError, RoadMap, Route, plan_route_via, random_route
-from cardreamer.roadmap.lane import project_onto_polyline
+from cardreamer.roadmap.polyline import project_onto_polyline
 from cardreamer.world.api import Behavior, Pose, World
 
 TASK_LOGIC: dict[str, type[RouteTask]] = {}

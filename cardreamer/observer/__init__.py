@@ -7,6 +7,7 @@ observation variants (birdeye_wpt, camera, lidar, ...).
 from cardreamer.observer import birdeye, camera, collision, lidar, message, state  # noqa: F401 (registration)
 from cardreamer.observer.defaults import DEFAULT_OBSERVATIONS
 from cardreamer.observer.handler import (
+                                         HANDLERS,
                                          Handler,
                                          HandlerConfig,
                                          ObservationConfigError,
@@ -17,5 +18,5 @@ from cardreamer.observer.handler import (
 )
 from cardreamer.observer.observer import Observer
 
-__all__ = ["DEFAULT_OBSERVATIONS", "Handler", "HandlerConfig", "ObservationConfigError", "Observer",
+__all__ = ["DEFAULT_OBSERVATIONS", "HANDLERS", "Handler", "HandlerConfig", "ObservationConfigError", "Observer",
            "build_handler", "get_handler", "register_handler", "registered_handlers"]

@@ -15,6 +15,7 @@ import gymnasium
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from cardreamer.geometry import box_corners_complex, complex_to_xy
 from cardreamer.observer.geometry import BevView, apply_affine, compose_affine
 from cardreamer.observer.handler import Handler, HandlerConfig, register_handler
 from cardreamer.observer.intentions import IntentionChannel, route_ahead
@@ -63,35 +64,6 @@ def road_palette() -> np.ndarray:
         elif label & ROAD:
             palette[label] = COLORS["road"]
     return palette
-
-
-def box_corners(xy: np.ndarray, yaw: np.ndarray, extent: np.ndarray) -> np.ndarray:
-    """(N, 4, 2) box corners: front-left, front-right, rear-right, rear-left (as VehicleArrays.corners)."""
-    return _complex_to_xy(_box_corners_complex(xy, yaw, extent))
-
-
-def _box_corners_complex(xy: np.ndarray, yaw: np.ndarray, extent: np.ndarray,
-                         similarity: np.ndarray | None = None) -> np.ndarray:
-    """(N, 4) corners as complex numbers x + iy, optionally mapped by a (2, 3) rotation-and-scale affine.
-
-    Complex arithmetic (centre + heading rotation x local corner) needs few numpy calls, and a
-    similarity transform is one complex multiply-add: ``a z + b`` with ``a = m00 + i m10``.
-    """
-    local = extent[:, :1] * _CORNER_SIGNS.real + 1j * (extent[:, 1:] * _CORNER_SIGNS.imag)   # (N, 4)
-    centre = np.ascontiguousarray(xy, dtype=np.float64).view(np.complex128)               # (N, 1)
-    heading = np.exp(1j * yaw)[:, None]
-    if similarity is None:
-        return centre + heading * local
-    a = complex(similarity[0, 0], similarity[1, 0])
-    b = complex(similarity[0, 2], similarity[1, 2])
-    return (a * centre + b) + (a * heading) * local
-
-
-def _complex_to_xy(z: np.ndarray) -> np.ndarray:
-    return z.view(np.float64).reshape(*z.shape, 2)
-
-
-_CORNER_SIGNS = np.array([1 - 1j, 1 + 1j, -1 + 1j, -1 - 1j])  # (forward, right) signs of each corner
 
 
 class BirdeyeConfig(HandlerConfig):
@@ -200,15 +172,16 @@ class BirdeyeHandler(Handler):
         drawn = np.flatnonzero(in_view)
         in_view[ego] = False
         boxes = np.zeros((len(vehicles.ids), 4, 2), dtype=np.int32)
-        corners = _box_corners_complex(vehicles.xy[drawn], vehicles.yaw[drawn], vehicles.extent[drawn], to_image)
-        boxes[drawn] = np.rint(_complex_to_xy(corners) * ONE)
+        corners = box_corners_complex(vehicles.xy[drawn], vehicles.yaw[drawn], vehicles.extent[drawn], to_image)
+        boxes[drawn] = np.rint(complex_to_xy(corners) * ONE)
         if self.config.observability == "full":
             visible = in_view.copy()
         else:
             depth = self.config.recursion_depth if self.config.observability == "recursive_fov" else 1
             reach = depth * self.sight.sight_range + vehicles.extent[:, 0]
             rows = np.flatnonzero(np.einsum("ij,ij->i", offset, offset) <= reach * reach)  # ego included
-            corners = box_corners(vehicles.xy[rows], vehicles.yaw[rows], vehicles.extent[rows])
+            corners = complex_to_xy(box_corners_complex(vehicles.xy[rows], vehicles.yaw[rows],
+                                                        vehicles.extent[rows]))
             visible = np.zeros(len(vehicles.ids), dtype=bool)
             visible[rows] = visible_vehicles(self.sight, vehicles.xy[rows], vehicles.yaw[rows], corners,
                                              int(np.searchsorted(rows, ego)), depth)
@@ -307,9 +280,9 @@ class BirdeyeHandler(Handler):
         n = self.config.motion_trail_boxes
         for k in range(n, 0, -1):  # oldest first, so newer boxes cover it
             lag = self.config.motion_trail * k / n
-            corners = _box_corners_complex(v.xy[rows] - lag * v.velocity[rows], v.yaw[rows], v.extent[rows],
-                                           frame.to_image)
-            boxes = np.rint(_complex_to_xy(corners) * ONE).astype(np.int32)
+            corners = box_corners_complex(v.xy[rows] - lag * v.velocity[rows], v.yaw[rows], v.extent[rows],
+                                          frame.to_image)
+            boxes = np.rint(complex_to_xy(corners) * ONE).astype(np.int32)
             cv2.fillPoly(frame.image, boxes, COLORS[color], lineType=self.line_type, shift=SHIFT)
 
     def _draw_ego_vehicle(self, world: World, ego_id: int, frame: _Frame) -> None:

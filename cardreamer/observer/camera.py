@@ -13,12 +13,12 @@ import gymnasium
 import numpy as np
 from pydantic import Field
 
-from cardreamer.observer.birdeye import COLORS, box_corners, road_palette
+from cardreamer.geometry import box_corners_complex, complex_to_xy
+from cardreamer.observer.birdeye import COLORS, road_palette
 from cardreamer.observer.handler import Handler, HandlerConfig, register_handler
 from cardreamer.observer.sensor_source import SensorSource, source_field, uses_sensor
 from cardreamer.roadmap.raster import RoadRaster
-from cardreamer.world.api import World
-from cardreamer.world.carla_backend.sensors import SensorSpec
+from cardreamer.world.api import SensorSpec, World
 
 CAMERA_COLORS = {"sky": (140, 185, 235), "ground": (95, 110, 80)}
 LIGHT = np.array([0.35, -0.45, 0.82]) / np.linalg.norm([0.35, -0.45, 0.82])  # world direction toward the light
@@ -152,7 +152,8 @@ class CameraHandler(Handler):
         rows = others[keep][np.argsort(-depth[keep])]  # far to near
         if not len(rows):
             return
-        base = box_corners(vehicles.xy[rows], vehicles.yaw[rows], vehicles.extent[rows])  # (K, 4, 2)
+        base = complex_to_xy(box_corners_complex(vehicles.xy[rows], vehicles.yaw[rows],
+                                                 vehicles.extent[rows]))                 # (K, 4, 2)
         ground = np.concatenate([base, np.zeros((*base.shape[:2], 1))], axis=-1)
         top = ground + np.array([0.0, 0.0, c.vehicle_height])
         corners = np.concatenate([ground, top], axis=1)                                 # (K, 8, 3)

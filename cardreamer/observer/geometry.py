@@ -1,7 +1,7 @@
-"""Ego-centred frames: world <-> ego coordinates and the top-down (BEV) image transform.
+"""The top-down (BEV) image transform of an ego-centred view, and (2, 3) affine helpers.
 
-Ego frame: x forward along the ego's heading, y to its right (CARLA's left-handed convention),
-metres. BEV image: the ego's heading points up, its right points right.
+BEV image: the ego's heading points up, its right points right (the ego frame of
+``cardreamer.geometry.to_ego_frame``: x forward, y right, metres).
 """
 from __future__ import annotations
 
@@ -9,13 +9,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-
-
-def to_ego_frame(xy: np.ndarray, ego_xy: np.ndarray, ego_yaw: float) -> np.ndarray:
-    """World points (..., 2) in the ego frame (x forward, y right)."""
-    c, s = np.cos(ego_yaw), np.sin(ego_yaw)
-    d = np.asarray(xy, dtype=np.float64) - ego_xy
-    return np.stack([d[..., 0] * c + d[..., 1] * s, -d[..., 0] * s + d[..., 1] * c], axis=-1)
 
 
 def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:

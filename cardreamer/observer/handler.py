@@ -3,7 +3,8 @@
 A handler turns the world into observations for one ego vehicle. It is built from a config (a
 pydantic model with ``extra='forbid'``, so a mistyped key is an error), declares its spaces, is
 reset with the world and ego, and returns ``(obs, info)`` every step. Handler types are
-registered by name, so a user adds one without touching the core::
+registered by name in ``HANDLERS`` (a ``cardreamer.registry.Registry``), so a user, or a plugin,
+adds one without touching the core::
 
     @register_handler("my_speed")
     class MySpeed(Handler):
@@ -14,16 +15,16 @@ registered by name, so a user adds one without touching the core::
 """
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cardreamer.config_loading import ConfigError
+from cardreamer.config_loading import ConfigError, nearest_hint
+from cardreamer.registry import Registry
 from cardreamer.world.api import World
 
 
@@ -64,34 +65,28 @@ class Handler(ABC):
         """Observations (matching ``observation_space``) and info for the current world state."""
 
 
-_REGISTRY: dict[str, type[Handler]] = {}
+HANDLERS: Registry[type[Handler]] = Registry("handler")
+"""Observation handler types by name; ``HANDLERS[name]`` raises a ConfigError with the nearest names."""
 
 
-def register_handler(name: str):
-    """Class decorator that registers a Handler subclass under ``name``."""
+def register_handler(name: str) -> Callable[[type[Handler]], type[Handler]]:
+    """Class decorator that registers a Handler subclass in ``HANDLERS`` under ``name``."""
 
     def decorate(cls: type[Handler]) -> type[Handler]:
         if not (isinstance(cls, type) and issubclass(cls, Handler)):
             raise TypeError(f"register_handler({name!r}) needs a Handler subclass, got {cls!r}")
-        known = _REGISTRY.get(name)
-        if known is not None and known.__qualname__ != cls.__qualname__:
-            raise ValueError(f"handler name {name!r} is already registered for {known.__module__}.{known.__qualname__}")
-        _REGISTRY[name] = cls
-        return cls
+        return HANDLERS.register(name, cls)
 
     return decorate
 
 
 def get_handler(name: str) -> type[Handler]:
     """The handler class registered under ``name``."""
-    if name not in _REGISTRY:
-        raise ObservationConfigError(f"unknown handler {name!r}{did_you_mean(name, _REGISTRY)}; "
-                                     f"registered handlers: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return HANDLERS[name]
 
 
 def registered_handlers() -> list[str]:
-    return sorted(_REGISTRY)
+    return HANDLERS.names()
 
 
 def build_handler(name: str, raw: Mapping[str, Any]) -> Handler:
@@ -111,18 +106,13 @@ def build_handler(name: str, raw: Mapping[str, Any]) -> Handler:
     return cls(name, config)
 
 
-def did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=2)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-
-
 def _explain(name: str, config_cls: type[HandlerConfig], exc: ValidationError) -> str:
     valid = list(config_cls.model_fields)
     lines = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"])
         if err["type"] == "extra_forbidden":
-            lines.append(f"unknown key {key!r}{did_you_mean(err['loc'][0], valid)}; valid keys: {', '.join(valid)}")
+            lines.append(f"unknown key {key!r}{nearest_hint(str(err['loc'][0]), valid)}")
         else:
             lines.append(f"{key} = {err.get('input')!r}: {err['msg']}")
     return f"observation {name!r} ({config_cls.__qualname__}): " + "; ".join(lines)

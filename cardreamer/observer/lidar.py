@@ -17,14 +17,14 @@ import gymnasium
 import numpy as np
 from pydantic import Field, model_validator
 
-from cardreamer.observer.birdeye import COLORS, box_corners
-from cardreamer.observer.geometry import BevView, apply_affine, compose_affine, to_ego_frame
+from cardreamer.geometry import box_corners_complex, complex_to_xy, to_ego_frame
+from cardreamer.observer.birdeye import COLORS
+from cardreamer.observer.geometry import BevView, apply_affine, compose_affine
 from cardreamer.observer.handler import Handler, HandlerConfig, ObservationConfigError, register_handler
 from cardreamer.observer.point_cloud import CloudSlice, inside_boxes, nearest_per_ray
 from cardreamer.observer.sensor_source import SensorSource, source_field, uses_sensor
 from cardreamer.roadmap.raster import ROAD, RoadRaster
-from cardreamer.world.api import World
-from cardreamer.world.carla_backend.sensors import SensorSpec
+from cardreamer.world.api import SensorSpec, World
 
 NO_HIT, ROAD_EDGE, VEHICLE = 0, 1, 2
 LIDAR_COLORS = {"free": (45, 45, 45), "road_edge": (255, 255, 255), "vehicle": (255, 60, 60)}
@@ -183,7 +183,8 @@ class LidarHandler(Handler):
         pixels = apply_affine(to_image, points)
         cv2.fillPoly(image, [np.round(pixels * (1 << SHIFT)).astype(np.int32)], LIDAR_COLORS["free"],
                      lineType=cv2.LINE_AA, shift=SHIFT)
-        ego_box = box_corners(np.zeros((1, 2)), np.zeros(1), vehicles.extent[ego:ego + 1])[0]  # ego frame
+        ego_box = complex_to_xy(box_corners_complex(np.zeros((1, 2)), np.zeros(1),
+                                                    vehicles.extent[ego:ego + 1]))[0]  # ego frame
         cv2.fillConvexPoly(image, np.round(apply_affine(to_image, ego_box) * (1 << SHIFT)).astype(np.int32),
                            COLORS["ego_vehicle"], cv2.LINE_AA, SHIFT)
         px = np.rint(pixels).astype(np.int64)

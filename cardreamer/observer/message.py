@@ -5,7 +5,7 @@ import gymnasium
 import numpy as np
 from pydantic import Field
 
-from cardreamer.observer.geometry import to_ego_frame
+from cardreamer.geometry import to_ego_frame
 from cardreamer.observer.handler import Handler, HandlerConfig, register_handler
 from cardreamer.observer.intentions import MANOEUVRES, classify_manoeuvre, route_ahead
 from cardreamer.world.api import World

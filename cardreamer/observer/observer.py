@@ -7,7 +7,8 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from cardreamer.observer.handler import Handler, ObservationConfigError, build_handler, did_you_mean
+from cardreamer.config_loading import nearest_hint
+from cardreamer.observer.handler import Handler, ObservationConfigError, build_handler
 from cardreamer.world.api import World
 
 
@@ -25,8 +26,8 @@ class Observer:
         unknown = [name for name in enabled if name not in config]
         if unknown:
             raise ObservationConfigError(
-                f"enabled observation {unknown[0]!r}{did_you_mean(unknown[0], config)} has no config; "
-                f"configured observations: {', '.join(config)}")
+                f"enabled observation {unknown[0]!r} has no config"
+                f"{nearest_hint(str(unknown[0]), list(config), 'configured observations')}")
         if len(set(enabled)) != len(enabled):
             raise ObservationConfigError(f"observation enabled twice in {list(enabled)}")
         self.handlers: list[Handler] = [build_handler(name, config[name]) for name in enabled]

@@ -3,8 +3,8 @@
 The camera and the lidar handlers share one config key, ``source``:
 
 - ``render``: computed from the world state by CarDreamer (works on every backend);
-- ``sensor``: read from a real sensor the world mounts on the ego (the carla backend's
-  ``sensor.camera.rgb`` / ``sensor.lidar.ray_cast``); an error on a world without sensors;
+- ``sensor``: read from a real sensor the world mounts on the ego (a ``SensorWorld``: the carla
+  backend's ``sensor.camera.rgb`` / ``sensor.lidar.ray_cast``); an error on a world without sensors;
 - ``auto`` (default): the real sensor where the world has sensors, else ``render``.
 """
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from cardreamer.observer.handler import ObservationConfigError
-from cardreamer.world.api import World
+from cardreamer.world.api import SensorWorld, World, require_capability
 
 SensorSource = Literal["auto", "render", "sensor"]
 
@@ -27,8 +26,6 @@ def source_field() -> Any:
 
 def uses_sensor(name: str, source: SensorSource, world: World) -> bool:
     """Whether handler ``name`` reads the world's real sensor (the handler then mounts one on the ego)."""
-    use = source != "render" and hasattr(world, "attach_sensor")
-    if source == "sensor" and not use:
-        raise ObservationConfigError(f"{name}.source: 'sensor' needs a world with real sensors (the carla backend); "
-                                     f"{type(world).__name__} has none; use 'render' or 'auto'")
-    return use
+    if source == "sensor":
+        require_capability(world, SensorWorld, f"{name}.source: 'sensor'", "use 'render' or 'auto'")
+    return source != "render" and isinstance(world, SensorWorld)

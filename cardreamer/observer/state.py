@@ -5,9 +5,9 @@ import gymnasium
 import numpy as np
 from pydantic import Field
 
-from cardreamer.observer.geometry import to_ego_frame
+from cardreamer.geometry import to_ego_frame
 from cardreamer.observer.handler import Handler, HandlerConfig, register_handler
-from cardreamer.roadmap.lane import project_onto_polyline
+from cardreamer.roadmap.polyline import project_onto_polyline
 from cardreamer.world.api import World
 
 

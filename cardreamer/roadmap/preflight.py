@@ -9,16 +9,17 @@ that cannot be written only costs the child process again.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from cardreamer.atomic import write_atomic
 from cardreamer.roadmap.errors import MapError
 from cardreamer.roadmap.xodr_file import MapFileError
 
@@ -52,20 +53,9 @@ def _read_cache(path: Path) -> dict | None:
 
 
 def _write_cache(path: Path, verdict: dict) -> None:
-    """Write a verdict atomically (temporary file, then rename); an unwritable cache is skipped."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(verdict, handle)
-        os.replace(tmp, path)
-    except OSError:
-        pass
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """Write a verdict atomically; an unwritable cache is skipped."""
+    with contextlib.suppress(OSError):
+        write_atomic(path, json.dumps(verdict))
 
 
 def check_with_carla(path: str | Path, text: str, timeout: float = TIMEOUT_S) -> None:

@@ -93,6 +93,7 @@ class RoadMap:
         self._spawn_cache: dict[tuple[float, float], SpawnPoints] = {}
         self.lanes: list[Lane] = []
         self._index: dict[LaneKey, int] = {}
+        self._start_wp: dict[int, carla.Waypoint] = {}  # lane index -> its first waypoint
         self._build_lanes(stage)
         self.graph = self._build_graph()
         stage("resolving signals")
@@ -227,7 +228,6 @@ class RoadMap:
         )
         self._index[key] = lane.index
         self.lanes.append(lane)
-        self._start_wp = getattr(self, "_start_wp", {})
         self._start_wp[lane.index] = start
 
     def _lane_waypoints(self, key: LaneKey, start: carla.Waypoint) -> list[carla.Waypoint]:
@@ -289,7 +289,7 @@ class RoadMap:
             if index is None:
                 continue
             lane = self.lanes[index]
-            s, _ = lane.local_coordinates(np.array([[wp.transform.location.x, wp.transform.location.y]]))
+            s, _ = lane.project(np.array([[wp.transform.location.x, wp.transform.location.y]]))
             out.append((index, float(s[0])))
         return out
 
@@ -339,7 +339,7 @@ class RoadMap:
         index = None if wp is None else self._index.get(self._key(wp))
         if index is not None:
             lane = self.lanes[index]
-            s, lateral = lane.local_coordinates(np.array([[x, y]]))
+            s, lateral = lane.project(np.array([[x, y]]))
             distance = float(np.linalg.norm(np.array([x, y]) - lane.position(s[0])))
             if distance <= max_distance + lane.width_at(s[0]) / 2:
                 return index, float(s[0]), float(lateral[0])

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from cardreamer.roadmap.lane import polyline_arclength, project_onto_polyline
+from cardreamer.roadmap.polyline import Polyline
 from cardreamer.roadmap.road_map import MapError, RoadMap
 
 LANE_CHANGE_LENGTH = 12.0
@@ -15,7 +15,7 @@ LANE_CHANGE_LENGTH = 12.0
 
 
 @dataclass
-class Route:
+class Route(Polyline):
     """A path through the lane graph, sampled about every metre.
 
     ``lanes[i]`` is the lane the point ``points[i]`` belongs to (during a lane change, the target
@@ -25,24 +25,6 @@ class Route:
     points: np.ndarray
     headings: np.ndarray
     lanes: np.ndarray
-
-    def __post_init__(self) -> None:
-        self.s = polyline_arclength(self.points)
-        self._unwrapped = np.unwrap(self.headings)
-
-    @property
-    def length(self) -> float:
-        return float(self.s[-1])
-
-    def position(self, s: float | np.ndarray) -> np.ndarray:
-        return np.stack([np.interp(s, self.s, self.points[:, 0]), np.interp(s, self.s, self.points[:, 1])], -1)
-
-    def heading_at(self, s: float | np.ndarray) -> np.ndarray:
-        return np.interp(s, self.s, self._unwrapped)
-
-    def project(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(s along the route, lateral offset, positive right) of world points (K, 2)."""
-        return project_onto_polyline(self.points, self.s, xy)
 
     def window(self, s_from: float, s_to: float) -> np.ndarray:
         """Route points with s in [s_from, s_to]."""
@@ -79,7 +61,7 @@ def route_through_lanes(road_map: RoadMap, lanes: list[int], s_start: float, s_g
         if change:
             target = road_map.lanes[nxt]
             end_xy = lane.position(s_out)
-            s_target, _ = target.local_coordinates(end_xy[None])
+            s_target, _ = target.project(end_xy[None])
             s_in = min(float(s_target[0]) + LANE_CHANGE_LENGTH, target.length - 1e-3)
         else:
             s_in = 0.0
@@ -123,7 +105,7 @@ def plan_route_via(road_map: RoadMap, waypoints) -> Route:
 
 
 def random_route(road_map: RoadMap, rng: np.random.Generator, start_lane: int, s_start: float,
-                 length: float, allow_lane_change: bool = False) -> Route:
+                 length: float) -> Route:
     """A random drive of about ``length`` metres along successor lanes (random turns at junctions).
 
     Raises MapError when the start is at the very end of a lane that leads nowhere.
@@ -147,4 +129,4 @@ def random_route(road_map: RoadMap, rng: np.random.Generator, start_lane: int, s
     return route_through_lanes(road_map, lanes, s_start, s_goal)
 
 
-__all__ = ["Route", "plan_route", "plan_route_via", "project_onto_polyline", "random_route", "route_through_lanes"]
+__all__ = ["Route", "plan_route", "plan_route_via", "random_route", "route_through_lanes"]

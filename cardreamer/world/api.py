@@ -7,15 +7,22 @@ task moves between backends by changing ``env.world.backend``.
 Conventions: CARLA's left-handed frame (x forward/east, y right/south seen from above, metres);
 yaw in radians from +x toward +y; speeds in m/s; one ``tick`` advances ``dt`` seconds (0.1 s).
 Bulk state is returned as numpy arrays (one row per vehicle) so that handlers stay vectorized.
+
+What every backend can do is on ``World``. What only some can (real sensors: ``SensorWorld``) is a
+capability protocol: a caller that needs one asks ``require_capability`` once, which ends in one
+line naming the caller and the backend when the world lacks it.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import carla
 import numpy as np
 
+from cardreamer.config_loading import ConfigError
+from cardreamer.geometry import box_corners
 from cardreamer.roadmap import RoadMap, Route
 
 
@@ -82,10 +89,34 @@ class VehicleArrays:
 
     def corners(self) -> np.ndarray:
         """(N, 4, 2) corners of each vehicle's box: front-left, front-right, rear-right, rear-left."""
-        c, s = np.cos(self.yaw), np.sin(self.yaw)
-        fwd = np.stack([c, s], -1) * self.extent[:, :1]
-        right = np.stack([-s, c], -1) * self.extent[:, 1:]
-        return self.xy[:, None, :] + np.stack([fwd - right, fwd + right, -fwd + right, -fwd - right], 1)
+        return box_corners(self.xy, self.yaw, self.extent)
+
+
+SENSOR_KINDS = ("camera", "lidar")
+
+
+@dataclass(frozen=True)
+class SensorSpec:
+    """A camera or lidar mounted on a vehicle: x ahead of its centre, y right, z above the ground (metres), degrees."""
+
+    kind: Literal["camera", "lidar"]
+    x: float = 1.5
+    y: float = 0.0
+    z: float = 2.4
+    pitch: float = 0.0
+    yaw: float = 0.0
+    width: int = 128           # camera
+    height: int = 128          # camera
+    fov: float = 90.0          # camera, degrees
+    channels: int = 32         # lidar
+    range: float = 50.0        # lidar, m
+    points_per_second: int = 100_000
+    upper_fov: float = 10.0    # lidar, degrees
+    lower_fov: float = -30.0   # lidar, degrees
+
+    def __post_init__(self) -> None:
+        if self.kind not in SENSOR_KINDS:
+            raise WorldError(f"sensor kind {self.kind!r} is not supported; valid kinds: {', '.join(SENSOR_KINDS)}")
 
 
 @dataclass(frozen=True)
@@ -189,6 +220,10 @@ class World(ABC):
         """Lane markings a vehicle crossed during the last tick."""
 
     @abstractmethod
+    def is_off_road(self, actor_id: int) -> bool:
+        """Whether the centre of a vehicle lies outside every driving lane."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release everything the world holds (actors, connections, settings)."""
 
@@ -201,3 +236,37 @@ class World(ABC):
         v = self.vehicles()
         i = v.row(actor_id)
         return Pose(float(v.xy[i, 0]), float(v.xy[i, 1]), float(v.yaw[i])).to_transform()
+
+
+class CapabilityError(ConfigError):
+    """A task or observation needs a capability the configured world backend does not have."""
+
+
+@runtime_checkable
+class SensorWorld(Protocol):
+    """real sensors mounted on vehicles (attach_sensor, sensor_data; the carla backend has them)
+
+    The first docstring line is what ``require_capability`` calls the capability.
+    """
+
+    def attach_sensor(self, name: str, spec: SensorSpec, actor_id: int | None = None) -> int:
+        """Mount a camera or lidar on a vehicle (default: the only ego); returns the sensor's id."""
+
+    def sensor_data(self, name: str) -> np.ndarray:
+        """The reading of sensor ``name`` for the current frame: (H, W, 3) uint8 RGB or (N, 4) float32 points."""
+
+
+C = TypeVar("C")
+
+
+def require_capability(world: World, capability: type[C], needed_by: str, hint: str = "") -> C:
+    """``world`` as the capability protocol ``capability``; a CapabilityError otherwise.
+
+    The one-line message names ``needed_by`` (who needs it, e.g. ``"camera.source: 'sensor'"``),
+    the capability (the first line of its docstring), the world's backend and ``hint``.
+    """
+    if isinstance(world, capability):
+        return world
+    what = (capability.__doc__ or capability.__name__).strip().splitlines()[0]
+    raise CapabilityError(f"{needed_by} needs a world with {what}; {type(world).__name__} has none"
+                          + (f"; {hint}" if hint else ""))

@@ -169,3 +169,19 @@ def test_same_seed_same_episode(world, backend):
         return np.concatenate([v.xy[order], v.yaw[order, None], v.speed[order, None]], axis=1)
 
     assert np.array_equal(episode(), episode())
+
+
+def test_off_road_is_answered_on_the_lane_and_beyond_the_road_edge(world):
+    """Every backend answers ``is_off_road``: not on a lane centre; yes once the ego has driven off
+    the right edge of the four-lane road (beyond the lane at x = 15.6)."""
+    ego = world.spawn_vehicle(lane_pose(world, 15.6, 100.0), role="ego")
+    world.tick()
+    assert not world.is_off_road(ego)
+    for _ in range(80):
+        world.apply_control(ego, carla.VehicleControl(throttle=0.5, steer=0.3))
+        world.tick()
+        if world.is_off_road(ego):
+            break
+    x = world.vehicles().xy[world.vehicles().row(ego), 0]
+    assert world.is_off_road(ego), f"still on the road at x = {x:.1f}"
+    assert x > 15.6 + 1.5

@@ -8,7 +8,7 @@ from __future__ import annotations
 import carla
 import numpy as np
 
-from cardreamer.roadmap import RoadMap, Route, random_route
+from cardreamer.roadmap import MapError, RoadMap, Route, random_route
 from cardreamer.world.api import (
     Behavior,
     CollisionEvent,
@@ -115,6 +115,14 @@ class StaticWorld(World):
 
     def lane_invasions(self, actor_id: int) -> list[LaneInvasionEvent]:
         return []
+
+    def is_off_road(self, actor_id: int) -> bool:
+        pose = self._pose[actor_id]
+        try:
+            self.road_map.locate(np.array([pose.x, pose.y]), max_distance=0.0)
+        except MapError:
+            return True
+        return False
 
     def close(self) -> None:
         self._ids.clear()

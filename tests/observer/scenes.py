@@ -46,12 +46,12 @@ def town04_straight() -> Scene:
     ego = world.spawn_vehicle(Pose(5.8, 100.0, yaw), role="ego", route=route, speed=10.0)
     ahead_xy = np.array([5.8, 100.0]) + 10.0 * np.array([np.cos(yaw), np.sin(yaw)])
     others = {"ahead": world.spawn_vehicle(Pose(*ahead_xy, yaw), route=route, speed=8.0)}
-    others["right"] = world.spawn_on_lane(lane.right, float(road_map.lanes[lane.right].local_coordinates(
+    others["right"] = world.spawn_on_lane(lane.right, float(road_map.lanes[lane.right].project(
         np.array([[9.3, 100.0]]))[0][0]), speed=9.0)
     opposite_index, opp_s, _ = road_map.locate(np.array([-1.8, 80.0]))
     others["opposite"] = world.spawn_on_lane(opposite_index, opp_s, speed=9.0)
     right_lane = road_map.lanes[lane.right]
-    s_right = float(right_lane.local_coordinates(np.array([[9.3, 112.0]]))[0][0])
+    s_right = float(right_lane.project(np.array([[9.3, 112.0]]))[0][0])
     change = route_through_lanes(road_map, [lane.right, lane_index], s_right, 60.0)
     others["changing"] = world.spawn_on_lane(lane.right, s_right, route=change, speed=9.0)
     return Scene(world, ego, others)

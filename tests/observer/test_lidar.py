@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from conftest import ego_pose, place_relative
 
+from cardreamer.geometry import to_ego_frame
 from cardreamer.observer import DEFAULT_OBSERVATIONS, build_handler
-from cardreamer.observer.geometry import to_ego_frame
 from cardreamer.observer.lidar import LIDAR_COLORS, NO_HIT, ROAD_EDGE, VEHICLE
 from cardreamer.world.api import Pose
 

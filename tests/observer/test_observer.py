@@ -2,8 +2,10 @@ import gymnasium
 import numpy as np
 import pytest
 
+from cardreamer.config_loading import ConfigError
 from cardreamer.observer import (
     DEFAULT_OBSERVATIONS,
+    HANDLERS,
     Handler,
     HandlerConfig,
     ObservationConfigError,
@@ -13,6 +15,7 @@ from cardreamer.observer import (
     register_handler,
     registered_handlers,
 )
+from cardreamer.registry import RegistryError
 
 
 def test_builtin_handlers_are_registered():
@@ -45,7 +48,7 @@ def test_user_handler_plugs_in_without_core_changes(town04):
             v = world.vehicles()
             return {self.name: np.array([v.speed[v.row(ego_id)] * self.config.scale], np.float32)}, {"seen": True}
 
-    assert get_handler("test_ego_speed") is EgoSpeed
+    assert get_handler("test_ego_speed") is EgoSpeed and HANDLERS["test_ego_speed"] is EgoSpeed
     config = {"speed_kmh": {"handler": "test_ego_speed", "scale": 3.6}, **DEFAULT_OBSERVATIONS}
     observer = Observer(config, ["birdeye_wpt", "speed_kmh"])
     obs, info = observer.reset(town04.world, town04.ego)
@@ -59,7 +62,10 @@ def test_unknown_config_key_names_the_key_and_the_valid_ones():
         build_handler("birdeye_wpt", {"handler": "birdeye", "obs_rnage": 40})
     message = str(err.value)
     assert "'obs_rnage'" in message and "did you mean 'obs_range'" in message
-    assert "valid keys:" in message and "entities" in message and "ego_offset" in message
+    with pytest.raises(ObservationConfigError) as err:
+        build_handler("birdeye_wpt", {"handler": "birdeye", "zoom": 2})
+    message = str(err.value)
+    assert "unknown key 'zoom'; valid keys:" in message and "entities" in message and "ego_offset" in message
 
 
 def test_bad_values_are_named():
@@ -72,8 +78,10 @@ def test_bad_values_are_named():
 
 
 def test_unknown_handler_and_unknown_entry_are_named():
-    with pytest.raises(ObservationConfigError, match="unknown handler 'birdseye'.*did you mean 'birdeye'"):
+    with pytest.raises(ConfigError, match=r"^unknown handler 'birdseye' \(did you mean 'birdeye'\?\)$"):
         build_handler("x", {"handler": "birdseye"})
+    with pytest.raises(ConfigError, match=r"^unknown handler 'thermal'; valid handlers: birdeye, camera, "):
+        build_handler("x", {"handler": "thermal"})
     with pytest.raises(ObservationConfigError, match="'birdeye_wtp'.*did you mean 'birdeye_wpt'"):
         Observer(DEFAULT_OBSERVATIONS, ["birdeye_wtp"])
     with pytest.raises(ObservationConfigError, match="list of names"):
@@ -97,3 +105,18 @@ def test_registering_another_class_under_a_taken_name_fails():
         register_handler("birdeye")(Other)
     with pytest.raises(TypeError, match="Handler subclass"):
         register_handler("not_a_handler")(object)
+
+
+def test_a_taken_handler_name_is_refused_and_a_non_handler_too():
+    class OtherBirdeye(Handler):
+        def observation_space(self):
+            return {}
+
+        def step(self, world, ego_id):
+            return {}, {}
+
+    with pytest.raises(RegistryError, match=r"^handler 'birdeye' is already registered by cardreamer.observer.birdeye"):
+        register_handler("birdeye")(OtherBirdeye)
+    with pytest.raises(TypeError, match="needs a Handler subclass"):
+        register_handler("not_a_handler")(dict)
+    assert "not_a_handler" not in HANDLERS

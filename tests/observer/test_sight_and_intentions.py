@@ -4,8 +4,8 @@ import pytest
 from conftest import ego_pose
 from fake_world import StaticWorld
 
+from cardreamer.geometry import box_corners
 from cardreamer.observer import DEFAULT_OBSERVATIONS, Observer
-from cardreamer.observer.birdeye import box_corners
 from cardreamer.observer.intentions import IntentionChannel, route_ahead
 from cardreamer.observer.visibility import Sight, visible_vehicles
 from cardreamer.world.api import Pose

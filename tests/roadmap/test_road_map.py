@@ -41,7 +41,7 @@ def test_lane_geometry_queries(town04):
     lane = max((l for l in town04.lanes if not l.is_junction), key=lambda l: l.length)
     s = np.array([5.0, lane.length / 2])
     right = lane.position(s, 1.0)
-    s_back, lat_back = lane.local_coordinates(right)
+    s_back, lat_back = lane.project(right)
     assert np.allclose(s_back, s, atol=0.05) and np.allclose(lat_back, 1.0, atol=0.05)
     assert lane.on_lane(lane.position(s)).all()
     assert not lane.on_lane(lane.position(s, lane.width_at(s) + 0.5)).any()

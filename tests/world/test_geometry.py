@@ -1,18 +1,24 @@
-"""Oriented-box overlap (SAT) against OpenCV's exact convex-polygon intersection."""
+"""The shared geometry module: box corners, the ego frame and bounding radii against hand-computed
+values, and oriented-box overlap (SAT) against OpenCV's exact convex-polygon intersection."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 
-from cardreamer.world.api import VehicleArrays
-from cardreamer.world.embedded.geometry import (
+from cardreamer.geometry import (
+    bounding_radius,
     box_corners,
+    box_corners_complex,
     boxes_overlap,
+    complex_to_xy,
     corner_segment_distance,
+    from_ego_frame,
     overlapping_pairs,
     point_box_distance,
+    to_ego_frame,
 )
+from cardreamer.world.api import VehicleArrays
 
 
 def corners(xy, yaw, ext) -> np.ndarray:
@@ -96,12 +102,56 @@ def test_point_box_distance():
     assert d[0] == pytest.approx([0.0, 1.0, 1.0, np.sqrt(2.0)])
 
 
-def test_box_corners_match_the_snapshot_corners():
+def test_box_corners_by_hand():
+    """A 4 m x 2 m box at (2, 3) heading +y (CARLA's south): forward is +y, right is -x."""
+    got = box_corners(np.array([[2.0, 3.0]]), np.array([np.pi / 2]), np.array([[2.0, 1.0]]))[0]
+    assert got == pytest.approx(np.array([[3.0, 5.0], [1.0, 5.0], [1.0, 1.0], [3.0, 1.0]]), abs=1e-12)
+    level = box_corners(np.array([[0.0, 0.0]]), np.zeros(1), np.array([[2.4, 1.05]]))[0]
+    assert level.tolist() == [[2.4, -1.05], [2.4, 1.05], [-2.4, 1.05], [-2.4, -1.05]]
+
+
+def test_the_renderers_complex_corners_are_the_same_boxes():
+    """The complex form the views draw with: the same corners (to rounding), and mapped by a
+    similarity it lands where the affine puts the real corners."""
     rng = np.random.default_rng(0)
-    xy, yaw, ext = rng.normal(size=(7, 2)), rng.uniform(-3, 3, 7), rng.uniform(0.5, 3, (7, 2))
-    v = VehicleArrays(ids=np.arange(7), xy=xy, yaw=yaw, speed=np.zeros(7), velocity=np.zeros((7, 2)),
-                      acceleration=np.zeros((7, 2)), extent=ext, is_ego=np.zeros(7, bool))
-    assert np.allclose(box_corners(xy, yaw, ext), v.corners())
+    xy, yaw, ext = rng.uniform(-300, 300, (50, 2)), rng.uniform(-7, 7, 50), rng.uniform(0.5, 6, (50, 2))
+    real = box_corners(xy, yaw, ext)
+    assert np.allclose(complex_to_xy(box_corners_complex(xy, yaw, ext)), real, rtol=0, atol=1e-9)
+    k, c, s = 4.0, np.cos(0.7), np.sin(0.7)
+    similarity = np.array([[k * c, -k * s, 64.0], [k * s, k * c, 100.0]])
+    mapped = complex_to_xy(box_corners_complex(xy, yaw, ext, similarity))
+    assert np.allclose(mapped, real @ similarity[:, :2].T + similarity[:, 2], rtol=0, atol=1e-8)
+
+
+def test_to_ego_frame_by_hand():
+    """An ego at (10, 5) heading +y: (10, 8) is 3 m ahead; (7, 5) is 3 m to its right."""
+    got = to_ego_frame(np.array([[10.0, 8.0], [7.0, 5.0], [10.0, 5.0]]), np.array([10.0, 5.0]), np.pi / 2)
+    assert got == pytest.approx(np.array([[3.0, 0.0], [0.0, 3.0], [0.0, 0.0]]), abs=1e-12)
+
+
+def test_from_ego_frame_by_hand_and_back():
+    """3 m ahead and 1 m right of an ego at (10, 5) heading +y is (9, 8); the frames are inverses."""
+    got = from_ego_frame(np.array([[3.0, 1.0]]), np.array([10.0, 5.0]), np.pi / 2)
+    assert got == pytest.approx(np.array([[9.0, 8.0]]), abs=1e-12)
+    rng = np.random.default_rng(1)
+    points, ego, yaw = rng.uniform(-50, 50, (20, 2)), rng.uniform(-50, 50, 2), 2.1
+    assert from_ego_frame(to_ego_frame(points, ego, yaw), ego, yaw) == pytest.approx(points, abs=1e-9)
+
+
+def test_to_ego_frame_of_several_egos_at_once():
+    """Egos (C, 1) against points (1, N): row c holds every point in ego c's frame."""
+    points = np.array([[1.0, 0.0], [0.0, 1.0]])
+    egos, yaws = np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([0.0, np.pi])
+    got = to_ego_frame(points[None], egos[:, None], yaws[:, None])
+    assert got.shape == (2, 2, 2)
+    assert got[0] == pytest.approx(points)                                  # heading +x: the world frame
+    assert got[1] == pytest.approx(np.array([[0.0, 1.0], [1.0, 0.0]]), abs=1e-12)  # turned around at (1, 1)
+    assert np.array_equal(got[1], to_ego_frame(points, egos[1], yaws[1]))
+
+
+def test_bounding_radius_by_hand():
+    assert bounding_radius(np.array([[3.0, 4.0], [0.5, 1.2]])) == pytest.approx([5.0, 1.3])
+    assert bounding_radius(np.array([2.0, 3.0]), margin=1.0) == pytest.approx(5.0)
 
 
 def test_corner_segment_distance():

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from world_helpers import lane_at, pose_on_lane
 
+from cardreamer.geometry import box_corners
 from cardreamer.roadmap.route import route_through_lanes
 from cardreamer.world.api import Behavior, Pose, TrafficLightStates
 from cardreamer.world.embedded import EmbeddedWorld
-from cardreamer.world.embedded.geometry import box_corners
 
 STAY = Behavior(desired_speed=8.0, auto_lane_change=False, on_route_end="destroy")
 
@@ -33,7 +33,7 @@ def test_vehicle_keeps_its_straight_lane(project_map):
     for _ in range(300):
         world.tick()
         v = world.vehicles()
-        _, lateral = lane.local_coordinates(v.xy[v.row(car)][None])
+        _, lateral = lane.project(v.xy[v.row(car)][None])
         worst = max(worst, abs(lateral[0]))
     assert worst < 0.05
     assert world.vehicles().speed[0] == pytest.approx(13.0, abs=0.5)

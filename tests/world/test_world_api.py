@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from world_helpers import lane_at, pose_on_lane
 
+from cardreamer.geometry import overlapping_pairs
 from cardreamer.world.api import Behavior, Pose, SpawnError, TrafficLightStates, WorldError
 from cardreamer.world.embedded import EmbeddedWorld
-from cardreamer.world.embedded.geometry import overlapping_pairs
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 
 from cardreamer.observer import DEFAULT_OBSERVATIONS, ObservationConfigError, build_handler
 from cardreamer.observer.lidar import LIDAR_COLORS, NO_HIT, ROAD_EDGE, VEHICLE
-from cardreamer.world.api import Behavior, Pose, VehicleArrays
+from cardreamer.world.api import Behavior, CapabilityError, Pose, VehicleArrays
 
 HEIGHT = 2.0  # the handler's default mounting height
 
@@ -116,9 +116,11 @@ def test_source_sensor_needs_a_world_with_sensors(name, town04):
 
     world = EmbeddedWorld(town04, dt=0.1, seed=0)
     handler = build_handler(name, {**DEFAULT_OBSERVATIONS[name], "source": "sensor"})
-    with pytest.raises(ObservationConfigError, match=rf"{name}.source: 'sensor' needs a world with real sensors "
-                                                     r"\(the carla backend\); EmbeddedWorld has none"):
+    with pytest.raises(CapabilityError) as error:
         handler.reset(world, 0)
+    assert str(error.value) == (f"{name}.source: 'sensor' needs a world with real sensors mounted on vehicles "
+                                f"(attach_sensor, sensor_data; the carla backend has them); EmbeddedWorld has none; "
+                                f"use 'render' or 'auto'")
 
 
 def test_sensor_scan_of_an_empty_cloud_is_all_free():

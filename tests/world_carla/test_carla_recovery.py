@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from cardreamer.config import CarlaServer
-from cardreamer.world.api import Behavior, Pose, WorldError
-from cardreamer.world.carla_backend import CarlaServerLost, SensorSpec
+from cardreamer.world.api import Behavior, Pose, SensorSpec, WorldError
+from cardreamer.world.carla_backend import CarlaServerLost
 
 
 def ego_pose(world) -> Pose:

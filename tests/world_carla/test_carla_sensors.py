@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from carla_standin import VEHICLE_EXTENT
 
-from cardreamer.world.api import Pose, WorldError
-from cardreamer.world.carla_backend import SensorSpec, SensorTimeout
+from cardreamer.world.api import Pose, SensorSpec, SensorWorld, WorldError, require_capability
+from cardreamer.world.carla_backend import SensorTimeout
 
 
 def test_camera_reading_is_rgb_of_the_current_frame(ego_world, server):
     world, _ = ego_world()
+    assert require_capability(world, SensorWorld, "camera.source: 'sensor'") is world
     world.attach_sensor("camera", SensorSpec("camera", width=32, height=24))
     for _ in range(3):
         world.tick()

@@ -12,7 +12,6 @@ from cardreamer.world.carla_backend.errors import (
                                                    SensorTimeout,
 )
 from cardreamer.world.carla_backend.launcher import start_server
-from cardreamer.world.carla_backend.sensors import SensorSpec
 from cardreamer.world.carla_backend.world import CarlaWorld
 
 __all__ = [
@@ -21,7 +20,6 @@ __all__ = [
                                                    "CarlaServerLost",
                                                    "CarlaVersionWarning",
                                                    "CarlaWorld",
-                                                   "SensorSpec",
                                                    "SensorTimeout",
                                                    "choose_backend",
                                                    "client_version",

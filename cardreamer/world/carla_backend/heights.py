@@ -44,7 +44,7 @@ class LaneHeights:
             first = starts[r]
             lane_index = int(route.lanes[first])
             lane = self.road_map.lanes[lane_index]
-            lane_s0 = float(lane.local_coordinates(route.points[first][None])[0][0])
+            lane_s0 = float(lane.project(route.points[first][None])[0][0])
             rows = run == r
             z[rows] = np.interp(lane_s0 + s[rows] - route.s[first], lane.s, self._lanes()[lane_index])
         return z

@@ -12,12 +12,12 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import carla
 import numpy as np
 
-from cardreamer.world.api import LaneInvasionEvent, WorldError
+from cardreamer.world.api import LaneInvasionEvent, SensorSpec, WorldError
 from cardreamer.world.carla_backend.errors import SensorTimeout
 
 SENSOR_BLUEPRINTS = {"camera": "sensor.camera.rgb", "lidar": "sensor.lidar.ray_cast"}
@@ -25,43 +25,21 @@ LIDAR_NO_DROPOFF = {"dropoff_general_rate": "0.0", "dropoff_intensity_limit": "1
 """CARLA drops 45% of lidar returns at random by default; a scan wants every return."""
 
 
-@dataclass(frozen=True)
-class SensorSpec:
-    """A camera or lidar mounted on a vehicle: x ahead of its centre, y right, z above the ground (metres), degrees."""
+def mount_transform(spec: SensorSpec, centre: tuple[float, float] = (0.0, 0.0)) -> carla.Transform:
+    """The mount relative to the vehicle's actor origin, whose bounding-box centre is at ``centre`` (x, y)."""
+    return carla.Transform(carla.Location(x=spec.x + centre[0], y=spec.y + centre[1], z=spec.z),
+                           carla.Rotation(pitch=spec.pitch, yaw=spec.yaw))
 
-    kind: Literal["camera", "lidar"]
-    x: float = 1.5
-    y: float = 0.0
-    z: float = 2.4
-    pitch: float = 0.0
-    yaw: float = 0.0
-    width: int = 128           # camera
-    height: int = 128          # camera
-    fov: float = 90.0          # camera, degrees
-    channels: int = 32         # lidar
-    range: float = 50.0        # lidar, m
-    points_per_second: int = 100_000
-    upper_fov: float = 10.0    # lidar, degrees
-    lower_fov: float = -30.0   # lidar, degrees
 
-    def __post_init__(self) -> None:
-        if self.kind not in SENSOR_BLUEPRINTS:
-            raise WorldError(f"sensor kind {self.kind!r} is not supported; valid kinds: {', '.join(SENSOR_BLUEPRINTS)}")
-
-    def transform(self, centre: tuple[float, float] = (0.0, 0.0)) -> carla.Transform:
-        """The mount relative to the vehicle's actor origin, whose bounding-box centre is at ``centre`` (x, y)."""
-        return carla.Transform(carla.Location(x=self.x + centre[0], y=self.y + centre[1], z=self.z),
-                               carla.Rotation(pitch=self.pitch, yaw=self.yaw))
-
-    def attributes(self, dt: float) -> dict[str, str]:
-        """Blueprint attributes: one reading per tick (a full lidar sweep per ``dt``, no random drop-off)."""
-        if self.kind == "camera":
-            return {"image_size_x": str(self.width), "image_size_y": str(self.height), "fov": str(self.fov),
-                    "sensor_tick": "0.0"}
-        return {"channels": str(self.channels), "range": str(self.range),
-                "points_per_second": str(self.points_per_second), "rotation_frequency": str(1.0 / dt),
-                "upper_fov": str(self.upper_fov), "lower_fov": str(self.lower_fov), "sensor_tick": "0.0",
-                **LIDAR_NO_DROPOFF}
+def blueprint_attributes(spec: SensorSpec, dt: float) -> dict[str, str]:
+    """Blueprint attributes: one reading per tick (a full lidar sweep per ``dt``, no random drop-off)."""
+    if spec.kind == "camera":
+        return {"image_size_x": str(spec.width), "image_size_y": str(spec.height), "fov": str(spec.fov),
+                "sensor_tick": "0.0"}
+    return {"channels": str(spec.channels), "range": str(spec.range),
+            "points_per_second": str(spec.points_per_second), "rotation_frequency": str(1.0 / dt),
+            "upper_fov": str(spec.upper_fov), "lower_fov": str(spec.lower_fov), "sensor_tick": "0.0",
+            **LIDAR_NO_DROPOFF}
 
 
 def reading_to_array(kind: str, data: Any) -> np.ndarray:
@@ -128,7 +106,8 @@ class SensorManager:
         """Spawn the sensor on ``parent`` (whose box centre is ``centre`` from its origin); returns its actor id."""
         if name in self.sensors:
             raise WorldError(f"a sensor named {name!r} is already attached; names in use: {', '.join(self.sensors)}")
-        actor = spawn_sensor(world, SENSOR_BLUEPRINTS[spec.kind], spec.transform(centre), parent, spec.attributes(dt))
+        actor = spawn_sensor(world, SENSOR_BLUEPRINTS[spec.kind], mount_transform(spec, centre), parent,
+                             blueprint_attributes(spec, dt))
         self.sensors[name] = SyncedSensor(name, spec, actor, parent.id)
         return actor.id
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from cardreamer.geometry import from_ego_frame
 from cardreamer.world.api import Pose, VehicleArrays
 
 
@@ -72,8 +73,8 @@ def vehicle_arrays(snapshot: Any, shapes: ShapeCache, egos: set[int], hidden: se
         motion[i, :2] = speed * np.cos(start.yaw), speed * np.sin(start.yaw)
         extent[i], offset[i] = shape.extent, (0.0, 0.0)  # a pending pose is already the box centre
     yaw = np.angle(np.exp(1j * pose[:, 2]))
+    xy = from_ego_frame(offset, pose[:, :2], yaw)  # the box centre, ``offset`` ahead/right of the actor origin
     cos, sin = np.cos(yaw), np.sin(yaw)
-    xy = pose[:, :2] + np.stack([cos * offset[:, 0] - sin * offset[:, 1], sin * offset[:, 0] + cos * offset[:, 1]], -1)
     velocity = motion[:, :2]
     return VehicleArrays(ids=ids, xy=xy, yaw=yaw, speed=velocity[:, 0] * cos + velocity[:, 1] * sin,
                          velocity=velocity.copy(), acceleration=motion[:, 2:].copy(), extent=extent,

@@ -28,6 +28,8 @@ from cardreamer.world.api import (
     CollisionEvent,
     LaneInvasionEvent,
     Pose,
+    SensorSpec,
+    SensorWorld,
     SpawnError,
     TrafficLightStates,
     VehicleArrays,
@@ -40,7 +42,7 @@ from cardreamer.world.carla_backend.errors import CarlaServerLost, is_server_los
 from cardreamer.world.carla_backend.heights import LaneHeights
 from cardreamer.world.carla_backend.lights import LightTable
 from cardreamer.world.carla_backend.progress import advance_progress
-from cardreamer.world.carla_backend.sensors import EventSensors, SensorManager, SensorSpec
+from cardreamer.world.carla_backend.sensors import EventSensors, SensorManager
 from cardreamer.world.carla_backend.snapshot import Shape, ShapeCache, vehicle_arrays
 from cardreamer.world.carla_backend.traffic import (
     apply_behavior,
@@ -130,7 +132,7 @@ def clipped_control(control: carla.VehicleControl) -> carla.VehicleControl:
                                 gear=int(control.gear))
 
 
-class CarlaWorld(World):
+class CarlaWorld(World, SensorWorld):
     """A World on a CARLA server: ``config`` says where, ``map_name_or_xodr`` which map.
 
     ``road_map`` may be given when the caller already parsed the same OpenDRIVE (so its lane

@@ -27,6 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cardreamer.geometry import (
+    bounding_radius,
+    box_corners,
+    boxes_overlap,
+    corner_segment_distance,
+    point_box_distance,
+)
 from cardreamer.world.embedded.dynamics import MAX_BRAKE, pure_pursuit
 from cardreamer.world.embedded.fleet import (
     B_A_MAX,
@@ -43,13 +50,6 @@ from cardreamer.world.embedded.fleet import (
     R_STOP_SIG,
     R_VCURVE,
     Fleet,
-)
-from cardreamer.world.embedded.geometry import (
-    bounding_radius,
-    box_corners,
-    boxes_overlap,
-    corner_segment_distance,
-    point_box_distance,
 )
 from cardreamer.world.embedded.lights import GREEN, STOP_SIGN, YELLOW
 from cardreamer.world.embedded.route_table import LEVEL_GAP, SPACING

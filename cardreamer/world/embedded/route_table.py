@@ -49,7 +49,7 @@ def _lane_elevations(road_map: RoadMap) -> list[np.ndarray]:
         if len(samples) == 0 or np.ptp(samples[:, 2]) < 1e-3:
             heights.append(np.full(len(lane.s), samples[0, 2] if len(samples) else 0.0))
             continue
-        s, _ = lane.local_coordinates(samples[:, :2])
+        s, _ = lane.project(samples[:, :2])
         order = np.argsort(s)
         heights.append(np.interp(lane.s, s[order], samples[order, 2]))
     return heights
@@ -70,7 +70,7 @@ def _stops_on_route(index: MapIndex, route: Route) -> tuple[np.ndarray, np.ndarr
         if entered_at_start:  # consecutive lanes share their joint point: this run starts just past it
             lane_s0 = float(np.hypot(*(route.points[start] - lane.points[0])))
         else:                 # the route starts, or changes lanes, part-way along this lane
-            lane_s0 = float(lane.local_coordinates(route.points[start][None])[0][0])
+            lane_s0 = float(lane.project(route.points[start][None])[0][0])
         tolerance = 1.5 * SPACING if entered_at_start else 0.5
         for sig, s_on_lane in signals:
             if s_on_lane >= lane_s0 - tolerance:
@@ -91,7 +91,7 @@ def _route_heights(index: MapIndex, route: Route) -> np.ndarray:
         if np.ptp(profile) < 1e-3:
             z[a:b] = profile[0]
         else:
-            s, _ = lane.local_coordinates(route.points[a:b])
+            s, _ = lane.project(route.points[a:b])
             z[a:b] = np.interp(s, lane.s, profile)
     return z
 

@@ -6,6 +6,7 @@ import weakref
 import carla
 import numpy as np
 
+from cardreamer.geometry import box_corners, boxes_overlap, overlapping_pairs
 from cardreamer.roadmap import MapError, RoadMap, Route
 from cardreamer.roadmap.route import random_route
 from cardreamer.world.api import (
@@ -19,10 +20,10 @@ from cardreamer.world.api import (
     World,
     WorldError,
 )
-from cardreamer.world.embedded import autopilot, lane_change
+from cardreamer.world.embedded import autopilot
 from cardreamer.world.embedded.dynamics import MAX_STEER, ego_acceleration, integrate, resistance_stops
 from cardreamer.world.embedded.fleet import R_HEADING, R_Z, Fleet
-from cardreamer.world.embedded.geometry import box_corners, boxes_overlap, overlapping_pairs
+from cardreamer.world.embedded.lane_change import LaneChanger
 from cardreamer.world.embedded.lane_raster import LaneRaster
 from cardreamer.world.embedded.lights import TrafficLightController
 from cardreamer.world.embedded.route_table import LEVEL_GAP, SPACING, MapIndex, load_route
@@ -57,6 +58,7 @@ class EmbeddedWorld(World):
         self.dt = float(dt)
         self.map_index, self.raster = _map_tables(road_map)
         self.lights = TrafficLightController(road_map, traffic_lights)
+        self.lane_changer = LaneChanger(road_map)
         self._spawn_points = road_map.spawn_points()
         self.fleet = Fleet()
         self.reset(seed)
@@ -72,6 +74,7 @@ class EmbeddedWorld(World):
         self._collisions: dict[int, list[CollisionEvent]] = {}
         self._invasions: dict[int, list[LaneInvasionEvent]] = {}
         self._snapshot: VehicleArrays | None = None
+        self._auto = self._ego = self._routed = np.zeros(0, dtype=np.int64)  # rows by kind, see _update_rows
         self._rows_dirty = True
         self.stats = {"background_collisions": 0}  # overlapping autopilot pairs, summed over ticks
         self.lights.reset(self.rng)
@@ -274,7 +277,7 @@ class EmbeddedWorld(World):
         self._handle_route_ends()
         self._update_rows()  # route ends may have removed vehicles
         if len(self._auto):
-            lane_change.consider(self, self._auto)
+            self.lane_changer.consider(self, self._auto)
         self._snapshot = None
         return self.frame
 
@@ -360,9 +363,9 @@ class EmbeddedWorld(World):
             return None
         if new >= 0 and self.road_map.lanes[new].is_junction:
             return None
-        s, lateral = lane.local_coordinates(point[None])
+        s, lateral = lane.project(point[None])
         if new >= 0 and self.map_index.has_levels:
-            s_new, _ = self.road_map.lanes[new].local_coordinates(point[None])
+            s_new, _ = self.road_map.lanes[new].project(point[None])
             if abs(self._height(old, s[0]) - self._height(new, s_new[0])) >= LEVEL_GAP:
                 return None  # a road passing above or below, not a lane boundary
         k = int(np.clip(np.searchsorted(lane.s, s[0]), 0, len(lane.s) - 1))
@@ -387,7 +390,7 @@ class EmbeddedWorld(World):
         f = self.fleet
         old = self._routes[actor_id]
         end_lane = int(old.lanes[-1])
-        end_s = float(self.road_map.lanes[end_lane].local_coordinates(old.points[-1:])[0][0])
+        end_s = float(self.road_map.lanes[end_lane].project(old.points[-1:])[0][0])
         lane = self.road_map.lanes[end_lane]
         if not lane.successors and end_s > lane.length - 1.0:  # the road ends at the map edge
             f.destroy_at_end[row] = True

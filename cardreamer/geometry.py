@@ -1,16 +1,63 @@
-"""Vectorized oriented-box geometry: overlap tests (separating axes) and point-to-box distances."""
+"""Vectorized ground-plane geometry shared by the worlds, the observer and the expert.
+
+Frames are CARLA's (x forward/east, y right/south seen from above, metres; yaw in radians from +x
+toward +y). A box is a vehicle's footprint: centre ``xy``, heading ``yaw`` and ``extent`` (half
+length, half width). Corners are always ordered front-left, front-right, rear-right, rear-left.
+"""
 from __future__ import annotations
 
 import numpy as np
 
+_CORNER_SIGNS = np.array([1 - 1j, 1 + 1j, -1 + 1j, -1 - 1j])  # (forward, right) signs of each corner
+
 
 def box_corners(xy: np.ndarray, yaw: np.ndarray, extent: np.ndarray) -> np.ndarray:
-    """(N, 4, 2) corners of boxes, ordered like ``VehicleArrays.corners``: front-left, front-right,
-    rear-right, rear-left."""
+    """(N, 4, 2) corners of boxes (front-left, front-right, rear-right, rear-left)."""
     c, s = np.cos(yaw), np.sin(yaw)
     fwd = np.stack([c, s], -1) * extent[:, :1]
     right = np.stack([-s, c], -1) * extent[:, 1:]
     return xy[:, None, :] + np.stack([fwd - right, fwd + right, -fwd + right, -fwd - right], 1)
+
+
+def box_corners_complex(xy: np.ndarray, yaw: np.ndarray, extent: np.ndarray,
+                        similarity: np.ndarray | None = None) -> np.ndarray:
+    """(N, 4) corners as complex numbers x + iy, optionally mapped by a (2, 3) rotation-and-scale affine.
+
+    The renderers' form: complex arithmetic (centre + heading rotation x local corner) needs few
+    numpy calls, and a similarity transform into an image is one complex multiply-add, ``a z + b``
+    with ``a = m00 + i m10``. Its last bits can differ from ``box_corners`` (``exp(1j yaw)`` against
+    ``cos``/``sin``), so each caller keeps the form it was built on.
+    """
+    local = extent[:, :1] * _CORNER_SIGNS.real + 1j * (extent[:, 1:] * _CORNER_SIGNS.imag)   # (N, 4)
+    centre = np.ascontiguousarray(xy, dtype=np.float64).view(np.complex128)               # (N, 1)
+    heading = np.exp(1j * yaw)[:, None]
+    if similarity is None:
+        return centre + heading * local
+    a = complex(similarity[0, 0], similarity[1, 0])
+    b = complex(similarity[0, 2], similarity[1, 2])
+    return (a * centre + b) + (a * heading) * local
+
+
+def complex_to_xy(z: np.ndarray) -> np.ndarray:
+    """(..., 2) float view of complex points (..., )."""
+    return z.view(np.float64).reshape(*z.shape, 2)
+
+
+def to_ego_frame(xy: np.ndarray, ego_xy: np.ndarray, ego_yaw: float | np.ndarray) -> np.ndarray:
+    """World points (..., 2) in the frame of an ego at ``ego_xy`` heading ``ego_yaw`` (x forward, y right).
+
+    ``ego_xy`` (..., 2) and ``ego_yaw`` (...) broadcast against the points, so several egos can
+    each see all points at once.
+    """
+    c, s = np.cos(ego_yaw), np.sin(ego_yaw)
+    d = np.asarray(xy, dtype=np.float64) - ego_xy
+    return np.stack([d[..., 0] * c + d[..., 1] * s, -d[..., 0] * s + d[..., 1] * c], axis=-1)
+
+
+def from_ego_frame(local: np.ndarray, ego_xy: np.ndarray, ego_yaw: float | np.ndarray) -> np.ndarray:
+    """Ego-frame points (..., 2) (x forward, y right) back in the world: the inverse of ``to_ego_frame``."""
+    c, s = np.cos(ego_yaw), np.sin(ego_yaw)
+    return ego_xy + np.stack([local[..., 0] * c - local[..., 1] * s, local[..., 0] * s + local[..., 1] * c], -1)
 
 
 def boxes_overlap(xy_a, yaw_a, ext_a, xy_b, yaw_b, ext_b, margin: float = 0.0) -> np.ndarray:
