@@ -11,9 +11,9 @@ import pytest
 from cardreamer.cli import main
 from cardreamer.config_loading import ConfigError
 from cardreamer.env import make_env
+from cardreamer.task_registry import TASK_DIR
 from task_dev_suite.task_validation import boxes_overlap, validate_task
 
-TASK_DIR = Path(__file__).resolve().parents[2] / "tasks"
 
 # A valid task on the built-in 4-way intersection: the ego comes from the east on the outer lane
 # and goes straight on, a flow comes from the south and goes north.
