@@ -72,9 +72,11 @@ def relocated(exc: ValidationError, prefix: tuple[str | int, ...], valid: list[s
     return errors
 
 
-def keyed(value: Any, registry: Any, validate_one: Callable[[str, Any, Any], Any]) -> dict[str, Any]:
+def keyed(value: Any, registry: Any, model_of: Callable[[Any], type[BaseModel] | TypeAdapter],
+          raw_of: Callable[[Any], Any] = lambda raw: raw) -> dict[str, Any]:
     """A mapping keyed by a registry's names (reward terms, terminal settings, task parts), each
-    value validated by ``validate_one(name, registered, raw)``; all problems reported at once."""
+    value (``raw_of(value)``) validated by the model or adapter ``model_of(registered)``; all
+    problems reported at once, unknown keys with the nearest valid ones."""
     if not isinstance(value, dict):
         raise ValidationError.from_exception_data(registry.kind, [config_error(
             (), f"must be a mapping of {registry.plural} to their settings", value)])
@@ -84,44 +86,30 @@ def keyed(value: Any, registry: Any, validate_one: Callable[[str, Any, Any], Any
             errors.append(config_error((name,), f"unknown {registry.kind} {str(name)!r}"
                                                  f"{nearest_hint(str(name), registry.names(), registry.plural)}"))
             continue
+        model = model_of(registry[name])
         try:
-            out[name] = validate_one(name, registry[name], raw)
+            out[name] = model.validate_python(raw_of(raw)) if isinstance(model, TypeAdapter) else \
+                model.model_validate(raw_of(raw))
         except ValidationError as exc:
-            errors.extend(relocated(exc, (name,), _fields(exc)))
+            errors.extend(relocated(exc, (name,), [] if isinstance(model, TypeAdapter) else list(model.model_fields)))
     if errors:
         raise ValidationError.from_exception_data(registry.kind, errors)
     return out
-
-
-_MODELS: dict[str, type[BaseModel]] = {}
-"""Models validated by ``keyed`` entries, by title, so unknown keys can name the valid ones."""
-
-
-def _model(model: type[BaseModel]) -> type[BaseModel]:
-    _MODELS[model.__name__] = model
-    return model
-
-
-def _fields(exc: ValidationError) -> list[str]:
-    model = _MODELS.get(exc.title)
-    return list(model.model_fields) if model is not None else []
 
 
 def _rewards(value: Any) -> dict[str, BaseModel]:
     """``task.rewards``: each term's scale, or ``{scale: ..., <its params>}``."""
     from cardreamer.rewards import REWARD_TERMS
 
-    def one(name: str, term: Any, raw: Any) -> BaseModel:
-        return _model(term.settings).model_validate(raw if isinstance(raw, dict) else {"scale": raw})
-
-    return keyed(value, REWARD_TERMS, one)
+    return keyed(value, REWARD_TERMS, lambda term: term.settings, lambda raw: raw if isinstance(raw, dict) else
+                 {"scale": raw})
 
 
 def _terminal(value: Any) -> dict[str, Any]:
     """``task.terminal``: each setting's value, of the type it was registered with."""
     from cardreamer.rewards import TERMINAL_SETTINGS
 
-    return keyed(value, TERMINAL_SETTINGS, lambda name, setting, raw: _adapter(setting.type).validate_python(raw))
+    return keyed(value, TERMINAL_SETTINGS, lambda setting: _adapter(setting.type))
 
 
 _ADAPTERS: dict[Any, TypeAdapter] = {}
@@ -145,7 +133,7 @@ def _parts(value: Any) -> dict[str, BaseModel]:
         raise ValidationError.from_exception_data("parts", [config_error(
             (name,), f"{name!r} is a core part of every task; configure it with task.{CORE_SECTIONS[name]}")
             for name in value if name in CORE_SECTIONS])
-    return keyed(value, TASK_PARTS, lambda name, cls, raw: _model(cls.Params).model_validate(raw or {}))
+    return keyed(value, TASK_PARTS, lambda cls: cls.Params, lambda raw: {} if raw is None else raw)
 
 
 def _dump_rewards(rewards: dict[str, BaseModel]) -> dict[str, Any]:

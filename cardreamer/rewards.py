@@ -86,19 +86,17 @@ class RewardTerm:
         if self.params is None:
             return TermParams
 
-        class Setting(self.params):  # type: ignore[misc,name-defined]
-            model_config = TermParams.model_config
-            scale: float
-
-        Setting.__name__ = Setting.__qualname__ = f"{self.params.__name__}Setting"
-        return Setting
+        return type(f"{self.params.__name__}Setting", (self.params,), {
+            "__module__": self.params.__module__, "__annotations__": {"scale": float},
+            "model_config": TermParams.model_config})
 
     def __call__(self, ctx: StepContext, settings: BaseModel) -> float:
         return self.fn(ctx, settings) if self.params is not None else self.fn(ctx)
 
     @property
     def doc(self) -> str:
-        return (self.fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        """The first paragraph of the term's docstring, on one line."""
+        return " ".join((self.fn.__doc__ or "").strip().split("\n\n")[0].split())
 
 
 REWARD_TERMS: Registry[RewardTerm] = Registry("reward term")

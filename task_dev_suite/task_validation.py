@@ -1,10 +1,12 @@
 """``cardreamer task validate``: check a task spec against its schema and against its map.
 
 Validation reports every problem at once, each with the YAML ``file:line:col`` of the key it is
-about. It runs in two passes over the merged configuration (defaults, the task file, overrides):
+about. It runs in two passes over the configuration merged as the env merges it
+(``cardreamer.config.merge_config``: defaults, the task file and its bases, overrides, plugins):
 
 1. the schema (the pydantic models of ``cardreamer.config``, with every observation entry
-   checked against its handler's config);
+   checked against its handler's config, every part's params against its model, and every
+   reward term and enabled terminal setting against the facts the task's parts provide);
 2. the map: spawn points on a driving lane and heading along it, routes and flow routes legal on
    the lane graph (every leg planned), goals reachable, stop signs on a lane, no two spawn boxes
    (4.8 x 2.1 m) overlapping, flow gaps longer than a vehicle.

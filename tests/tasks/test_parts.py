@@ -62,21 +62,21 @@ def test_the_parts_that_provide_the_facts_make_it_valid(tmp_path):
 def test_a_disabled_terminal_setting_needs_nothing(tmp_path):
     config, _ = build_config(write(tmp_path, WPT.replace("red_light: true", "red_light: false")
                                    .replace("    overtake: 20.0\n", "")))
-    assert config.task.terminal == {"red_light": False}
+    assert config.task.terminal["red_light"] is False
 
 
 def test_a_misspelled_part_param_names_its_line_and_the_nearest_param(tmp_path):
     path = write(tmp_path, "extends: overtake\ntask:\n  parts:\n    lead_vehicle: {lead_distanse: 5}\n")
     where, message = problems(path)["task.parts.lead_vehicle.lead_distanse"]
     assert where == f"{path}:4:20"
-    assert message == "unknown key 'lead_distanse' (did you mean 'lead_distance'?)"
+    assert message == "unknown key 'lead_distanse' (did you mean 'lead_distance', 'overtake_distance' or 'lead_speed'?)"
 
 
 def test_a_misspelled_part_param_on_the_command_line_names_the_override():
     found = problems(Path("overtake"), ["--task.parts.lead_vehicle.lead_distanse=5"])
     assert found == {"task.parts.lead_vehicle.lead_distanse": (
         "command line: --task.parts.lead_vehicle.lead_distanse=5",
-        "unknown key 'lead_distanse' (did you mean 'lead_distance'?)")}
+        "unknown key 'lead_distanse' (did you mean 'lead_distance', 'overtake_distance' or 'lead_speed'?)")}
 
 
 def test_a_mistyped_part_param_and_an_unknown_part(tmp_path):
@@ -107,7 +107,7 @@ def test_a_reward_term_setting_is_checked_like_a_part_param(tmp_path):
 def test_a_part_may_object_to_the_rest_of_the_spec(tmp_path):
     path = write(tmp_path, "extends: right_turn_random\ntask:\n  ego: {spawn: random}\n")
     where, message = problems(path)["task.ego.spawn"]
-    assert where == f"{path}:3:10" and message.startswith("part random_approach turns a written approach")
+    assert where == f"{path}:3:9" and message.startswith("part random_approach turns a written approach")
 
 
 @pytest.mark.parametrize("logic, hint", [
