@@ -41,15 +41,18 @@ def _load_with_positions(text: str, source: str) -> tuple[Any, dict[str, tuple[i
     except yaml.reader.ReaderError as exc:  # raised before parsing: a character YAML does not allow
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - text.rfind("\n", 0, exc.position)
-        raise ConfigError(f"{source}:{line}:{column}: not a YAML text file: character 0x{exc.character:02x} "
-                          f"is not allowed in YAML", ((f"{source}:{line}:{column}", "yaml", "not a YAML text file: "
-                                                    f"character 0x{exc.character:02x} is not allowed in YAML"),)
-                          ) from None
+        raise _yaml_error(f"{source}:{line}:{column}", f"not a YAML text file: character 0x{exc.character:02x} "
+                                                       f"is not allowed in YAML") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: invalid YAML: {problem}", ((where, "yaml", f"invalid YAML: {problem}"),)) from None
+        raise _yaml_error(where, f"invalid YAML: {problem}") from None
+
+
+def _yaml_error(where: str, message: str) -> ConfigError:
+    """A file that is no YAML config: ``where: message`` (its problem's key is ``yaml``)."""
+    return ConfigError(f"{where}: {message}", ((where, "yaml", message),))
 
 
 MAX_NODES = 100_000

@@ -27,7 +27,14 @@ from pydantic import BaseModel, ConfigDict
 
 from cardreamer.config import BehaviorSpec, FlowSpec, PoseSpec, TaskSpec
 from cardreamer.registry import Registry
-from cardreamer.rewards import REWARD_TERMS, ROUTE_FACTS, StepContext, enabled, terminal_checks, terminal_defaults
+from cardreamer.rewards import (
+    REWARD_TERMS,
+    ROUTE_FACTS,
+    StepContext,
+    enabled,
+    terminal_checks,
+    terminal_defaults,
+)
 from cardreamer.roadmap import MapError, RoadMap, Route, plan_route_via, random_route
 from cardreamer.roadmap.lane import project_onto_polyline
 from cardreamer.world.api import Behavior, Pose, World

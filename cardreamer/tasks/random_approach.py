@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from cardreamer.config import PoseSpec, TaskSpec
-from cardreamer.task_runtime import TASK_PARTS, PartParams, TaskPart, Task
+from cardreamer.task_runtime import TASK_PARTS, PartParams, Task, TaskPart
 
 
 def _turn(xy, center, k: int) -> tuple[float, float]:
@@ -53,8 +53,8 @@ class RandomApproach(TaskPart):
     @classmethod
     def spec_errors(cls, spec: TaskSpec, params: Params) -> list[tuple[tuple[str | int, ...], str]]:
         if spec.ego.spawn == "random":
-            return [(("ego", "spawn"), "part random_approach turns a written approach: give the ego an explicit "
-                                       "spawn pose, not 'random'")]
+            return [(("ego", "spawn"), ("part random_approach turns a written approach: give the ego an "
+                                        "explicit spawn pose, not 'random'"))]
         return []
 
     def __init__(self, params: Params, task: Task):

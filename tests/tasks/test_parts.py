@@ -85,8 +85,8 @@ def test_a_mistyped_part_param_and_an_unknown_part(tmp_path):
     found = problems(path)
     assert found["task.parts.lead_vehicle.lead_speed"][0] == f"{path}:4:20"
     assert "'fast'" in found["task.parts.lead_vehicle.lead_speed"][1]
-    assert found["task.parts.trafic_rules"] == (f"{path}:5:5", "unknown task part 'trafic_rules' "
-                                                               "(did you mean 'traffic_rules'?)")
+    assert found["task.parts.trafic_rules"] == (f"{path}:5:5", ("unknown task part 'trafic_rules' "
+                                                                "(did you mean 'traffic_rules'?)"))
 
 
 def test_a_core_part_is_configured_by_its_section(tmp_path):
