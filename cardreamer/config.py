@@ -316,16 +316,36 @@ class TaskSpec(Strict):
         return self
 
 
+MOVED_TO_TERMS = {"out_of_lane_threshold": ("out_of_lane", "threshold"),
+                  "stay_in_lane_distance": ("stay_in_lane", "distance"),
+                  "early_lane_change_distance": ("early_lane_change", "distance"),
+                  "follow_gap": ("following_distance", "gap")}
+"""Old ``params:`` keys that are now settings of a reward term: (term, setting)."""
+
+
 def migration_hint(data: dict) -> str:
     """The one-line replacement of a task's old ``logic:`` / ``params:`` keys."""
-    logic, params = data.get("logic", "route"), data.get("params") or {}
-    if not isinstance(logic, str) or logic == "route":
-        example = "move each setting to the part or reward term that reads it"
-    else:
-        flow = yaml.safe_dump({logic: params}, default_flow_style=True, width=10_000).strip()
-        example = (f"write parts: {flow} (a reward term's settings go to its rewards entry, "
-                   f"e.g. stay_in_lane: {{scale: 0.2, distance: 15}}; see docs/authoring.md)")
-    return f"'logic:' and 'params:' were replaced by 'parts:', each part with its own params: {example}"
+    from cardreamer.task_runtime import TASK_PARTS
+
+    logic = data.get("logic", "route")
+    params = data.get("params") if isinstance(data.get("params"), dict) else {}
+    cls = TASK_PARTS.get(logic) if isinstance(logic, str) else None
+    fields = cls.Params.model_fields if cls is not None else {}
+
+    def flow(value: Any) -> str:
+        text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000)
+        return text.strip().removesuffix("...").strip()  # a scalar's dump ends the document
+
+    steps = [f"write parts: {flow({logic: {k: v for k, v in params.items() if k in fields}})}"] if cls else []
+    steps += [f"write rewards: {{{term}: {{scale: <its scale>, {setting}: {flow(params[old])}}}}}"
+              for old, (term, setting) in MOVED_TO_TERMS.items() if old in params]
+    rest = [k for k in params if k not in fields and k not in MOVED_TO_TERMS]
+    if rest:
+        steps.append(f"drop {', '.join(map(str, rest))} (no part reads {'it' if len(rest) == 1 else 'them'})")
+    if not steps:
+        steps = ["drop them" if logic == "route" else f"{logic!r} is no registered part"]
+    return (f"'logic:' and 'params:' were replaced by 'parts:', each part with its own params: {'; '.join(steps)} "
+            f"(see docs/authoring.md)")
 
 
 def fact_errors(spec: TaskSpec) -> list[InitErrorDetails]:

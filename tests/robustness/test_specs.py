@@ -132,8 +132,7 @@ def test_a_task_file_with_the_old_logic_key_is_one_line_saying_what_replaced_it(
     path = crafted(tmp_path, "  terminal:\n", "  logic: lead_vehicle\n  params: {lead_distance: 25}\n  terminal:\n")
     line = error_line(train(path, tmp_path), tmp_path, path)
     assert line == (f"{path}:7:3: task.logic: 'logic:' and 'params:' were replaced by 'parts:', each part with its "
-                    "own params: write parts: {lead_vehicle: {lead_distance: 25}} (a reward term's settings go to "
-                    "its rewards entry, e.g. stay_in_lane: {scale: 0.2, distance: 15}; see docs/authoring.md)")
+                    "own params: write parts: {lead_vehicle: {lead_distance: 25}} (see docs/authoring.md)")
 
 
 def test_a_plugin_that_fails_to_import_is_one_line_naming_the_task_file(tmp_path):

@@ -111,8 +111,12 @@ def test_a_part_may_object_to_the_rest_of_the_spec(tmp_path):
 
 
 @pytest.mark.parametrize("logic, hint", [
-    ("logic: lead_vehicle\n  params: {lead_distance: 25.0}", "write parts: {lead_vehicle: {lead_distance: 25.0}}"),
-    ("params: {out_of_lane_threshold: 0.5}", "move each setting to the part or reward term that reads it"),
+    ("logic: lead_vehicle\n  params: {lead_distance: 25.0, follow_gap: [5, 20]}",
+     "write parts: {lead_vehicle: {lead_distance: 25.0}}; write rewards: {following_distance: "
+     "{scale: <its scale>, gap: [5, 20]}} (see docs/authoring.md)"),
+    ("params: {out_of_lane_threshold: 0.5, stop_time: 2}",
+     "write rewards: {out_of_lane: {scale: <its scale>, threshold: 0.5}}; drop stop_time (no part reads it)"),
+    ("logic: route", "drop them"),
 ])
 def test_the_old_logic_and_params_keys_say_what_replaced_them(tmp_path, logic, hint):
     path = write(tmp_path, f"task:\n  name: old\n  map: two_lane\n  {logic}\n")
