@@ -112,8 +112,8 @@ def test_a_part_may_object_to_the_rest_of_the_spec(tmp_path):
 
 @pytest.mark.parametrize("logic, hint", [
     ("logic: lead_vehicle\n  params: {lead_distance: 25.0, follow_gap: [5, 20]}",
-     "write parts: {lead_vehicle: {lead_distance: 25.0}}; write rewards: {following_distance: "
-     "{scale: <its scale>, gap: [5, 20]}} (see docs/authoring.md)"),
+     ("write parts: {lead_vehicle: {lead_distance: 25.0}}; write rewards: {following_distance: "
+      "{scale: <its scale>, gap: [5, 20]}} (see docs/authoring.md)")),
     ("params: {out_of_lane_threshold: 0.5, stop_time: 2}",
      "write rewards: {out_of_lane: {scale: <its scale>, threshold: 0.5}}; drop stop_time (no part reads it)"),
     ("logic: route", "drop them"),
