@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cardreamer.config_loading import ConfigError, SourcedConfig, nearest_hint, short_repr
+from cardreamer.registry import Registry
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS_FILE = CONFIG_DIR / "defaults.yaml"
@@ -72,7 +73,7 @@ def relocated(exc: ValidationError, prefix: tuple[str | int, ...], valid: list[s
     return errors
 
 
-def keyed(value: Any, registry: Any, model_of: Callable[[Any], type[BaseModel] | TypeAdapter],
+def keyed(value: Any, registry: Registry[Any], model_of: Callable[[Any], type[BaseModel] | TypeAdapter],
           raw_of: Callable[[Any], Any] = lambda raw: raw) -> dict[str, Any]:
     """A mapping keyed by a registry's names (reward terms, terminal settings, task parts), each
     value (``raw_of(value)``) validated by the model or adapter ``model_of(registered)``; all
