@@ -17,7 +17,7 @@ from cardreamer.plugins import load_plugins
 from cardreamer.roadmap import MapError
 from cardreamer.world.api import WorldError
 
-PROJECT_PACKAGES = ("cardreamer", "dreamerv3_backbone", "visualization", "task_dev_suite", "tasks")
+PROJECT_PACKAGES = ("cardreamer", "dreamerv3_backbone", "visualization", "task_dev_suite")
 USER_ERRORS = (ConfigError, MapError, WorldError, FileNotFoundError)
 
 SUBCOMMAND_MODULES = (

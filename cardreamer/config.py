@@ -7,27 +7,26 @@ dotted key and the nearest valid keys.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    StrictBool,
-    StrictInt,
+    PlainSerializer,
     TypeAdapter,
     ValidationError,
-    WrapValidator,
     field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
-from typing_extensions import TypedDict
 
 from cardreamer.config_loading import ConfigError, SourcedConfig, nearest_hint, short_repr
+from cardreamer.registry import Registry
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS_FILE = CONFIG_DIR / "defaults.yaml"
@@ -74,54 +73,77 @@ def relocated(exc: ValidationError, prefix: tuple[str | int, ...], valid: list[s
     return errors
 
 
-@dataclass(frozen=True)
-class Registered:
-    """Validator of a dict keyed by a registry (reward terms, terminal settings), each key with its type.
-
-    ``types()`` is read at validation time, so keys registered by task modules are accepted. The
-    value stays a plain dict of the keys given.
-    """
-
-    noun: str
-    types: Callable[[], dict[str, Any]]
-    _adapters: dict[tuple[str, ...], TypeAdapter] = field(default_factory=dict, compare=False, repr=False)
-
-    def __call__(self, value: Any, handler: Callable[[Any], Any]) -> dict[str, Any]:
-        types = self.types()
-        adapter = self._adapters.get(tuple(types))
-        if adapter is None:
-            typed = TypedDict(f"{self.noun}s", types, total=False)  # type: ignore[misc]
-            typed.__pydantic_config__ = ConfigDict(extra="forbid", allow_inf_nan=False)  # type: ignore[attr-defined]
-            adapter = self._adapters[tuple(types)] = TypeAdapter(typed)
+def keyed(value: Any, registry: Registry[Any], model_of: Callable[[Any], type[BaseModel] | TypeAdapter],
+          raw_of: Callable[[Any], Any] = lambda raw: raw) -> dict[str, Any]:
+    """A mapping keyed by a registry's names (reward terms, terminal settings, task parts), each
+    value (``raw_of(value)``) validated by the model or adapter ``model_of(registered)``; all
+    problems reported at once, unknown keys with the nearest valid ones."""
+    if not isinstance(value, dict):
+        raise ValidationError.from_exception_data(registry.kind, [config_error(
+            (), f"must be a mapping of {registry.plural} to their settings", value)])
+    out, errors = {}, []
+    for name, raw in value.items():
+        if name not in registry:
+            errors.append(config_error((name,), f"unknown {registry.kind} {str(name)!r}"
+                                                 f"{nearest_hint(str(name), registry.names(), registry.plural)}"))
+            continue
+        model = model_of(registry[name])
         try:
-            return dict(adapter.validate_python(value))
+            out[name] = model.validate_python(raw_of(raw)) if isinstance(model, TypeAdapter) else \
+                model.model_validate(raw_of(raw))
         except ValidationError as exc:
-            raise ValidationError.from_exception_data(self.noun, relocated(exc, (), sorted(types), self.noun)) from None
+            errors.extend(relocated(exc, (name,), [] if isinstance(model, TypeAdapter) else list(model.model_fields)))
+    if errors:
+        raise ValidationError.from_exception_data(registry.kind, errors)
+    return out
 
 
-def _reward_types() -> dict[str, Any]:
+def _rewards(value: Any) -> dict[str, BaseModel]:
+    """``task.rewards``: each term's scale, or ``{scale: ..., <its params>}``."""
     from cardreamer.rewards import REWARD_TERMS
 
-    return dict.fromkeys(REWARD_TERMS, float)
+    return keyed(value, REWARD_TERMS, lambda term: term.settings, lambda raw: raw if isinstance(raw, dict) else
+                 {"scale": raw})
 
 
-TERMINAL_TYPES: dict[str, Any] = {
-    "time_limit": Annotated[StrictInt, Field(ge=1)],
-    "collision": StrictBool,
-    "out_of_lane": PositiveFloat | None,
-    "off_road": StrictBool,
-    "stall_time": PositiveFloat | None,
-    "destination": StrictBool,
-}
-"""Types of the built-in ``task.terminal`` settings; settings registered by task modules take the
-type of their default."""
+def _terminal(value: Any) -> dict[str, Any]:
+    """``task.terminal``: each setting's value, of the type it was registered with."""
+    from cardreamer.rewards import TERMINAL_SETTINGS
+
+    return keyed(value, TERMINAL_SETTINGS, lambda setting: _adapter(setting.type))
 
 
-def _terminal_types() -> dict[str, Any]:
-    from cardreamer.rewards import TERMINAL_DEFAULTS
+_ADAPTERS: dict[Any, TypeAdapter] = {}
 
-    like = {bool: StrictBool, int: StrictInt, float: float, str: str}
-    return {name: TERMINAL_TYPES.get(name, like.get(type(default), Any)) for name, default in TERMINAL_DEFAULTS.items()}
+
+def _adapter(type_: Any) -> TypeAdapter:
+    if type_ not in _ADAPTERS:
+        _ADAPTERS[type_] = TypeAdapter(type_, config=ConfigDict(allow_inf_nan=False))
+    return _ADAPTERS[type_]
+
+
+CORE_SECTIONS = {"lights": "lights", "route": "ego", "traffic": "traffic"}
+"""The core parts of every task and the task section that configures each."""
+
+
+def _parts(value: Any) -> dict[str, BaseModel]:
+    """``task.parts``: each part's params (null or {} for its defaults)."""
+    from cardreamer.task_runtime import TASK_PARTS
+
+    if isinstance(value, dict) and any(name in CORE_SECTIONS for name in value):
+        raise ValidationError.from_exception_data("parts", [config_error(
+            (name,), f"{name!r} is a core part of every task; configure it with task.{CORE_SECTIONS[name]}")
+            for name in value if name in CORE_SECTIONS])
+    return keyed(value, TASK_PARTS, lambda cls: cls.Params, lambda raw: {} if raw is None else raw)
+
+
+def _dump_rewards(rewards: dict[str, BaseModel]) -> dict[str, Any]:
+    """A rewards mapping as a task file writes it: the scale alone where the params are defaults."""
+    out = {}
+    for name, setting in rewards.items():
+        params = setting.model_dump(mode="json", exclude_defaults=True)
+        out[name] = setting.scale if set(params) <= {"scale"} else params
+    return out
 
 
 # ----------------------------------------------------------------------------- env
@@ -260,7 +282,6 @@ class TrafficSpec(Strict):
     exclude_radius: NonNegative = 20.0  # keep background spawns this far from the ego
     near_ego: float | None = Field(None, gt=0)  # spawn background only within this many metres of the ego
     flows: list[FlowSpec] = []
-    seed_offset: int = 0
 
 
 class LightSpec(Strict):
@@ -272,16 +293,89 @@ class LightSpec(Strict):
 class TaskSpec(Strict):
     name: str = Field(min_length=1)
     description: str = ""
-    logic: str = "route"  # registered task logic (cardreamer.task_logic)
     map: str
     ego: EgoSpec = EgoSpec()
     traffic: TrafficSpec = TrafficSpec()
     lights: LightSpec = LightSpec()
     stop_signs: list[tuple[float, float]] = []
     desired_speed: float = Field(6.0, gt=0)
-    rewards: Annotated[dict[str, float], WrapValidator(Registered("reward term", _reward_types))] = {}
-    terminal: Annotated[dict[str, Any], WrapValidator(Registered("terminal setting", _terminal_types))] = {}
-    params: dict[str, Any] = {}  # task-logic specific settings
+    parts: Annotated[dict[str, Any], BeforeValidator(_parts)] = {}  # part name: its params (cardreamer.task_runtime)
+    rewards: Annotated[dict[str, Any], BeforeValidator(_rewards), PlainSerializer(_dump_rewards)] = {}
+    terminal: Annotated[dict[str, Any], BeforeValidator(_terminal)] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        """``logic:`` and ``params:`` (before task parts) get one line saying how to write them now."""
+        if isinstance(data, dict) and ("logic" in data or "params" in data):
+            key = "logic" if "logic" in data else "params"
+            raise ValidationError.from_exception_data("task", [config_error((key,), migration_hint(data))])
+        return data
+
+    @model_validator(mode="after")
+    def _facts(self) -> TaskSpec:
+        """Every reward term and enabled terminal setting is fed by a part; parts accept the spec."""
+        errors = fact_errors(self)
+        if errors:
+            raise ValidationError.from_exception_data("task", errors)
+        return self
+
+
+MOVED_TO_TERMS = {"out_of_lane_threshold": ("out_of_lane", "threshold"),
+                  "stay_in_lane_distance": ("stay_in_lane", "distance"),
+                  "early_lane_change_distance": ("early_lane_change", "distance"),
+                  "follow_gap": ("following_distance", "gap")}
+"""Old ``params:`` keys that are now settings of a reward term: (term, setting)."""
+
+
+def migration_hint(data: dict) -> str:
+    """The one-line replacement of a task's old ``logic:`` / ``params:`` keys."""
+    from cardreamer.task_runtime import TASK_PARTS
+
+    logic = data.get("logic", "route")
+    params = data.get("params") if isinstance(data.get("params"), dict) else {}
+    cls = TASK_PARTS.get(logic) if isinstance(logic, str) else None
+    fields = cls.Params.model_fields if cls is not None else {}
+
+    def flow(value: Any) -> str:
+        text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000)
+        return text.strip().removesuffix("...").strip()  # a scalar's dump ends the document
+
+    steps = [f"write parts: {flow({logic: {k: v for k, v in params.items() if k in fields}})}"] if cls else []
+    steps += [f"write rewards: {{{term}: {{scale: <its scale>, {setting}: {flow(params[old])}}}}}"
+              for old, (term, setting) in MOVED_TO_TERMS.items() if old in params]
+    rest = [k for k in params if k not in fields and k not in MOVED_TO_TERMS]
+    if rest:
+        steps.append(f"drop {', '.join(map(str, rest))} (no part reads {'it' if len(rest) == 1 else 'them'})")
+    if not steps:
+        steps = ["drop them" if logic == "route" else f"{logic!r} is no registered part"]
+    return (f"'logic:' and 'params:' were replaced by 'parts:', each part with its own params: {'; '.join(steps)} "
+            f"(see docs/authoring.md)")
+
+
+def fact_errors(spec: TaskSpec) -> list[InitErrorDetails]:
+    """Reward terms and enabled terminal settings whose facts no part of ``spec`` provides, and
+    the parts' own objections to the spec; located relative to the task."""
+    from cardreamer.rewards import REWARD_TERMS, TERMINAL_SETTINGS, enabled
+    from cardreamer.task_runtime import TASK_PARTS, provided_facts
+
+    provided = provided_facts(spec)
+    needed = [(("rewards", name), f"reward term {name!r}", REWARD_TERMS[name].needs) for name in spec.rewards]
+    needed += [(("terminal", name), f"terminal setting {name!r}", TERMINAL_SETTINGS[name].needs)
+               for name, value in spec.terminal.items() if enabled(value)]
+    errors = []
+    for loc, what, needs in needed:
+        missing = sorted(needs - provided.keys())
+        if not missing:
+            continue
+        givers = sorted(name for name, cls in TASK_PARTS.items() if set(missing) <= cls.provides)
+        fix = (f"; add parts: {{{givers[0]}: {{}}}}" if len(givers) == 1 else
+               f"; add one of the parts {', '.join(givers)}" if givers else "; no registered part provides it")
+        errors.append(config_error(loc, f"{what} needs {'fact' if len(missing) == 1 else 'facts'} "
+                                        f"{', '.join(missing)}, which no part of this task provides{fix}"))
+    for name, params in spec.parts.items():
+        errors += [config_error(loc, message) for loc, message in TASK_PARTS[name].spec_errors(spec, params)]
+    return errors
 
 
 class Config(Strict):
@@ -356,10 +450,29 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
-def load_config(task_file: str | Path, overrides: list[str] | None = None) -> tuple[Config, SourcedConfig]:
-    """Defaults + task YAML + overrides, validated. Returns the model and the merged raw config."""
+def merge_config(task: str | Path, overrides: list[str] | None = None) -> SourcedConfig:
+    """The raw configuration of a task: built-in observation defaults, ``configs/defaults.yaml``,
+    the task file (with its ``extends:`` chain, which also finds the built-in tasks), and the
+    overrides; the plugins the task files name are imported, so their parts and terms validate."""
+    import cardreamer.tasks  # noqa: F401  (registers the built-in parts, reward terms and terminal settings)
+    from cardreamer.observer import DEFAULT_OBSERVATIONS
+    from cardreamer.plugins import load_plugins
+    from cardreamer.task_registry import TASK_DIR, task_file
+
     sourced = SourcedConfig()
+    sourced.merge({"env": {"observation": DEFAULT_OBSERVATIONS}}, "built-in observation defaults")
     sourced.merge_file(DEFAULTS_FILE)
-    sourced.merge_file(task_file)
+    sourced.merge_file(task_file(task), extends_dirs=(TASK_DIR,))
     sourced.apply_overrides(overrides or [])
+    for module, where in sourced.plugins:
+        try:
+            load_plugins([module])
+        except ConfigError as exc:
+            raise ConfigError.at(where, "plugins", str(exc)) from None
+    return sourced
+
+
+def build_config(task: str | Path, overrides: list[str] | None = None) -> tuple[Config, SourcedConfig]:
+    """A task's configuration, validated (the one pipeline of the env, the validator and the CLI)."""
+    sourced = merge_config(task, overrides)
     return validate(sourced), sourced

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,11 @@ class ConfigError(ValueError):
         super().__init__(message)
         self.problems = problems
 
+    @classmethod
+    def at(cls, where: str, key: str, message: str) -> ConfigError:
+        """One problem at a position: ``where: key: message``."""
+        return cls(f"{where}: {key}: {message}", ((where, key, message),))
+
 
 class _PositionLoader(yaml.SafeLoader):
     """SafeLoader that records the (line, column) of every mapping key, by dotted path."""
@@ -37,13 +41,18 @@ def _load_with_positions(text: str, source: str) -> tuple[Any, dict[str, tuple[i
     except yaml.reader.ReaderError as exc:  # raised before parsing: a character YAML does not allow
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - text.rfind("\n", 0, exc.position)
-        raise ConfigError(f"{source}:{line}:{column}: not a YAML text file: character 0x{exc.character:02x} "
-                          f"is not allowed in YAML") from None
+        raise _yaml_error(f"{source}:{line}:{column}", f"not a YAML text file: character 0x{exc.character:02x} "
+                                                       f"is not allowed in YAML") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+        raise _yaml_error(where, f"invalid YAML: {problem}") from None
+
+
+def _yaml_error(where: str, message: str) -> ConfigError:
+    """A file that is no YAML config: ``where: message`` (its problem's key is ``yaml``)."""
+    return ConfigError(f"{where}: {message}", ((where, "yaml", message),))
 
 
 MAX_NODES = 100_000
@@ -93,9 +102,18 @@ class SourcedConfig:
     def __init__(self, data: dict | None = None):
         self.data: dict = data or {}
         self.origin: dict[str, tuple[str, int, int]] = {}
+        self.plugins: list[tuple[str, str]] = []  # (module or absolute .py path, where the file names it)
+        self._overridden: set[str] = set()
 
     def where(self, dotted: str) -> str:
-        """'file:line:col' of a dotted key (or of its nearest ancestor that has a position)."""
+        """'file:line:col' of a dotted key (or of its nearest ancestor that has a position).
+
+        A key set in whole or in part by a command-line override names that override (a spawn moved
+        by ``--task.ego.spawn.x=300`` is off the road because of the override).
+        """
+        below = next((key for key in self._overridden if key.startswith(dotted + ".")), None)
+        if below is not None:
+            return self.origin[below][0]
         parts = dotted.split(".")
         while parts:
             key = ".".join(parts)
@@ -105,21 +123,37 @@ class SourcedConfig:
             parts.pop()
         return "<config>"
 
-    def merge_file(self, path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> SourcedConfig:
+    def merge_file(self, path: str | os.PathLike, extends_dirs: tuple[Path, ...] = (),
+                   _chain: tuple[Path, ...] = ()) -> SourcedConfig:
         """Merge a YAML file. A top-level ``extends: <name>`` first merges ``<name>.yaml`` from the
-        same folder (or a path relative to it), so a variant only states what differs."""
+        same folder (or a path relative to it), else from ``extends_dirs``, so a variant only states
+        what differs. A top-level ``plugins: [module, ...]`` is collected in ``self.plugins`` (a
+        ``.py`` path relative to the file), for the caller to import before validating."""
         path = Path(path)
         data, positions = _load_with_positions(read_text(path), str(path))
         if data is None:
             return self
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+        data = dict(data)
         if "extends" in data:
-            data = dict(data)
-            base = _base_file(path, data.pop("extends"), positions.get("extends", (0, 0)), _chain)
-            self.merge_file(base, (*_chain, path.resolve()))
+            base = _base_file(path, data.pop("extends"), positions.get("extends", (0, 0)), extends_dirs, _chain)
+            self.merge_file(base, extends_dirs, (*_chain, path.resolve()))
+        if "plugins" in data:
+            self._add_plugins(path, data.pop("plugins"), positions)
         self.merge(data, str(path), positions)
         return self
+
+    def _add_plugins(self, path: Path, modules: Any, positions: dict[str, tuple[int, int]]) -> None:
+        line, col = positions.get("plugins", (0, 0))
+        if not isinstance(modules, list) or not all(isinstance(m, str) and m for m in modules):
+            raise ConfigError.at(f"{path}:{line}:{col}", "plugins", f"must be a list of module names or .py paths, "
+                                                                    f"got {short_repr(modules)}")
+        for i, module in enumerate(modules):
+            line, col = positions.get(f"plugins.{i}", (line, col))
+            spec = str((path.parent / module).resolve()) if module.endswith(".py") else module
+            if spec not in (known for known, _ in self.plugins):
+                self.plugins.append((spec, f"{path}:{line}:{col}"))
 
     def merge(self, data: dict, source: str, positions: dict[str, tuple[int, int]] | None = None) -> None:
         positions = positions or {}
@@ -133,6 +167,7 @@ class SourcedConfig:
     def _forget_below(self, dotted: str) -> None:
         for key in [k for k in self.origin if k.startswith(dotted + ".")]:
             del self.origin[key]
+            self._overridden.discard(key)
 
     def apply_overrides(self, overrides: list[str]) -> None:
         """Apply ``--a.b.c=value`` (or ``a.b.c=value``) overrides; values are parsed as YAML."""
@@ -170,20 +205,27 @@ class SourcedConfig:
         self._forget_below(dotted)
         for key in (dotted, *(key for key, _ in _dotted_items(value, dotted))):
             self.origin[key] = (source, 0, 0)
+            self._overridden.add(key)
 
 
-def _base_file(path: Path, name: Any, position: tuple[int, int], chain: tuple[Path, ...]) -> Path:
-    """The file an ``extends:`` value names, checked: it exists and does not extend back."""
+def _base_file(path: Path, name: Any, position: tuple[int, int], extends_dirs: tuple[Path, ...],
+               chain: tuple[Path, ...]) -> Path:
+    """The file an ``extends:`` value names (beside ``path``, else in ``extends_dirs``), checked: it
+    exists and does not extend back."""
     where = f"{path}:{position[0]}:{position[1]}"
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"{where}: extends must name a file to build on, got {name!r}")
-    base = path.parent / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
-    if not base.is_file():
-        valid = sorted(p.stem for p in path.parent.glob("*.yaml") if p.resolve() != path.resolve())
-        raise ConfigError(f"{where}: extends: {name!r} is not a file in {path.parent}"
-                          f"{nearest_hint(name, valid)}; valid names: {', '.join(valid)}")
+        raise ConfigError.at(where, "extends", f"must name a file to build on, got {name!r}")
+    file_name = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
+    folders = (path.parent, *(d for d in extends_dirs if Path(file_name).name == file_name))
+    base = next((folder / file_name for folder in folders  # a file named like its base builds on the built-in one
+                 if (folder / file_name).is_file() and (folder / file_name).resolve() != path.resolve()), None)
+    if base is None:
+        valid = sorted({p.stem for folder in folders for p in folder.glob("*.yaml") if p.resolve() != path.resolve()})
+        places = " or ".join(str(folder) for folder in folders)
+        raise ConfigError.at(where, "extends", f"{name!r} is not a file in {places}"
+                                               f"{nearest_hint(name, valid)}; valid names: {', '.join(valid)}")
     if base.resolve() in (*chain, path.resolve()):
-        raise ConfigError(f"{where}: extends: {name!r} extends back to {path.name} (a cycle)")
+        raise ConfigError.at(where, "extends", f"{name!r} extends back to {path.name} (a cycle)")
     return base
 
 
@@ -234,17 +276,3 @@ def _dotted_items(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
         items.append((key, v))
         items.extend(_dotted_items(v, key))
     return items
-
-
-def write_yaml_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write YAML to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(data, f, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -9,28 +9,14 @@ import gymnasium
 import numpy as np
 
 from cardreamer.actions import ActionMapper
-from cardreamer.config import DEFAULTS_FILE, Config, validate
-from cardreamer.config_loading import SourcedConfig
+from cardreamer.config import Config, build_config
 from cardreamer.observer import DEFAULT_OBSERVATIONS, Observer
 from cardreamer.roadmap import RoadMap
-from cardreamer.task_registry import task_file
-from cardreamer.task_runtime import make_task_logic
+from cardreamer.task_runtime import Task
 from cardreamer.world import make_world
 from cardreamer.world.api import WorldLost
 
 log = logging.getLogger(__name__)
-
-
-def build_config(task: str | Path, overrides: list[str] | None = None) -> tuple[Config, SourcedConfig]:
-    """Observation defaults, then configs/defaults.yaml, the task file and the overrides, validated."""
-    import tasks  # noqa: F401  (registers the built-in tasks' reward terms and logic)
-
-    sourced = SourcedConfig()
-    sourced.merge({"env": {"observation": DEFAULT_OBSERVATIONS}}, "built-in observation defaults")
-    sourced.merge_file(DEFAULTS_FILE)
-    sourced.merge_file(task_file(task))
-    sourced.apply_overrides(overrides or [])
-    return validate(sourced), sourced
 
 
 class CarDreamerEnv(gymnasium.Env):
@@ -51,7 +37,7 @@ class CarDreamerEnv(gymnasium.Env):
         self.render_mode = render_mode
         env_cfg = self.config.env
         self.road_map = RoadMap.load(self.config.task.map, env_cfg.world.map_dir).with_stop_signs(self.config.task.stop_signs)
-        self.task = make_task_logic(self.config.task, self.road_map)
+        self.task = Task(self.config.task, self.road_map)
         self.world = make_world(env_cfg.world, self.road_map)
         self.actions = ActionMapper(env_cfg.action)
         self.observer = Observer(env_cfg.observation, env_cfg.observation["enabled"])

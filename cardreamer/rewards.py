@@ -1,24 +1,39 @@
-"""Reward terms and terminal conditions, registered by name and referenced from task YAML.
+"""Reward terms and terminal settings: registered by name, each declaring the facts it needs.
 
-Each step the task builds one StepContext; every term named in ``task.rewards`` is evaluated on
-it, multiplied by its scale, reported as ``info["r_<term>"]`` and summed into the reward.
-Users add terms with ``@reward_term("name")`` in their own module, without editing the core.
+Each step the task's parts fill one StepContext with facts (the route part the ones every task
+has, listed in ``ROUTE_FACTS``; other parts theirs in ``ctx.facts``). Every term named in
+``task.rewards`` is evaluated on it, multiplied by its scale, reported as ``info["r_<term>"]`` and
+summed into the reward; every enabled ``task.terminal`` setting may end the episode.
+
+A term or setting declares the facts it reads (``needs``); validation refuses a task that names
+one whose facts none of its parts provides. Users add their own from any module:
+
+    @reward_term("smooth", needs={"lead_gap"})
+    def smooth(ctx: StepContext) -> float: ...
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from cardreamer.registry import Registry
 from cardreamer.roadmap import Route
 from cardreamer.world.api import World
 
 
 @dataclass
 class StepContext:
-    """Everything a reward term or terminal condition may look at after one tick."""
+    """Everything a reward term or terminal check may look at after one tick.
+
+    The fields are the route part's facts (present in every task); ``facts`` holds those of the
+    task's other parts, by the names the parts declare in ``provides``.
+    """
 
     world: World
     ego_id: int
@@ -37,8 +52,8 @@ class StepContext:
     lane_invasions: int
     off_road: bool
     reached_destination: bool
-    params: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)  # task logic may add facts here
+    stalled_for: float           # s the ego has been below 0.1 m/s
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def route_direction(self) -> np.ndarray:
@@ -46,16 +61,104 @@ class StepContext:
         return np.array([np.cos(h), np.sin(h)])
 
 
-RewardTerm = Callable[[StepContext], float]
-REWARD_TERMS: dict[str, RewardTerm] = {}
+ROUTE_FACTS = frozenset(f.name for f in fields(StepContext) if f.name not in ("world", "ego_id", "route", "facts"))
+"""Facts the route part (in every task) provides: the fields of StepContext."""
 
 
-def reward_term(name: str) -> Callable[[RewardTerm], RewardTerm]:
-    """Register a reward term under ``name`` (usable in any task's ``rewards:`` mapping)."""
-    def decorate(fn: RewardTerm) -> RewardTerm:
-        REWARD_TERMS[name] = fn
+class TermParams(BaseModel):
+    """Base of a reward term's settings: ``scale`` plus the term's own keys (unknown keys refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    scale: float
+
+
+@dataclass(frozen=True)
+class RewardTerm:
+    """A reward term: ``fn(ctx)`` (or ``fn(ctx, settings)`` with ``params``), the facts it needs."""
+
+    fn: Callable[..., float]
+    needs: frozenset[str]
+    params: type[BaseModel] | None = None
+
+    @cached_property
+    def settings(self) -> type[TermParams]:
+        """The model of this term's ``task.rewards`` entry: ``scale`` plus its params."""
+        if self.params is None:
+            return TermParams
+
+        return type(f"{self.params.__name__}Setting", (self.params,), {
+            "__module__": self.params.__module__, "__annotations__": {"scale": float},
+            "model_config": TermParams.model_config})
+
+    def __call__(self, ctx: StepContext, settings: BaseModel) -> float:
+        return self.fn(ctx, settings) if self.params is not None else self.fn(ctx)
+
+    @property
+    def doc(self) -> str:
+        """The first paragraph of the term's docstring, on one line."""
+        return " ".join((self.fn.__doc__ or "").strip().split("\n\n")[0].split())
+
+
+REWARD_TERMS: Registry[RewardTerm] = Registry("reward term")
+
+
+def reward_term(name: str, needs: Iterable[str] = (), params: type[BaseModel] | None = None
+                ) -> Callable[[Callable[..., float]], Callable[..., float]]:
+    """Register a reward term under ``name`` (usable in any task's ``rewards:`` mapping).
+
+    ``needs``: the facts it reads (those of ``ROUTE_FACTS`` are always there). ``params``: a
+    pydantic model of its settings, given as ``name: {scale: 1.0, key: value}`` and passed to
+    ``fn(ctx, settings)``; without it the entry is just the scale and ``fn(ctx)`` is called.
+    """
+    def decorate(fn: Callable[..., float]) -> Callable[..., float]:
+        REWARD_TERMS.register(name, RewardTerm(fn, frozenset(needs), params))
         return fn
     return decorate
+
+
+_order = itertools.count()
+
+
+@dataclass(frozen=True)
+class TerminalSetting:
+    """A ``task.terminal`` key: its type and default and, unless the env handles it, a check.
+
+    ``check(ctx, value)`` runs while the setting is enabled (neither false nor null) and ends the
+    episode with ``reason`` when true; ``needs`` are the facts it reads.
+    """
+
+    type: Any
+    default: Any
+    check: Callable[[StepContext, Any], bool] | None
+    reason: str
+    needs: frozenset[str]
+    order: int = field(default_factory=lambda: next(_order))  # checks run in the order they were registered
+
+
+TERMINAL_SETTINGS: Registry[TerminalSetting] = Registry("terminal setting")
+
+
+def terminal_setting(name: str, type_: Any, default: Any, reason: str | None = None, needs: Iterable[str] = ()
+                     ) -> Callable[[Callable[[StepContext, Any], bool]], Callable[[StepContext, Any], bool]]:
+    """Register a terminal setting and its check (ending the episode with ``reason``, default ``name``)."""
+    def decorate(fn: Callable[[StepContext, Any], bool]) -> Callable[[StepContext, Any], bool]:
+        TERMINAL_SETTINGS.register(name, TerminalSetting(type_, default, fn, reason or name, frozenset(needs)))
+        return fn
+    return decorate
+
+
+def enabled(value: Any) -> bool:
+    """Whether a terminal setting's value switches its check on (false and null switch it off)."""
+    return value is not None and value is not False
+
+
+def terminal_defaults() -> dict[str, Any]:
+    return {name: setting.default for name, setting in TERMINAL_SETTINGS.items()}
+
+
+def terminal_checks() -> list[tuple[str, TerminalSetting]]:
+    """The settings that have a check, in registration order."""
+    return sorted(((n, s) for n, s in TERMINAL_SETTINGS.items() if s.check is not None), key=lambda i: i[1].order)
 
 
 OUT_OF_LANE_THRESHOLD = 0.85
@@ -65,13 +168,13 @@ WAYPOINT_SPACING = 4.0
 """Metres between the route waypoints whose passing earns the waypoint reward."""
 
 
-@reward_term("waypoint")
+@reward_term("waypoint", needs={"route_s", "route_s_prev"})
 def waypoint_reached(ctx: StepContext) -> float:
     """+1 for each route waypoint (every 4 m) passed this step."""
     return float(np.floor(ctx.route_s / WAYPOINT_SPACING) - np.floor(ctx.route_s_prev / WAYPOINT_SPACING))
 
 
-@reward_term("speed")
+@reward_term("speed", needs={"velocity", "desired_speed"})
 def speed_toward_desired(ctx: StepContext) -> float:
     """1 at the desired speed along the route, less for deviation and for lateral speed."""
     direction = ctx.route_direction
@@ -80,20 +183,23 @@ def speed_toward_desired(ctx: StepContext) -> float:
     return (1.0 - abs(v_lon - ctx.desired_speed) / ctx.desired_speed) - v_lat / ctx.desired_speed
 
 
-@reward_term("collision")
+@reward_term("collision", needs={"collided", "collision_speed"})
 def collision(ctx: StepContext) -> float:
     """-(1 + impact speed / desired speed) on a collision, else 0."""
     return -(1.0 + ctx.collision_speed / ctx.desired_speed) if ctx.collided else 0.0
 
 
-@reward_term("out_of_lane")
-def out_of_lane(ctx: StepContext) -> float:
-    """-1 while the ego is more than ``out_of_lane_threshold`` off its route's lane centre.
+class OutOfLane(BaseModel):
+    threshold: float = Field(OUT_OF_LANE_THRESHOLD, gt=0)  # m off the lane centre
 
-    The default, 0.85 m, is where a 1.8 m wide car's side reaches the marking of a 3.5 m lane: the
+
+@reward_term("out_of_lane", needs={"lateral_offset"}, params=OutOfLane)
+def out_of_lane(ctx: StepContext, settings: OutOfLane) -> float:
+    """-1 while the ego is more than ``threshold`` (0.85 m) off its route's lane centre.
+
+    The default is where a 1.8 m wide car's side reaches the marking of a 3.5 m lane: the
     scripted expert's right turn swings out to 0.72 m, which a tighter threshold would punish."""
-    threshold = ctx.params.get("out_of_lane_threshold", OUT_OF_LANE_THRESHOLD)
-    return -1.0 if abs(ctx.lateral_offset) > threshold else 0.0
+    return -1.0 if abs(ctx.lateral_offset) > settings.threshold else 0.0
 
 
 @reward_term("time")
@@ -102,62 +208,45 @@ def time_penalty(ctx: StepContext) -> float:
     return -1.0
 
 
-@reward_term("destination")
+@reward_term("destination", needs={"reached_destination"})
 def destination(ctx: StepContext) -> float:
     """+1 on the step the destination is reached."""
     return 1.0 if ctx.reached_destination else 0.0
 
 
 # ----------------------------------------------------------------------------- termination
-TERMINAL_DEFAULTS: dict[str, Any] = {
-    "time_limit": 1000,     # steps; reaching it truncates the episode
-    "collision": True,      # terminate on any collision
-    "out_of_lane": 3.0,     # terminate beyond this lateral offset from the route (m); null: never
-    "off_road": True,       # terminate when the ego's centre leaves every driving lane
-    "stall_time": 60.0,     # terminate after this long below 0.1 m/s (s); null: never
-    "destination": True,    # terminate (successfully) on reaching the end of the route
-}
+PositiveOrNull = Annotated[float, Field(gt=0)] | None
 
-TerminalCheck = Callable[[StepContext, dict[str, Any]], str | None]
-TERMINAL_CHECKS: list[TerminalCheck] = []
+TERMINAL_SETTINGS.register("time_limit", TerminalSetting(Annotated[StrictInt, Field(ge=1)], 1000, None,
+                                                         "time_limit", frozenset()))
+"""Steps; reaching it truncates the episode (the env counts them)."""
 
 
-def terminal_check(fn: TerminalCheck) -> TerminalCheck:
-    """Register a terminal condition: returns a reason string to end the episode, else None."""
-    TERMINAL_CHECKS.append(fn)
-    return fn
+@terminal_setting("collision", StrictBool, True, needs={"collided"})
+def _collided(ctx: StepContext, value: bool) -> bool:
+    """Terminate on any collision."""
+    return ctx.collided
 
 
-@terminal_check
-def _collided(ctx: StepContext, cfg: dict[str, Any]) -> str | None:
-    return "collision" if cfg["collision"] and ctx.collided else None
+@terminal_setting("out_of_lane", PositiveOrNull, 3.0, needs={"lateral_offset"})
+def _out_of_lane(ctx: StepContext, limit: float) -> bool:
+    """Terminate beyond this lateral offset from the route (m); null: never."""
+    return abs(ctx.lateral_offset) > limit
 
 
-@terminal_check
-def _out_of_lane(ctx: StepContext, cfg: dict[str, Any]) -> str | None:
-    limit = cfg["out_of_lane"]
-    return "out_of_lane" if limit is not None and abs(ctx.lateral_offset) > limit else None
+@terminal_setting("off_road", StrictBool, True, needs={"off_road"})
+def _off_road(ctx: StepContext, value: bool) -> bool:
+    """Terminate when the ego's centre leaves every driving lane."""
+    return ctx.off_road
 
 
-@terminal_check
-def _off_road(ctx: StepContext, cfg: dict[str, Any]) -> str | None:
-    return "off_road" if cfg["off_road"] and ctx.off_road else None
+@terminal_setting("stall_time", PositiveOrNull, 60.0, reason="stalled", needs={"stalled_for"})
+def _stalled(ctx: StepContext, limit: float) -> bool:
+    """Terminate after this long below 0.1 m/s (s); null: never."""
+    return ctx.stalled_for >= limit
 
 
-@terminal_check
-def _stalled(ctx: StepContext, cfg: dict[str, Any]) -> str | None:
-    limit = cfg["stall_time"]
-    return "stalled" if limit is not None and ctx.extra.get("stalled_for", 0.0) >= limit else None
-
-
-@terminal_check
-def _destination(ctx: StepContext, cfg: dict[str, Any]) -> str | None:
-    return "destination" if cfg["destination"] and ctx.reached_destination else None
-
-
-def register_terminal_settings(**defaults: Any) -> None:
-    """Declare extra ``task.terminal`` keys (with defaults) read by a module's own terminal checks."""
-    for name, value in defaults.items():
-        if name in TERMINAL_DEFAULTS:
-            raise ValueError(f"terminal setting {name!r} is already registered")
-        TERMINAL_DEFAULTS[name] = value
+@terminal_setting("destination", StrictBool, True, needs={"reached_destination"})
+def _destination(ctx: StepContext, value: bool) -> bool:
+    """Terminate (successfully) on reaching the end of the route."""
+    return ctx.reached_destination

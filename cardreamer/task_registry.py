@@ -1,6 +1,8 @@
-"""Finding task definitions (``tasks/*.yaml``) and registering them with Gymnasium."""
+"""Finding task definitions (the built-in ``cardreamer/tasks/*.yaml`` or any task file) and
+registering the built-in ones with Gymnasium."""
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import gymnasium
@@ -8,7 +10,8 @@ import yaml
 
 from cardreamer.config_loading import ConfigError, nearest_hint
 
-TASK_DIR = Path(__file__).resolve().parent.parent / "tasks"
+TASK_DIR = Path(str(files("cardreamer.tasks")))
+"""The built-in tasks' folder (inside the installed package)."""
 ENV_NAMESPACE = "CarDreamer"
 
 

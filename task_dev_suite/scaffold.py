@@ -2,13 +2,12 @@
 
 The new file is self-contained: it holds every setting in which the source task differs from the
 shared defaults (so it does not depend on how the source file was written), each section preceded
-by comments that explain it and list the keys left at their defaults, the registered reward terms,
-terminal settings, task logics, maps and observations. The written file is validated before this
-returns.
+by comments that explain it and list the keys left at their defaults, the registered task parts,
+reward terms, terminal settings, maps and observations. The file is validated before it is written.
 """
 from __future__ import annotations
 
-import os
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -17,23 +16,24 @@ import numpy as np
 import yaml
 from pydantic import BaseModel
 
-from cardreamer.config import DEFAULTS_FILE, TaskSpec
+from cardreamer.atomic import write_atomic
+from cardreamer.config import DEFAULTS_FILE, TaskSpec, build_config
 from cardreamer.config_loading import ConfigError, SourcedConfig
-from cardreamer.env import build_config
 from cardreamer.observer import DEFAULT_OBSERVATIONS
 from cardreamer.roadmap import RoadMap, builtin_map_names, random_route
 
 ALWAYS_SHOWN = {"name", "description", "map", "ego", "traffic", "lights", "desired_speed", "rewards", "terminal"}
 """Task keys written even when they equal their defaults: the ones a new author edits first."""
 
-SECTION_ORDER = ("name", "description", "logic", "map", "ego", "traffic", "lights", "stop_signs",
-                 "desired_speed", "rewards", "terminal", "params")
+SECTION_ORDER = ("name", "description", "map", "ego", "traffic", "lights", "stop_signs", "parts",
+                 "desired_speed", "rewards", "terminal")
 
 SECTION_DOCS: dict[str, str] = {
     "name": "Task name: used in logs, the dataset index and the Gymnasium id you register.",
     "description": "One line shown by `cardreamer tasks` and in previews.",
-    "logic": "Task logic registered in Python with @register_task_logic; 'route' (drive the planned route "
-             "to its end) suits most tasks.",
+    "parts": "Parts beyond the core ones (route, traffic, lights), each with its params; a part provides "
+             "facts that reward terms and terminal settings need. Registered parts (add your own with "
+             "@TASK_PARTS.register):\n{parts}",
     "map": "A built-in map ({maps}), a CARLA town name (with env.world.map_dir set), or a path to any "
            ".xodr file. `cardreamer map show MAP.xodr -o map.png` draws it with lane ids to pick coordinates.",
     "ego": "The ego vehicle. spawn: 'random' (any spawn point), {{x, y, yaw}} (CARLA metres, yaw in degrees; "
@@ -48,10 +48,10 @@ SECTION_DOCS: dict[str, str] = {
     "stop_signs": "Extra stop signs as [x, y] points on a lane (the stop line), for maps whose OpenDRIVE "
                   "has none there.",
     "desired_speed": "Speed (m/s) the speed reward aims for.",
-    "rewards": "Reward terms and their scales; the step reward is the sum, each term is reported as "
-               "info['r_<term>']. Registered terms (add your own with @reward_term):\n{terms}",
+    "rewards": "Reward terms and their scales (or {{scale: ..., <setting>: ...}} for a term with settings); "
+               "the step reward is the sum, each term is reported as info['r_<term>']. Registered terms "
+               "(add your own with @reward_term), with the facts they need beyond the route's:\n{terms}",
     "terminal": "When an episode ends (settings not given keep these defaults):\n{terminal}",
-    "params": "Free-form settings read by the task logic and reward terms (e.g. out_of_lane_threshold).",
     "env": "Environment settings. observation.enabled lists what the agent sees; every entry can be tuned "
            "here (shape, obs_range, ...). Available: {observations}.",
 }
@@ -123,12 +123,18 @@ def _short(value: Any) -> str:
 
 
 def _docs_context() -> dict[str, str]:
-    from cardreamer.rewards import REWARD_TERMS, TERMINAL_DEFAULTS
+    from cardreamer.rewards import REWARD_TERMS, ROUTE_FACTS, terminal_defaults
+    from cardreamer.task_runtime import TASK_PARTS
 
-    terms = "\n".join(f"  {name}: {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}"
-                      for name, fn in sorted(REWARD_TERMS.items()))
-    terminal = "\n".join(f"  {k}: {_short(v)}" for k, v in TERMINAL_DEFAULTS.items())
-    return {"maps": ", ".join(builtin_map_names()), "terms": terms, "terminal": terminal,
+    def needs(facts: frozenset[str]) -> str:
+        extra = sorted(facts - ROUTE_FACTS)
+        return f" [needs {', '.join(extra)}]" if extra else ""
+
+    terms = "\n".join(f"  {name}: {term.doc}{needs(term.needs)}" for name, term in REWARD_TERMS.items())
+    parts = "\n".join(f"  {name}: {(cls.__doc__ or '').strip().splitlines()[0]} [provides "
+                      f"{', '.join(sorted(cls.provides)) or 'no facts'}]" for name, cls in TASK_PARTS.items())
+    terminal = "\n".join(f"  {k}: {_short(v)}" for k, v in terminal_defaults().items())
+    return {"maps": ", ".join(builtin_map_names()), "terms": terms, "parts": parts, "terminal": terminal,
             "observations": ", ".join(DEFAULT_OBSERVATIONS)}
 
 
@@ -180,6 +186,7 @@ def render_spec(name: str, source: str | Path) -> str:
              "scene.png`,"),
              ("# run it with `cardreamer run --task FILE --policy expert`. Positions are CARLA metres: x right, "
              "y down seen from above."),
+             *(_dump("plugins", [module for module, _ in sourced.plugins], "") if sourced.plugins else []),
              "task:"]
     ordered = [k for k in SECTION_ORDER if k in task] + [k for k in task if k not in SECTION_ORDER]
     for key in ordered:
@@ -216,14 +223,11 @@ def scaffold_task(name: str, source: str | Path, out: str | Path | None = None, 
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; choose another -o path or pass --force to overwrite it")
     text = render_spec(name, source)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.yaml")  # .yaml: validated as a task file
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        report = validate_task(tmp)
-        if not report.ok:
-            raise ConfigError(f"the spec derived from {source!r} does not validate:\n{report.format()}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as folder:  # validated before it is written
+        draft = Path(folder) / f"{name}.yaml"
+        draft.write_text(text, encoding="utf-8")
+        report = validate_task(draft)
+    if not report.ok:
+        raise ConfigError(f"the spec derived from {source!r} does not validate:\n{report.format()}")
+    write_atomic(path, text)
     return path

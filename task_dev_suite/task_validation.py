@@ -1,10 +1,12 @@
 """``cardreamer task validate``: check a task spec against its schema and against its map.
 
 Validation reports every problem at once, each with the YAML ``file:line:col`` of the key it is
-about. It runs in two passes over the merged configuration (defaults, the task file, overrides):
+about. It runs in two passes over the configuration merged as the env merges it
+(``cardreamer.config.merge_config``: defaults, the task file and its bases, overrides, plugins):
 
 1. the schema (the pydantic models of ``cardreamer.config``, with every observation entry
-   checked against its handler's config);
+   checked against its handler's config, every part's params against its model, and every
+   reward term and enabled terminal setting against the facts the task's parts provide);
 2. the map: spawn points on a driving lane and heading along it, routes and flow routes legal on
    the lane graph (every leg planned), goals reachable, stop signs on a lane, no two spawn boxes
    (4.8 x 2.1 m) overlapping, flow gaps longer than a vehicle.
@@ -23,9 +25,8 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from cardreamer.config import DEFAULTS_FILE, Config, FlowSpec, PoseSpec, validate
-from cardreamer.config_loading import ConfigError, SourcedConfig, nearest_hint
-from cardreamer.observer import DEFAULT_OBSERVATIONS
+from cardreamer.config import Config, FlowSpec, PoseSpec, merge_config, validate
+from cardreamer.config_loading import ConfigError, SourcedConfig
 from cardreamer.roadmap import MapError, RoadMap, plan_route, random_route
 from cardreamer.task_registry import task_file
 
@@ -100,39 +101,6 @@ def _position(problem: Problem) -> tuple[str, int, int]:
     return match[1], int(match[2]), int(match[3])
 
 
-# ----------------------------------------------------------------------------- positions
-class Locator:
-    """``file:line:col`` of dotted keys, list items included (``task.traffic.flows.1.spawn``).
-
-    A key set in whole or in part by a command-line override reports that override (a spawn moved
-    by ``--task.ego.spawn.x=300`` is off the road because of the override); the rest report the
-    file that set them.
-    """
-
-    def __init__(self, sourced: SourcedConfig):
-        self.sourced = sourced
-
-    def __call__(self, dotted: str) -> str:
-        for key, (source, _, _) in self.sourced.origin.items():
-            if source.startswith("command line") and (key == dotted or key.startswith(dotted + ".")
-                                                      or dotted.startswith(key + ".")):
-                return source
-        return self.sourced.where(dotted)
-
-
-# ----------------------------------------------------------------------------- loading
-def merge_task_config(path: str | Path, overrides: list[str] | None = None) -> SourcedConfig:
-    """The raw merged configuration of a task, as ``cardreamer.env.build_config`` merges it."""
-    import tasks  # noqa: F401  (registers the built-in tasks' reward terms and logic)
-
-    sourced = SourcedConfig()
-    sourced.merge({"env": {"observation": DEFAULT_OBSERVATIONS}}, "built-in observation defaults")
-    sourced.merge_file(DEFAULTS_FILE)
-    sourced.merge_file(task_file(path))
-    sourced.apply_overrides(overrides or [])
-    return sourced
-
-
 # ----------------------------------------------------------------------------- map checks
 @dataclass
 class _Pose:
@@ -175,7 +143,7 @@ def _deg(radians: float) -> float:
 class MapChecker:
     """Checks the geometric pieces of a raw task spec against a loaded road map."""
 
-    def __init__(self, road_map: RoadMap, task: dict, locate: Locator):
+    def __init__(self, road_map: RoadMap, task: dict, locate: Callable[[str], str]):
         self.map = road_map
         self.task = task
         self.locate = locate
@@ -355,18 +323,17 @@ def validate_task(path: str | Path, overrides: list[str] | None = None,
     path = task_file(path)
     report = ValidationReport(path)
     try:
-        sourced = merge_task_config(path, overrides)
-    except ConfigError as exc:  # unreadable YAML or a malformed override: nothing else to check
-        report.problems.append(_single(str(exc), path))
+        sourced = merge_config(path, overrides)
+    except ConfigError as exc:  # unreadable YAML, a malformed override, a plugin that fails: nothing else to check
+        report.problems.extend(_problems(exc, path))
         return report
     report.sourced = sourced
-    locate = Locator(sourced)
+    locate = sourced.where
     try:
         report.config = validate(sourced)
     except ConfigError as exc:
-        report.problems.extend(Problem(locate(key), key, message) for _, key, message in exc.problems)
+        report.problems.extend(_problems(exc, path))
     task = sourced.data.get("task") if isinstance(sourced.data.get("task"), dict) else {}
-    report.problems.extend(_logic_problems(task, locate))
     map_name = task.get("map")
     if not isinstance(map_name, str):
         return report  # missing or mistyped: the schema reports it
@@ -380,19 +347,8 @@ def validate_task(path: str | Path, overrides: list[str] | None = None,
     return report
 
 
-def _logic_problems(task: dict, locate: Locator) -> list[Problem]:
-    from cardreamer.task_runtime import TASK_LOGIC
-
-    logic = task.get("logic", "route")
-    if isinstance(logic, str) and logic not in TASK_LOGIC:
-        return [Problem(locate("task.logic"), "task.logic",
-                        f"unknown task logic {logic!r}{nearest_hint(logic, sorted(TASK_LOGIC), 'logics')} "
-                        f"(register one with @register_task_logic)")]
-    return []
-
-
-def _single(message: str, path: Path) -> Problem:
-    match = re.match(r"^(?P<where>\S+:\d+:\d+): (?P<message>.*)$", message)
-    if match:
-        return Problem(match["where"], "yaml", match["message"])
-    return Problem(str(path), "file", message)
+def _problems(exc: ConfigError, path: Path) -> list[Problem]:
+    """The problems a ConfigError holds, or the whole message as one problem of the file."""
+    if exc.problems:
+        return [Problem(where, key, message) for where, key, message in exc.problems]
+    return [Problem(str(path), "file", str(exc))]

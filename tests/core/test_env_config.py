@@ -3,20 +3,15 @@ import textwrap
 
 import pytest
 
-from cardreamer.config import DEFAULTS_FILE, validate
-from cardreamer.config_loading import ConfigError, SourcedConfig
+from cardreamer.config import build_config
+from cardreamer.config_loading import ConfigError
 from cardreamer.task_registry import task_file
 
 
 def load(tmp_path, text: str, overrides=()):
     path = tmp_path / "task.yaml"
     path.write_text(textwrap.dedent(text))
-    sourced = SourcedConfig()
-    sourced.merge({"env": {"observation": {"birdeye_wpt": {"handler": "birdeye"}}}}, "test defaults")
-    sourced.merge_file(DEFAULTS_FILE)
-    sourced.merge_file(path)
-    sourced.apply_overrides(list(overrides))
-    return validate(sourced)
+    return build_config(path, list(overrides))[0]
 
 
 TASK = """

@@ -111,7 +111,7 @@ def test_run_and_task_preview_refuse_the_map(tmp_path, name):
     text, fragments = BROKEN[name]
     path = write(tmp_path, name, text)
     task = tmp_path / "task.yaml"
-    task.write_text((REPO / "tasks" / "four_lane.yaml").read_text().replace("map: highway", f"map: {path}"))
+    task.write_text((REPO / "cardreamer" / "tasks" / "four_lane.yaml").read_text().replace("map: highway", f"map: {path}"))
     assert_one_line_refusal(cli("run", "--task", str(task), "--episodes", "1", cwd=tmp_path), path, *fragments)
     done = cli("task", "preview", str(task), "-o", str(tmp_path / "preview.png"), cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr

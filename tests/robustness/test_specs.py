@@ -110,6 +110,12 @@ def test_an_unknown_observation_lists_names_not_configs(tmp_path):
      "task.traffic.behavior.desired_speed: [11.0, 6.0] must be [min, max] with min <= max"),
     ("--env.observation.birdeye_wpt.handler=birdseye",
      "env.observation.birdeye_wpt.handler: unknown handler 'birdseye' (did you mean 'birdeye'?)"),
+    ("--task.parts.lead_vehicle.lead_distanse=5",
+     ("task.parts.lead_vehicle.lead_distanse: unknown key 'lead_distanse' (did you mean 'lead_distance', "
+      "'overtake_distance' or 'lead_speed'?)")),
+    ("--task.rewards.overtake=1",
+     ("task.rewards.overtake: reward term 'overtake' needs fact overtake_done, which no part of this task provides; "
+      "add parts: {lead_vehicle: {}}")),
 ])
 def test_a_bad_override_names_the_command_line(tmp_path, override, message):
     line = error_line(train("four_lane", tmp_path, override), tmp_path)
@@ -120,6 +126,22 @@ def test_run_reports_an_override_typo_the_same_way(tmp_path):
     result = cardreamer("run", "--task", "four_lane", "--episodes", "1", "--task.trafic.background=3")
     line = error_line(result, tmp_path)
     assert line == "command line: --task.trafic.background=3: task.trafic: unknown key 'trafic' (did you mean 'traffic'?)"
+
+
+def test_a_task_file_with_the_old_logic_key_is_one_line_saying_what_replaced_it(tmp_path):
+    path = crafted(tmp_path, "  terminal:\n", "  logic: lead_vehicle\n  params: {lead_distance: 25}\n  terminal:\n")
+    line = error_line(train(path, tmp_path), tmp_path, path)
+    assert line == (f"{path}:7:3: task.logic: 'logic:' and 'params:' were replaced by 'parts:', each part with its "
+                    "own params: write parts: {lead_vehicle: {lead_distance: 25}} (see docs/authoring.md)")
+
+
+def test_a_plugin_that_fails_to_import_is_one_line_naming_the_task_file(tmp_path):
+    plugin = tmp_path / "broken_plugin.py"
+    plugin.write_text("raise ZeroDivisionError('no')\n")
+    path = tmp_path / "task.yaml"
+    path.write_text("plugins: [broken_plugin.py]\n" + TASK)
+    line = error_line(train(path, tmp_path), tmp_path, path, plugin)
+    assert line == (f"{path}:1:11: plugins: plugin file {plugin} failed to import: ZeroDivisionError: no")
 
 
 def test_a_misspelled_task_leaves_no_run_directory(tmp_path):

@@ -11,9 +11,8 @@ import pytest
 from cardreamer.cli import main
 from cardreamer.config_loading import ConfigError
 from cardreamer.env import make_env
+from cardreamer.task_registry import TASK_DIR
 from task_dev_suite.task_validation import boxes_overlap, validate_task
-
-TASK_DIR = Path(__file__).resolve().parents[2] / "tasks"
 
 # A valid task on the built-in 4-way intersection: the ego comes from the east on the outer lane
 # and goes straight on, a flow comes from the south and goes north.
@@ -182,3 +181,28 @@ def test_yaml_syntax_error_has_a_position(tmp_path):
     path = write(tmp_path, "task:\n  name: x\n  map: intersection\n  ego: {spawn: [1, 2\n")
     problem = only_error(validate_task(path))
     assert problem.where == f"{path}:5:1" and "invalid YAML" in problem.message
+
+
+def test_a_term_nobody_feeds_and_a_misspelled_part_param_are_reported_with_their_lines(tmp_path, capsys):
+    path = write(tmp_path, GOOD.replace("  terminal: {time_limit: 50}\n",
+                                        "  parts:\n"
+                                        "    lead_vehicle: {lead_distanse: 5}\n"
+                                        "  rewards: {waypoint: 1.0, stop_sign: 10.0}\n"
+                                        "  terminal: {time_limit: 50, red_light: true}\n"))
+    report = validate_task(path)
+    found = {p.key: (p.where, p.message) for p in report.errors}
+    assert found == {
+        "task.parts.lead_vehicle.lead_distanse": (
+            f"{path}:12:20", ("unknown key 'lead_distanse' (did you mean 'lead_distance', 'overtake_distance' "
+                              "or 'lead_speed'?)")),
+    }, report.format()  # the schema stops at the params: the facts are checked once the parts are valid
+    path.write_text(path.read_text().replace("lead_distanse", "lead_distance"))
+    report = validate_task(path)
+    found = {p.key: (p.where, p.message) for p in report.errors}
+    assert set(found) == {"task.rewards.stop_sign", "task.terminal.red_light"}, report.format()
+    assert found["task.rewards.stop_sign"] == (
+        f"{path}:13:28", ("reward term 'stop_sign' needs facts stop_sign_complied, stop_sign_violation, which no "
+                          "part of this task provides; add parts: {traffic_rules: {}}"))
+    assert found["task.terminal.red_light"][0] == f"{path}:14:30"
+    assert main(["task", "validate", str(path)]) == 1
+    assert "INVALID (2 errors" in capsys.readouterr().out

@@ -5,9 +5,8 @@ import textwrap
 
 import pytest
 
-from cardreamer.config import DEFAULTS_FILE, validate
-from cardreamer.config_loading import ConfigError, SourcedConfig
-from cardreamer.env import build_config
+from cardreamer.config import build_config
+from cardreamer.config_loading import ConfigError
 
 BASE = """
 task:
@@ -19,11 +18,7 @@ task:
 
 
 def _load(folder, name: str):
-    sourced = SourcedConfig()
-    sourced.merge({"env": {"observation": {"birdeye_wpt": {"handler": "birdeye"}}}}, "test defaults")
-    sourced.merge_file(DEFAULTS_FILE)
-    sourced.merge_file(folder / f"{name}.yaml")
-    return validate(sourced), sourced
+    return build_config(folder / f"{name}.yaml")
 
 
 def _write(folder, name: str, text: str) -> None:
@@ -41,7 +36,7 @@ def test_a_variant_overrides_only_what_it_states(tmp_path):
         """)
     config, sourced = _load(tmp_path, "fast")
     assert (config.task.name, config.task.map, config.task.desired_speed) == ("fast", "intersection", 9.0)
-    assert config.task.rewards == {"waypoint": 1.0, "collision": 50.0}  # mappings merge key by key
+    assert config.task.model_dump()["rewards"] == {"waypoint": 1.0, "collision": 50.0}  # mappings merge key by key
     assert sourced.where("task.map").startswith(str(tmp_path / "base.yaml"))
     assert sourced.where("task.desired_speed").startswith(str(tmp_path / "fast.yaml"))
 
@@ -59,7 +54,7 @@ def test_unknown_base_names_the_file_the_value_and_the_valid_names(tmp_path):
 @pytest.mark.parametrize("value", ["null", "[base]", "''"])
 def test_extends_must_be_a_name(tmp_path, value):
     _write(tmp_path, "variant", f"extends: {value}\n")
-    with pytest.raises(ConfigError, match="extends must name a file"):
+    with pytest.raises(ConfigError, match="extends: must name a file"):
         _load(tmp_path, "variant")
 
 

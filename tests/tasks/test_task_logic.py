@@ -5,7 +5,7 @@ import numpy as np
 
 from cardreamer.env import build_config, make_env
 from cardreamer.expert import ExpertPolicy
-from tasks.random_approach import rotated_spec
+from cardreamer.tasks.random_approach import rotated_spec
 
 
 def _run(env, policy, limit=2000):
@@ -27,7 +27,7 @@ def test_running_the_stop_sign_is_a_violation_that_ends_the_episode():
     info = _run(env, lambda: action)
     assert info["terminal_reason"] in ("stop_sign_violation", "collision")
     if info["terminal_reason"] == "stop_sign_violation":
-        assert info["r_stop_sign"] == -env.config.task.rewards["stop_sign"]
+        assert info["r_stop_sign"] == -env.config.task.rewards["stop_sign"].scale
 
 
 def test_expert_obeys_the_stop_sign_and_is_rewarded():
@@ -40,7 +40,7 @@ def test_expert_obeys_the_stop_sign_and_is_rewarded():
         if terminated or truncated:
             break
     assert info["terminal_reason"] == "destination"
-    assert total == env.config.task.rewards["stop_sign"]
+    assert total == env.config.task.rewards["stop_sign"].scale
     assert info["stop_signs_obeyed"] == 1
 
 
@@ -67,7 +67,7 @@ def test_random_approach_turns_spawn_route_and_flows_a_quarter_turn():
     approaches = set()
     for seed in range(8):
         env.reset(seed=seed)
-        approaches.add(env.task.approach)
+        approaches.add(env.task.part("random_approach").approach)
         start = env.world.vehicles().xy[0]
         assert np.linalg.norm(start) > 60  # spawned on an approach arm
     assert len(approaches) > 1
@@ -82,7 +82,7 @@ def test_following_distance_term_tracks_the_lead():
         values.append(info["r_following_distance"])
         if terminated or truncated:
             break
-    scale = env.config.task.rewards["following_distance"]
+    scale = env.config.task.rewards["following_distance"].scale
     assert max(values) == scale  # within the rewarded band at times
     assert all(-scale <= v <= scale for v in values)
 

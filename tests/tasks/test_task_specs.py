@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import tasks  # noqa: F401  (registers the task terms)
 from cardreamer.env import build_config, make_env
 from cardreamer.rewards import REWARD_TERMS
 from cardreamer.task_registry import task_description
