@@ -169,7 +169,7 @@ class RoutePart(TaskPart):
         self.step_count += 1
         self.stalled_for = self.stalled_for + world.dt if abs(speed) < 0.1 else 0.0
         self.speeds.append(speed)
-        off_road = bool(getattr(world, "is_off_road", lambda _id: False)(ego_id))
+        off_road = bool(world.is_off_road(ego_id))
         return StepContext(
             world=world, ego_id=ego_id, route=route, desired_speed=self.task.spec.desired_speed, dt=world.dt,
             step=self.step_count, speed=speed, velocity=v.velocity[i].copy(), route_s=self.route_s,
