@@ -3,7 +3,7 @@
 import functools
 
 import pytest
-from conftest import ReachEnv
+from small_envs import ReachEnv
 
 from dreamerv3_backbone import evaluate, make_config, train
 

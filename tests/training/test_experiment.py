@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from cardreamer.cli import main
-from dreamerv3_backbone.envs import make_task_env
-from dreamerv3_backbone.experiment import PALETTE, load_experiment, plan, train_config
+from cardreamer.training.envs import make_task_env
+from cardreamer.training.experiment import PALETTE, load_experiment, plan, train_config
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "experiments").glob("*.yaml"))
