@@ -6,8 +6,16 @@ this package imports none of them until one is looked up by name. See docs/backb
 from .config import TrainingConfig, apply_overrides, load_config, make_config
 from .evaluate import evaluate
 from .loop import train
-from .protocol import (BACKBONES, Backbone, BackboneSpec, Preset, available_backbones, backbone_spec, make_backbone,
-                       register_backbone)
+from .protocol import (
+                       BACKBONES,
+                       Backbone,
+                       BackboneSpec,
+                       Preset,
+                       available_backbones,
+                       backbone_spec,
+                       make_backbone,
+                       register_backbone,
+)
 
 __all__ = ["BACKBONES", "Backbone", "BackboneSpec", "Preset", "TrainingConfig", "apply_overrides",
            "available_backbones", "backbone_spec", "evaluate", "load_config", "make_backbone", "make_config",

@@ -34,9 +34,18 @@ from typing import Annotated, Any, Literal, get_args
 import cv2
 import numpy as np
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from cardreamer.atomic import write_atomic
+from cardreamer.plugins import imported_modules
 
 from .checkpoint import checkpoint_dirs
 from .cli import config_from_args
@@ -286,11 +295,12 @@ def plan(loaded: LoadedExperiment, root: str | None = None) -> list[Run]:
     finished experiment already compares all variants."""
     spec = loaded.spec
     base = experiment_root(loaded, root)
+    plugins = tuple(arg for module in imported_modules() for arg in ("--import", module))  # for a plugin backbone
     runs = []
     for seed in spec.seeds:
         for variant in spec.variants:
             logdir = base / variant.name / f"seed{seed}"
-            train = ("train", "--task", variant.task or spec.task, "--backbone", spec.backbone,
+            train = ("train", *plugins, "--task", variant.task or spec.task, "--backbone", spec.backbone,
                      *(("--size", spec.size) if spec.size else ()), "--steps", str(spec.steps), "--logdir", str(logdir), "--seed", str(seed),
                      "--eval-every", str(spec.eval.every), "--eval-episodes", str(spec.eval.episodes),
                      *(f"--{item}" for item in [*spec.overrides, *variant.overrides]))
@@ -303,7 +313,9 @@ def plan(loaded: LoadedExperiment, root: str | None = None) -> list[Run]:
 
 def train_config(run: Run) -> Any:
     """The config ``cardreamer train`` builds from a run's train command."""
-    parser = argparse.ArgumentParser(prog="cardreamer")
+    from cardreamer.cli import CommandParser  # its subcommands take --import, as the run's do
+
+    parser = CommandParser(prog="cardreamer", plugin_option=False)
     register_train_commands(parser.add_subparsers(dest="command"))
     args, extra = parser.parse_known_args(list(run.train))
     args.overrides = extra

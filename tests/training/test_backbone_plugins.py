@@ -164,5 +164,6 @@ def test_training_imports_no_backbone_and_the_core_no_training():
     code = ("import sys; import cardreamer.env; assert not [m for m in sys.modules if m.startswith("
             "('cardreamer.training', 'dreamerv3_backbone'))]; from cardreamer.training import make_config; "
             "make_config(overrides=['backbone=random']); assert 'dreamerv3_backbone' not in sys.modules")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            check=False)
     assert result.returncode == 0, result.stderr
