@@ -254,14 +254,14 @@ def config_from_file(data: Mapping[str, Any], where: str) -> TrainingConfig:
     version = data.pop("config_version", None)
     if version is not None and version != CONFIG_VERSION:
         raise ConfigError(f"{where}: config_version {version!r} is not one this version reads ({CONFIG_VERSION})")
-    spec = backbone_spec(str(data.get("backbone", DEFAULT_BACKBONE)))
-    if version is None:
-        if spec.config is None:
-            data.pop("model", None)
-        if not spec.presets:
-            data.pop("size", None)
     settings = data.pop("preset_settings", {})
     try:
+        spec = backbone_spec(str(data.get("backbone", DEFAULT_BACKBONE)))
+        if version is None:
+            if spec.config is None:
+                data.pop("model", None)
+            if not spec.presets:
+                data.pop("size", None)
         config = make_config(data.get("size"), data)
         return apply_overrides(config, {"preset_settings": settings}) if settings else config
     except (KeyError, TypeError, ValueError) as error:
@@ -273,8 +273,11 @@ def load_config(path: str) -> TrainingConfig:
     (module names only: a ``.py`` path runs only if this process imported it, e.g. ``--import``)."""
     from cardreamer.plugins import import_module, imported_modules
 
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
     plugins = data.get("plugins", [])
