@@ -167,3 +167,21 @@ def test_training_imports_no_backbone_and_the_core_no_training():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                             check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_an_experiment_hands_its_plugins_to_every_run(tmp_path, monkeypatch):
+    from cardreamer.plugins import import_module
+    from cardreamer.training.experiment import load_experiment, plan, train_config
+
+    (tmp_path / "mymod_experiment.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import_module("mymod_experiment")  # as `cardreamer experiment run --import mymod_experiment FILE` does
+    path = tmp_path / "study.yaml"
+    path.write_text("name: study\ntask: CartPole-v1\nbackbone: mine\nsize: small\nsteps: 100\nseeds: [0]\n"
+                    "variants:\n  - name: a\n  - name: b\n    overrides: [model.action=0]\n")
+    runs = plan(load_experiment(path), str(tmp_path / "runs"))
+    assert all(run.train[run.train.index("mymod_experiment") - 1] == "--import" for run in runs)
+    assert [train_config(run).model.action for run in runs] == [1, 0]
+    path.write_text(path.read_text().replace("size: small", "size: huge"))
+    with pytest.raises(ValueError, match="size: unknown size 'huge' of backbone 'mine'; valid sizes: small"):
+        load_experiment(path)
