@@ -29,8 +29,8 @@ from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dreamerv3_backbone.agent import DreamerV3, Model, count_params
-from dreamerv3_backbone.allocator import loaded_allocator, reexec_with_fast_allocator
-from dreamerv3_backbone.config import make_config
+from cardreamer.training.allocator import loaded_allocator, reexec_with_fast_allocator
+from cardreamer.training.config import make_config
 
 
 def random_batch(rng: np.random.Generator, b: int, t: int, size: int) -> dict[str, np.ndarray]:

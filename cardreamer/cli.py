@@ -21,8 +21,8 @@ PROJECT_PACKAGES = ("cardreamer", "dreamerv3_backbone", "visualization", "task_d
 USER_ERRORS = (ConfigError, MapError, WorldError, FileNotFoundError)
 
 SUBCOMMAND_MODULES = (
-    "dreamerv3_backbone.cli",
-    "dreamerv3_backbone.experiment",
+    "cardreamer.training.cli",
+    "cardreamer.training.experiment",
     "visualization.cli",
     "task_dev_suite.map_cli",
     "task_dev_suite.cli",
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_plugins(getattr(args, "plugins", []))
         if argv is None and getattr(args, "fast_allocator", False):  # a real command line, not a call
-            from dreamerv3_backbone.allocator import reexec_with_fast_allocator
+            from cardreamer.training.allocator import reexec_with_fast_allocator
 
             reexec_with_fast_allocator()
         return int(args.func(args) or 0)

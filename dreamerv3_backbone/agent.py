@@ -25,7 +25,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from . import checkpoint, dists, returns
+from cardreamer.training import checkpoint
+
+from . import dists, returns
 from .nets import Decoder, Encoder, Head
 from .optim import make_optimizer
 from .rssm import RSSM
@@ -122,7 +124,7 @@ class Model:
             raise ValueError(f"model.classes={cfg.classes}: replay context stores class indices as uint8, "
                              f"which needs classes <= {NO_CLASS} (or model.replay_context=0)")
         self.cfg, self.obs_space, self.act_space = cfg, obs_space, act_space
-        self._key = (repr(sorted(cfg.to_dict().items())), repr(obs_space), repr(act_space))
+        self._key = (repr(sorted(cfg.model_dump().items())), repr(obs_space), repr(act_space))
         nets = nnx.eval_shape(lambda: self.build(seed))
         self.graphdef, self._initial_params = nnx.split(nets, nnx.Param)
         if not abstract:
@@ -339,7 +341,7 @@ class Model:
         losses["repval"] = (1 - last[:, :-1]) * (
             self._twohot_loss(rep_logits, sg(rep_ret)) + cfg.slowreg * self._twohot_loss(rep_logits, sg(rep_slow[:, :-1])))
 
-        total = sum(cfg.loss_scales[k] * v.mean() for k, v in losses.items())
+        total = sum(getattr(cfg.loss_scales, k) * v.mean() for k, v in losses.items())
         metrics.update({f"loss/{k}": v.mean() for k, v in losses.items()})
         metrics.update({
             "ret_mean": ret.mean(), "ret_scale": scale, "adv_mag": jnp.abs(adv).mean(),
@@ -428,6 +430,16 @@ class DreamerV3:
         state = {"deter": np.zeros((batch, self.model.cfg.deter), np.float32),
                  "stoch": np.zeros((batch, self.model.cfg.stoch, self.model.cfg.classes), np.float32)}
         return {"state": state, "prev_action": np.zeros((batch, self.model.action_size), np.float32)}
+
+    @property
+    def batch_size(self) -> int:
+        """Sequences per training batch (``model.batch_size``)."""
+        return int(self.model.cfg.batch_size)
+
+    @property
+    def batch_length(self) -> int:
+        """Trained steps per sequence (``model.batch_length``), after the replay context."""
+        return int(self.model.cfg.batch_length)
 
     @property
     def replay_context(self) -> int:

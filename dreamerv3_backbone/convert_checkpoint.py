@@ -17,7 +17,7 @@ import sys
 import jax
 import numpy as np
 
-from . import checkpoint
+from cardreamer.training import checkpoint
 
 _ARRAY_GLOBALS = {
     (module, name)
@@ -50,9 +50,9 @@ def read_legacy(path: str) -> dict:
 
 
 def _build_agent(logdir: str):
-    from .config import load_config
-    from .envs import default_env_fn, make_vector_env
-    from .protocol import make_backbone
+    from cardreamer.training.config import load_config
+    from cardreamer.training.envs import default_env_fn, make_vector_env
+    from cardreamer.training.protocol import make_backbone
 
     config = load_config(os.path.join(logdir, "config.yaml"))
     envs = make_vector_env(default_env_fn(config), 1, False, config.env.image_size)
@@ -81,7 +81,7 @@ def convert(path: str) -> str:
         agent.state = {**state, "key": jax.random.wrap_key_data(state["key"])}
         agent.save(target)
     elif {"rng", "updates"} <= set(data):
-        from .protocol import RANDOM_FORMAT
+        from cardreamer.training.random_backbone import RANDOM_FORMAT
 
         checkpoint.write_arrays(target, {}, {"format": RANDOM_FORMAT, "rng": data["rng"], "updates": int(data["updates"])})
     else:

@@ -72,12 +72,12 @@ class CheckpointAgent:
 
     def __init__(self, env, path: str):
         try:
-            from dreamerv3_backbone import checkpoint
-            from dreamerv3_backbone.config import load_config
-            from dreamerv3_backbone.envs import StandardObs
-            from dreamerv3_backbone.protocol import make_backbone
+            from cardreamer.training import checkpoint
+            from cardreamer.training.config import load_config
+            from cardreamer.training.envs import StandardObs
+            from cardreamer.training.protocol import make_backbone
         except ImportError as exc:
-            raise CollectError(f"policy checkpoint:{path} needs the dreamerv3_backbone package ({exc})") from None
+            raise CollectError(f"policy checkpoint:{path} needs the cardreamer.training package ({exc})") from None
         try:
             logdir, _ = checkpoint.resolve(path)
         except FileNotFoundError as error:

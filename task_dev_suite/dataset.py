@@ -20,7 +20,7 @@ carries the observation, the reward and flags that came with it, and the action 
 =====================  ============================================================================
 
 ``iter_replay_steps`` turns episodes into the per-step dicts that
-``dreamerv3_backbone.replay.Replay.add`` takes, so a world model can be pre-trained offline.
+``cardreamer.training.replay.Replay.add`` takes, so a world model can be pre-trained offline.
 """
 from __future__ import annotations
 

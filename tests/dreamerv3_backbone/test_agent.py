@@ -7,13 +7,13 @@ import gymnasium as gym
 import jax
 import numpy as np
 import pytest
-from conftest import DotEnv
+from small_envs import DotEnv
 
+from cardreamer.training.config import make_config
+from cardreamer.training.envs import make_vector_env
+from cardreamer.training.loop import Collector
+from cardreamer.training.replay import Replay
 from dreamerv3_backbone.agent import DreamerV3, Model, _train, count_params
-from dreamerv3_backbone.config import make_config
-from dreamerv3_backbone.envs import make_vector_env
-from dreamerv3_backbone.loop import Collector
-from dreamerv3_backbone.replay import Replay
 
 NOMINAL = {"1m": 1e6, "12m": 12e6, "25m": 25e6, "50m": 50e6, "100m": 100e6, "200m": 200e6}
 

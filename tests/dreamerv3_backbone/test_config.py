@@ -2,7 +2,8 @@
 
 import pytest
 
-from dreamerv3_backbone.config import SIZES, apply_overrides, make_config
+from cardreamer.training.config import apply_overrides, make_config
+from dreamerv3_backbone.config import PRESETS
 
 
 def test_sizes_follow_reference_table():
@@ -10,7 +11,7 @@ def test_sizes_follow_reference_table():
     assert (cfg.model.deter, cfg.model.hidden, cfg.model.classes, cfg.model.depth, cfg.model.units) == (
         2048, 256, 16, 16, 256)
     assert make_config("200m").model.deter == 8192
-    assert set(SIZES) >= {"tiny", "cpu", "1m", "12m", "25m", "50m", "100m", "200m"}
+    assert set(PRESETS) >= {"tiny", "cpu", "1m", "12m", "25m", "50m", "100m", "200m"}
 
 
 def test_overrides_parse_types_and_nested_keys():
@@ -25,7 +26,7 @@ def test_overrides_parse_types_and_nested_keys():
 def test_unknown_key_names_nearest_valid_key():
     with pytest.raises(KeyError, match="model.batch_size"):
         make_config("tiny", ["model.batchsize=4"])
-    with pytest.raises(KeyError, match="unknown size"):
+    with pytest.raises(KeyError, match="unknown size .huge. of backbone .dreamerv3.; valid sizes: 1m"):
         make_config("huge")
 
 

@@ -3,9 +3,9 @@
 import functools
 
 import pytest
-from conftest import ReachEnv
+from small_envs import ReachEnv
 
-from dreamerv3_backbone import evaluate, make_config, train
+from cardreamer.training import evaluate, make_config, train
 
 
 @pytest.mark.slow

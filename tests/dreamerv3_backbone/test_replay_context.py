@@ -8,14 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import DotEnv
 from flax import nnx
+from small_envs import DotEnv
 
+from cardreamer.training.config import make_config
+from cardreamer.training.envs import make_vector_env
+from cardreamer.training.logger import NullPublisher
+from cardreamer.training.loop import Collector, Trainer
 from dreamerv3_backbone.agent import NO_CLASS, DreamerV3, Model
-from dreamerv3_backbone.config import make_config
-from dreamerv3_backbone.envs import make_vector_env
-from dreamerv3_backbone.logger import NullPublisher
-from dreamerv3_backbone.loop import Collector, Trainer
 
 OBS = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (4,), np.float32)})
 ACT = gym.spaces.Discrete(3)

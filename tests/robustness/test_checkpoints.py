@@ -16,11 +16,11 @@ import time
 import numpy as np
 import pytest
 
-from dreamerv3_backbone import checkpoint, evaluate
+from cardreamer.training import checkpoint, evaluate
 from dreamerv3_backbone.convert_checkpoint import convert
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TRAIN = ["train", "--task", "CartPole-v1", "--backbone", "random", "--size", "tiny", "--eval-every", "0",
+TRAIN = ["train", "--task", "CartPole-v1", "--backbone", "random", "--eval-every", "0",
          "--run.train_fill=50", "--run.progress=false"]
 
 

@@ -95,7 +95,7 @@ def test_episode_format(spec, tmp_path):
 
 
 def test_collect_load_replay_round_trip(spec, tmp_path):
-    from dreamerv3_backbone.replay import Replay
+    from cardreamer.training.replay import Replay
     from task_dev_suite.dataset import fill_replay
 
     out = tmp_path / "ds"
@@ -159,9 +159,9 @@ def test_random_policy_is_seeded(spec):
 
 
 def test_checkpoint_policy_loads_a_backbone(spec, tmp_path):
-    from dreamerv3_backbone import checkpoint
-    from dreamerv3_backbone.config import make_config
-    from dreamerv3_backbone.protocol import RandomBackbone
+    from cardreamer.training import checkpoint
+    from cardreamer.training.config import make_config
+    from cardreamer.training.random_backbone import RandomBackbone
 
     logdir = tmp_path / "run"
     logdir.mkdir()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 from rich.console import Console
 from rich.table import Table
+
+from cardreamer.atomic import write_atomic
+from cardreamer.config_loading import ConfigError
 
 from . import checkpoint
 from .config import apply_overrides, load_config
@@ -20,12 +22,16 @@ def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_pa
              show: bool = True, seed: int | None = None, policy: str | None = None) -> dict:
     """Run ``episodes`` evaluation episodes of a logdir's newest checkpoint (or a given checkpoint
     folder) and return the summary; print it as a table when ``show``; write JSON to ``json_path``.
-    ``policy`` ('sample' or 'greedy') overrides the run's ``model.eval_policy``."""
+    ``policy`` ('sample' or 'greedy') overrides the run's ``model.eval_policy``. The plugin modules
+    the run recorded are imported first (see :func:`.config.load_config`)."""
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     logdir, _ = checkpoint.resolve(path)
     config = load_config(os.path.join(logdir, "config.yaml"))
     if policy is not None:
+        if config.model is None or "eval_policy" not in type(config.model).model_fields:
+            raise ConfigError(f"--policy {policy}: backbone {config.backbone!r} has no eval policy setting "
+                              f"(model.eval_policy)")
         config = apply_overrides(config, {"model": {"eval_policy": policy}})
     envs = make_vector_env(env_fn or default_env_fn(config), 1, False, config.env.image_size)
     try:
@@ -45,10 +51,7 @@ def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_pa
         if json_path == "-":
             print(text)
         else:
-            folder = os.path.dirname(os.path.abspath(json_path))
-            with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
-                f.write(text)
-            os.replace(f.name, json_path)
+            write_atomic(json_path, text)
     return summary
 
 

@@ -70,7 +70,7 @@ def reexec_with_fast_allocator() -> None:
     library = find_allocator() if choice == "auto" else choice
     if library is None:
         log.info("training with glibc malloc; apt-get install libtcmalloc-minimal4 makes CPU training "
-                 "about 2x faster (see dreamerv3_backbone/allocator.py)")
+                 "about 2x faster (see cardreamer/training/allocator.py)")
         return
     if choice != "auto" and not os.path.exists(library):
         raise FileNotFoundError(f"CARDREAMER_ALLOCATOR={library!r}: no such library; use auto, system or a path")

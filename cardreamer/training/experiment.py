@@ -25,7 +25,6 @@ import re
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,13 +34,23 @@ from typing import Annotated, Any, Literal, get_args
 import cv2
 import numpy as np
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from cardreamer.atomic import write_atomic
+from cardreamer.plugins import imported_modules
 
 from .checkpoint import checkpoint_dirs
 from .cli import config_from_args
 from .cli import register as register_train_commands
-from .config import SIZES
-from .protocol import available_backbones
+from .protocol import available_backbones, backbone_spec
 
 SUCCESS_TARGET = 0.8
 """The eval success rate whose first crossing the report gives in env steps."""
@@ -97,7 +106,8 @@ class Experiment(_Strict):
     description: str = ""
     task: str = Field(description="the base task: a CarDreamer task name, a task .yaml or a gymnasium id")
     backbone: str = "dreamerv3"
-    size: str = Field(description=f"a model size preset: {', '.join(SIZES)}")
+    size: str | None = Field(None, description="a size preset of the backbone (default: the one `cardreamer train` "
+                                                "takes without --size)")
     steps: int = Field(gt=0, description="env steps per run")
     seeds: list[int] = Field(min_length=1, description="a list of seeds, e.g. [0, 1]")
     root: str | None = None
@@ -105,19 +115,23 @@ class Experiment(_Strict):
     overrides: list[Override] = []
     variants: list[Variant] = Field(min_length=1, description="a list of {name, overrides} mappings")
 
-    @field_validator("size")
-    @classmethod
-    def _known_size(cls, size: str) -> str:
-        if size not in SIZES:
-            raise ValueError(f"unknown size {size!r}; valid sizes: {', '.join(SIZES)}")
-        return size
-
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, name: str) -> str:
         if name not in available_backbones():
             raise ValueError(f"unknown backbone {name!r}; registered: {', '.join(available_backbones())}")
         return name
+
+    @field_validator("size")
+    @classmethod
+    def _known_size(cls, size: str | None, info: ValidationInfo) -> str | None:
+        if size is None or "backbone" not in info.data:  # an unknown backbone is reported by itself
+            return size
+        presets = backbone_spec(info.data["backbone"]).presets
+        if size not in presets:
+            valid = f"valid sizes: {', '.join(presets)}" if presets else "it has no size presets: drop size"
+            raise ValueError(f"unknown size {size!r} of backbone {info.data['backbone']!r}; {valid}")
+        return size
 
     @field_validator("seeds")
     @classmethod
@@ -281,12 +295,13 @@ def plan(loaded: LoadedExperiment, root: str | None = None) -> list[Run]:
     finished experiment already compares all variants."""
     spec = loaded.spec
     base = experiment_root(loaded, root)
+    plugins = tuple(arg for module in imported_modules() for arg in ("--import", module))  # for a plugin backbone
     runs = []
     for seed in spec.seeds:
         for variant in spec.variants:
             logdir = base / variant.name / f"seed{seed}"
-            train = ("train", "--task", variant.task or spec.task, "--backbone", spec.backbone,
-                     "--size", spec.size, "--steps", str(spec.steps), "--logdir", str(logdir), "--seed", str(seed),
+            train = ("train", *plugins, "--task", variant.task or spec.task, "--backbone", spec.backbone,
+                     *(("--size", spec.size) if spec.size else ()), "--steps", str(spec.steps), "--logdir", str(logdir), "--seed", str(seed),
                      "--eval-every", str(spec.eval.every), "--eval-episodes", str(spec.eval.episodes),
                      *(f"--{item}" for item in [*spec.overrides, *variant.overrides]))
             evaluate = ("eval", "--logdir", str(logdir), "--episodes", str(spec.eval.final_episodes),
@@ -298,7 +313,9 @@ def plan(loaded: LoadedExperiment, root: str | None = None) -> list[Run]:
 
 def train_config(run: Run) -> Any:
     """The config ``cardreamer train`` builds from a run's train command."""
-    parser = argparse.ArgumentParser(prog="cardreamer")
+    from cardreamer.cli import CommandParser  # its subcommands take --import, as the run's do
+
+    parser = CommandParser(prog="cardreamer", plugin_option=False)
     register_train_commands(parser.add_subparsers(dest="command"))
     args, extra = parser.parse_known_args(list(run.train))
     args.overrides = extra
@@ -590,12 +607,6 @@ def plot_success(results: dict[str, list[RunResult]], title: str) -> np.ndarray:
         label = f"{name} ({len(runs)} seed{'s' * (len(runs) != 1)})"
         cv2.putText(image, label, (width - right + 58, y + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return image
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, suffix=".tmp", delete=False) as f:
-        f.write(data)
-    os.replace(f.name, path)
 
 
 # ----------------------------------------------------------------------------- commands

@@ -12,18 +12,21 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ReachEnv
+import yaml
+from small_envs import ReachEnv
 
 from cardreamer.config_loading import ConfigError
-from dreamerv3_backbone import evaluate, make_config, register_backbone, train
-from dreamerv3_backbone.checkpoint import checkpoint_dirs, load_counters
-from dreamerv3_backbone.cli import config_from_args, register
+from cardreamer.training import evaluate, make_config, register_backbone, train
+from cardreamer.training.checkpoint import checkpoint_dirs, load_counters
+from cardreamer.training.cli import config_from_args, register
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class TabularQ:
     """A user's backbone: Q-learning on the argmax of the 'position' one-hot, from replayed batches."""
+
+    batch_size, batch_length = 4, 16
 
     def __init__(self, obs_space, act_space, config):
         self.q = np.zeros((obs_space["position"].shape[0], act_space.n))
@@ -61,7 +64,7 @@ vector_reach = functools.partial(ReachEnv, image=False)
 
 
 def _config(tmp_path, backbone, steps, *extra):
-    return make_config("tiny", [f"logdir={tmp_path}", f"backbone={backbone}", f"run.steps={steps}",
+    return make_config(None, [f"logdir={tmp_path}", f"backbone={backbone}", f"run.steps={steps}",
                                 "run.train_fill=100", "run.progress=false", "run.eval_every=0", *extra])
 
 
@@ -114,17 +117,19 @@ def test_random_backbone_publishes_and_writes_run_files(tmp_path):
     assert any("eval/return" in m for _, m in publisher.metrics) and len(publisher.episodes) >= 10
     assert not publisher.closed  # a publisher handed in is the caller's to close
     assert make_config("tiny", {"logdir": str(tmp_path)}).logdir == str(tmp_path)
+    assert "model" not in yaml.safe_load((tmp_path / "config.yaml").read_text())  # random has no model config
     assert "backbone: random" in (tmp_path / "config.yaml").read_text()
     assert list((tmp_path / "videos").glob("eval-image-*.mp4"))  # episode videos of the image key
-    with pytest.raises(KeyError, match="unknown backbone 'nope'.*random"):
+    with pytest.raises(ConfigError, match="unknown backbone 'nope'.*random"):
         train(_config(tmp_path / "x", "nope", 10), env_fn=ReachEnv)
 
 
 _KILLED_RUN = textwrap.dedent("""
     import os, sys, time
-    sys.path.insert(0, {here!r})
-    from conftest import ReachEnv
-    from dreamerv3_backbone import RandomBackbone, make_config, register_backbone, train
+    sys.path.insert(0, {tests!r})
+    from small_envs import ReachEnv
+    from cardreamer.training import make_config, register_backbone, train
+    from cardreamer.training.random_backbone import RandomBackbone
 
     class SlowSave(RandomBackbone):
         def save(self, path):  # a slow disk: the file is half written for a while
@@ -135,16 +140,16 @@ _KILLED_RUN = textwrap.dedent("""
                 f.write(data[:10]); f.flush(); time.sleep(0.3); f.write(data[10:])
 
     register_backbone("slow_random", SlowSave)
-    train(make_config("tiny", ["logdir={logdir}", "backbone=slow_random", "run.steps=10000000",
+    train(make_config(None, ["logdir={logdir}", "backbone=slow_random", "run.steps=10000000",
                                "run.train_fill=50", "run.save_every=0.5", "run.progress=false",
                                "run.eval_every=0"]), env_fn=ReachEnv)
 """)
 
 
 def test_resume_after_sigkill_during_checkpoint_write(tmp_path):
-    from dreamerv3_backbone import RandomBackbone
+    from cardreamer.training.random_backbone import RandomBackbone
 
-    script = _KILLED_RUN.format(here=HERE, logdir=str(tmp_path))
+    script = _KILLED_RUN.format(tests=os.path.dirname(HERE), logdir=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
     deadline = time.time() + 120
     root = tmp_path / "checkpoints"
@@ -168,7 +173,7 @@ def test_resume_after_sigkill_during_checkpoint_write(tmp_path):
 
     register_backbone("slow_random", RandomBackbone)
     steps = saved["env_steps"] + 200
-    summary = train(make_config("tiny", [f"logdir={tmp_path}", "backbone=slow_random", f"run.steps={steps}",
+    summary = train(make_config(None, [f"logdir={tmp_path}", "backbone=slow_random", f"run.steps={steps}",
                                          "run.train_fill=50", "run.progress=false", "run.eval_every=0"]),
                     env_fn=ReachEnv)
     assert summary["env_steps"] == steps  # continued from the checkpoint, not from zero
@@ -189,7 +194,7 @@ def test_cli_train_with_parallel_envs_and_eval(tmp_path, capsys):
         args.overrides = extra  # as the cardreamer command hands over dotted overrides
         return args
 
-    args = parse(["train", "--task", "CartPole-v1", "--backbone", "random", "--size", "tiny", "--steps", "400",
+    args = parse(["train", "--task", "CartPole-v1", "--backbone", "random", "--steps", "400",
                   "--logdir", str(tmp_path), "--envs", "2", "--eval-every", "0", "--run.progress=false",
                   "--run.train_fill=64"])
     config = config_from_args(args)

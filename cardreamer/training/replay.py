@@ -20,11 +20,12 @@ from __future__ import annotations
 import collections
 import glob
 import os
-import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 
 import numpy as np
+
+from cardreamer.atomic import atomic_output
 
 LATENT_SUFFIX = ".latent.npz"
 Position = tuple[str, int]  # (stream, index of a sequence's first step)
@@ -224,9 +225,8 @@ class Replay:
 
 
 def _write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    with tempfile.NamedTemporaryFile("wb", dir=os.path.dirname(path), suffix=".tmp", delete=False) as f:
+    with atomic_output(path) as f:
         np.savez(f, **arrays)
-    os.replace(f.name, path)
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:

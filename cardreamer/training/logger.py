@@ -10,6 +10,8 @@ from typing import Any
 import imageio.v2 as imageio
 import numpy as np
 
+from cardreamer.atomic import write_atomic
+
 
 class NullPublisher:
     """Publisher that drops everything (used when no visualizer is attached)."""
@@ -44,6 +46,7 @@ def write_video(path: str, frames: np.ndarray, fps: int) -> None:
     frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    # FFmpeg writes to a path, not a file object: a temporary .mp4 renamed when complete
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp.mp4")
     os.close(fd)
     try:
@@ -94,9 +97,7 @@ class Logger:
             kept = [line for line in lines if (row_step := _row_step(line)) is not None and row_step <= step]
             if len(kept) == len(lines):
                 continue
-            with tempfile.NamedTemporaryFile("w", dir=self.logdir, suffix=".tmp", delete=False) as f:
-                f.writelines(kept)
-            os.replace(f.name, path)
+            write_atomic(path, "".join(kept))
 
     def metrics(self, step: int, metrics: dict) -> None:
         self._append("metrics.jsonl", step, metrics)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dreamerv3_backbone.replay import Replay
+from cardreamer.training.replay import Replay
 
 
 def _fill(replay, steps, env=0, start=0):

@@ -16,7 +16,6 @@ import collections
 import contextlib
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -27,11 +26,14 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from cardreamer.atomic import atomic_output
+from cardreamer.plugins import imported_modules
+
 from . import checkpoint
-from .config import Config, make_config
+from .config import TrainingConfig, apply_overrides, make_config
 from .envs import EnvFn, StandardObs, default_env_fn, make_vector_env
 from .logger import Logger, make_publisher
-from .protocol import make_backbone
+from .protocol import batch_shape, make_backbone
 from .replay import Replay
 
 EPISODE_KEYS = ("success", "collision", "route_completion", "mean_speed")
@@ -132,16 +134,21 @@ def summarize(episodes: list[dict]) -> dict[str, float | None]:
     return out
 
 
-def _write_config(logdir: str, config: Config) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=logdir, suffix=".tmp", delete=False) as f:
+def _write_config(logdir: str, config: TrainingConfig) -> None:
+    with atomic_output(os.path.join(logdir, "config.yaml"), "w") as f:
         yaml.safe_dump(config.to_dict(), f, sort_keys=False)
-    os.replace(f.name, os.path.join(logdir, "config.yaml"))
 
 
-def _as_config(config: Config | Mapping | None) -> Config:
-    if isinstance(config, Config):
+def _as_config(config: TrainingConfig | Mapping | None) -> TrainingConfig:
+    if isinstance(config, TrainingConfig):
         return config
     return make_config(overrides=dict(config or {}))
+
+
+def with_plugins(config: TrainingConfig) -> TrainingConfig:
+    """``config`` recording the plugin modules this process imported too (eval re-imports them)."""
+    plugins = list(dict.fromkeys([*config.plugins, *imported_modules()]))
+    return config if plugins == config.plugins else apply_overrides(config, {"plugins": plugins})
 
 
 def video_keys(obs_space: gym.spaces.Dict) -> tuple[str, ...]:
@@ -153,14 +160,15 @@ class Trainer:
     """One training run: collection, replay, updates at the train ratio, reports, evaluations,
     logs and checkpoints. ``run()`` resumes from the run directory's newest checkpoint."""
 
-    def __init__(self, config: Config, logdir: str, env_fn: EnvFn, envs: gym.vector.VectorEnv, publisher):
+    def __init__(self, config: TrainingConfig, logdir: str, env_fn: EnvFn, envs: gym.vector.VectorEnv, publisher):
         self.config, self.logdir, self.env_fn, self.envs = config, logdir, env_fn, envs
-        self.run_cfg, self.model_cfg = config.run, config.model
+        self.run_cfg = config.run
         self.agent = make_backbone(config.backbone, envs.single_observation_space, envs.single_action_space, config)
+        self.batch_size, self.batch_length = batch_shape(self.agent)
         # Replay context: sequences carry that many steps before the trained ones, and the replay
         # keeps the latents the agent returns (a backbone without these attributes has none).
         self.context = int(getattr(self.agent, "replay_context", 0))
-        self.replay = Replay(self.model_cfg.batch_length + self.context, config.replay.capacity,
+        self.replay = Replay(self.batch_length + self.context, config.replay.capacity,
                              config.replay.chunk_size, config.replay.online, config.seed,
                              latents=getattr(self.agent, "replay_latents", {}) if self.context else {})
         self.counters = {"env_steps": 0, "updates": 0, "episodes": 0, "next_eval": self.run_cfg.eval_every}
@@ -207,7 +215,7 @@ class Trainer:
 
     def _update(self, online: bool) -> None:
         """One update on a sampled batch; the latents it returns go back into the replay."""
-        batch, positions = self.replay.sample_with_positions(self.model_cfg.batch_size, online)
+        batch, positions = self.replay.sample_with_positions(self.batch_size, online)
         outputs, metrics = self.agent.train(batch, None)
         if isinstance(outputs, Mapping) and "replay" in outputs:
             self.replay.update(positions, outputs["replay"], offset=self.context)
@@ -278,7 +286,7 @@ class Trainer:
             self.training = self.counters["env_steps"] >= self.run_cfg.train_fill and self.replay.ready()
             if not self.training:
                 return
-        batch_steps = self.model_cfg.batch_size * self.model_cfg.batch_length
+        batch_steps = self.batch_size * self.batch_length
         self.owed_updates += self.envs.num_envs * self.run_cfg.train_ratio / batch_steps
         while self.owed_updates >= 1:
             self._update(online=True)
@@ -286,7 +294,7 @@ class Trainer:
 
     def _report(self) -> None:
         step = self.counters["env_steps"]
-        for name, value in self.agent.report(self.replay.sample(self.model_cfg.batch_size, online=False)).items():
+        for name, value in self.agent.report(self.replay.sample(self.batch_size, online=False)).items():
             if np.ndim(value) == 4:
                 self.logger.video(name.replace("/", "-"), step, value, self.run_cfg.video_fps)
                 self.logger.dream(step, value)
@@ -325,14 +333,14 @@ class Trainer:
             self.eval_envs.close()
 
 
-def train(config: Config | Mapping, env_fn: EnvFn | None = None, publisher=None) -> dict:
+def train(config: TrainingConfig | Mapping, env_fn: EnvFn | None = None, publisher=None) -> dict:
     """Train ``config.backbone`` on ``config.env`` (or ``env_fn``) into ``config.logdir``.
 
     An existing logdir with checkpoints is resumed: model, optimizer, replay and counters.
     ``publisher`` receives metrics and frames (default: the visualizer's when ``run.serve``).
     Returns a summary dict of counters and the last evaluation.
     """
-    config = _as_config(config)
+    config = with_plugins(_as_config(config))
     if not config.logdir:
         raise ValueError("logdir is empty: pass --logdir or set logdir in the config")
     logdir = os.path.abspath(os.path.expanduser(config.logdir))

@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
 
 import numpy as np
+
+from cardreamer.atomic import atomic_output, write_atomic
 
 AGENT_FILE = "agent.npz"
 LEGACY_AGENT_FILE = "agent.pkl"
@@ -32,20 +33,11 @@ class CheckpointError(ValueError):
 
 def write_arrays(path: str, arrays: dict[str, np.ndarray], manifest: dict) -> None:
     """Write named arrays and a JSON manifest as one ``.npz``, atomically (fsynced, then renamed)."""
-    folder = os.path.dirname(os.path.abspath(path))
     for name, value in arrays.items():
         if np.asarray(value).dtype.hasobject:
             raise TypeError(f"checkpoint array {name!r} holds Python objects; only plain arrays are stored")
-    with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=".tmp", delete=False) as f:
-        try:
-            np.savez(f, **{_MANIFEST: np.array(json.dumps(manifest))}, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        except BaseException:
-            f.close()
-            os.remove(f.name)
-            raise
-    os.replace(f.name, path)
+    with atomic_output(path) as f:
+        np.savez(f, **{_MANIFEST: np.array(json.dumps(manifest))}, **arrays)
 
 
 def read_arrays(path: str) -> tuple[dict[str, np.ndarray], dict]:
@@ -107,10 +99,7 @@ def save_checkpoint(logdir: str, step: int, save_agent: Callable[[str], None], c
     os.makedirs(tmp)
     try:
         save_agent(os.path.join(tmp, AGENT_FILE))
-        with open(os.path.join(tmp, "counters.json"), "w") as f:
-            json.dump(counters, f)
-            f.flush()
-            os.fsync(f.fileno())
+        write_atomic(os.path.join(tmp, "counters.json"), json.dumps(counters))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: keep the previous checkpoints whole
         raise

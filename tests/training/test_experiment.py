@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from cardreamer.cli import main
-from dreamerv3_backbone.envs import make_task_env
-from dreamerv3_backbone.experiment import PALETTE, load_experiment, plan, train_config
+from cardreamer.training.envs import make_task_env
+from cardreamer.training.experiment import PALETTE, load_experiment, plan, train_config
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "experiments").glob("*.yaml"))
@@ -25,7 +25,7 @@ TINY = """\
 name: tiny
 task: right_turn_simple
 backbone: random
-size: tiny
+description: the random backbone, which has no size presets
 steps: 200
 seeds: [0, 1]
 eval: {every: 100, episodes: 1, final_episodes: 2}
@@ -206,7 +206,7 @@ def test_a_bad_file_gets_one_line_and_exit_2(case, tmp_path, capsys):
 
 
 def test_every_problem_of_a_file_is_its_own_line(tmp_path, capsys):
-    text = TINY.replace("size: tiny", "size: huge").replace("seeds: [0, 1]", "seeds: [0, 0]") + "colour: red\n"
+    text = TINY.replace("description: the random backbone, which has no size presets", "size: huge").replace("seeds: [0, 1]", "seeds: [0, 0]") + "colour: red\n"
     path = _write(tmp_path, "tiny.yaml", text.replace("name: wpt", "name: turn"))
     assert main(["experiment", "report", str(path)]) == 2
     lines = capsys.readouterr().err.splitlines()

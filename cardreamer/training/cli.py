@@ -3,6 +3,7 @@
 
     cardreamer train --task CartPole-v1 --size tiny --steps 20000 --logdir runs/cartpole
     cardreamer train --task right_turn_simple --size cpu --logdir runs/rt --model.batch_size=8
+    cardreamer train --import my_backbones --backbone mine --task CartPole-v1 --logdir runs/mine
     cardreamer eval --logdir runs/rt --episodes 20 --json results.json
 """
 
@@ -16,9 +17,9 @@ import sys
 
 from cardreamer.config_loading import ConfigError
 
-from .allocator import reexec_with_fast_allocator
 from .checkpoint import CheckpointError
-from .config import DEFAULTS, SIZES, Config, apply_overrides, flat_keys, make_config
+from .config import DEFAULT_BACKBONE, TrainingConfig, apply_overrides, config_keys, make_config
+from .protocol import backbone_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,8 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                   description="Extra dotted overrides such as --model.lr=1e-4 or "
                                               "--env.overrides=[env.world.backend=carla] are applied last.")
     train.add_argument("--task", required=True, help="CarDreamer task name or gymnasium id (e.g. CartPole-v1)")
-    train.add_argument("--backbone", default="dreamerv3", help="registered backbone name (default: dreamerv3)")
-    train.add_argument("--size", default="cpu", choices=sorted(SIZES), help="model size preset (default: cpu)")
+    train.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                       help=f"registered backbone name (default: {DEFAULT_BACKBONE}); a plugin's with --import")
+    train.add_argument("--size", help="size preset of the backbone (dreamerv3: 1m, 12m, 25m, 50m, 100m, 200m, tiny, "
+                                      "cpu; default: the backbone's command-line preset, cpu for dreamerv3)")
     train.add_argument("--steps", type=int, help="env steps to train for")
     train.add_argument("--logdir", required=True, help="run directory")
     train.add_argument("--envs", type=int, help="parallel environments")
@@ -49,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(func=run_eval, fast_allocator=True)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def config_from_args(args: argparse.Namespace) -> TrainingConfig:
     """The config for ``train`` from parsed flags and the dotted ``--key=value`` overrides in
     ``args.overrides``. Keys of this package's config set it; other ``env.`` and ``task.`` keys (such as
     ``--env.world.backend=carla``) are handed to the CarDreamer env as ``env.overrides``."""
@@ -61,7 +64,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         overrides.append("run.serve=true")
     if getattr(args, "pretrain_data", None):
         overrides.append(f"run.pretrain_data={args.pretrain_data}")
-    known = set(flat_keys(DEFAULTS))
+    known = config_keys(args.backbone)
     env_overrides = []
     for item in getattr(args, "overrides", []):
         if not item.startswith("--") or "=" not in item:
@@ -71,13 +74,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
             env_overrides.append(item[2:])
         else:
             overrides.append(item[2:])
-    config = make_config(args.size, overrides)
+    config = make_config(args.size or backbone_spec(args.backbone).command_preset, overrides)
     if env_overrides:
         config = apply_overrides(config, {"env": {"overrides": list(config.env.overrides) + env_overrides}})
     return config
 
 
-def check_env_config(config: Config) -> None:
+def check_env_config(config: TrainingConfig) -> None:
     """Validate the CarDreamer task config of ``config.env`` (raising ConfigError), so that a bad
     task or override stops ``train`` before it writes anything; a gymnasium id has none to check."""
     import gymnasium as gym
@@ -106,6 +109,10 @@ def run_train(args: argparse.Namespace) -> int:
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError(f"command line: {error.args[0] if error.args else error}") from None
     check_env_config(config)
+    if config.preset_settings:
+        settings = ", ".join(f"{key}={value}" for key, value in config.preset_settings.items())
+        print(f"size preset {config.size!r} of {config.backbone} sets {settings} (recorded in config.yaml; "
+              f"override with --KEY=VALUE)")
     use_compilation_cache()
     server = None
     if config.run.serve:  # start the visualizer next to the run and publish to it
@@ -150,24 +157,3 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"cardreamer: error: {error}", file=sys.stderr)
         return 2
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point (``python -m dreamerv3_backbone.cli``)."""
-    parser = argparse.ArgumentParser(prog="dreamerv3_backbone")
-    register(parser.add_subparsers(dest="command", required=True))
-    args, extra = parser.parse_known_args(argv)
-    if args.command != "train" and extra:
-        parser.error(f"unrecognised arguments: {' '.join(extra)}")
-    args.overrides = extra
-    try:
-        if argv is None and getattr(args, "fast_allocator", False):
-            reexec_with_fast_allocator()
-        return args.func(args)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"dreamerv3_backbone: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from dreamerv3_backbone.allocator import find_allocator
+from cardreamer.training.allocator import find_allocator
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD is Linux-only")
 
-PROBE = "from dreamerv3_backbone.allocator import *; reexec_with_fast_allocator(); print(loaded_allocator())"
+PROBE = "from cardreamer.training.allocator import *; reexec_with_fast_allocator(); print(loaded_allocator())"
 
 
 def _run(code_or_args, **env):
