@@ -6,7 +6,7 @@ steps per second, per model size, on 64x64x3 images with 15 discrete actions.
     python bench/bench_dreamerv3.py --sizes 12m --set model.strided=true
     python bench/bench_dreamerv3.py --sizes 12m --parts             # where an update's time goes
 
-It runs under the allocator that `cardreamer train` picks (dreamerv3_backbone/allocator.py;
+It runs under the allocator that `cardreamer train` picks (cardreamer/training/allocator.py;
 CARDREAMER_ALLOCATOR=system for glibc's). Each size prints one JSON line; by default every size
 trains on batches of 16 x 64. Besides wall
 seconds per update it reports CPU seconds (all threads), which other load on the machine inflates
