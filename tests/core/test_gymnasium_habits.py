@@ -135,3 +135,14 @@ def test_help_shows_defaults(capsys):
     assert "--episodes EPISODES (default: 5)" in text
     assert "task name or task .yaml path (default: wpt)" in text
     assert "--json print the per-episode metrics as JSON --url" in text  # flags and None defaults show none
+
+
+@pytest.mark.parametrize(("command", "shown"), [
+    (["serve"], "frames per second per stream and viewer (default: 30.0)"),  # visualization's
+    (["map", "build"], "(default: 1.0)"),  # task_dev_suite's, one level deeper
+    (["carla", "start"], "(default: 2000)"),  # the CARLA backend's
+])
+def test_help_of_every_package_shows_defaults(command, shown, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--help"])
+    assert shown in " ".join(capsys.readouterr().out.split())
