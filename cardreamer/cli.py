@@ -6,6 +6,7 @@ clear line on stderr and exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import json
 import logging
@@ -93,13 +94,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that ends each option's line with ``(default: X)``, with or without a help text, unless
+    the default is None, the option is a flag, or its help already speaks of its default."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        takes_default = action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+        if (takes_default and action.nargs != 0 and action.default not in (None, argparse.SUPPRESS)
+                and help_text != argparse.SUPPRESS and "default" not in help_text.lower()):
+            action = copy.copy(action)
+            action.help = f"{help_text} (default: %(default)s)".lstrip()
+        return super()._format_action(action)
+
+
 class CommandParser(argparse.ArgumentParser):
     """The parser of ``cardreamer`` and of every subcommand under it: a long option must be spelt
-    out (``--step`` is not taken as ``--steps``), and every subcommand takes ``--import MODULE``
-    (plugins: see :mod:`cardreamer.plugins`)."""
+    out (``--step`` is not taken as ``--steps``), ``--help`` shows every option's default, and every
+    subcommand takes ``--import MODULE`` (plugins: see :mod:`cardreamer.plugins`)."""
 
     def __init__(self, *args, plugin_option: bool = True, **kwargs):
-        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+        super().__init__(*args, **{"formatter_class": DefaultsHelpFormatter, **kwargs, "allow_abbrev": False})
         if plugin_option:
             self.add_argument("--import", dest="plugins", action="append", metavar="MODULE", default=argparse.SUPPRESS,
                               help="import a plugin module (dotted name or .py path) that registers reward terms, "

@@ -1,12 +1,12 @@
 """The configuration schema of an env: world backend, actions, observations, task.
 
-A run's configuration is built from ``configs/defaults.yaml``, then the task's YAML file, then
-dotted command-line overrides, and validated here with pydantic. Errors name the file, line,
-dotted key and the nearest valid keys.
+A run's configuration is built from ``configs/defaults.yaml``, then the task's YAML file, then an
+optional ``config`` mapping laid out like a task file, then dotted command-line overrides, and
+validated here with pydantic. Errors name the file, line, dotted key and the nearest valid keys.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -450,10 +450,12 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
-def merge_config(task: str | Path, overrides: list[str] | None = None) -> SourcedConfig:
+def merge_config(task: str | Path, overrides: list[str] | None = None,
+                 config: Mapping[str, Any] | None = None) -> SourcedConfig:
     """The raw configuration of a task: built-in observation defaults, ``configs/defaults.yaml``,
-    the task file (with its ``extends:`` chain, which also finds the built-in tasks), and the
-    overrides; the plugins the task files name are imported, so their parts and terms validate."""
+    the task file (with its ``extends:`` chain, which also finds the built-in tasks), the ``config``
+    mapping (laid out like a task file; its keys' errors say ``config:``), and the overrides; the
+    plugins the task files and ``config`` name are imported, so their parts and terms validate."""
     import cardreamer.tasks  # noqa: F401  (registers the built-in parts, reward terms and terminal settings)
     from cardreamer.observer import DEFAULT_OBSERVATIONS
     from cardreamer.plugins import load_plugins
@@ -463,6 +465,8 @@ def merge_config(task: str | Path, overrides: list[str] | None = None) -> Source
     sourced.merge({"env": {"observation": DEFAULT_OBSERVATIONS}}, "built-in observation defaults")
     sourced.merge_file(DEFAULTS_FILE)
     sourced.merge_file(task_file(task), extends_dirs=(TASK_DIR,))
+    if config is not None:
+        merge_mapping(sourced, config)
     sourced.apply_overrides(overrides or [])
     for module, where in sourced.plugins:
         try:
@@ -472,7 +476,33 @@ def merge_config(task: str | Path, overrides: list[str] | None = None) -> Source
     return sourced
 
 
-def build_config(task: str | Path, overrides: list[str] | None = None) -> tuple[Config, SourcedConfig]:
+CONFIG_SOURCE = "config"
+"""How errors name a key that came from a ``config`` mapping (``gymnasium.make(id, config={...})``)."""
+
+
+def merge_mapping(sourced: SourcedConfig, config: Mapping[str, Any]) -> None:
+    """Merge a nested mapping laid out like a task file (``task:``, ``env:``, ``plugins:``; a
+    ``.py`` plugin path is relative to the working directory) over ``sourced``."""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{CONFIG_SOURCE}: must be a mapping like a task file ({{'task': {{...}}, 'env': {{...}}}}), "
+                          f"got {short_repr(config)}")
+    data = dict(config)
+    if "extends" in data:
+        raise ConfigError.at(CONFIG_SOURCE, "extends", "a config mapping builds on the task it is given with; "
+                                                       "choose the base task with task= (or the env id) instead")
+    modules = data.pop("plugins", [])
+    if not isinstance(modules, list) or not all(isinstance(m, str) and m for m in modules):
+        raise ConfigError.at(CONFIG_SOURCE, "plugins", f"must be a list of module names or .py paths, "
+                                                       f"got {short_repr(modules)}")
+    for module in modules:
+        spec = str(Path(module).resolve()) if module.endswith(".py") else module
+        if spec not in (known for known, _ in sourced.plugins):
+            sourced.plugins.append((spec, CONFIG_SOURCE))
+    sourced.merge(data, CONFIG_SOURCE)
+
+
+def build_config(task: str | Path, overrides: list[str] | None = None,
+                 config: Mapping[str, Any] | None = None) -> tuple[Config, SourcedConfig]:
     """A task's configuration, validated (the one pipeline of the env, the validator and the CLI)."""
-    sourced = merge_config(task, overrides)
+    sourced = merge_config(task, overrides, config)
     return validate(sourced), sourced

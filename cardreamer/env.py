@@ -1,7 +1,9 @@
 """The Gymnasium environment: a task on a world, observed by handlers, driven by an agent."""
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,13 +29,18 @@ class CarDreamerEnv(gymnasium.Env):
     carries every reward term as ``r_<term>``, the ego's speed, and on the last step the
     ``terminal_reason`` and episode metrics (success, collision, route_completion, mean_speed).
     Reaching ``task.terminal.time_limit`` steps truncates; every other end terminates.
+
+    ``config`` is a mapping laid out like a task file (``{"task": {...}, "env": {...}}``), merged
+    over the task before ``overrides`` (``gymnasium.make(id, config={...})``), or a validated Config.
+    The env truncates itself, so ``gymnasium.make`` adds no TimeLimit; the spec it sets reports the
+    time limit in force (after ``config`` and ``overrides``) as ``max_episode_steps``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    def __init__(self, task: str | Path = "wpt", overrides: list[str] | None = None, config: Config | None = None,
-                 render_mode: str | None = None):
-        self.config = config if config is not None else build_config(task, overrides)[0]
+    def __init__(self, task: str | Path = "wpt", overrides: list[str] | None = None,
+                 config: Mapping[str, Any] | Config | None = None, render_mode: str | None = None):
+        self.config = config if isinstance(config, Config) else build_config(task, overrides, config)[0]
         self.render_mode = render_mode
         env_cfg = self.config.env
         self.road_map = RoadMap.load(self.config.task.map, env_cfg.world.map_dir).with_stop_signs(self.config.task.stop_signs)
@@ -47,6 +54,18 @@ class CarDreamerEnv(gymnasium.Env):
         self.ego_id = -1
         self._renderer = None
         self._episode_seed = 0
+        self._spec: gymnasium.envs.registration.EnvSpec | None = None
+
+    @property
+    def spec(self) -> gymnasium.envs.registration.EnvSpec | None:
+        """What ``gymnasium.make`` built this env from, ``max_episode_steps`` being this env's time limit."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, spec: gymnasium.envs.registration.EnvSpec | None) -> None:
+        if spec is not None and spec.max_episode_steps is None:
+            spec = dataclasses.replace(spec, max_episode_steps=self.time_limit)
+        self._spec = spec
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -76,18 +95,21 @@ class CarDreamerEnv(gymnasium.Env):
         info: dict[str, Any] = {f"r_{k}": v for k, v in terms.items()}
         info.update(obs_info, speed=ctx.speed, route_s=ctx.route_s, lateral_offset=ctx.lateral_offset)
         if terminated or truncated:
-            info["terminal_reason"] = reason or "time_limit"
-            info.update(self.task.episode_metrics(reason), episode_return=self.episode_return)
+            info.update(self.episode_end_info(reason))
         self._last_obs = obs
         return obs, reward, terminated, truncated, info
+
+    def episode_end_info(self, reason: str | None) -> dict[str, Any]:
+        """``terminal_reason`` (``time_limit`` for None), the episode metrics and return, for the last step's info."""
+        return {"terminal_reason": reason or "time_limit", **self.task.episode_metrics(reason),
+                "episode_return": self.episode_return}
 
     def _recover(self, lost: WorldLost):
         """The simulator went away mid-episode: reconnect and end the episode as truncated (not the
         agent's doing), so a trainer simply resets into a fresh episode."""
         log.warning("env: %s; reconnecting, the episode ends here", lost)
         self.world.recover()
-        info = {"terminal_reason": "world_lost", "incident": str(lost),
-                **self.task.episode_metrics("world_lost"), "episode_return": self.episode_return}
+        info = {**self.episode_end_info("world_lost"), "incident": str(lost)}
         return self._last_obs, 0.0, False, True, info
 
     def render(self):
@@ -103,10 +125,30 @@ class CarDreamerEnv(gymnasium.Env):
         self.world.close()
 
 
+class EpisodeEndInfo(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
+    """Completes the last step's ``info`` when a wrapper below ends the episode early (the
+    TimeLimit of ``gymnasium.make(id, max_episode_steps=N)``): ``terminal_reason`` ``time_limit``
+    and the episode metrics, as the env reports them at its own ends. Registered ids apply it."""
+
+    def __init__(self, env: gymnasium.Env):
+        gymnasium.utils.RecordConstructorArgs.__init__(self)
+        super().__init__(env)
+        limit = env.spec.max_episode_steps if env.spec is not None else None
+        if limit is not None and limit > env.unwrapped.time_limit:
+            log.warning("max_episode_steps=%d is beyond the task's time limit: episodes still end at %d steps; "
+                        "raise task.terminal.time_limit to lengthen them", limit, env.unwrapped.time_limit)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if (terminated or truncated) and "terminal_reason" not in info:
+            info = {**info, **self.env.unwrapped.episode_end_info(None)}
+        return obs, reward, terminated, truncated, info
+
+
 def make_env(task: str | Path, overrides: list[str] | None = None, seed: int | None = None,
-             render_mode: str | None = None) -> CarDreamerEnv:
-    """Build a task's env with dotted overrides; ``seed`` seeds its first reset."""
-    env = CarDreamerEnv(task, overrides, render_mode=render_mode)
+             render_mode: str | None = None, config: Mapping[str, Any] | None = None) -> CarDreamerEnv:
+    """Build a task's env with a ``config`` mapping and dotted overrides; ``seed`` seeds its first reset."""
+    env = CarDreamerEnv(task, overrides, config, render_mode=render_mode)
     if seed is not None:
         env.reset(seed=seed)
     return env

@@ -44,8 +44,16 @@ def env_id(name: str) -> str:
 
 
 def register_envs() -> None:
-    """Register every built-in task as ``CarDreamer/<Task>-v0`` (idempotent)."""
+    """Register every built-in task as ``CarDreamer/<Task>-v0`` (idempotent).
+
+    No ``max_episode_steps``: the env truncates at its task's ``time_limit`` (which ``config=`` or
+    ``overrides=`` may change) and reports it in the made env's ``spec``; a TimeLimit of the user's
+    (``max_episode_steps=N``) is completed by EpisodeEndInfo with the last step's metrics.
+    """
+    end_info = gymnasium.envs.registration.WrapperSpec(
+        name="EpisodeEndInfo", entry_point="cardreamer.env:EpisodeEndInfo", kwargs={})
     for name in task_names():
         gid = env_id(name)
         if gid not in gymnasium.registry:
-            gymnasium.register(id=gid, entry_point="cardreamer.env:CarDreamerEnv", kwargs={"task": name})
+            gymnasium.register(id=gid, entry_point="cardreamer.env:CarDreamerEnv", kwargs={"task": name},
+                               additional_wrappers=(end_info,))
