@@ -2,7 +2,8 @@
 ``--import`` and a package installed in a fresh venv (entry point ``cardreamer.plugins``) each add
 a task part, a reward term fed by that part, an observation handler and a backbone; a task file
 uses the first three, ``task validate``, ``run``, ``train`` and ``eval`` use all four, and ``eval``
-rebuilds the plugin backbone from its run dir without being told where it comes from."""
+rebuilds the plugin backbone from its run dir without being told where it comes from; a task file's
+``plugins:`` names the module as ``--import`` does."""
 
 from __future__ import annotations
 
@@ -149,6 +150,12 @@ def exercise(python: Path | str, cwd: Path, p: str, plugins: list[str]) -> None:
 def test_a_plain_module_named_with_import(tmp_path):
     (tmp_path / "my_ext.py").write_text(plugin_source("mine"))
     exercise(sys.executable, tmp_path, "mine", ["my_ext"])
+    (tmp_path / "named.yaml").write_text("extends: mine_task\nplugins: [my_ext]\n")  # the task file names it
+    result = cardreamer(sys.executable, tmp_path, "run", "--task", "named.yaml", "--episodes", "1", "--policy", "random",
+                        "--json")
+    assert result.returncode == 0, result.stderr
+    [episode] = json.loads(result.stdout)
+    assert episode["episode_return"] == pytest.approx(2.5 * episode["episode_length"])
 
 
 def install_by_hand(venv: Path, name: str, module: str, source: str) -> None:
