@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 from array import array
 from pathlib import Path
@@ -147,20 +148,25 @@ def _episode_identity(episode: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in episode.items() if k not in (*_PLACE_KEYS, "t", "id")}, sort_keys=True)
 
 
-def episode_videos(run_dir: Path, episode: dict[str, Any]) -> list[str]:
-    """Names of the mp4 files in ``run_dir/videos`` recorded of ``episode``.
+_EVAL_VIDEO = re.compile(r"^eval-.+-(\d{10})\.mp4$")
+
+
+def eval_videos(run_dir: Path) -> dict[int, list[str]]:
+    """The mp4 files in ``run_dir/videos`` recorded of each evaluation, by its step.
 
     A trainer writes one video per image key of each evaluation, ``eval-<key>-<step:010d>.mp4``;
     training episodes have none.
     """
-    step = episode.get("step")
-    if episode.get("kind") != "eval" or not isinstance(step, int):
-        return []
     try:
-        names = os.listdir(run_dir / "videos")
+        names = sorted(os.listdir(run_dir / "videos"))
     except (FileNotFoundError, NotADirectoryError):
-        return []
-    return sorted(n for n in names if n.startswith("eval-") and n.endswith(f"-{step:010d}.mp4"))
+        return {}
+    videos: dict[int, list[str]] = {}
+    for name in names:
+        match = _EVAL_VIDEO.match(name)
+        if match:
+            videos.setdefault(int(match.group(1)), []).append(name)
+    return videos
 
 
 class Series:

@@ -30,7 +30,7 @@ from flask import Flask, abort, jsonify, render_template, request, send_from_dir
 from flask_socketio import SocketIO
 from socketio.exceptions import ConnectionRefusedError as ConnectionRefused
 
-from visualization.history import RunHistory, config_value, episode_videos, list_run_dirs, run_mtime
+from visualization.history import RunHistory, config_value, eval_videos, list_run_dirs, run_mtime
 from visualization.hub import LiveHub
 from visualization.protocol import (
     MAX_ENVS,
@@ -303,13 +303,10 @@ class VisualizationServer:
 
         @self.app.get("/api/videos")
         def videos():
-            """The videos recorded of one episode: ``?run=R&step=S&kind=eval``."""
+            """The videos recorded of a run's evaluations, by step: ``{"videos": {"<step>": [url]}}``."""
             run = self._http_run()
-            step = request.args.get("step", "")
-            if not step.isdigit():
-                abort(400, f"'step' must be a non-negative integer, got {step!r}")
-            names = episode_videos(self.logdir / run, {"step": int(step), "kind": request.args.get("kind")})
-            return jsonify(videos=[f"/runs/{run}/videos/{name}" for name in names])
+            return jsonify(videos={str(step): [f"/runs/{run}/videos/{name}" for name in names]
+                                   for step, names in eval_videos(self.logdir / run).items()})
 
         @self.app.get("/runs/<path:run>/videos/<name>")
         def video(run: str, name: str):

@@ -210,12 +210,11 @@ def test_http_gives_histories_for_overlays_and_episode_videos(vis, tmp_path):
     reply = http.get("/api/history?run=exp/base/seed0").get_json()
     assert reply["metrics"] == [{"step": 5, "train/loss/image": 0.5}]
     assert [(e["kind"], e["return"]) for e in reply["episodes"]] == [("eval", 3.0)]
-    assert http.get("/api/videos?run=exp/base/seed0&step=5&kind=eval").get_json() == {
-        "videos": ["/runs/exp/base/seed0/videos/eval-camera-0000000005.mp4"]}
+    assert http.get("/api/videos?run=exp/base/seed0").get_json() == {
+        "videos": {"5": ["/runs/exp/base/seed0/videos/eval-camera-0000000005.mp4"]}}
     assert http.get("/runs/exp/base/seed0/videos/eval-camera-0000000005.mp4").data == b"mp4 bytes"
     assert http.get("/api/history?run=../etc").status_code == 400
     assert http.get("/api/history?run=nothing-here").status_code == 404
-    assert http.get("/api/videos?run=exp/base/seed0&step=x").status_code == 400
     assert http.get("/runs/exp/base/seed0/videos/..%2Fmetrics.jsonl").status_code == 404
     guarded = VisualizationServer(tmp_path, token="secret", viewer_token_required=True).app.test_client()
     assert guarded.get("/api/history?run=exp/base/seed0").status_code == 403
