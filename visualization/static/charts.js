@@ -124,6 +124,7 @@
   const fmtStep = (s) => (s >= 1e6 ? (s / 1e6).toFixed(s % 1e6 ? 2 : 0) + "M" : s >= 1e3 ? (s / 1e3).toFixed(s % 1e3 ? 1 : 0) + "k" : String(s));
   const fmtValue = (v) => (v == null ? "—" : Math.abs(v) >= 1000 || Number.isInteger(v) ? v.toFixed(0)
     : Math.abs(v) >= 1 ? v.toFixed(3) : v.toPrecision(3));
+  const fmtTick = (v) => (Math.abs(v) >= 1e4 ? fmtStep(v) : String(parseFloat(v.toPrecision(3))));
   const withAlpha = (hex, alpha) => hex + Math.round(alpha * 255).toString(16).padStart(2, "0");
 
   // One chart: lines are {label, color, xs, ys, dash?, band?: {upper, lower}}.
@@ -199,7 +200,7 @@
       this.plot = new uPlot({
         width, height: 180, series, bands,
         scales: { x: { time: false }, y: this.log ? { distr: 3, log: 10 } : { auto: true } },
-        axes: [{ ...axis, values: (u, ticks) => ticks.map(fmtStep) }, { ...axis, size: 52, values: (u, ticks) => ticks.map(fmtValue) }],
+        axes: [{ ...axis, values: (u, ticks) => ticks.map(fmtStep) }, { ...axis, size: 52, values: (u, ticks) => ticks.map(fmtTick) }],
         legend: { show: false },
         cursor: { drag: { x: true, y: false }, points: { size: 7 } },
         hooks: { setCursor: [(u) => this.showReadout(u)] },
@@ -222,22 +223,25 @@
       this.lines.forEach((line, i) => {
         if (line.bandOf || line.raw) return;
         const col = this.data[i + 1];
-        let value = null;
+        let at = null; // the nearest index with a value: at the cursor, else the newest
         if (idx != null) {
-          for (let d = 0; d < col.length && value == null; d++) {
-            if (col[idx - d] != null && idx - d >= 0) value = col[idx - d];
-            else if (col[idx + d] != null) value = col[idx + d];
+          for (let d = 0; d < col.length && at == null; d++) {
+            if (idx - d >= 0 && col[idx - d] != null) at = idx - d;
+            else if (idx + d < col.length && col[idx + d] != null) at = idx + d;
           }
         } else {
-          for (let j = col.length - 1; j >= 0 && value == null; j--) value = col[j];
+          for (let j = col.length - 1; j >= 0 && at == null; j--) if (col[j] != null) at = j;
         }
+        const value = at == null ? null : col[at];
+        const sd = line.band && at != null && this.data[i + 2][at] != null ? this.data[i + 2][at] - value : null;
         const item = document.createElement("span");
         item.innerHTML = '<i></i><span class="name"></span> <span class="value"></span>';
-        item.querySelector("i").style.background = line.color;
-        if (line.dash) item.querySelector("i").classList.add("dashed");
+        const swatch = item.querySelector("i");
+        swatch.style.color = line.color;
+        swatch.style.background = line.color;
+        if (line.dash) swatch.classList.add("dashed");
         item.querySelector(".name").textContent = line.label;
-        item.querySelector(".value").textContent = fmtValue(value) + (line.band ? " ± " + fmtValue(
-          idx != null && this.data[i + 2][idx] != null ? this.data[i + 2][idx] - (col[idx] ?? 0) : null) : "");
+        item.querySelector(".value").textContent = fmtValue(value) + (sd != null ? " ± " + fmtValue(sd) : "");
         key.append(item);
       });
       this.readout.append(key);
