@@ -124,7 +124,7 @@
   const fmtStep = (s) => (s >= 1e6 ? (s / 1e6).toFixed(s % 1e6 ? 2 : 0) + "M" : s >= 1e3 ? (s / 1e3).toFixed(s % 1e3 ? 1 : 0) + "k" : String(s));
   const fmtValue = (v) => (v == null ? "—" : Math.abs(v) >= 1000 || Number.isInteger(v) ? v.toFixed(0)
     : Math.abs(v) >= 1 ? v.toFixed(3) : v.toPrecision(3));
-  const fmtTick = (v) => (Math.abs(v) >= 1e4 ? fmtStep(v) : String(parseFloat(v.toPrecision(3))));
+  const fmtTick = (v) => (v == null ? "" : Math.abs(v) >= 1e4 ? fmtStep(v) : String(parseFloat(v.toPrecision(3))));
   const withAlpha = (hex, alpha) => hex + Math.round(alpha * 255).toString(16).padStart(2, "0");
 
   // One chart: lines are {label, color, xs, ys, dash?, band?: {upper, lower}}.
