@@ -382,6 +382,7 @@
     const box = $("dream-strips");
     const col = Math.max(40, Math.min(4 * w, (box.clientWidth - 80) / n));
     box.style.setProperty("--strip-width", `${Math.round(col * n)}px`);
+    box.style.setProperty("--strip-height", `${(Math.round(col * n) * h) / (n * w)}px`);
     box.style.setProperty("--context", context == null ? 0 : Math.min(context, n) / n);
     box.classList.toggle("has-context", context != null && context > 0);
     $("dream-context-label").textContent = context ? `observed ${context} · imagined ${n - context}` : "";
