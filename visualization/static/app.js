@@ -38,6 +38,7 @@
   // ---------------------------------------------------------------- runs
   socket.on("runs", (msg) => {
     state.runs = msg.runs;
+    setTimeout(refreshOverlays);
     if (!state.run && state.runs.length) {
       const live = state.runs.find((r) => r.live);
       selectRun((live || state.runs[0]).name);
