@@ -1,6 +1,6 @@
 """The page in a real browser: Debian Chromium driven by Playwright.
 
-Set CARDREAMER_VIS_SCREENSHOT=path.png to keep the screenshot of the full page (the docs' image).
+Set CARDREAMER_VIS_SCREENSHOT=path.png to keep the screenshot of the full page.
 """
 
 from __future__ import annotations
