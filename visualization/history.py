@@ -95,15 +95,21 @@ def _step_of(record: dict[str, Any]) -> int | None:
 
 
 def _numeric_values(record: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of ``record`` (bools as 0/1) but its step."""
     values = {}
-    for key, value in to_jsonable(record).items():
+    for key, value in record.items():
         if key == "step" or isinstance(value, str) or value is None:
             continue
-        if isinstance(value, (bool, int, float)):
-            try:
-                values[key] = float(value)
-            except OverflowError:  # an int beyond the range of floats
+        if not isinstance(value, (bool, int, float)):  # numpy scalars; anything else is skipped
+            value = to_jsonable(value)
+            if not isinstance(value, (bool, int, float)):
                 continue
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the range of floats
+            continue
+        if math.isfinite(number):
+            values[str(key)] = number
     return values
 
 
@@ -212,10 +218,6 @@ class Series:
         self.values.insert(i, value)
         return True
 
-    def get(self, step: int) -> float | None:
-        i = bisect.bisect_left(self.steps, step)
-        return self.values[i] if i < len(self.steps) and self.steps[i] == step else None
-
     def decimate(self) -> None:
         """Drop every other point (keeping the first and the latest) and double the stride."""
         latest_step, latest_value = self.steps[-1], self.values[-1]
@@ -253,14 +255,14 @@ class RunHistory:
     def add_metrics(self, record: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
         """Merge one metrics record.
 
-        Returns the run's record at that step if this added anything (else None), and the keys of
-        ``record`` that were dropped because the run has ``max_keys`` keys or they are too long.
+        Returns the step and the values of ``record`` that were new (None if none was), and the
+        keys of ``record`` that were dropped because the run has ``max_keys`` keys or they are too long.
         """
         step = _step_of(record)
         if step is None:
             return None, []
         refused = []
-        changed = False
+        changed = {}
         with self._lock:
             for key, value in _numeric_values(record).items():
                 series = self._series.get(key)
@@ -270,16 +272,13 @@ class RunHistory:
                         continue
                     series = self._series[key] = Series()
                 if series.put(step, value):
-                    changed = True
+                    changed[key] = value
                     if len(series) > self.max_points:
                         series.decimate()
             if refused and not self._warned_keys:
                 self._warned_keys = True
                 log.warning("run %s: %s", self.run_dir.name, self.refusal(refused))
-            if not changed:
-                return None, refused
-            merged = {key: value for key, series in self._series.items() if (value := series.get(step)) is not None}
-        return {"step": step, **merged}, refused
+        return ({"step": step, **changed} if changed else None), refused
 
     def refusal(self, refused: list[str]) -> str:
         """A one-line explanation of why the metric keys ``refused`` were dropped."""

@@ -39,7 +39,8 @@ def test_metrics_merge_by_step_and_ignore_duplicates(tmp_path):
     new_metrics, _ = history.poll_files()
     assert new_metrics == [{"step": 10, "loss": 1.5}]
     assert history.add_metrics({"step": 10, "loss": 1.5}) == (None, [])  # published live and logged: same record
-    assert history.add_metrics({"step": 10, "fps": 30}) == ({"step": 10, "loss": 1.5, "fps": 30}, [])
+    assert history.add_metrics({"step": 10, "fps": 30}) == ({"step": 10, "fps": 30}, [])  # what is new at step 10
+    assert history.snapshot()["metrics"] == [{"step": 10, "loss": 1.5, "fps": 30}]
     assert history.add_metrics({"loss": 2.0}) == (None, [])  # no step
     assert history.add_metrics({"step": 10**400, "loss": 2.0}) == (None, [])  # no usable step
     assert history.add_metrics({"step": 11, "big": 10**400, "loss": 2.0}) == ({"step": 11, "loss": 2.0}, [])

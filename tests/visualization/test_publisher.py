@@ -21,7 +21,7 @@ def test_make_publisher_arguments():
     with pytest.raises(ValueError, match="must look like"):
         make_publisher("127.0.0.1:9000", "t", "run")
     with pytest.raises(ValueError, match="invalid run name"):
-        make_publisher("http://127.0.0.1:1", "t", "bad/name")
+        make_publisher("http://127.0.0.1:1", "t", "exp/../name")
     publisher = make_publisher("http://127.0.0.1:1/?token=abc", None, "run")
     assert isinstance(publisher, SocketPublisher) and publisher.token == "abc"
     publisher.close()
