@@ -254,5 +254,5 @@
     destroy() { if (this.plot) this.plot.destroy(); this.card.remove(); }
   }
 
-  window.Curves = { HEADLINE, GROUPS, TRAIN_WINDOW, groupOf, ema, decimate, rolling, aggregate, align, Chart, fmtStep };
+  window.Curves = { HEADLINE, GROUPS, TRAIN_WINDOW, groupOf, rolling, aggregate, Chart };
 })();
