@@ -241,7 +241,7 @@ def write_training_run(run_dir: Path, steps: int = 60, seed: int = 0, log_every:
     (run_dir / "videos").mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
     metrics, scores = [], []
-    skill = lambda step: 1 - math.exp(-step / (steps * log_every / 3))  # noqa: E731
+    skill = lambda step: 1 - math.exp(-step / (steps * log_every / 3))
     next_episode, episodes = episode_length, 0
     for i in range(1, steps + 1):
         step = i * log_every

@@ -89,7 +89,7 @@ def test_frames_steps_episodes_and_metrics_reach_a_viewer(server):
     assert wait_until(viewer.steps)
     step = viewer.steps()[0]
     assert step["info"] == {"speed": 4.5, "r_speed": 0.25, "terminal_reason": None, "position": [1.0, 2.0]}
-    assert received_episodes == [{"return": 3.5, "length": 20, "success": True, "env": 1}]
+    assert received_episodes == [{"return": 3.5, "length": 20, "success": True, "env": 1, "kind": "train", "id": 0}]
     publisher.close()
     viewer.close()
 
