@@ -15,12 +15,15 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 from array import array
 from pathlib import Path
 from typing import Any
 
-from visualization.protocol import check_name, shown, to_jsonable
+import yaml
+
+from visualization.protocol import MAX_RUN_DEPTH, check_run_name, shown, to_jsonable
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +95,21 @@ def _step_of(record: dict[str, Any]) -> int | None:
 
 
 def _numeric_values(record: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of ``record`` (bools as 0/1) but its step."""
     values = {}
-    for key, value in to_jsonable(record).items():
+    for key, value in record.items():
         if key == "step" or isinstance(value, str) or value is None:
             continue
-        if isinstance(value, (bool, int, float)):
-            try:
-                values[key] = float(value)
-            except OverflowError:  # an int beyond the range of floats
+        if not isinstance(value, (bool, int, float)):  # numpy scalars; anything else is skipped
+            value = to_jsonable(value)
+            if not isinstance(value, (bool, int, float)):
                 continue
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the range of floats
+            continue
+        if math.isfinite(number):
+            values[str(key)] = number
     return values
 
 
@@ -114,9 +123,56 @@ def _thin(items: list, limit: int) -> list:
     return [items[round(i * stride)] for i in range(limit)]
 
 
+# What a trainer's score keys mean in the page's terms (scores.jsonl of dreamerv3_backbone writes
+# "episode/<key>" for training episodes and "eval/<key>" for the summary of an evaluation).
+_EPISODE_ALIASES = {"score": "return", "success_rate": "success", "collision_rate": "collision"}
+_PLACE_KEYS = ("step", "env")  # where an episode happened: a trainer's file copy has only the step,
+                               # its live copy only the env
+
+
+def normalize_episode(record: dict[str, Any]) -> dict[str, Any]:
+    """An episode record with plain keys (``return``, ``length``, ``success``...) and a ``kind``.
+
+    ``episode/`` and ``eval/`` prefixes are dropped; a record with ``eval/`` keys (or
+    ``kind: "eval"``) is an evaluation, any other a training episode. An evaluation's rates
+    (``success_rate``...) become ``success``...: the fraction of its episodes.
+    """
+    out: dict[str, Any] = {}
+    kind = record.get("kind")
+    for key, value in record.items():
+        if key.startswith("eval/"):
+            key, kind = key[len("eval/"):], kind or "eval"
+        elif key.startswith("episode/"):
+            key = key[len("episode/"):]
+        out[_EPISODE_ALIASES.get(key, key)] = value
+    out["kind"] = kind if kind in ("train", "eval") else "train"
+    return out
+
+
 def _episode_identity(episode: dict[str, Any]) -> str:
-    """What makes two copies of an episode (one from the file, one published live) the same."""
-    return json.dumps({k: v for k, v in episode.items() if k not in ("env", "t")}, sort_keys=True)
+    """What a file copy and a live copy of one episode share: everything but where and when."""
+    return json.dumps({k: v for k, v in episode.items() if k not in (*_PLACE_KEYS, "t", "id")}, sort_keys=True)
+
+
+_EVAL_VIDEO = re.compile(r"^eval-.+-(\d{10})\.mp4$")
+
+
+def eval_videos(run_dir: Path) -> dict[int, list[str]]:
+    """The mp4 files in ``run_dir/videos`` recorded of each evaluation, by its step.
+
+    A trainer writes one video per image key of each evaluation, ``eval-<key>-<step:010d>.mp4``;
+    training episodes have none.
+    """
+    try:
+        names = sorted(os.listdir(run_dir / "videos"))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    videos: dict[int, list[str]] = {}
+    for name in names:
+        match = _EVAL_VIDEO.match(name)
+        if match:
+            videos.setdefault(int(match.group(1)), []).append(name)
+    return videos
 
 
 class Series:
@@ -162,10 +218,6 @@ class Series:
         self.values.insert(i, value)
         return True
 
-    def get(self, step: int) -> float | None:
-        i = bisect.bisect_left(self.steps, step)
-        return self.values[i] if i < len(self.steps) and self.steps[i] == step else None
-
     def decimate(self) -> None:
         """Drop every other point (keeping the first and the latest) and double the stride."""
         latest_step, latest_value = self.steps[-1], self.values[-1]
@@ -194,22 +246,23 @@ class RunHistory:
         self._lock = threading.Lock()
         self._series: dict[str, Series] = {}
         self._warned_keys = False
-        self._episodes: list[dict[str, Any]] = []
-        self._episode_keys: set[int] = set()  # hashes of the episodes' identities
+        self._episodes: dict[int, dict[str, Any]] = {}  # by id, in the order they arrived
+        self._by_identity: dict[int, list[int]] = {}  # hash of an identity -> ids of its episodes
+        self._next_id = 0
         self._metrics_tail = JsonlTail(run_dir / METRICS_FILE)
         self._scores_tail = JsonlTail(run_dir / SCORES_FILE)
 
     def add_metrics(self, record: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
         """Merge one metrics record.
 
-        Returns the run's record at that step if this added anything (else None), and the keys of
-        ``record`` that were dropped because the run has ``max_keys`` keys or they are too long.
+        Returns the step and the values of ``record`` that were new (None if none was), and the
+        keys of ``record`` that were dropped because the run has ``max_keys`` keys or they are too long.
         """
         step = _step_of(record)
         if step is None:
             return None, []
         refused = []
-        changed = False
+        changed = {}
         with self._lock:
             for key, value in _numeric_values(record).items():
                 series = self._series.get(key)
@@ -219,16 +272,13 @@ class RunHistory:
                         continue
                     series = self._series[key] = Series()
                 if series.put(step, value):
-                    changed = True
+                    changed[key] = value
                     if len(series) > self.max_points:
                         series.decimate()
             if refused and not self._warned_keys:
                 self._warned_keys = True
                 log.warning("run %s: %s", self.run_dir.name, self.refusal(refused))
-            if not changed:
-                return None, refused
-            merged = {key: value for key, series in self._series.items() if (value := series.get(step)) is not None}
-        return {"step": step, **merged}, refused
+        return ({"step": step, **changed} if changed else None), refused
 
     def refusal(self, refused: list[str]) -> str:
         """A one-line explanation of why the metric keys ``refused`` were dropped."""
@@ -236,24 +286,37 @@ class RunHistory:
                 f"{self.max_keys} metric keys of at most {MAX_KEY_CHARS} characters")
 
     def add_episode(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Add one finished episode; return it (JSON-safe) unless it is a duplicate.
+        """Add one finished episode (see :func:`normalize_episode`); return what viewers must be sent.
 
-        Raises ``ValueError`` for a record of more than MAX_EPISODE_CHARS characters of JSON.
+        A record that agrees with an episode held already on everything both have (the trainer's
+        file copy with its step, its live copy with its env) completes that episode: the
+        completed episode, with its ``id``, is returned; a record that adds nothing returns None.
+        Otherwise the record is a new episode with a new ``id``. Raises ``ValueError`` for a
+        record of more than MAX_EPISODE_CHARS characters of JSON.
         """
-        episode = to_jsonable(record)
+        episode = normalize_episode(to_jsonable(record))
         identity = _episode_identity(episode)
         if len(identity) > MAX_EPISODE_CHARS:
             raise ValueError(f"an episode record of {len(identity)} characters of JSON is too large "
                              f"(at most {MAX_EPISODE_CHARS})")
         with self._lock:
-            if hash(identity) in self._episode_keys:
-                return None
-            self._episode_keys.add(hash(identity))
-            self._episodes.append(episode)
+            same = self._by_identity.setdefault(hash(identity), [])
+            for held in (self._episodes[i] for i in same):
+                if all(held.get(k) is None or episode.get(k) is None or held[k] == episode[k] for k in _PLACE_KEYS):
+                    added = {k: episode[k] for k in _PLACE_KEYS if held.get(k) is None and episode.get(k) is not None}
+                    held.update(added)
+                    return dict(held) if added else None
+            episode["id"] = self._next_id
+            self._next_id += 1
+            self._episodes[episode["id"]] = episode
+            same.append(episode["id"])
             if len(self._episodes) > self.max_episodes:
-                self._episodes = _thin(self._episodes, self.max_episodes // 2)
-                self._episode_keys = {hash(_episode_identity(e)) for e in self._episodes}
-            return episode
+                kept = _thin(list(self._episodes.values()), self.max_episodes // 2)
+                self._episodes = {e["id"]: e for e in kept}
+                self._by_identity = {}
+                for e in kept:
+                    self._by_identity.setdefault(hash(_episode_identity(e)), []).append(e["id"])
+            return dict(episode)
 
     def poll_files(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Read lines appended to the run's files; return the new metrics and episodes."""
@@ -287,8 +350,26 @@ class RunHistory:
                 for step, value in zip(series.steps, series.values):
                     if step in chosen:
                         chosen[step][key] = value
-            episodes = _thin(self._episodes, max_points)
+            episodes = [dict(e) for e in _thin(list(self._episodes.values()), max_points)]
         return {"metrics": list(chosen.values()), "episodes": episodes}
+
+
+def config_value(run_dir: Path, key: str) -> Any:
+    """The first value of ``key`` at any depth of the run's config.yaml (read as plain YAML data), or
+    None if the file or the key is missing or the file is not valid YAML."""
+    try:
+        with open(run_dir / "config.yaml") as file:
+            config = yaml.safe_load(file)
+    except (OSError, yaml.YAMLError):
+        return None
+    pending = [config]
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, dict):
+            if key in node:
+                return node[key]
+            pending.extend(node.values())
+    return None
 
 
 def run_mtime(run_dir: Path) -> float | None:
@@ -303,20 +384,31 @@ def run_mtime(run_dir: Path) -> float | None:
 
 
 def list_run_dirs(logdir: Path) -> dict[str, float]:
-    """Runs found in ``logdir``: sub-directories holding metrics, scores or a config, with mtimes."""
+    """Runs found in ``logdir``, by run name, with their mtimes.
+
+    A run is a directory holding metrics, scores or a config. Directories that are not runs are
+    searched down to MAX_RUN_DEPTH levels, so that the runs of an experiment,
+    ``<experiment>/<variant>/seed<k>``, are found with names of that form.
+    """
     runs: dict[str, float] = {}
-    try:
-        entries = list(os.scandir(logdir))
-    except FileNotFoundError:
-        return runs
-    for entry in entries:
-        if not entry.is_dir():
-            continue
+
+    def scan(folder: Path, prefix: str, depth: int) -> None:
         try:
-            check_name("run", entry.name)
-        except ValueError:
-            continue
-        mtime = run_mtime(Path(entry.path))
-        if mtime is not None:
-            runs[entry.name] = mtime
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            return
+        for entry in entries:
+            try:
+                if not entry.is_dir():
+                    continue
+                name = check_run_name(prefix + entry.name)
+            except (ValueError, OSError):
+                continue
+            mtime = run_mtime(Path(entry.path))
+            if mtime is not None:
+                runs[name] = mtime
+            elif depth < MAX_RUN_DEPTH:
+                scan(Path(entry.path), name + "/", depth + 1)
+
+    scan(logdir, "", 1)
     return runs

@@ -45,6 +45,25 @@ def check_name(kind: str, value: object) -> str:
     return value
 
 
+MAX_RUN_DEPTH = 3  # e.g. <experiment>/<variant>/seed<k>
+
+
+def check_run_name(value: object) -> str:
+    """Return ``value`` if it is a valid run name, else raise ``ValueError``.
+
+    A run name is a path of 1 to MAX_RUN_DEPTH names joined by ``/``, each valid for
+    :func:`check_name` (so never ``..``): the run directory of an experiment's run,
+    ``<experiment>/<variant>/seed<k>``, stays inside the logdir.
+    """
+    parts = value.split("/") if isinstance(value, str) else [value]
+    if len(parts) > MAX_RUN_DEPTH or not all(isinstance(p, str) and _NAME_RE.match(p) for p in parts):
+        raise ValueError(
+            f"invalid run name {shown(value)}: use up to {MAX_RUN_DEPTH} names joined by '/', each of 1-64 "
+            "letters, digits, '_', '.' or '-' starting with a letter or digit"
+        )
+    return value
+
+
 def check_env_index(value: object) -> int:
     """Return ``value`` as an env index in ``[0, MAX_ENVS)`` or raise ``ValueError``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):

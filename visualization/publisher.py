@@ -29,6 +29,7 @@ from visualization.protocol import (
     check_env_index,
     check_image,
     check_name,
+    check_run_name,
     image_format,
     slot_key,
     to_jsonable,
@@ -72,8 +73,14 @@ class Publisher:
     def publish_metrics(self, step: int, metrics: dict[str, Any]) -> None:
         """Report training scalars logged at ``step``."""
 
-    def publish_dream(self, real: np.ndarray, imagined: np.ndarray, step: int | None = None) -> None:
-        """Show world-model open-loop predictions beside the real frames: (T,)HxWx3 uint8 each."""
+    def publish_dream(self, real: np.ndarray, imagined: np.ndarray, step: int | None = None,
+                      context: int | None = None, rows: int = 1) -> None:
+        """Show world-model open-loop predictions beside the real frames: (T,)HxWx3 uint8 each.
+
+        ``context``: how many first frames the model observed before imagining the rest (None:
+        the server reads ``report_context`` from the run's config.yaml); ``rows``: how many
+        sequences are stacked vertically in each frame (replay samples).
+        """
 
     def poll_control(self, env_index: int = 0, max_age: float = 1.0) -> Control | None:
         """Newest driving input for ``env_index`` if received within ``max_age`` seconds."""
@@ -107,7 +114,7 @@ class SocketPublisher(Publisher):
     def __init__(self, url: str, token: str, run: str, interactive: bool = False, max_fps: float = 30.0):
         self.url = url
         self.token = token
-        self.run = check_name("run", run)
+        self.run = check_run_name(run)
         self.interactive = interactive
         self.min_interval = 1.0 / max_fps
         self.frames_sent = 0
@@ -167,7 +174,8 @@ class SocketPublisher(Publisher):
         if self._accept(key):
             self._store(key, "step", {"env": env, "info": dict(info), "t": time.time()})
 
-    def publish_dream(self, real: np.ndarray, imagined: np.ndarray, step: int | None = None) -> None:
+    def publish_dream(self, real: np.ndarray, imagined: np.ndarray, step: int | None = None,
+                      context: int | None = None, rows: int = 1) -> None:
         real, imagined = np.asarray(real), np.asarray(imagined)
         if real.shape != imagined.shape:
             raise ValueError(f"publish_dream: real {real.shape} and imagined {imagined.shape} differ in shape")
@@ -177,9 +185,12 @@ class SocketPublisher(Publisher):
             raise ValueError(f"publish_dream: expected TxHxWx3 or HxWx3 uint8 frames, got shape {real.shape}")
         check_image("publish_dream real[0]", real[0])
         check_image("publish_dream imagined[0]", imagined[0])
+        if not isinstance(rows, int) or rows < 1 or real.shape[1] % rows:
+            raise ValueError(f"publish_dream: rows={rows!r} must be a positive divisor of the frame height {real.shape[1]}")
         if self._accept("dream", DREAM_INTERVAL):
             stride = max(1, int(np.ceil(len(real) / MAX_DREAM_FRAMES)))
-            self._store("dream", "dream", (real[::stride].copy(), imagined[::stride].copy(), step))
+            layout = {"rows": rows, "stride": stride, "context": None if context is None else int(context)}
+            self._store("dream", "dream", (real[::stride].copy(), imagined[::stride].copy(), step, layout))
 
     def publish_episode(self, metrics: dict[str, Any], env_index: int = 0) -> None:
         env = check_env_index(env_index)
@@ -301,7 +312,7 @@ class SocketPublisher(Publisher):
                     "t": item.time, "w": width, "h": height}
         if event == "step":
             return {**item, "info": to_jsonable(item["info"])}
-        real, imagined, step = item
+        real, imagined, step, layout = item
         fmt = "png" if real.shape[1] * real.shape[2] <= 128 * 128 else "jpeg"
         # Each sequence travels as one binary blob of concatenated images plus their sizes: the
         # browser's Socket.IO parser refuses messages with more than 10 binary attachments.
@@ -309,7 +320,7 @@ class SocketPublisher(Publisher):
         imagined_frames = [encode_image(f, fmt) for f in imagined]
         return {"real": b"".join(real_frames), "real_sizes": [len(f) for f in real_frames],
                 "imagined": b"".join(imagined_frames), "imagined_sizes": [len(f) for f in imagined_frames],
-                "fmt": fmt, "step": step, "t": time.time()}
+                "fmt": fmt, "step": step, "t": time.time(), **layout}
 
     def _send(self, event: str, payload: dict[str, Any]) -> bool:
         """Emit once fewer than IN_FLIGHT_WINDOW messages await acks; False if acks stopped coming."""

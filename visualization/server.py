@@ -26,11 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, abort, jsonify, render_template, request, send_from_directory
 from flask_socketio import SocketIO
 from socketio.exceptions import ConnectionRefusedError as ConnectionRefused
 
-from visualization.history import RunHistory, list_run_dirs, run_mtime
+from visualization.history import RunHistory, config_value, eval_videos, list_run_dirs, run_mtime
 from visualization.hub import LiveHub
 from visualization.protocol import (
     MAX_ENVS,
@@ -39,6 +39,7 @@ from visualization.protocol import (
     VIEW_NAMESPACE,
     check_env_index,
     check_name,
+    check_run_name,
     shown,
     to_jsonable,
 )
@@ -289,6 +290,40 @@ class VisualizationServer:
         def healthz():
             return jsonify(ok=True, **self.history_stats())
 
+        @self.app.get("/api/history")
+        def run_history():
+            """The history of one run as JSON, as a joining viewer gets it (for overlaying runs)."""
+            run = self._http_run()
+            history = self._known_history(run)
+            if history is None:
+                abort(404, f"no run {run!r} in {self.logdir}")
+            with self._replay_lock:
+                self._poll_files(run, history)
+                return jsonify(run=run, **history.snapshot())
+
+        @self.app.get("/api/videos")
+        def videos():
+            """The videos recorded of a run's evaluations, by step: ``{"videos": {"<step>": [url]}}``."""
+            run = self._http_run()
+            return jsonify(videos={str(step): [f"/runs/{run}/videos/{name}" for name in names]
+                                   for step, names in eval_videos(self.logdir / run).items()})
+
+        @self.app.get("/runs/<path:run>/videos/<name>")
+        def video(run: str, name: str):
+            self._http_run(run)
+            if not name.endswith(".mp4"):
+                abort(404)
+            return send_from_directory(self.logdir.resolve() / run / "videos", name, mimetype="video/mp4")
+
+    def _http_run(self, run: str | None = None) -> str:
+        """The run an HTTP request names (``run`` or its ``?run=``), after checking its token."""
+        if self.viewer_token_required and not self._token_ok({"token": request.args.get("token")}):
+            abort(403, "this server needs a token: add ?token=... from the URL it printed")
+        try:
+            return check_run_name(request.args.get("run") if run is None else run)
+        except ValueError as error:
+            abort(400, str(error))
+
     # -- publishers -------------------------------------------------------------------------
     def _register_publisher_events(self) -> None:
         ns = PUBLISH_NAMESPACE
@@ -297,7 +332,7 @@ class VisualizationServer:
             if not self._token_ok(auth):
                 raise ConnectionRefused("invalid or missing token")
             try:
-                run = check_name("run", auth.get("run"))
+                run = check_run_name(auth.get("run"))
             except ValueError as error:
                 raise ConnectionRefused(str(error)) from None
             self.hub.add_publisher(request.sid, run, bool(auth.get("interactive", False)))
@@ -365,6 +400,14 @@ class VisualizationServer:
                 payload[part], payload[f"{part}_sizes"] = blob, sizes
             if len(payload["real_sizes"]) != len(payload["imagined_sizes"]) or payload["fmt"] not in ("jpeg", "png"):
                 raise ValueError("dream needs as many real as imagined frames, in jpeg or png")
+            rows, stride, context = data.get("rows", 1), data.get("stride", 1), data.get("context")
+            if context is None:  # the frames observed before imagining, as the run's config says
+                context = config_value(self.logdir / run, "report_context")
+            counts = [rows, stride] if context is None else [rows, stride, context + 1]
+            if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in counts):
+                raise ValueError("dream 'rows' and 'stride' must be positive integers and 'context' a "
+                                 f"non-negative integer, got {rows!r}, {stride!r}, {context!r}")
+            payload.update(rows=rows, context=None if context is None else -(-context // stride))
             first = self.hub.dream(run) is None
             with self._replay_lock:
                 self.hub.set_dream(run, payload)
@@ -395,7 +438,7 @@ class VisualizationServer:
             self.hub.remove_viewer(request.sid)
 
         def join(data: dict[str, Any]) -> None:
-            run = check_name("run", field(data, "run"))
+            run = check_run_name(field(data, "run"))
             with self._replay_lock:  # nothing is added to the history between snapshot and join
                 history = self._known_history(run)
                 if history is None:  # nothing is kept for it: the poller sends its history once it exists
@@ -418,7 +461,7 @@ class VisualizationServer:
             self.hub.ack(request.sid, key)
 
         def control(data: dict[str, Any]) -> None:
-            run = check_name("run", field(data, "run"))
+            run = check_run_name(field(data, "run"))
             env = check_env_index(data.get("env", 0))
             keys = data.get("keys", {})
             if not isinstance(keys, dict):
@@ -429,7 +472,7 @@ class VisualizationServer:
                 self.socketio.emit("control", message, to=sid, namespace=PUBLISH_NAMESPACE)
 
         def record(data: dict[str, Any]) -> None:
-            run = check_name("run", field(data, "run"))
+            run = check_run_name(field(data, "run"))
             env = check_env_index(data.get("env", 0))
             if not self._saving.acquire(blocking=False):
                 raise ValueError("another episode is being saved; try again once it is done")

@@ -230,3 +230,47 @@ class FakeDrivingEnv:
                 return self._obs(), float(info["r_speed"] + info["r_steer"]), False, truncated, info
 
         return _Env()
+
+
+def write_training_run(run_dir: Path, steps: int = 60, seed: int = 0, log_every: int = 1000,
+                       eval_every: int = 10_000, episode_length: int = 400) -> None:
+    """Write a run directory the way dreamerv3_backbone's trainer does: metrics.jsonl with losses,
+    rates and counters (and ``eval/*`` summaries), scores.jsonl with ``episode/*`` training
+    episodes and ``eval/*`` evaluation rows, and one eval video name per evaluation."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "videos").mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    metrics, scores = [], []
+    skill = lambda step: 1 - math.exp(-step / (steps * log_every / 3))
+    next_episode, episodes = episode_length, 0
+    for i in range(1, steps + 1):
+        step = i * log_every
+        while next_episode <= step:
+            episodes += 1
+            p = skill(next_episode)
+            success = bool(rng.random() < p)
+            scores.append({"step": next_episode, "episode/return": round(200 * p + 20 * rng.standard_normal(), 2),
+                           "episode/length": int(episode_length * (0.6 + 0.4 * rng.random())),
+                           "episode/success": float(success),
+                           "episode/collision": float(not success and rng.random() < 0.6),
+                           "episode/route_completion": round(min(1.0, p + 0.1 * rng.random()), 3),
+                           "episode/mean_speed": round(4 + 3 * p + rng.random(), 2)})
+            next_episode += int(episode_length * (0.6 + 0.4 * rng.random()))
+        row = {"train/loss/image": 900 * math.exp(-i / 12) + 40 + 5 * rng.random(),
+               "train/loss/reward": 0.8 * math.exp(-i / 8) + 0.05 + 0.02 * rng.random(),
+               "train/loss/dyn": 2 + math.exp(-i / 20), "train/loss/policy": 0.3 + 0.1 * math.sin(i / 4),
+               "train/loss/value": 1.5 * math.exp(-i / 30) + 0.1 * rng.random(), "train/grad_norm": 10 + rng.random(),
+               "fps/env": 300 + 20 * rng.standard_normal(), "fps/updates": 18 + rng.standard_normal(),
+               "replay/steps": step, "env_steps": step, "updates": i * 30, "episodes": episodes,
+               "next_eval": (step // eval_every + 1) * eval_every, "episode/return_recent": 200 * skill(step)}
+        if step % eval_every == 0:
+            p = skill(step)
+            evaluation = {"eval/episodes": 4, "eval/return": 210 * p, "eval/return_std": 15.0, "eval/length": 300.0,
+                          "eval/success_rate": round(min(1.0, p + 0.05), 2), "eval/collision_rate": round(0.5 * (1 - p), 2),
+                          "eval/route_completion": round(min(1.0, p + 0.1), 2), "eval/mean_speed": 5 + 2 * p}
+            scores.append({"step": step, **evaluation})
+            row.update(evaluation)
+            (run_dir / "videos" / f"eval-birdeye_wpt-{step:010d}.mp4").write_bytes(b"")
+        metrics.append({"step": step, **row})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+    (run_dir / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scores))

@@ -1,6 +1,6 @@
 """The page in a real browser: Debian Chromium driven by Playwright.
 
-Set CARDREAMER_VIS_SCREENSHOT=path.png to keep the screenshot of the full page (the docs' image).
+Set CARDREAMER_VIS_SCREENSHOT=path.png to keep the screenshot of the full page.
 """
 
 from __future__ import annotations
@@ -100,7 +100,10 @@ def test_page_shows_live_frames_curves_episodes_and_saves_a_video(server, page, 
         assert canvas_png(page, "0/camera") != first, "the live frame did not change"
         page.wait_for_function("() => window.visStats.chartPoints > 0 && document.querySelectorAll("
                                "'.uplot canvas').length >= 3", timeout=10_000)
-        assert page.locator(".chart-card .card-title", has_text="train/loss").count() == 1
+        page.click("summary:has-text('World model')")
+        page.wait_for_selector('.chart-card[data-title="train/loss/image"] canvas', timeout=5_000)
+        assert page.eval_on_selector_all('#charts-world .chart-card', 'cs => cs.map(c => c.dataset.title)') == [
+            "train/loss/image", "train/loss/reward"]  # train/loss/policy is in the actor-critic panel
         assert page.locator("#episode-rows tr").count() == 20
         assert page.locator("#speed").inner_text() != "—"
         assert page.locator(".term").count() == 5

@@ -4,7 +4,7 @@ import itertools
 import json
 import logging
 
-from visualization.history import JsonlTail, RunHistory, list_run_dirs
+from visualization.history import JsonlTail, RunHistory, config_value, eval_videos, list_run_dirs
 
 
 def test_tail_reads_only_complete_new_lines(tmp_path):
@@ -39,20 +39,67 @@ def test_metrics_merge_by_step_and_ignore_duplicates(tmp_path):
     new_metrics, _ = history.poll_files()
     assert new_metrics == [{"step": 10, "loss": 1.5}]
     assert history.add_metrics({"step": 10, "loss": 1.5}) == (None, [])  # published live and logged: same record
-    assert history.add_metrics({"step": 10, "fps": 30}) == ({"step": 10, "loss": 1.5, "fps": 30}, [])
+    assert history.add_metrics({"step": 10, "fps": 30}) == ({"step": 10, "fps": 30}, [])  # what is new at step 10
+    assert history.snapshot()["metrics"] == [{"step": 10, "loss": 1.5, "fps": 30}]
     assert history.add_metrics({"loss": 2.0}) == (None, [])  # no step
     assert history.add_metrics({"step": 10**400, "loss": 2.0}) == (None, [])  # no usable step
     assert history.add_metrics({"step": 11, "big": 10**400, "loss": 2.0}) == ({"step": 11, "loss": 2.0}, [])
 
 
-def test_episodes_deduplicate_file_and_live_copies(tmp_path):
-    record = {"step": 500, "return": 12.5, "success": True}
-    (tmp_path / "scores.jsonl").write_text(json.dumps(record) + "\n")
+def test_file_and_live_copies_of_an_episode_make_one_row(tmp_path):
+    # What dreamerv3_backbone writes: the file copy has the step and "episode/" keys, the live
+    # copy (published to the server) has the env and plain keys; they arrive in either order.
+    ep = {"return": 12.5, "length": 80, "success": 1.0, "collision": 0.0}
+    file_copy = {"step": 500, **{f"episode/{k}": v for k, v in ep.items()}}
+    (tmp_path / "scores.jsonl").write_text(json.dumps(file_copy) + "\n")
     history = RunHistory(tmp_path)
-    assert history.poll_files()[1] == [record]
-    assert history.add_episode({**record, "env": 3}) is None
-    assert history.add_episode({"step": 600, "return": 1.0}) is not None
-    assert [e["step"] for e in history.snapshot()["episodes"]] == [500, 600]
+    live_first = history.add_episode({**ep, "return": 3.0, "env": 1})
+    assert live_first == {**ep, "return": 3.0, "env": 1, "kind": "train", "id": 0}
+    [from_file] = history.poll_files()[1]
+    assert from_file == {"step": 500, **ep, "kind": "train", "id": 1}
+    assert history.add_episode({**ep, "env": 3}) == {**from_file, "env": 3}  # completes the row
+    assert history.add_episode({**ep, "env": 3}) is None  # adds nothing
+    assert history.add_episode(file_copy) is None
+    with open(tmp_path / "scores.jsonl", "a") as f:
+        f.write(json.dumps({"step": 640, "episode/return": 3.0, **{f"episode/{k}": v for k, v in ep.items()
+                                                                      if k != "return"}}) + "\n")
+    assert history.poll_files()[1] == [{**live_first, "step": 640}]
+    history.add_episode({**ep, "env": 0, "step": 900})  # same content, another place: another episode
+    rows = history.snapshot()["episodes"]
+    assert [(e["step"], e["env"]) for e in rows] == [(640, 1), (500, 3), (900, 0)]
+
+
+def test_an_evaluation_is_one_row_of_kind_eval(tmp_path):
+    history = RunHistory(tmp_path)
+    row = history.add_episode({"step": 10_000, "eval/episodes": 4, "eval/return": 20.0,
+                               "eval/success_rate": 0.5, "eval/collision_rate": 0.25, "eval/length": 90.0})
+    assert row == {"step": 10_000, "episodes": 4, "return": 20.0, "success": 0.5, "collision": 0.25,
+                   "length": 90.0, "kind": "eval", "id": 0}
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("eval-camera-0000010000.mp4", "eval-birdeye-0000010000.mp4", "eval-camera-0000020000.mp4",
+                 "openloop-camera-0000010000.mp4"):
+        (videos / name).write_bytes(b"")
+    assert eval_videos(tmp_path) == {10_000: ["eval-birdeye-0000010000.mp4", "eval-camera-0000010000.mp4"],
+                                     20_000: ["eval-camera-0000020000.mp4"]}
+
+
+def test_runs_of_an_experiment_are_found_under_its_folder(tmp_path):
+    for run in ("exp/base/seed0", "exp/base/seed1", "exp/wide/seed0", "single"):
+        (tmp_path / run).mkdir(parents=True)
+        (tmp_path / run / "metrics.jsonl").write_text("")
+    (tmp_path / "exp" / "notes").mkdir()
+    (tmp_path / "a" / "b" / "c" / "d").mkdir(parents=True)  # deeper than a run name may be
+    (tmp_path / "a" / "b" / "c" / "d" / "metrics.jsonl").write_text("")
+    assert sorted(list_run_dirs(tmp_path)) == ["exp/base/seed0", "exp/base/seed1", "exp/wide/seed0", "single"]
+
+
+def test_config_values_are_read_as_plain_data(tmp_path):
+    assert config_value(tmp_path, "report_context") is None
+    (tmp_path / "config.yaml").write_text("run: {steps: 10}\nbackbone:\n  model: {report_context: 7}\n")
+    assert config_value(tmp_path, "report_context") == 7
+    (tmp_path / "config.yaml").write_text("!!python/object/apply:os.system ['true']\n")
+    assert config_value(tmp_path, "report_context") is None
 
 
 def test_snapshot_thins_evenly_and_keeps_last(tmp_path):

@@ -21,7 +21,7 @@ def test_make_publisher_arguments():
     with pytest.raises(ValueError, match="must look like"):
         make_publisher("127.0.0.1:9000", "t", "run")
     with pytest.raises(ValueError, match="invalid run name"):
-        make_publisher("http://127.0.0.1:1", "t", "bad/name")
+        make_publisher("http://127.0.0.1:1", "t", "exp/../name")
     publisher = make_publisher("http://127.0.0.1:1/?token=abc", None, "run")
     assert isinstance(publisher, SocketPublisher) and publisher.token == "abc"
     publisher.close()
@@ -89,7 +89,7 @@ def test_frames_steps_episodes_and_metrics_reach_a_viewer(server):
     assert wait_until(viewer.steps)
     step = viewer.steps()[0]
     assert step["info"] == {"speed": 4.5, "r_speed": 0.25, "terminal_reason": None, "position": [1.0, 2.0]}
-    assert received_episodes == [{"return": 3.5, "length": 20, "success": True, "env": 1}]
+    assert received_episodes == [{"return": 3.5, "length": 20, "success": True, "env": 1, "kind": "train", "id": 0}]
     publisher.close()
     viewer.close()
 

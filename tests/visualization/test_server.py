@@ -140,7 +140,7 @@ def test_history_replays_files_and_live_records_on_join(vis, tmp_path):
         f.write(json.dumps({"step": 4, "loss": 0.1}) + "\n")
     assert late.wait("metrics", timeout=4.0)[0]["records"] == [{"step": 4, "loss": 0.1}]
     assert pub.emit("episode", {"env": 1, "metrics": {"step": 9, "return": 1.0}}, namespace=PUB, callback=True)
-    assert late.wait("episodes")[0]["records"] == [{"step": 9, "return": 1.0, "env": 1}]
+    assert late.wait("episodes")[0]["records"] == [{"step": 9, "return": 1.0, "env": 1, "kind": "train", "id": 2}]
 
 
 def test_runs_list_merges_logdir_and_live_publishers(vis, tmp_path):
@@ -182,6 +182,43 @@ def test_dream_is_replayed_to_late_viewers(vis):
     assert pub.emit("dream", {**message, "real_sizes": [1, 2]}, namespace=PUB, callback=True) is False
     dream = Inbox(viewer(vis, "run-a")).wait("dream")[0]
     assert dream["real"] == message["real"] and dream["real_sizes"] == message["real_sizes"] and dream["step"] == 7
+    assert dream["rows"] == 1 and dream["context"] is None  # the run has no config.yaml
+
+
+def test_dream_context_comes_from_the_publisher_or_the_run_config(vis, tmp_path):
+    (tmp_path / "run-a").mkdir()
+    (tmp_path / "run-a" / "config.yaml").write_text("model:\n  report_context: 5\n")
+    pub = publisher(vis)
+    frames = [encode_image(camera_frame(t, 16), "png") for t in range(4)]
+    message = {"real": b"".join(frames), "real_sizes": [len(f) for f in frames], "imagined": b"".join(frames),
+               "imagined_sizes": [len(f) for f in frames], "fmt": "png", "step": 7}
+    page = Inbox(viewer(vis, "run-a"))
+    assert pub.emit("dream", {**message, "stride": 2}, namespace=PUB, callback=True) is True
+    assert page.wait("dream")[0]["context"] == 3  # 5 frames observed, every second one sent
+    assert pub.emit("dream", {**message, "context": 2, "rows": 2}, namespace=PUB, callback=True) is True
+    assert page.wait("dream", count=2)[1]["context"] == 2
+    assert pub.emit("dream", {**message, "rows": 0}, namespace=PUB, callback=True) is False
+
+
+def test_http_gives_histories_for_overlays_and_episode_videos(vis, tmp_path):
+    run_dir = tmp_path / "exp" / "base" / "seed0"
+    (run_dir / "videos").mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 5, "train/loss/image": 0.5}) + "\n")
+    (run_dir / "scores.jsonl").write_text(json.dumps({"step": 5, "eval/return": 3.0}) + "\n")
+    (run_dir / "videos" / "eval-camera-0000000005.mp4").write_bytes(b"mp4 bytes")
+    http = vis.app.test_client()
+    reply = http.get("/api/history?run=exp/base/seed0").get_json()
+    assert reply["metrics"] == [{"step": 5, "train/loss/image": 0.5}]
+    assert [(e["kind"], e["return"]) for e in reply["episodes"]] == [("eval", 3.0)]
+    assert http.get("/api/videos?run=exp/base/seed0").get_json() == {
+        "videos": {"5": ["/runs/exp/base/seed0/videos/eval-camera-0000000005.mp4"]}}
+    assert http.get("/runs/exp/base/seed0/videos/eval-camera-0000000005.mp4").data == b"mp4 bytes"
+    assert http.get("/api/history?run=../etc").status_code == 400
+    assert http.get("/api/history?run=nothing-here").status_code == 404
+    assert http.get("/runs/exp/base/seed0/videos/..%2Fmetrics.jsonl").status_code == 404
+    guarded = VisualizationServer(tmp_path, token="secret", viewer_token_required=True).app.test_client()
+    assert guarded.get("/api/history?run=exp/base/seed0").status_code == 403
+    assert guarded.get("/api/history?run=exp/base/seed0&token=secret").status_code == 200
 
 
 def test_record_saves_the_episode_as_mp4(vis, tmp_path):

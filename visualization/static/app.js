@@ -38,6 +38,7 @@
   // ---------------------------------------------------------------- runs
   socket.on("runs", (msg) => {
     state.runs = msg.runs;
+    setTimeout(refreshOverlays);
     if (!state.run && state.runs.length) {
       const live = state.runs.find((r) => r.live);
       selectRun((live || state.runs[0]).name);
@@ -56,6 +57,28 @@
     return Math.round(d / 86400) + " d ago";
   }
 
+  // The run list: click a run to open it; tick others (or a group of seeds) to overlay their curves.
+  function runItem(run, depthName) {
+    const li = document.createElement("li");
+    li.className = "run" + (run.name === state.run ? " selected" : "");
+    li.dataset.run = run.name;
+    const envs = Object.keys(run.envs).length;
+    li.innerHTML = `<input type="checkbox" class="compare" title="overlay this run's curves">
+      <div class="run-body"><div class="run-name"><span class="live-dot ${run.live ? "on" : ""}"></span>
+        <span class="run-label"></span>${run.interactive ? '<span class="badge">drive</span>' : ""}</div>
+      <div class="run-meta">${run.live ? "live" : "idle"}${envs ? ` · ${envs} env${envs > 1 ? "s" : ""}` : ""}
+        ${run.last_update ? " · " + ago(run.last_update) : ""}</div></div>`;
+    li.querySelector(".run-label").textContent = depthName;
+    li.title = run.name;
+    const box = li.querySelector(".compare");
+    const selected = run.name === state.run;
+    box.checked = selected || compare.runs.has(run.name);
+    box.disabled = selected;
+    box.onclick = (e) => { e.stopPropagation(); toggleCompare(compare.runs, run.name, box.checked); };
+    li.onclick = () => selectRun(run.name);
+    return li;
+  }
+
   function renderRuns() {
     const list = $("run-list");
     list.replaceChildren();
@@ -65,24 +88,36 @@
       li.textContent = "No runs yet.";
       list.append(li);
     }
-    for (const run of state.runs) {
-      const li = document.createElement("li");
-      li.className = run.name === state.run ? "selected" : "";
-      const envs = Object.keys(run.envs).length;
-      li.innerHTML = `<div class="run-name"><span class="live-dot ${run.live ? "on" : ""}"></span>
-        <span></span>${run.interactive ? '<span class="badge">drive</span>' : ""}</div>
-        <div class="run-meta">${run.live ? "live" : "idle"}${envs ? ` · ${envs} env${envs > 1 ? "s" : ""}` : ""}
-        ${run.last_update ? " · " + ago(run.last_update) : ""}</div>`;
-      li.querySelector(".run-name span:nth-child(2)").textContent = run.name;
-      li.onclick = () => selectRun(run.name);
-      list.append(li);
+    const groups = runGroups();
+    const grouped = new Set();
+    for (const group of groups) {
+      const members = groupMembers(group);
+      const head = document.createElement("li");
+      head.className = "group";
+      head.dataset.group = group;
+      head.innerHTML = `<label title="overlay the mean ± standard deviation of these runs"><input type="checkbox"
+        class="compare-group"> <span class="group-label"></span> <span class="muted">${members.length} runs · mean ± sd</span></label>`;
+      head.querySelector(".group-label").textContent = group;
+      const box = head.querySelector("input");
+      box.checked = compare.groups.has(group);
+      box.onchange = () => toggleCompare(compare.groups, group, box.checked);
+      list.append(head);
+      for (const name of members) {
+        grouped.add(name);
+        const li = runItem(state.runs.find((r) => r.name === name), name.slice(group.length + 1));
+        li.classList.add("member");
+        list.append(li);
+      }
     }
+    for (const run of state.runs) if (!grouped.has(run.name)) list.append(runItem(run, run.name));
     $("welcome").hidden = state.runs.length > 0 || !!state.run;
     $("run-view").hidden = !state.run;
   }
 
   function selectRun(name) {
     if (name !== state.run) {
+      if (!overlaidRuns().includes(state.run)) runData.delete(state.run);
+      fetched.delete(name);
       state.run = name;
       state.env = 0;
       resetRunView();
@@ -307,28 +342,61 @@
   }
 
   // ---------------------------------------------------------------- dream
-  const dream = { frames: null, index: 0, timer: null };
+  // The open-loop sequence as aligned strips, one frame per column: real, imagined, error. Each
+  // frame may stack several replay samples vertically (`rows`); one sample is shown at a time.
+  const dream = { frames: null, sample: 0 };
   function resetDream() {
-    clearInterval(dream.timer);
     dream.frames = null;
     $("dream-view").hidden = true;
     $("dream-empty").hidden = false;
     $("dream-label").textContent = "";
   }
-  // Per-pixel prediction error, mean absolute difference over RGB, shown as a heat map.
-  function drawError(realCtx, imaginedCtx, errorCtx) {
-    const { width, height } = realCtx.canvas;
-    const a = realCtx.getImageData(0, 0, width, height).data;
-    const b = imaginedCtx.getImageData(0, 0, width, height).data;
-    const out = errorCtx.createImageData(width, height);
+
+  // Mean absolute RGB difference as a heat map (dark: no error, yellow: large).
+  function errorImage(a, b, out) {
     for (let p = 0; p < a.length; p += 4) {
       const e = Math.min(1, (Math.abs(a[p] - b[p]) + Math.abs(a[p + 1] - b[p + 1]) + Math.abs(a[p + 2] - b[p + 2])) / 255);
-      out.data[p] = 255 * Math.min(1, 2 * e);
-      out.data[p + 1] = 255 * Math.max(0, 2 * e - 1) + 40 * (1 - e);
-      out.data[p + 2] = 60 * (1 - e);
-      out.data[p + 3] = 255;
+      out[p] = 255 * Math.min(1, 2 * e);
+      out[p + 1] = 255 * Math.max(0, 2 * e - 1) + 40 * (1 - e);
+      out[p + 2] = 60 * (1 - e);
+      out[p + 3] = 255;
     }
-    errorCtx.putImageData(out, 0, 0);
+  }
+
+  function drawDream() {
+    const { real, imagined, rows, context, step } = dream.frames;
+    const w = real[0].width, h = real[0].height / rows, n = real.length;
+    const sample = Math.min(dream.sample, rows - 1);
+    const strips = { real: $("dream-real"), imagined: $("dream-imagined"), error: $("dream-error") };
+    for (const c of Object.values(strips)) { c.width = n * w; c.height = h; }
+    const ctx = (c) => c.getContext("2d", { willReadFrequently: true });
+    real.forEach((frame, t) => {
+      ctx(strips.real).drawImage(frame, 0, sample * h, w, h, t * w, 0, w, h);
+      ctx(strips.imagined).drawImage(imagined[t], 0, sample * h, w, h, t * w, 0, w, h);
+    });
+    const a = ctx(strips.real).getImageData(0, 0, n * w, h).data;
+    const b = ctx(strips.imagined).getImageData(0, 0, n * w, h).data;
+    const err = ctx(strips.error).createImageData(n * w, h);
+    errorImage(a, b, err.data);
+    ctx(strips.error).putImageData(err, 0, 0);
+    // Columns at least 40 px and at most 4x the image: small images scale up without blur.
+    const box = $("dream-strips");
+    const col = Math.max(40, Math.min(4 * w, (box.clientWidth - 80) / n));
+    box.style.setProperty("--strip-width", `${Math.round(col * n)}px`);
+    box.style.setProperty("--strip-height", `${(Math.round(col * n) * h) / (n * w)}px`);
+    box.style.setProperty("--context", context == null ? 0 : Math.min(context, n) / n);
+    box.classList.toggle("has-context", context != null && context > 0);
+    $("dream-context-label").textContent = context ? `observed ${context} · imagined ${n - context}` : "";
+    $("dream-label").textContent = `${n} frames of ${w}×${h}` + (step != null ? ` · step ${step.toLocaleString("en-US")}` : "");
+    const tabs = $("dream-samples");
+    tabs.replaceChildren();
+    for (let r = 0; rows > 1 && r < rows; r++) {
+      const btn = document.createElement("button");
+      btn.className = "tab" + (r === sample ? " active" : "");
+      btn.textContent = `sample ${r + 1}`;
+      btn.onclick = () => { dream.sample = r; drawDream(); };
+      tabs.append(btn);
+    }
   }
 
   socket.on("dream", async (msg) => {
@@ -342,152 +410,262 @@
       }));
     };
     const [real, imagined] = await Promise.all([decode(msg.real, msg.real_sizes), decode(msg.imagined, msg.imagined_sizes)]);
-    clearInterval(dream.timer);
-    dream.frames = { real, imagined, step: msg.step };
-    dream.index = 0;
+    const { width, height } = real[0];
+    // Publishers that do not say how many samples a frame stacks: square images stacked vertically.
+    const rows = msg.rows > 1 ? msg.rows : height > width && height % width === 0 ? height / width : 1;
+    dream.frames = { real, imagined, rows, context: msg.context ?? null, step: msg.step };
     $("dream-view").hidden = false;
     $("dream-empty").hidden = true;
-    for (const id of ["dream-real", "dream-imagined", "dream-error"]) {
-      $(id).width = real[0].width; $(id).height = real[0].height;
-    }
-    const draw = () => {
-      const { real, imagined, step } = dream.frames;
-      const i = dream.index % real.length;
-      const realCtx = $("dream-real").getContext("2d", { willReadFrequently: true });
-      const imaginedCtx = $("dream-imagined").getContext("2d", { willReadFrequently: true });
-      realCtx.drawImage(real[i], 0, 0);
-      imaginedCtx.drawImage(imagined[i], 0, 0);
-      drawError(realCtx, imaginedCtx, $("dream-error").getContext("2d"));
-      $("dream-label").textContent = `frame ${i + 1}/${real.length}` + (step != null ? ` · step ${step}` : "");
-      dream.index += 1;
-    };
-    draw();
-    dream.timer = setInterval(draw, 125);
+    drawDream();
+    stats.dreams = (stats.dreams || 0) + 1;
   });
 
-  // ---------------------------------------------------------------- training curves
-  // Metric keys are grouped into one chart per prefix: "train/loss/image" and "train/loss/reward"
-  // share the chart "train/loss". Episode return and success rate get charts of their own.
-  const charts = new Map(); // title -> {card, plot, series:[key], points: Map(step -> {key: value})}
-  let chartsDirty = new Set();
+  // ---------------------------------------------------------------- run data
+  // What the page holds of one run: metric series by key and episodes by id.
+  const MAX_SERIES = 5000; // live points per series before every other one is dropped
+  function newRunData() { return { metrics: new Map(), episodes: new Map(), steps: 0 }; }
 
-  function resetCharts() {
-    for (const chart of charts.values()) { chart.plot && chart.plot.destroy(); chart.card.remove(); }
-    charts.clear();
-    chartsDirty = new Set();
-    stats.chartPoints = 0;
-    updateCurvesEmpty();
-  }
-
-  function chartRank(title) {
-    const order = ["episode/return", "episode/success", "return", "score", "success", "loss", "fps"];
-    const i = order.findIndex((p) => title.includes(p));
-    return i < 0 ? order.length : i;
-  }
-
-  function chartFor(title) {
-    let chart = charts.get(title);
-    if (chart) return chart;
-    const card = document.createElement("div");
-    card.className = "card chart-card";
-    card.innerHTML = '<div class="card-title"></div><div class="plot"></div>';
-    card.querySelector(".card-title").textContent = title;
-    chart = { card, plot: null, series: [], points: new Map(), title };
-    charts.set(title, chart);
-    const container = $("charts");
-    const ordered = [...charts.values()].sort((a, b) => chartRank(a.title) - chartRank(b.title) || a.title.localeCompare(b.title));
-    for (const c of ordered) container.append(c.card);
-    return chart;
-  }
-
-  function addPoint(title, step, key, value) {
-    if (typeof value !== "number" || !isFinite(value)) return;
-    const chart = chartFor(title);
-    if (!chart.series.includes(key)) { chart.series.push(key); if (chart.plot) { chart.plot.destroy(); chart.plot = null; } }
-    let row = chart.points.get(step);
-    if (!row) { row = {}; chart.points.set(step, row); }
-    row[key] = value;
-    chartsDirty.add(title);
-  }
-
-  function addMetrics(records) {
+  function addMetricRecords(data, records) {
     for (const record of records) {
+      const step = record.step;
+      if (typeof step !== "number") continue;
+      data.steps += 1;
       for (const [key, value] of Object.entries(record)) {
-        if (key === "step") continue;
-        const slash = key.lastIndexOf("/");
-        addPoint(slash > 0 ? key.slice(0, slash) : key, record.step, slash > 0 ? key.slice(slash + 1) : key, value);
+        if (key === "step" || typeof value !== "number" || !isFinite(value)) continue;
+        let series = data.metrics.get(key);
+        if (!series) data.metrics.set(key, (series = { xs: [], ys: [] }));
+        const { xs, ys } = series;
+        if (!xs.length || step > xs[xs.length - 1]) { xs.push(step); ys.push(value); }
+        else {
+          let i = xs.length - 1;
+          while (i > 0 && xs[i - 1] >= step) i--;
+          if (xs[i] === step) ys[i] = value; else { xs.splice(i, 0, step); ys.splice(i, 0, value); }
+        }
+        if (xs.length > MAX_SERIES) {
+          series.xs = xs.filter((_, i) => i % 2 === 0 || i === xs.length - 1);
+          series.ys = ys.filter((_, i) => i % 2 === 0 || i === ys.length - 1);
+        }
       }
     }
-    updateCurvesEmpty();
   }
 
-  function updateCurvesEmpty() {
+  function addEpisodeRecords(data, records) {
+    for (const e of records) data.episodes.set(e.id ?? `n${data.episodes.size}`, { ...(data.episodes.get(e.id) || {}), ...e });
+  }
+
+  // The training (mean of the last episodes) and evaluation series of one episode field.
+  function episodeLines(data, field) {
+    const train = { xs: [], ys: [] }, evals = { xs: [], ys: [] };
+    const ordered = [...data.episodes.values()].filter((e) => typeof e.step === "number").sort((a, b) => a.step - b.step);
+    for (const e of ordered) {
+      const v = e[field];
+      if (v == null || typeof v === "string") continue;
+      const target = e.kind === "eval" ? evals : train;
+      target.xs.push(e.step); target.ys.push(Number(v));
+    }
+    train.ys = Curves.rolling(train.ys, Curves.TRAIN_WINDOW);
+    return { train, eval: evals };
+  }
+
+  // ---------------------------------------------------------------- compare runs and groups
+  const runData = new Map(); // run name -> run data (the selected run and the overlaid ones)
+  const compare = { runs: new Set((params.get("compare") || "").split(",").filter(Boolean)),
+                    groups: new Set((params.get("groups") || "").split(",").filter(Boolean)) };
+  const fetched = new Map(); // overlaid run -> time its history was fetched
+
+  function groupMembers(group) {
+    return state.runs.map((r) => r.name).filter((n) => n.startsWith(group + "/") && !n.slice(group.length + 1).includes("/"));
+  }
+
+  // Groups: folders holding two runs or more (an experiment's seeds of one variant).
+  function runGroups() {
+    const counts = new Map();
+    for (const r of state.runs) {
+      const cut = r.name.lastIndexOf("/");
+      if (cut > 0) counts.set(r.name.slice(0, cut), (counts.get(r.name.slice(0, cut)) || 0) + 1);
+    }
+    return [...counts].filter(([, n]) => n >= 2).map(([g]) => g).sort();
+  }
+
+  function overlaidRuns() {
+    const names = new Set(compare.runs);
+    for (const g of compare.groups) for (const m of groupMembers(g)) names.add(m);
+    names.delete(state.run);
+    return [...names];
+  }
+
+  async function fetchRun(name) {
+    fetched.set(name, Date.now());
+    try {
+      const reply = await fetch(`/api/history?run=${encodeURIComponent(name)}&token=${encodeURIComponent(token)}`);
+      if (!reply.ok) { console.warn("visualizer: no history for run", name, reply.status); return; }
+      const body = await reply.json();
+      const data = newRunData();
+      addMetricRecords(data, body.metrics);
+      addEpisodeRecords(data, body.episodes);
+      runData.set(name, data);
+      markCurvesDirty();
+    } catch (error) {
+      console.warn("visualizer: fetching run", name, "failed:", String(error));
+    }
+  }
+
+  // Fetch overlaid runs once, and live ones again every 15 s.
+  function refreshOverlays() {
+    for (const name of overlaidRuns()) {
+      const run = state.runs.find((r) => r.name === name);
+      const last = fetched.get(name);
+      if (last == null || (run && run.live && Date.now() - last > 15000)) fetchRun(name);
+    }
+  }
+  setInterval(refreshOverlays, 2000);
+
+  function toggleCompare(set, name, on) {
+    if (on) set.add(name); else set.delete(name);
+    const url = new URL(location.href);
+    for (const [param, values] of [["compare", compare.runs], ["groups", compare.groups]]) {
+      if (values.size) url.searchParams.set(param, [...values].join(",")); else url.searchParams.delete(param);
+    }
+    history.replaceState(null, "", url);
+    refreshOverlays();
+    renderRuns();
+    markCurvesDirty();
+  }
+
+  // What the charts draw: the selected run, then each overlaid run, then each group's mean.
+  function sources() {
+    const out = [];
+    if (state.run && runData.has(state.run)) out.push({ name: state.run, runs: [state.run] });
+    for (const name of compare.runs) if (name !== state.run && runData.has(name)) out.push({ name, runs: [name] });
+    for (const g of compare.groups) out.push({ name: `${g} (mean ± sd)`, runs: groupMembers(g).filter((m) => runData.has(m)), group: true });
+    return out.filter((s) => s.runs.length).map((s, i) => ({ ...s, color: PALETTE[i % PALETTE.length] }));
+  }
+
+  function combine(source, lineOf) {
+    const members = source.runs.map((r) => lineOf(runData.get(r))).filter((l) => l && l.xs.length);
+    if (!members.length) return null;
+    if (!source.group) return members[0];
+    const agg = Curves.aggregate(members.map((l) => [l.xs, l.ys]));
+    return agg && { xs: agg.xs, ys: agg.mean, band: { upper: agg.upper, lower: agg.lower } };
+  }
+
+  // ---------------------------------------------------------------- training curves
+  const charts = new Map(); // chart id -> Chart
+  let curvesDirty = false;
+  const smoothingInput = $("smoothing");
+  smoothingInput.value = params.get("smoothing") ?? "0.6";
+  smoothingInput.oninput = () => { $("smoothing-value").textContent = Number(smoothingInput.value).toFixed(2); markCurvesDirty(); };
+  $("smoothing-value").textContent = Number(smoothingInput.value).toFixed(2);
+  for (const details of document.querySelectorAll(".chart-group")) details.addEventListener("toggle", markCurvesDirty);
+
+  function markCurvesDirty() { curvesDirty = true; }
+
+  function resetCharts() {
+    for (const chart of charts.values()) chart.destroy();
+    charts.clear();
+    stats.chartPoints = 0;
+    markCurvesDirty();
+  }
+
+  // Every chart the sources have data for: {id, title, group, lines}.
+  function chartSpecs(list) {
+    const specs = [];
+    const many = list.length > 1;
+    for (const { field, title } of Curves.HEADLINE) {
+      const lines = [];
+      for (const s of list) {
+        const prefix = many ? s.name + " · " : "";
+        const train = combine(s, (d) => episodeLines(d, field).train);
+        const evals = combine(s, (d) => {
+          const fromEpisodes = episodeLines(d, field).eval;
+          const key = ["success", "collision"].includes(field) ? `eval/${field}_rate` : `eval/${field}`;
+          return fromEpisodes.xs.length ? fromEpisodes : d.metrics.get(key);
+        });
+        if (train) lines.push({ ...train, label: prefix + "train", color: s.color });
+        if (evals) lines.push({ ...evals, label: prefix + "eval", color: s.color, dash: [6, 4] });
+      }
+      if (lines.length) specs.push({ id: "h:" + field, title, group: "headline", lines });
+    }
+    const keys = new Set();
+    for (const s of list) for (const r of s.runs) for (const k of runData.get(r).metrics.keys()) keys.add(k);
+    for (const key of [...keys].sort()) {
+      const group = Curves.groupOf(key);
+      if (!group) continue;
+      const lines = [];
+      for (const s of list) {
+        const line = combine(s, (d) => d.metrics.get(key));
+        if (line) lines.push({ ...line, label: s.name, color: s.color });
+      }
+      if (lines.length) specs.push({ id: "m:" + key, title: key, group, lines });
+    }
+    return specs;
+  }
+
+  function redrawCharts() {
+    curvesDirty = false;
+    const list = sources();
+    const specs = chartSpecs(list);
+    const smoothing = Number(smoothingInput.value);
+    const wanted = new Set(specs.map((s) => s.id));
+    for (const [id, chart] of charts) if (!wanted.has(id)) { chart.destroy(); charts.delete(id); }
+    const counts = {};
+    let points = 0;
+    for (const spec of specs) {
+      counts[spec.group] = (counts[spec.group] || 0) + 1;
+      const container = $("charts-" + spec.group);
+      const open = spec.group === "headline" || container.closest("details").open;
+      let chart = charts.get(spec.id);
+      if (!open) { if (chart) { chart.destroy(); charts.delete(spec.id); } continue; }
+      if (!chart) { chart = new Curves.Chart(spec.title, container); charts.set(spec.id, chart); }
+      container.append(chart.card); // keeps the charts in order
+      chart.draw(spec.lines, smoothing);
+      points += spec.lines.reduce((n, l) => n + l.xs.length, 0);
+    }
+    for (const g of Curves.GROUPS) {
+      $("count-" + g.id).textContent = counts[g.id] ? `${counts[g.id]} chart${counts[g.id] > 1 ? "s" : ""}` : "none";
+      $("charts-" + g.id).closest("details").hidden = !counts[g.id];
+    }
+    $("charts-headline").hidden = !counts.headline;
+    stats.chartPoints = points;
+    stats.redraws = (stats.redraws || 0) + 1;
+    updateCurvesEmpty(specs.length > 0);
+    const data = runData.get(state.run);
+    $("metrics-summary").textContent = data && data.steps ? `${data.steps.toLocaleString("en-US")} logged steps` +
+      (list.length > 1 ? ` · ${list.length} runs overlaid` : "") : "";
+  }
+  setInterval(() => { if (curvesDirty) redrawCharts(); }, 250);
+  new ResizeObserver(() => { for (const chart of charts.values()) chart.resize(); }).observe($("curves"));
+
+  function updateCurvesEmpty(has) {
     const empty = $("curves-empty");
-    empty.hidden = charts.size > 0;
+    empty.hidden = has;
     empty.innerHTML = `No training metrics yet. They are read from <code></code> and updated live while a
       trainer publishes to this server.`;
     empty.querySelector("code").textContent = `${document.body.dataset.logdir}/${state.run || "<run>"}/metrics.jsonl`;
   }
 
-  function plotOptions(chart, width) {
-    const axis = { stroke: "#8c96a8", grid: { stroke: "#232a36", width: 1 }, ticks: { stroke: "#283040", width: 1 } };
-    return {
-      width, height: 190,
-      scales: { x: { time: false } },
-      axes: [{ ...axis }, { ...axis, size: 56 }],
-      legend: { live: true },
-      cursor: { drag: { x: true, y: false } },
-      series: [{ label: "step" }, ...chart.series.map((key, i) => ({
-        label: key, stroke: PALETTE[i % PALETTE.length], width: 1.6, spanGaps: true, points: { show: false },
-      }))],
-    };
-  }
-
-  function redrawCharts() {
-    for (const title of chartsDirty) {
-      const chart = charts.get(title);
-      if (!chart) continue;
-      const steps = [...chart.points.keys()].sort((a, b) => a - b);
-      const data = [steps, ...chart.series.map((key) => steps.map((s) => chart.points.get(s)[key] ?? null))];
-      const width = Math.max(200, chart.card.clientWidth - 24);
-      if (!chart.plot) chart.plot = new uPlot(plotOptions(chart, width), data, chart.card.querySelector(".plot"));
-      else chart.plot.setData(data);
-    }
-    chartsDirty.clear();
-    let points = 0;
-    for (const chart of charts.values()) points += chart.points.size;
-    stats.chartPoints = points;
-  }
-  setInterval(() => { if (chartsDirty.size) redrawCharts(); }, 250);
-  new ResizeObserver(() => {
-    for (const chart of charts.values()) {
-      if (chart.plot) chart.plot.setSize({ width: Math.max(200, chart.card.clientWidth - 24), height: 190 });
-    }
-  }).observe($("charts"));
-
   // ---------------------------------------------------------------- episodes
-  const episodes = [];
-  const pick = (record, keys) => { for (const k of keys) if (record[k] != null) return record[k]; return null; };
-  const RETURN_KEYS = ["return", "score", "episode/score", "episode/return"];
-  const LENGTH_KEYS = ["length", "episode/length"];
-  const SUCCESS_KEYS = ["success", "episode/success"];
-  const COLLISION_KEYS = ["collision", "episode/collision"];
-
-  function resetEpisodes() { episodes.length = 0; stats.episodes = 0; renderEpisodes(); }
-
-  function addEpisodes(records) {
-    for (const record of records) {
-      episodes.push(record);
-      const step = record.step ?? episodes.length;
-      addPoint("episode/return", step, "return", pick(record, RETURN_KEYS));
-      const recent = episodes.slice(-20).map((e) => pick(e, SUCCESS_KEYS)).filter((v) => v != null);
-      if (recent.length) addPoint("episode/success rate (last 20)", step, "success", recent.reduce((a, b) => a + Number(b), 0) / recent.length);
+  let videosByStep = {}; // evaluation step -> video URLs
+  async function fetchVideos() {
+    if (!state.run) return;
+    const run = state.run;
+    try {
+      const reply = await fetch(`/api/videos?run=${encodeURIComponent(run)}&token=${encodeURIComponent(token)}`);
+      if (reply.ok && run === state.run) { videosByStep = (await reply.json()).videos; renderEpisodes(); }
+    } catch (error) {
+      console.warn("visualizer: listing videos failed:", String(error));
     }
-    stats.episodes = episodes.length;
-    renderEpisodes();
-    updateCurvesEmpty();
   }
 
+  function resetEpisodes() {
+    videosByStep = {};
+    $("episode-video").hidden = true;
+    $("episode-video").querySelector("video").removeAttribute("src");
+    stats.episodes = 0;
+    renderEpisodes();
+  }
+
+  const rate = (v) => (v == null ? "—" : `${Math.round(100 * v)}%`);
   function cell(value, kind) {
     const td = document.createElement("td");
     if (kind === "bool") {
@@ -496,14 +674,42 @@
     } else if (kind === "hit") {
       td.textContent = value == null ? "—" : value ? "✗" : "·";
       td.className = value ? "hit" : "no";
+    } else if (kind === "rate") {
+      td.textContent = rate(value);
     } else {
       td.textContent = fmt(value, 2);
     }
     return td;
   }
 
+  function playEpisode(e, urls) {
+    const box = $("episode-video");
+    const video = box.querySelector("video");
+    const choose = box.querySelector(".video-streams");
+    choose.replaceChildren();
+    const play = (url) => {
+      video.src = url + (token ? `?token=${encodeURIComponent(token)}` : "");
+      video.play().catch(() => {});
+      for (const b of choose.children) b.classList.toggle("active", b.dataset.url === url);
+    };
+    for (const url of urls) {
+      const b = document.createElement("button");
+      b.className = "tab";
+      b.dataset.url = url;
+      b.textContent = url.split("/").pop().replace(/^eval-/, "").replace(/-\d+\.mp4$/, "");
+      b.onclick = () => play(url);
+      choose.append(b);
+    }
+    box.querySelector(".video-title").textContent = `${e.kind} episode at step ${e.step.toLocaleString("en-US")}`;
+    box.hidden = false;
+    play(urls[0]);
+  }
+
   function renderEpisodes() {
-    const has = episodes.length > 0;
+    const data = runData.get(state.run);
+    const all = data ? [...data.episodes.values()] : [];
+    const has = all.length > 0;
+    stats.episodes = all.length;
     $("episodes-card").hidden = !has;
     const empty = $("episodes-empty");
     empty.hidden = has;
@@ -511,16 +717,25 @@
     empty.querySelector("code").textContent = `${state.run || "<run>"}/scores.jsonl`;
     const rows = $("episode-rows");
     rows.replaceChildren();
-    for (const e of episodes.slice(-200).reverse()) {
+    for (const e of all.slice(-300).reverse()) {
       const tr = document.createElement("tr");
-      tr.append(cell(e.step), cell(e.env), cell(pick(e, RETURN_KEYS)), cell(pick(e, LENGTH_KEYS)),
-        cell(pick(e, SUCCESS_KEYS), "bool"), cell(pick(e, COLLISION_KEYS), "hit"), cell(e.terminal_reason ?? "—"));
+      const evaluation = e.kind === "eval";
+      const urls = (typeof e.step === "number" && videosByStep[String(e.step)]) || [];
+      tr.className = e.kind + (urls.length ? " has-video" : "");
+      const kind = cell(evaluation ? `eval${e.episodes ? " ×" + e.episodes : ""}` : "train");
+      kind.className = "kind";
+      tr.append(kind, cell(e.step), cell(e.env), cell(e["return"]), cell(e.length),
+        cell(e.success, evaluation ? "rate" : "bool"), cell(e.collision, evaluation ? "rate" : "hit"),
+        cell(e.route_completion, "rate"), cell(e.terminal_reason ?? "—"), cell(urls.length ? "▶" : ""));
+      if (urls.length) { tr.title = "play the recorded video"; tr.onclick = () => playEpisode(e, urls); }
       rows.append(tr);
     }
-    const last = episodes.slice(-100);
-    const successes = last.map((e) => pick(e, SUCCESS_KEYS)).filter((v) => v != null);
-    const returns = last.map((e) => pick(e, RETURN_KEYS)).filter((v) => typeof v === "number");
-    const parts = [`${episodes.length} episode${episodes.length === 1 ? "" : "s"}`];
+    const train = all.filter((e) => e.kind !== "eval").slice(-100);
+    const evals = all.filter((e) => e.kind === "eval");
+    const successes = train.map((e) => e.success).filter((v) => v != null);
+    const returns = train.map((e) => e["return"]).filter((v) => typeof v === "number");
+    const parts = [`${train.length < 100 ? train.length : "100+"} training episode${train.length === 1 ? "" : "s"}`];
+    if (evals.length) parts.push(`${evals.length} evaluation${evals.length === 1 ? "" : "s"}`);
     if (returns.length) parts.push(`mean return ${fmt(returns.reduce((a, b) => a + b, 0) / returns.length)} (last ${returns.length})`);
     if (successes.length) parts.push(`success ${(100 * successes.filter(Boolean).length / successes.length).toFixed(0)}%`);
     $("episode-summary").textContent = has ? parts.join(" · ") : "";
@@ -530,12 +745,25 @@
     if (msg.run !== state.run) return;
     resetCharts();
     resetEpisodes();
-    addMetrics(msg.metrics);
-    addEpisodes(msg.episodes);
-    $("metrics-summary").textContent = msg.metrics.length ? `${msg.metrics.length} logged steps` : "";
+    const data = newRunData();
+    addMetricRecords(data, msg.metrics);
+    addEpisodeRecords(data, msg.episodes);
+    runData.set(state.run, data);
+    renderEpisodes();
+    fetchVideos();
   });
-  socket.on("metrics", (msg) => { if (msg.run === state.run) addMetrics(msg.records); });
-  socket.on("episodes", (msg) => { if (msg.run === state.run) addEpisodes(msg.records); });
+  socket.on("metrics", (msg) => {
+    const data = runData.get(msg.run);
+    if (msg.run === state.run && data) { addMetricRecords(data, msg.records); markCurvesDirty(); }
+  });
+  socket.on("episodes", (msg) => {
+    const data = runData.get(msg.run);
+    if (msg.run !== state.run || !data) return;
+    addEpisodeRecords(data, msg.records);
+    markCurvesDirty();
+    renderEpisodes();
+    if (msg.records.some((e) => e.kind === "eval")) setTimeout(fetchVideos, 3000); // videos follow the scores
+  });
 
   // ---------------------------------------------------------------- recording
   $("record-btn").onclick = () => {
@@ -575,6 +803,6 @@
 
   renderRuns();
   renderStep();
-  updateCurvesEmpty();
+  updateCurvesEmpty(false);
   renderEpisodes();
 })();

@@ -1,0 +1,257 @@
+"""The run page in Debian Chromium (Playwright): curves, overlays, episodes, dream, both widths.
+
+Set CARDREAMER_VIS_SCREENSHOTS=folder to keep one full-page screenshot per view (the docs' images).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from conftest import birdeye_frame, camera_frame, wait_until, write_training_run
+
+from visualization.publisher import make_publisher
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium at /usr/bin/chromium"),
+]
+VIEWPORTS = {"desktop": (1440, 900), "phone": (390, 844)}
+RUN = "wpt-dreamerv3-seed0"
+SERIES_COLOR = (0x5C, 0xC8, 0xFF)  # the first run's colour (PALETTE[0] in app.js)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(params=list(VIEWPORTS))
+def page(request, browser):
+    width, height = VIEWPORTS[request.param]
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.view_name = request.param
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    page.close()
+    assert not errors, errors
+
+
+def screenshot(page, name: str, tmp_path: Path) -> Path:
+    path = tmp_path / f"{name}-{page.view_name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 20_000
+    if os.environ.get("CARDREAMER_VIS_SCREENSHOTS"):
+        shutil.copy(path, Path(os.environ["CARDREAMER_VIS_SCREENSHOTS"]) / path.name)
+    return path
+
+
+def no_sideways_scroll(page) -> None:
+    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"the page is {widths[0]} px wide in a {widths[1]} px window"
+    overflowing = page.evaluate("""[...document.querySelectorAll('.chart-card, .card-title, .section-head')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.className + ' ' + e.textContent.slice(0, 40))""")
+    assert not overflowing, overflowing
+
+
+def chart(page, title: str) -> str:
+    return f'.chart-card[data-title="{title}"]'
+
+
+def series_of(page, title: str) -> list[str]:
+    return json.loads(page.get_attribute(chart(page, title), "data-series"))
+
+
+def chart_png(page, title: str) -> str:
+    return page.eval_on_selector(chart(page, title) + " canvas", "c => c.toDataURL()")
+
+
+def colored_pixels(page, title: str, rgb=SERIES_COLOR) -> int:
+    """Pixels of the chart's canvas within a small distance of ``rgb``."""
+    return page.eval_on_selector(chart(page, title) + " canvas", """(c, rgb) => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let p = 0; p < d.length; p += 4)
+          if (Math.abs(d[p] - rgb[0]) + Math.abs(d[p + 1] - rgb[1]) + Math.abs(d[p + 2] - rgb[2]) < 40) n++;
+        return n; }""", list(rgb))
+
+
+def wait_redrawn(page, since: int) -> None:
+    page.wait_for_function("n => (window.visStats.redraws || 0) > n", arg=since, timeout=5_000)
+    time.sleep(0.1)
+
+
+def test_curves_overlay_and_smoothing(server, page, tmp_path):
+    logdir = server["logdir"]
+    write_training_run(logdir / RUN)
+    write_training_run(logdir / "wpt-dreamerv3-seed1", steps=45, seed=7)
+    for seed in range(3):
+        write_training_run(logdir / "exp" / "base" / f"seed{seed}", steps=40, seed=10 + seed)
+    page.goto(server["url"] + f"&run={RUN}")
+    page.wait_for_selector(chart(page, "success rate") + " canvas", timeout=10_000)
+    titles = page.eval_on_selector_all("#charts-headline .chart-card", "cs => cs.map(c => c.dataset.title)")
+    assert titles == ["success rate", "collision rate", "route completion", "episode return", "episode length",
+                      "speed (episode mean, m/s)"]
+    assert series_of(page, "success rate") == ["train", "eval"]
+    # Grouped panels are collapsed and bookkeeping counters get no chart.
+    assert page.locator("details.chart-group[open]").count() == 0
+    page.click("summary:has-text('World model')")
+    page.wait_for_selector(chart(page, "train/loss/image"), timeout=5_000)
+    page.click("summary:has-text('System')")
+    page.wait_for_selector(chart(page, "fps/env"), timeout=5_000)
+    every = page.eval_on_selector_all(".chart-card", "cs => cs.map(c => c.dataset.title)")
+    assert not {"next_eval", "env_steps", "episodes", "updates", "replay/steps"} & set(every)
+
+    # Log scale, per chart.
+    before = chart_png(page, "train/loss/image")
+    page.click(chart(page, "train/loss/image") + " .log-toggle input")
+    time.sleep(0.2)
+    assert chart_png(page, "train/loss/image") != before
+    assert chart_png(page, "train/loss/reward") and page.is_checked(chart(page, "train/loss/reward") + " input") is False
+
+    # Smoothing changes the drawn path.
+    redraws = page.evaluate("window.visStats.redraws")
+    smoothed = chart_png(page, "episode return")
+    page.eval_on_selector("#smoothing", "s => { s.value = '0'; s.dispatchEvent(new Event('input')); }")
+    wait_redrawn(page, redraws)
+    assert chart_png(page, "episode return") != smoothed
+
+    # Hover readout: the step and each line's value.
+    page.locator(chart(page, "episode return")).scroll_into_view_if_needed()
+    box = page.locator(chart(page, "episode return") + " .u-over").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    readout = page.locator(chart(page, "episode return") + " .readout").inner_text()
+    assert "step " in readout and "train" in readout and "eval" in readout
+
+    # Two runs overlay: one colour per run; then an experiment's seeds as mean ± sd.
+    redraws = page.evaluate("window.visStats.redraws")
+    page.check('li.run[data-run="wpt-dreamerv3-seed1"] .compare')
+    page.wait_for_function("() => document.querySelector('.chart-card[data-title=\"success rate\"]')"
+                           ".dataset.series.includes('seed1')", timeout=10_000)
+    assert series_of(page, "success rate") == [f"{RUN} · train", f"{RUN} · eval", "wpt-dreamerv3-seed1 · train",
+                                               "wpt-dreamerv3-seed1 · eval"]
+    assert "compare=wpt-dreamerv3-seed1" in page.url
+    page.check('li.group[data-group="exp/base"] input')
+    page.wait_for_function("() => document.querySelector('.chart-card[data-title=\"episode return\"]')"
+                           ".dataset.series.includes('exp/base (mean ± sd)')", timeout=10_000)
+    time.sleep(0.4)
+    assert " ± " in page.locator(chart(page, "episode return") + " .readout").inner_text()
+    page.mouse.move(0, 0)
+    no_sideways_scroll(page)
+    screenshot(page, "curves", tmp_path)
+
+
+def test_one_point_series_are_drawn(server, page):
+    run_dir = server["logdir"] / "first-eval"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 5000, "train/openloop/birdeye_wpt_mse": 0.02}) + "\n")
+    (run_dir / "scores.jsonl").write_text(json.dumps({"step": 5000, "eval/episodes": 2, "eval/success_rate": 0.5,
+                                                      "eval/return": 12.0}) + "\n")
+    page.goto(server["url"] + "&run=first-eval")
+    page.wait_for_selector(chart(page, "success rate") + " canvas", timeout=10_000)
+    time.sleep(0.3)
+    assert series_of(page, "success rate") == ["eval"]
+    assert colored_pixels(page, "success rate") >= 12, "the only evaluation is not drawn"
+    page.click("summary:has-text('World model')")
+    page.wait_for_selector(chart(page, "train/openloop/birdeye_wpt_mse") + " canvas", timeout=5_000)
+    time.sleep(0.3)
+    assert colored_pixels(page, "train/openloop/birdeye_wpt_mse") >= 12
+
+
+def test_episodes_one_row_each_and_eval_videos_play(server, page, tmp_path):
+    """A trainer writes each training episode to scores.jsonl and publishes it live; one row each."""
+    logdir = server["logdir"]
+    run_dir = logdir / RUN
+    write_training_run(run_dir, steps=12, eval_every=5000)
+    video = run_dir / "videos" / "eval-birdeye_wpt-0000010000.mp4"
+    iio.imwrite(video, np.stack([birdeye_frame(t / 10, 64) for t in range(20)]), extension=".mp4", fps=10)
+    publisher = make_publisher(server["url"], None, RUN)
+    assert publisher.wait_connected(5)
+    try:
+        page.goto(server["url"] + f"&run={RUN}")
+        page.wait_for_selector("#episode-rows tr", timeout=10_000)
+        files = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
+        assert page.locator("#episode-rows tr").count() == len(files)
+        # New episodes, published live (with the env) and appended to the file (with the step).
+        for k in range(3):
+            episode = {"return": 50.0 + k, "length": 200 + k, "success": 1.0, "collision": 0.0}
+            publisher.publish_episode(episode, env_index=k)
+            with open(run_dir / "scores.jsonl", "a") as f:
+                f.write(json.dumps({"step": 13_000 + k, **{f"episode/{key}": v for key, v in episode.items()}}) + "\n")
+        page.wait_for_function("n => window.visStats.episodes === n", arg=len(files) + 3, timeout=10_000)
+        assert wait_until(lambda: page.locator("#episode-rows tr").first.inner_text().split("\t")[1:3]
+                          == ["13002", "2"], timeout=5), page.locator("#episode-rows tr").first.inner_text()
+        assert page.locator("#episode-rows tr").count() == len(files) + 3
+        assert page.locator("#episode-rows tr.eval").count() == 2
+        assert page.locator("#episode-rows tr.eval").first.inner_text().startswith("eval ×4\t10000")
+        page.click("#episode-rows tr.has-video")
+        page.wait_for_selector("#episode-video:not([hidden])")
+        page.wait_for_function("() => document.querySelector('#episode-video video').readyState >= 1", timeout=10_000)
+        src = page.get_attribute("#episode-video video", "src")
+        assert src.startswith(f"/runs/{RUN}/videos/eval-birdeye_wpt-0000010000.mp4")
+        size = page.eval_on_selector("#episode-video video", "v => [v.videoWidth, v.getBoundingClientRect().width]")
+        assert size[0] == 64 and 0 < size[1] <= page.viewport_size["width"]
+        no_sideways_scroll(page)
+        screenshot(page, "episodes", tmp_path)
+    finally:
+        publisher.close()
+
+
+def test_dream_strips_and_live_view(server, page, tmp_path):
+    """Two replay samples of 12 frames stacked vertically, 5 of them observed (from config.yaml)."""
+    run_dir = server["logdir"] / RUN
+    write_training_run(run_dir, steps=20)
+    (run_dir / "config.yaml").write_text("model:\n  report_context: 5\n")
+    publisher = make_publisher(server["url"], None, RUN)
+    assert publisher.wait_connected(5)
+    try:
+        real = np.stack([np.concatenate([birdeye_frame(t / 4, 32), camera_frame(t / 4, 32)]) for t in range(12)])
+        drift = np.linspace(0, 60, 12)[:, None, None, None]
+        imagined = np.clip(real * (1 - drift / 150) + drift * (np.arange(12) >= 5)[:, None, None, None], 0, 255)
+        page.goto(server["url"] + f"&run={RUN}")
+        page.wait_for_selector(chart(page, "success rate") + " canvas", timeout=10_000)
+        publisher.publish_dream(real, imagined.astype(np.uint8), step=20_000)
+        for _ in range(15):
+            publisher.publish_frame("birdeye_wpt", birdeye_frame(time.time(), 128))
+            publisher.publish_step({"speed": 5.0, "reward": 0.3, "r_speed": 0.25, "r_lane": -0.05})
+            time.sleep(0.05)
+        page.wait_for_selector("#dream-view:not([hidden])", timeout=10_000)
+        strips = page.evaluate("""['dream-real', 'dream-imagined', 'dream-error'].map(id => {
+            const c = document.getElementById(id), r = c.getBoundingClientRect();
+            return [c.width, c.height, r.width, r.height, getComputedStyle(c).imageRendering]; })""")
+        for width, height, shown_w, shown_h, rendering in strips:
+            assert (width, height) == (12 * 32, 32)  # one sample: 12 frames of 32x32 side by side
+            assert abs(shown_w / shown_h - 12) < 0.1, "the strip is not shown at its aspect ratio"
+            assert shown_w >= 12 * 40 - 1 and rendering == "pixelated"
+        assert strips[0][2] == strips[1][2] == strips[2][2]  # real and imagined frames line up
+        mark = page.eval_on_selector(".context-mark", "m => m.getBoundingClientRect().width")
+        assert abs(mark - strips[0][2] * 5 / 12) < 3
+        assert page.locator("#dream-context-label").inner_text() == "observed 5 · imagined 7"
+        assert page.locator("#dream-samples .tab").count() == 2
+        first = page.eval_on_selector("#dream-real", "c => c.toDataURL()")
+        page.click("#dream-samples .tab:text('sample 2')")
+        assert page.eval_on_selector("#dream-real", "c => c.toDataURL()") != first
+        page.wait_for_function("() => (window.visStats.frames['0/birdeye_wpt'] || 0) >= 1", timeout=10_000)
+        panel = page.eval_on_selector('.panel[data-key="0/birdeye_wpt"]', "p => p.getBoundingClientRect().width")
+        main = page.eval_on_selector("main", "m => m.clientWidth")
+        if page.view_name == "phone":
+            assert panel >= main - 40, f"the live view is {panel:.0f} px of {main} px"
+        no_sideways_scroll(page)
+        time.sleep(0.5)
+        screenshot(page, "live-dream", tmp_path)
+    finally:
+        publisher.close()
