@@ -16,7 +16,10 @@ backend's translation of the API, not CARLA's physics.
 from __future__ import annotations
 
 import fnmatch
+import os
+import sys
 import threading
+import time
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +31,26 @@ import numpy as np
 STANDIN_VERSION = "0.9.16"
 VEHICLE_EXTENT = carla.Vector3D(x=2.4, y=1.05, z=0.75)
 DEFAULT_AUTOPILOT_SPEED = 30.0  # km/h, the TM's default on town roads
+
+TRAFFIC_MANAGERS: dict[int, StandInTrafficManager] = {}
+"""Every Traffic Manager of this process by port, whichever server it was made for (CARLA's static
+``TrafficManager::_tm_map``): ``get_trafficmanager(port)`` returns the one there, ``shut_down`` removes it."""
+
+
+def terminate(reason: str) -> None:
+    """What an exception escaping the TM's worker thread does in CARLA: std::terminate, the process aborts."""
+    sys.stderr.write(f"terminate called after throwing an instance of 'std::runtime_error'\n  what(): {reason}\n")
+    sys.stderr.flush()
+    os.abort()
+
+
+def tick_traffic_managers() -> None:
+    """``TrafficManager::Tick()``: run one step of every TM in the process; one whose server is gone terminates."""
+    for tm in list(TRAFFIC_MANAGERS.values()):
+        if not tm.server.alive or tm.epoch != tm.server.epoch:
+            terminate(f"Traffic Manager on port {tm.port}: time-out of 10000ms while waiting for the simulator "
+                      f"at {tm.server.address} (its server went away)")
+        tm.ticks += 1
 
 
 @lru_cache(maxsize=4)
@@ -309,7 +332,7 @@ class StandInServer:
     """One stand-in simulator; ``client`` is the client factory handed to CarlaWorld.
 
     Test hooks: ``kill`` makes every call time out as a dead server does; ``restart`` brings
-    up a fresh, empty server; ``sensor_delay`` delivers camera/lidar readings from another
+    up a fresh, empty server; ``tick_seconds`` makes each tick take that long; ``sensor_delay`` delivers camera/lidar readings from another
     thread after that many seconds; ``stale_readings`` sends a reading of the previous frame
     first; ``drop_frames`` never sends those frames; ``lidar_points`` (N, 3), when set, is what
     every lidar returns (sensor frame) instead of ``lidar_scene``.
@@ -324,15 +347,23 @@ class StandInServer:
         self.stale_readings = False
         self.drop_frames: set[int] = set()
         self.lidar_points: np.ndarray | None = None
+        self.tick_seconds = 0.0
         self.batches: list[list[Any]] = []  # every command batch received, for inspection
+        self.epoch = 0
         self.restart()
 
     def restart(self) -> None:
+        """A fresh, empty server on the same address (a new epoch: TMs made for the old one are stale)."""
         self.alive = True
+        self.epoch += 1
         self.actors: dict[int, Actor] = {}
         self.next_id = 1
-        self.traffic_managers: dict[int, StandInTrafficManager] = {}
         self.world = StandInWorld(self, next(iter(self.maps)))
+
+    @property
+    def traffic_managers(self) -> dict[int, StandInTrafficManager]:
+        """The process's Traffic Managers made for this server."""
+        return {port: tm for port, tm in TRAFFIC_MANAGERS.items() if tm.server is self}
 
     def kill(self) -> None:
         self.alive = False
@@ -395,8 +426,11 @@ class StandInClient:
         return self.server.world
 
     def get_trafficmanager(self, port: int = 8000) -> StandInTrafficManager:
+        """The process's TM on ``port`` if there is one (even one made for a server that is gone), else a new one."""
         self.server.check()
-        return self.server.traffic_managers.setdefault(port, StandInTrafficManager(self.server, port))
+        if port not in TRAFFIC_MANAGERS:
+            TRAFFIC_MANAGERS[port] = StandInTrafficManager(self.server, port)
+        return TRAFFIC_MANAGERS[port]
 
     def apply_batch(self, commands: list[Any]) -> None:
         self.apply_batch_sync(commands, False)
@@ -417,16 +451,21 @@ def _tm_setting(name: str):
 class StandInTrafficManager:
     def __init__(self, server: StandInServer, port: int):
         self.server = server
+        self.epoch = server.epoch
         self.port = port
         self.synchronous = False
         self.seed: int | None = None
         self.running = True
+        self.ticks = 0
 
     def get_port(self) -> int:
         return self.port
 
     def shut_down(self) -> None:
+        """Stop the TM's threads and leave the process registry (no server call: works on a lost server)."""
         self.running = False
+        if TRAFFIC_MANAGERS.get(self.port) is self:
+            del TRAFFIC_MANAGERS[self.port]
 
     def set_synchronous_mode(self, enabled: bool) -> None:
         self.server.check()
@@ -528,6 +567,7 @@ class StandInWorld:
         self.settings = {"synchronous_mode": settings.synchronous_mode,
                          "fixed_delta_seconds": settings.fixed_delta_seconds or 0.0,
                          "no_rendering_mode": settings.no_rendering_mode}
+        tick_traffic_managers()  # the client's apply_settings ticks every TM of the process, as world.tick does
         return self.frame
 
     def get_blueprint_library(self) -> BlueprintLibrary:
@@ -627,6 +667,9 @@ class StandInWorld:
             light.advance(dt)
         self._snapshot = Snapshot(self.frame, list(self.server.actors.values()))
         self._send_sensor_data(before)
+        if self.server.tick_seconds:
+            time.sleep(self.server.tick_seconds)
+        tick_traffic_managers()
         return self.frame
 
     def get_snapshot(self) -> Snapshot:

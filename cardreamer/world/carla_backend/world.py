@@ -182,6 +182,7 @@ class CarlaWorld(World, SensorWorld):
             try:
                 self._prepare()
             except Exception:
+                self._shut_down_tm()
                 self.world.apply_settings(self._original_settings)  # never leave a server waiting for ticks
                 raise
         log.info("CARLA %s at %s:%d, map %s, dt %.3f s, Traffic Manager on port %d", self.server_version,
@@ -235,6 +236,7 @@ class CarlaWorld(World, SensorWorld):
         relaunch = bool(self.config.launch_command) if relaunch is None else relaunch
         survivors = self._tracked_actor_ids()
         self._forget_listeners()
+        self._shut_down_tm()  # left in the process's TM registry, the next tick would tick it: std::terminate
         self._clear_bookkeeping()
         self.shapes = ShapeCache()  # a restarted server hands out the same ids again
         if relaunch:
@@ -245,6 +247,16 @@ class CarlaWorld(World, SensorWorld):
         self._connect()
         if survivors:
             self._destroy_batch(survivors)
+
+    def _shut_down_tm(self) -> None:
+        """Stop this world's Traffic Manager and take it out of the process's TM registry (frees its port)."""
+        tm, self.tm = getattr(self, "tm", None), None
+        if tm is None:
+            return
+        try:
+            tm.shut_down()
+        except RuntimeError as exc:  # nothing more can be done for a TM whose server is gone
+            log.debug("shutting the Traffic Manager down: %s", exc)
 
     # ------------------------------------------------------------------ bookkeeping
     def _clear_bookkeeping(self) -> None:
@@ -301,11 +313,11 @@ class CarlaWorld(World, SensorWorld):
                     self._destroy_batch(self._tracked_actor_ids())
                     self.tm.set_synchronous_mode(False)
                     self.world.apply_settings(self._original_settings)
-                    # The Traffic Manager lives in this process: stop it so its port is free for the next world.
-                    self.tm.shut_down()
         except CarlaServerLost as exc:
             log.warning("closing: %s", exc)
         finally:
+            # Lost server or not: a TM left in the process's registry is ticked by any later world's tick.
+            self._shut_down_tm()
             self._clear_bookkeeping()
             if self._launched is not None:
                 launcher.stop(self._launched)
