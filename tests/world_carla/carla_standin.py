@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -762,3 +763,29 @@ class StandInWorld:
             return []
         right = a.get_right_lane()
         return [a.right_lane_marking if right is not None and right.lane_id == b.lane_id else a.left_lane_marking]
+
+
+_PROCESS_SERVERS: dict[str, StandInServer] = {}
+
+
+@dataclass(frozen=True)
+class StandInFactory:
+    """A picklable client factory: the stand-in server lives in the process that calls it (a CARLA worker).
+
+    ``maps`` are (town, .xodr path) pairs; ``tick_seconds`` is the server's ``tick_seconds``. The first call
+    in a process also stands in for ``carla.command.SpawnActor`` there, as the tests' fixtures do.
+    """
+
+    maps: tuple[tuple[str, str], ...]
+    tick_seconds: float = 0.0
+
+    def __call__(self, host: str, port: int) -> StandInClient:
+        from cardreamer.world.carla_backend import world as world_module
+
+        address = f"{host}:{port}"
+        if address not in _PROCESS_SERVERS:
+            world_module.SpawnActor = SpawnCommand
+            server = StandInServer({name: Path(path) for name, path in self.maps}, host=host, port=port)
+            server.tick_seconds = self.tick_seconds
+            _PROCESS_SERVERS[address] = server
+        return _PROCESS_SERVERS[address].client(host, port)

@@ -245,8 +245,20 @@ class CarlaWorld(World, SensorWorld):
             self._launched = launcher.launch_from_config(self.config, client_factory=self._client_factory)
         self._lost = False
         self._connect()
-        if survivors:
-            self._destroy_batch(survivors)
+        if not relaunch:  # a relaunched server hands the old ids to its own actors
+            self.remove_leftovers(survivors)
+
+    def remove_leftovers(self, actor_ids: list[int] | tuple[int, ...]) -> None:
+        """Destroy the vehicles and sensors among ``actor_ids`` that an earlier client of this server left behind.
+
+        Other actors with those ids (a restarted server's traffic lights) are left alone; sensors go first.
+        """
+        if not actor_ids:
+            return
+        with self._server_calls("removing an earlier client's actors"):
+            actors = [a for a in self.world.get_actors(list(actor_ids))
+                      if str(a.type_id).startswith(("sensor.", "vehicle."))]
+            self._destroy_batch([a.id for a in sorted(actors, key=lambda a: not str(a.type_id).startswith("sensor."))])
 
     def _shut_down_tm(self) -> None:
         """Stop this world's Traffic Manager and take it out of the process's TM registry (frees its port)."""
