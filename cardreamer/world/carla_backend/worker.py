@@ -111,7 +111,7 @@ def serve(conn: Connection, spec: WorkerSpec) -> None:
             if method == "apply_control":
                 args = (args[0], carla.VehicleControl(**args[1]))
             status, value = "ok", getattr(world, method)(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller, the worker keeps serving
+        except Exception as exc:
             if not isinstance(exc, WorldError):
                 log.exception("CARLA worker: %s failed", method)
             status, value = "error", _portable(exc)
