@@ -366,13 +366,15 @@ class StandInServer:
         """The process's Traffic Managers made for this server."""
         return {port: tm for port, tm in TRAFFIC_MANAGERS.items() if tm.server is self}
 
-    def kill(self) -> None:
+    def kill(self, message: str = "") -> None:
+        """Every later call fails with ``message`` (default: libcarla's time-out), as against a dead server."""
         self.alive = False
+        self.death = message or (f"time-out of 10000ms while waiting for the simulator, make sure the simulator is "
+                                 f"ready and connected to {self.address}")
 
     def check(self) -> None:
         if not self.alive:
-            raise RuntimeError(f"time-out of 10000ms while waiting for the simulator, make sure the simulator is "
-                               f"ready and connected to {self.address}")
+            raise RuntimeError(self.death)
 
     def client(self, host: str, port: int) -> StandInClient:
         return StandInClient(self)
@@ -554,17 +556,24 @@ class StandInWorld:
                                  opendrive_id=str(landmark.id))
             server.actors[light.id] = light
 
+    def check(self) -> None:
+        """Calls on a world object of an episode the server no longer runs fail, as CARLA's do."""
+        self.server.check()
+        if self.server.world is not self:
+            raise RuntimeError("trying to access an expired episode; a new episode was started in the simulation "
+                               "but an object tried accessing the old one.")
+
     # ---- settings and map
     def get_map(self) -> carla.Map:
-        self.server.check()
+        self.check()
         return self.carla_map
 
     def get_settings(self) -> carla.WorldSettings:
-        self.server.check()
+        self.check()
         return carla.WorldSettings(**self.settings)
 
     def apply_settings(self, settings: carla.WorldSettings) -> int:
-        self.server.check()
+        self.check()
         self.settings = {"synchronous_mode": settings.synchronous_mode,
                          "fixed_delta_seconds": settings.fixed_delta_seconds or 0.0,
                          "no_rendering_mode": settings.no_rendering_mode}
@@ -572,18 +581,18 @@ class StandInWorld:
         return self.frame
 
     def get_blueprint_library(self) -> BlueprintLibrary:
-        self.server.check()
+        self.check()
         return BlueprintLibrary()
 
     # ---- actors
     def get_actors(self, actor_ids: list[int] | None = None) -> ActorList:
-        self.server.check()
+        self.check()
         if actor_ids is None:
             return ActorList(self.server.actors.values())
         return ActorList(self.server.actors[i] for i in actor_ids if i in self.server.actors)
 
     def get_actor(self, actor_id: int) -> Actor | None:
-        self.server.check()
+        self.check()
         return self.server.actors.get(actor_id)
 
     def spawn_actor(self, blueprint: Blueprint, transform: carla.Transform, attach_to: Actor | None = None) -> Actor:
@@ -596,7 +605,7 @@ class StandInWorld:
         return []
 
     def reset_all_traffic_lights(self) -> None:
-        self.server.check()
+        self.check()
         for light in self.server.live("traffic."):
             light.state, light.elapsed = carla.TrafficLightState.Red, 0.0
 
@@ -649,7 +658,7 @@ class StandInWorld:
 
     # ---- simulation
     def tick(self, seconds: float = 10.0) -> int:
-        self.server.check()
+        self.check()
         if not self.settings["synchronous_mode"]:
             raise RuntimeError("stand-in: tick() called while the world is in asynchronous mode")
         dt = self.settings["fixed_delta_seconds"] or 0.05
@@ -674,7 +683,7 @@ class StandInWorld:
         return self.frame
 
     def get_snapshot(self) -> Snapshot:
-        self.server.check()
+        self.check()
         return self._snapshot
 
     @staticmethod

@@ -169,3 +169,32 @@ print("after close:", sorted(TRAFFIC_MANAGERS))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["lost", "ticking", "again;", "old", "TM", "registered:", "False", "after",
                                    "close:", "[]"]
+
+
+@pytest.mark.parametrize("message", [
+    "time-out of 10000ms while waiting for the simulator, make sure the simulator is ready and connected to x:2000",
+    "failed to connect to newly created map",
+    "trying to access an expired episode; a new episode was started in the simulation but an object tried "
+    "accessing the old one.",
+    "read: End of file [asio.misc:2]",
+    "connect: Connection refused [system:111]",
+])
+def test_every_server_loss_message_of_libcarla_is_server_lost(make_world, server, message):
+    world = make_world()
+    server.kill(message)
+    with pytest.raises(CarlaServerLost, match="stopped answering during tick"):
+        world.tick()
+
+
+def test_a_map_loaded_by_another_client_expires_the_episode_and_reconnect_recovers(make_world, server):
+    world = make_world()
+    world.spawn_vehicle(ego_pose(world), role="ego")
+    server.client("127.0.0.1", 2000).load_world("Town01")
+    with pytest.raises(CarlaServerLost, match="trying to access an expired episode"):
+        world.tick()
+    world.reconnect(relaunch=False)
+    assert server.world.carla_map.name.endswith("Town04")
+    world.reset(1)
+    world.spawn_vehicle(ego_pose(world), role="ego")
+    world.tick()
+    assert world.vehicles().ids.size == 1
