@@ -32,6 +32,8 @@ import numpy as np
 STANDIN_VERSION = "0.9.16"
 VEHICLE_EXTENT = carla.Vector3D(x=2.4, y=1.05, z=0.75)
 DEFAULT_AUTOPILOT_SPEED = 30.0  # km/h, the TM's default on town roads
+VEHICLE_MASS = 1845.0           # kg, a Tesla Model 3 in CARLA
+EVENT_DELAY = 0.02              # s after a tick returns before its events reach the client's callbacks
 
 TRAFFIC_MANAGERS: dict[int, StandInTrafficManager] = {}
 """Every Traffic Manager of this process by port, whichever server it was made for (CARLA's static
@@ -169,6 +171,10 @@ class Vehicle(Actor):
     def get_speed_limit(self) -> float:
         return 50.0
 
+    def get_physics_control(self) -> carla.VehiclePhysicsControl:
+        self._server.check()
+        return carla.VehiclePhysicsControl(mass=VEHICLE_MASS)
+
 
 class Sensor(Actor):
     """A server-side sensor: ``emit`` hands a reading to the listener (what CARLA's stream does)."""
@@ -178,11 +184,23 @@ class Sensor(Actor):
         self.callback: Callable[[Any], None] | None = None
 
     def listen(self, callback: Callable[[Any], None]) -> None:
+        """Server-side sensors stream to ``callback``; a lane-invasion sensor, as in CARLA 0.9.16, is
+        client-side: an on-tick callback of the world that reports the markings its parent crossed."""
         self._server.check()
         self.callback = callback
+        if self.type_id == "sensor.other.lane_invasion":
+            self.on_tick_id = self._server.world.on_tick(self._report_invasion)
 
     def stop(self) -> None:
         self.callback = None
+        if getattr(self, "on_tick_id", None) is not None:
+            self._server.world.remove_on_tick(self.on_tick_id)
+            self.on_tick_id = None
+
+    def _report_invasion(self, snapshot: Snapshot) -> None:
+        markings = self._server.world.crossed.get((self.parent.id, snapshot.frame))
+        if markings:
+            self.emit(LaneInvasionData(snapshot.frame, self.parent, markings))
 
     def is_listening(self) -> bool:
         return self.callback is not None
@@ -551,6 +569,9 @@ class StandInWorld:
         self.settings = {"synchronous_mode": False, "fixed_delta_seconds": 0.0, "no_rendering_mode": False}
         self.ticks = 0
         self._snapshot = Snapshot(self.frame, [])
+        self._on_tick: dict[int, Callable[[Snapshot], None]] = {}  # run in registration order, as CARLA's CallbackList
+        self._next_callback = 1
+        self.crossed: dict[tuple[int, int], list[Any]] = {}  # (vehicle id, frame) -> markings crossed in that frame
         for landmark in {lm.id: lm for lm in self.carla_map.get_all_landmarks_of_type("1000001")}.values():
             light = TrafficLight(server, server.new_id(), "traffic.traffic_light", landmark.transform, {},
                                  opendrive_id=str(landmark.id))
@@ -562,6 +583,15 @@ class StandInWorld:
         if self.server.world is not self:
             raise RuntimeError("trying to access an expired episode; a new episode was started in the simulation "
                                "but an object tried accessing the old one.")
+
+    def on_tick(self, callback: Callable[[Snapshot], None]) -> int:
+        self._next_callback += 1
+        self._on_tick[self._next_callback] = callback
+        return self._next_callback
+
+    def remove_on_tick(self, callback_id: int) -> None:
+        self.check()
+        self._on_tick.pop(callback_id, None)
 
     # ---- settings and map
     def get_map(self) -> carla.Map:
@@ -672,11 +702,12 @@ class StandInWorld:
             else:
                 self._drive_controls(vehicle, dt)
             vehicle.acceleration = (vehicle.velocity - before[vehicle.id][2]) / dt
-        self._collide(vehicles, before)
+        hits = self._collide(vehicles, before)
         for light in self.server.live("traffic."):
             light.advance(dt)
         self._snapshot = Snapshot(self.frame, list(self.server.actors.values()))
         self._send_sensor_data(before)
+        self._deliver_events(self._snapshot, hits)
         if self.server.tick_seconds:
             time.sleep(self.server.tick_seconds)
         tick_traffic_managers()
@@ -716,29 +747,51 @@ class StandInWorld:
         vehicle.speed = float(np.linalg.norm(vehicle.velocity))
         vehicle.xy = position
 
-    def _collide(self, vehicles: list[Vehicle], before: dict) -> None:
+    def _collide(self, vehicles: list[Vehicle], before: dict) -> list[tuple[Sensor, CollisionData]]:
+        """Stop overlapping vehicles where they stood before the tick; the collision events to stream.
+
+        The impulse is what a plastic contact of the two boxes gives: the reduced mass times the closing
+        speed before the tick (the velocities after it are already zero).
+        """
         sensed = {s.parent.id: s for s in self.server.live("sensor.other.collision") if s.parent is not None}
+        hits = []
         for vehicle in vehicles:
             if vehicle.id not in sensed:
                 continue
             for other in vehicles:
                 if other is vehicle or abs(vehicle.z - other.z) > 2.0 or not boxes_overlap(vehicle, other):
                     continue
+                closing = float(np.linalg.norm(before[vehicle.id][2] - before[other.id][2]))
                 for hit in (vehicle, other):  # contact stops both, where they stood before the tick
                     hit.xy, hit.yaw, _ = before[hit.id]
                     hit.speed, hit.velocity = 0.0, np.zeros(2)
-                sensed[vehicle.id].emit(CollisionData(self.frame, vehicle, other))
-                if other.id in sensed:
-                    sensed[other.id].emit(CollisionData(self.frame, other, vehicle))
+                for a, b in ((vehicle, other), (other, vehicle)):
+                    if a.id in sensed:
+                        event = CollisionData(self.frame, a, b)
+                        event.normal_impulse = carla.Vector3D(x=VEHICLE_MASS / 2 * closing, y=0.0, z=0.0)
+                        hits.append((sensed[a.id], event))
+        return hits
+
+    def _deliver_events(self, snapshot: Snapshot, hits: list[tuple[Sensor, CollisionData]]) -> None:
+        """After the tick returns, on another thread: the collision stream, then the on-tick callbacks (in order)."""
+        def deliver() -> None:
+            time.sleep(EVENT_DELAY)
+            for sensor, event in hits:
+                sensor.emit(event)
+            for callback in list(self._on_tick.values()):
+                callback(snapshot)
+
+        threading.Thread(target=deliver, daemon=True).start()
 
     def _send_sensor_data(self, before: dict) -> None:
         frame = self.frame
+        self.crossed = {key: m for key, m in self.crossed.items() if key[1] > frame - 100}  # long delivered
         for sensor in self.server.live("sensor."):
             parent = sensor.parent
             if sensor.type_id == "sensor.other.lane_invasion" and parent is not None and parent.id in before:
                 markings = self._crossed_markings(before[parent.id][0], parent.xy)
                 if markings:
-                    sensor.emit(LaneInvasionData(frame, parent, markings))
+                    self.crossed[parent.id, frame] = markings
             elif sensor.type_id in ("sensor.camera.rgb", "sensor.lidar.ray_cast") and frame not in self.server.drop_frames:
                 self._send_reading(sensor, frame, before)
 

@@ -249,6 +249,9 @@ class _Actor:
         self.id, self.type_id = actor_id, type_id
         self.bounding_box = carla.BoundingBox(carla.Location(x=offset[0], y=offset[1]), carla.Vector3D(*extent, 0.7))
 
+    def get_physics_control(self) -> carla.VehiclePhysicsControl:
+        return carla.VehiclePhysicsControl(mass=1500.0)
+
 
 def test_snapshot_conversion_degrees_offsets_and_reverse_speed():
     shapes = ShapeCache()
@@ -338,16 +341,18 @@ def test_collision_event_names_the_other_vehicle_and_the_frame(make_world):
     world = make_world()
     ego = world.spawn_vehicle(lane_pose(world, 5.8, 100.0), role="ego")
     parked = world.spawn_vehicle(lane_pose(world, 5.8, 85.0), role="ego")
-    hits = []
+    hits, speed = [], 0.0
     for _ in range(60):
         world.apply_control(ego, carla.VehicleControl(throttle=1.0))
+        speed = float(world.vehicles().speed[world.vehicles().row(ego)])  # before the tick
         world.tick()
         hits = world.collisions(ego)
         if hits:
             break
-    assert len(hits) == 1
+    assert len(hits) == 1  # in the tick it happened, although the stand-in delivers it after tick() returned
     assert (hits[0].frame, hits[0].actor_id, hits[0].other_id) == (world.frame, ego, parked)
-    assert hits[0].relative_speed == 0.0  # both stopped by the contact in this stand-in
+    assert world.vehicles().speed[world.vehicles().row(ego)] == 0.0  # the contact stopped both vehicles
+    assert speed > 3.0 and hits[0].relative_speed == pytest.approx(speed, rel=1e-6)  # from normal_impulse
     assert world.collisions(parked)[0].other_id == ego
     world.tick()
     assert world.collisions(ego) == []  # events belong to the tick they happened in
@@ -360,7 +365,9 @@ def test_lane_invasion_reports_the_crossed_marking(make_world):
     for _ in range(40):
         world.apply_control(ego, carla.VehicleControl(throttle=0.3, steer=-0.15))
         world.tick()
-        events += world.lane_invasions(ego)
+        now = world.lane_invasions(ego)
+        assert all(event.frame == world.frame for event in now)  # computed client-side after the tick returned
+        events += now
     assert events and events[0].actor_id == ego
     assert events[0].markings and all(m in ("Broken", "Solid", "SolidSolid", "BrokenBroken", "NONE", "Other")
                                       for m in events[0].markings)

@@ -42,7 +42,7 @@ from cardreamer.world.carla_backend.errors import CarlaServerLost, is_server_los
 from cardreamer.world.carla_backend.heights import LaneHeights
 from cardreamer.world.carla_backend.lights import LightTable
 from cardreamer.world.carla_backend.progress import advance_progress
-from cardreamer.world.carla_backend.sensors import EventSensors, SensorManager
+from cardreamer.world.carla_backend.sensors import EventSensors, SensorManager, impact_speed
 from cardreamer.world.carla_backend.snapshot import Shape, ShapeCache, vehicle_arrays
 from cardreamer.world.carla_backend.traffic import (
     apply_behavior,
@@ -64,6 +64,7 @@ LEVEL_GAP = 3.0             # m of height that separates roads crossing over eac
 LOAD_TIMEOUT = 120.0        # s allowed for loading a map on the server
 ROUTE_END_MARGIN = 3.0      # m before a route's end at which a vehicle counts as arrived
 NEXT_ROUTE_LENGTH = 300.0   # m of a new random route for vehicles whose route ended
+DEFAULT_MASS = 1800.0       # kg, for an impact on a vehicle whose mass was never read (a car's)
 GENERATION = {"vertex_distance": 2.0, "max_road_length": 50.0, "wall_height": 1.0, "additional_width": 0.6,
               "smooth_junctions": True, "enable_mesh_visibility": True}
 """Mesh generation for a task's own .xodr (``client.generate_opendrive_world``)."""
@@ -157,7 +158,7 @@ class CarlaWorld(World, SensorWorld):
         self._spawn_points: SpawnPoints | None = None
         self.heights: LaneHeights | None = None
         self.sensors = SensorManager(sensor_timeout)
-        self.events = EventSensors()
+        self.events = EventSensors(sensor_timeout)
         self.shapes = ShapeCache()
         self._clear_bookkeeping()
         check_tm_port(config)
@@ -494,16 +495,14 @@ class CarlaWorld(World, SensorWorld):
         self._gather_events()
 
     def _gather_events(self) -> None:
-        collisions, invasions = self.events.drain()
+        collisions, invasions = self.events.drain(self.frame)
         self._collisions, self._invasions = {}, {}
-        if collisions:
-            v = self.vehicles()
-            velocity = dict(zip(v.ids.tolist(), v.velocity))
-            for raw in collisions:
-                own = velocity.get(raw.actor_id, np.zeros(2))
-                other = velocity.get(raw.other_id, np.zeros(2))
-                event = CollisionEvent(raw.frame, raw.actor_id, raw.other_id, float(np.linalg.norm(own - other)))
-                self._collisions.setdefault(raw.actor_id, []).append(event)
+        for raw in collisions:
+            own, other = self.shapes.shapes.get(raw.actor_id), self.shapes.shapes.get(raw.other_id)
+            own_mass = own.mass if own is not None else DEFAULT_MASS
+            other_mass = None if raw.other_id == -1 else (other.mass if other is not None else own_mass)
+            event = CollisionEvent(raw.frame, raw.actor_id, raw.other_id, impact_speed(raw.impulse, own_mass, other_mass))
+            self._collisions.setdefault(raw.actor_id, []).append(event)
         for event in invasions:
             self._invasions.setdefault(event.actor_id, []).append(event)
 
