@@ -174,8 +174,8 @@ print("after close:", sorted(TRAFFIC_MANAGERS))
 @pytest.mark.parametrize("message", [
     "time-out of 10000ms while waiting for the simulator, make sure the simulator is ready and connected to x:2000",
     "failed to connect to newly created map",
-    "trying to access an expired episode; a new episode was started in the simulation but an object tried "
-    "accessing the old one.",
+    ("trying to access an expired episode; a new episode was started in the simulation but an object tried "
+     "accessing the old one."),
     "read: End of file [asio.misc:2]",
     "connect: Connection refused [system:111]",
 ])

@@ -6,12 +6,13 @@ import socket
 import carla
 import numpy as np
 import pytest
+from carla_standin import StandInServer
 
 from cardreamer.config import CarlaServer
 from cardreamer.roadmap import MapError, RoadMap, plan_route
 from cardreamer.world.api import Behavior, Pose, SpawnError, TrafficLightStates, WorldError
 from cardreamer.world.carla_backend.snapshot import ShapeCache, vehicle_arrays
-from cardreamer.world.carla_backend.world import clipped_control
+from cardreamer.world.carla_backend.world import CarlaWorld, clipped_control
 
 FOUR_LANE_XS = (5.8, 9.0, 12.2, 15.6)  # CarDreamer's four_lane task on Town04, driving -y from y=100
 
@@ -391,13 +392,22 @@ def test_config_timeout_is_used_for_calls(make_world, server):
     assert world.client.timeout == 3.5
 
 
-def test_parallel_worlds_get_their_own_traffic_managers(make_world, server):
-    first, second = make_world(), make_world()
-    assert first.tm_port != second.tm_port
-    assert {first.tm_port, second.tm_port} <= set(server.traffic_managers)
-    a = first.spawn_vehicle(lane_pose(first, 9.0, 80.0))
-    b = second.spawn_vehicle(lane_pose(second, 12.2, 60.0))
-    assert (server.actors[a].autopilot_port, server.actors[b].autopilot_port) == (first.tm_port, second.tm_port)
+def test_a_second_world_on_one_server_is_refused_and_each_server_gets_its_own(make_world, server, carla_maps_dir):
+    first = make_world()
+    with pytest.raises(WorldError, match=r"a CARLA world on 127.0.0.1:2000 is already open in this process; .*"
+                                         r"Give each env its own server \(env.world.carla.port\)"):
+        make_world()
+    other = StandInServer({"Town04": carla_maps_dir / "Town04.xodr"}, port=2010)
+    second = CarlaWorld(CarlaServer(port=2010, timeout=1.0), "Town04", client_factory=other.client)
+    try:
+        assert first.tm_port != second.tm_port
+        a = first.spawn_vehicle(lane_pose(first, 9.0, 80.0))
+        b = second.spawn_vehicle(lane_pose(second, 12.2, 60.0))
+        assert server.actors[a].autopilot_port == first.tm_port and other.actors[b].autopilot_port == second.tm_port
+    finally:
+        second.close()
+    first.close()
+    make_world().close()  # closing frees the server for the next world
 
 
 def test_a_configured_tm_port_in_use_or_of_the_server_is_refused_before_any_server_call(make_world, server):

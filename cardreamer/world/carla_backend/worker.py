@@ -41,7 +41,7 @@ from cardreamer.world.api import (
     WorldLost,
 )
 from cardreamer.world.carla_backend import launcher
-from cardreamer.world.carla_backend.connection import ClientFactory
+from cardreamer.world.carla_backend.connection import ClientFactory, claim_server, release_server
 from cardreamer.world.carla_backend.errors import CarlaServerLost
 from cardreamer.world.carla_backend.world import LOAD_TIMEOUT, CarlaWorld
 
@@ -160,7 +160,12 @@ class CarlaProcessWorld(World, SensorWorld):
         self._lost: str | None = None
         self._launched: subprocess.Popen | None = None
         self._closed = False
-        self._start(())
+        claim_server(config)
+        try:
+            self._start(())
+        except BaseException:
+            release_server(config)
+            raise
         atexit.register(self.close)
 
     # ------------------------------------------------------------------ the worker
@@ -278,6 +283,7 @@ class CarlaProcessWorld(World, SensorWorld):
             except (EOFError, OSError) as exc:
                 log.warning("closing the CARLA worker: %s", exc)
         self._stop_worker(grace=CLOSE_TIMEOUT)
+        release_server(self.config)
         if self._launched is not None:
             launcher.stop(self._launched)
             self._launched = None

@@ -37,7 +37,7 @@ from cardreamer.world.api import (
     WorldError,
 )
 from cardreamer.world.carla_backend import launcher
-from cardreamer.world.carla_backend.connection import ClientFactory, connect
+from cardreamer.world.carla_backend.connection import ClientFactory, claim_server, connect, release_server
 from cardreamer.world.carla_backend.errors import CarlaServerLost, is_server_lost
 from cardreamer.world.carla_backend.heights import LaneHeights
 from cardreamer.world.carla_backend.lights import LightTable
@@ -161,8 +161,13 @@ class CarlaWorld(World, SensorWorld):
         self.events = EventSensors(sensor_timeout)
         self.shapes = ShapeCache()
         self._clear_bookkeeping()
-        check_tm_port(config)
-        self._connect()
+        claim_server(config)
+        try:
+            check_tm_port(config)
+            self._connect()
+        except BaseException:
+            release_server(config)
+            raise
         self.rng = np.random.default_rng(seed)
         atexit.register(self.close)  # a client that exits without close() must not leave the server synchronous
 
@@ -332,6 +337,7 @@ class CarlaWorld(World, SensorWorld):
             # Lost server or not: a TM left in the process's registry is ticked by any later world's tick.
             self._shut_down_tm()
             self._clear_bookkeeping()
+            release_server(self.config)
             if self._launched is not None:
                 launcher.stop(self._launched)
                 self._launched = None
