@@ -36,6 +36,14 @@ def test_connect_sets_synchronous_mode_and_close_restores_settings(make_world, s
     assert not tm.running  # shut down: a later world in this process may take the same tm_port
 
 
+def test_a_server_left_synchronous_by_a_dead_client_is_left_asynchronous_on_close(make_world, server):
+    server.world.settings.update(synchronous_mode=True, fixed_delta_seconds=0.05)  # a killed client's leftover
+    world = make_world(dt=0.1)
+    world.close()
+    assert server.world.settings["synchronous_mode"] is False  # nobody would tick it otherwise
+    assert server.world.settings["fixed_delta_seconds"] == 0.05
+
+
 def test_unknown_blueprint_is_a_clear_error_and_leaves_the_server_asynchronous(make_world, server):
     with pytest.raises(WorldError, match="no vehicle blueprint 'vehicle.flying.car'"):
         make_world(vehicle_blueprint="vehicle.flying.car")

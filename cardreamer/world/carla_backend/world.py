@@ -180,7 +180,7 @@ class CarlaWorld(World, SensorWorld):
             self.client.set_timeout(self.config.timeout)
             self._blueprint = self._find_blueprint(self.vehicle_blueprint)
             if self._original_settings is None:  # kept across reconnects: the settings before this world
-                self._original_settings = self.world.get_settings()
+                self._original_settings = self._settings_to_restore()
             settings = self.world.get_settings()
             settings.synchronous_mode = True
             settings.fixed_delta_seconds = self.dt
@@ -193,6 +193,16 @@ class CarlaWorld(World, SensorWorld):
                 raise
         log.info("CARLA %s at %s:%d, map %s, dt %.3f s, Traffic Manager on port %d", self.server_version,
                  self.config.host, self.config.port, self.road_map.name, self.dt, self.tm_port)
+
+    def _settings_to_restore(self) -> carla.WorldSettings:
+        """The server's settings now, asynchronous: a synchronous server was left so by a client that died
+        (nobody ticks it once this world closes)."""
+        settings = self.world.get_settings()
+        if settings.synchronous_mode:
+            log.warning("the CARLA server at %s:%d was left in synchronous mode (by a client that died?); it is "
+                        "left asynchronous on close", self.config.host, self.config.port)
+            settings.synchronous_mode = False
+        return settings
 
     def _prepare(self) -> None:
         """Traffic Manager, road map, lights, and a first tick of the synchronous world."""
