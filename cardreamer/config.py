@@ -153,6 +153,7 @@ class CarlaServer(Strict):
     timeout: PositiveFloat = 10.0
     tm_port: Port = 0  # 0: choose a free port
     launch_command: str | None = None
+    isolate: bool = True  # the client, its Traffic Manager and sensors in a worker process: a server crash is WorldLost
 
 
 class WorldConfig(Strict):

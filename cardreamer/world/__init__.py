@@ -17,10 +17,10 @@ def make_world(config: WorldConfig, road_map: RoadMap, seed: int = 0) -> World:
         from cardreamer.world.embedded import EmbeddedWorld
 
         return EmbeddedWorld(road_map, dt=config.dt, seed=seed)
-    from cardreamer.world.carla_backend import CarlaWorld
+    from cardreamer.world.carla_backend import CarlaProcessWorld, CarlaWorld
 
-    return CarlaWorld(config.carla, str(road_map.source or road_map.name), dt=config.dt, seed=seed,
-                      road_map=road_map)
+    world_type = CarlaProcessWorld if config.carla.isolate else CarlaWorld
+    return world_type(config.carla, str(road_map.source or road_map.name), dt=config.dt, seed=seed, road_map=road_map)
 
 
 __all__ = ["World", "WorldError", "make_world"]

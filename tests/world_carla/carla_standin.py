@@ -16,8 +16,12 @@ backend's translation of the API, not CARLA's physics.
 from __future__ import annotations
 
 import fnmatch
+import os
+import sys
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,28 @@ import numpy as np
 STANDIN_VERSION = "0.9.16"
 VEHICLE_EXTENT = carla.Vector3D(x=2.4, y=1.05, z=0.75)
 DEFAULT_AUTOPILOT_SPEED = 30.0  # km/h, the TM's default on town roads
+VEHICLE_MASS = 1845.0           # kg, a Tesla Model 3 in CARLA
+EVENT_DELAY = 0.02              # s after a tick returns before its events reach the client's callbacks
+
+TRAFFIC_MANAGERS: dict[int, StandInTrafficManager] = {}
+"""Every Traffic Manager of this process by port, whichever server it was made for (CARLA's static
+``TrafficManager::_tm_map``): ``get_trafficmanager(port)`` returns the one there, ``shut_down`` removes it."""
+
+
+def terminate(reason: str) -> None:
+    """What an exception escaping the TM's worker thread does in CARLA: std::terminate, the process aborts."""
+    sys.stderr.write(f"terminate called after throwing an instance of 'std::runtime_error'\n  what(): {reason}\n")
+    sys.stderr.flush()
+    os.abort()
+
+
+def tick_traffic_managers() -> None:
+    """``TrafficManager::Tick()``: run one step of every TM in the process; one whose server is gone terminates."""
+    for tm in list(TRAFFIC_MANAGERS.values()):
+        if not tm.server.alive or tm.epoch != tm.server.epoch:
+            terminate(f"Traffic Manager on port {tm.port}: time-out of 10000ms while waiting for the simulator "
+                      f"at {tm.server.address} (its server went away)")
+        tm.ticks += 1
 
 
 @lru_cache(maxsize=4)
@@ -145,6 +171,10 @@ class Vehicle(Actor):
     def get_speed_limit(self) -> float:
         return 50.0
 
+    def get_physics_control(self) -> carla.VehiclePhysicsControl:
+        self._server.check()
+        return carla.VehiclePhysicsControl(mass=VEHICLE_MASS)
+
 
 class Sensor(Actor):
     """A server-side sensor: ``emit`` hands a reading to the listener (what CARLA's stream does)."""
@@ -154,11 +184,23 @@ class Sensor(Actor):
         self.callback: Callable[[Any], None] | None = None
 
     def listen(self, callback: Callable[[Any], None]) -> None:
+        """Server-side sensors stream to ``callback``; a lane-invasion sensor, as in CARLA 0.9.16, is
+        client-side: an on-tick callback of the world that reports the markings its parent crossed."""
         self._server.check()
         self.callback = callback
+        if self.type_id == "sensor.other.lane_invasion":
+            self.on_tick_id = self._server.world.on_tick(self._report_invasion)
 
     def stop(self) -> None:
         self.callback = None
+        if getattr(self, "on_tick_id", None) is not None:
+            self._server.world.remove_on_tick(self.on_tick_id)
+            self.on_tick_id = None
+
+    def _report_invasion(self, snapshot: Snapshot) -> None:
+        markings = self._server.world.crossed.get((self.parent.id, snapshot.frame))
+        if markings:
+            self.emit(LaneInvasionData(snapshot.frame, self.parent, markings))
 
     def is_listening(self) -> bool:
         return self.callback is not None
@@ -309,7 +351,7 @@ class StandInServer:
     """One stand-in simulator; ``client`` is the client factory handed to CarlaWorld.
 
     Test hooks: ``kill`` makes every call time out as a dead server does; ``restart`` brings
-    up a fresh, empty server; ``sensor_delay`` delivers camera/lidar readings from another
+    up a fresh, empty server; ``tick_seconds`` makes each tick take that long; ``sensor_delay`` delivers camera/lidar readings from another
     thread after that many seconds; ``stale_readings`` sends a reading of the previous frame
     first; ``drop_frames`` never sends those frames; ``lidar_points`` (N, 3), when set, is what
     every lidar returns (sensor frame) instead of ``lidar_scene``.
@@ -324,23 +366,33 @@ class StandInServer:
         self.stale_readings = False
         self.drop_frames: set[int] = set()
         self.lidar_points: np.ndarray | None = None
+        self.tick_seconds = 0.0
         self.batches: list[list[Any]] = []  # every command batch received, for inspection
+        self.epoch = 0
         self.restart()
 
     def restart(self) -> None:
+        """A fresh, empty server on the same address (a new epoch: TMs made for the old one are stale)."""
         self.alive = True
+        self.epoch += 1
         self.actors: dict[int, Actor] = {}
         self.next_id = 1
-        self.traffic_managers: dict[int, StandInTrafficManager] = {}
         self.world = StandInWorld(self, next(iter(self.maps)))
 
-    def kill(self) -> None:
+    @property
+    def traffic_managers(self) -> dict[int, StandInTrafficManager]:
+        """The process's Traffic Managers made for this server."""
+        return {port: tm for port, tm in TRAFFIC_MANAGERS.items() if tm.server is self}
+
+    def kill(self, message: str = "") -> None:
+        """Every later call fails with ``message`` (default: libcarla's time-out), as against a dead server."""
         self.alive = False
+        self.death = message or (f"time-out of 10000ms while waiting for the simulator, make sure the simulator is "
+                                 f"ready and connected to {self.address}")
 
     def check(self) -> None:
         if not self.alive:
-            raise RuntimeError(f"time-out of 10000ms while waiting for the simulator, make sure the simulator is "
-                               f"ready and connected to {self.address}")
+            raise RuntimeError(self.death)
 
     def client(self, host: str, port: int) -> StandInClient:
         return StandInClient(self)
@@ -395,8 +447,11 @@ class StandInClient:
         return self.server.world
 
     def get_trafficmanager(self, port: int = 8000) -> StandInTrafficManager:
+        """The process's TM on ``port`` if there is one (even one made for a server that is gone), else a new one."""
         self.server.check()
-        return self.server.traffic_managers.setdefault(port, StandInTrafficManager(self.server, port))
+        if port not in TRAFFIC_MANAGERS:
+            TRAFFIC_MANAGERS[port] = StandInTrafficManager(self.server, port)
+        return TRAFFIC_MANAGERS[port]
 
     def apply_batch(self, commands: list[Any]) -> None:
         self.apply_batch_sync(commands, False)
@@ -417,16 +472,21 @@ def _tm_setting(name: str):
 class StandInTrafficManager:
     def __init__(self, server: StandInServer, port: int):
         self.server = server
+        self.epoch = server.epoch
         self.port = port
         self.synchronous = False
         self.seed: int | None = None
         self.running = True
+        self.ticks = 0
 
     def get_port(self) -> int:
         return self.port
 
     def shut_down(self) -> None:
+        """Stop the TM's threads and leave the process registry (no server call: works on a lost server)."""
         self.running = False
+        if TRAFFIC_MANAGERS.get(self.port) is self:
+            del TRAFFIC_MANAGERS[self.port]
 
     def set_synchronous_mode(self, enabled: bool) -> None:
         self.server.check()
@@ -509,40 +569,60 @@ class StandInWorld:
         self.settings = {"synchronous_mode": False, "fixed_delta_seconds": 0.0, "no_rendering_mode": False}
         self.ticks = 0
         self._snapshot = Snapshot(self.frame, [])
+        self._on_tick: dict[int, Callable[[Snapshot], None]] = {}  # run in registration order, as CARLA's CallbackList
+        self._next_callback = 1
+        self.crossed: dict[tuple[int, int], list[Any]] = {}  # (vehicle id, frame) -> markings crossed in that frame
         for landmark in {lm.id: lm for lm in self.carla_map.get_all_landmarks_of_type("1000001")}.values():
             light = TrafficLight(server, server.new_id(), "traffic.traffic_light", landmark.transform, {},
                                  opendrive_id=str(landmark.id))
             server.actors[light.id] = light
 
+    def check(self) -> None:
+        """Calls on a world object of an episode the server no longer runs fail, as CARLA's do."""
+        self.server.check()
+        if self.server.world is not self:
+            raise RuntimeError("trying to access an expired episode; a new episode was started in the simulation "
+                               "but an object tried accessing the old one.")
+
+    def on_tick(self, callback: Callable[[Snapshot], None]) -> int:
+        self._next_callback += 1
+        self._on_tick[self._next_callback] = callback
+        return self._next_callback
+
+    def remove_on_tick(self, callback_id: int) -> None:
+        self.check()
+        self._on_tick.pop(callback_id, None)
+
     # ---- settings and map
     def get_map(self) -> carla.Map:
-        self.server.check()
+        self.check()
         return self.carla_map
 
     def get_settings(self) -> carla.WorldSettings:
-        self.server.check()
+        self.check()
         return carla.WorldSettings(**self.settings)
 
     def apply_settings(self, settings: carla.WorldSettings) -> int:
-        self.server.check()
+        self.check()
         self.settings = {"synchronous_mode": settings.synchronous_mode,
                          "fixed_delta_seconds": settings.fixed_delta_seconds or 0.0,
                          "no_rendering_mode": settings.no_rendering_mode}
+        tick_traffic_managers()  # the client's apply_settings ticks every TM of the process, as world.tick does
         return self.frame
 
     def get_blueprint_library(self) -> BlueprintLibrary:
-        self.server.check()
+        self.check()
         return BlueprintLibrary()
 
     # ---- actors
     def get_actors(self, actor_ids: list[int] | None = None) -> ActorList:
-        self.server.check()
+        self.check()
         if actor_ids is None:
             return ActorList(self.server.actors.values())
         return ActorList(self.server.actors[i] for i in actor_ids if i in self.server.actors)
 
     def get_actor(self, actor_id: int) -> Actor | None:
-        self.server.check()
+        self.check()
         return self.server.actors.get(actor_id)
 
     def spawn_actor(self, blueprint: Blueprint, transform: carla.Transform, attach_to: Actor | None = None) -> Actor:
@@ -555,7 +635,7 @@ class StandInWorld:
         return []
 
     def reset_all_traffic_lights(self) -> None:
-        self.server.check()
+        self.check()
         for light in self.server.live("traffic."):
             light.state, light.elapsed = carla.TrafficLightState.Red, 0.0
 
@@ -608,7 +688,7 @@ class StandInWorld:
 
     # ---- simulation
     def tick(self, seconds: float = 10.0) -> int:
-        self.server.check()
+        self.check()
         if not self.settings["synchronous_mode"]:
             raise RuntimeError("stand-in: tick() called while the world is in asynchronous mode")
         dt = self.settings["fixed_delta_seconds"] or 0.05
@@ -622,15 +702,19 @@ class StandInWorld:
             else:
                 self._drive_controls(vehicle, dt)
             vehicle.acceleration = (vehicle.velocity - before[vehicle.id][2]) / dt
-        self._collide(vehicles, before)
+        hits = self._collide(vehicles, before)
         for light in self.server.live("traffic."):
             light.advance(dt)
         self._snapshot = Snapshot(self.frame, list(self.server.actors.values()))
         self._send_sensor_data(before)
+        self._deliver_events(self._snapshot, hits)
+        if self.server.tick_seconds:
+            time.sleep(self.server.tick_seconds)
+        tick_traffic_managers()
         return self.frame
 
     def get_snapshot(self) -> Snapshot:
-        self.server.check()
+        self.check()
         return self._snapshot
 
     @staticmethod
@@ -663,29 +747,51 @@ class StandInWorld:
         vehicle.speed = float(np.linalg.norm(vehicle.velocity))
         vehicle.xy = position
 
-    def _collide(self, vehicles: list[Vehicle], before: dict) -> None:
+    def _collide(self, vehicles: list[Vehicle], before: dict) -> list[tuple[Sensor, CollisionData]]:
+        """Stop overlapping vehicles where they stood before the tick; the collision events to stream.
+
+        The impulse is what a plastic contact of the two boxes gives: the reduced mass times the closing
+        speed before the tick (the velocities after it are already zero).
+        """
         sensed = {s.parent.id: s for s in self.server.live("sensor.other.collision") if s.parent is not None}
+        hits = []
         for vehicle in vehicles:
             if vehicle.id not in sensed:
                 continue
             for other in vehicles:
                 if other is vehicle or abs(vehicle.z - other.z) > 2.0 or not boxes_overlap(vehicle, other):
                     continue
+                closing = float(np.linalg.norm(before[vehicle.id][2] - before[other.id][2]))
                 for hit in (vehicle, other):  # contact stops both, where they stood before the tick
                     hit.xy, hit.yaw, _ = before[hit.id]
                     hit.speed, hit.velocity = 0.0, np.zeros(2)
-                sensed[vehicle.id].emit(CollisionData(self.frame, vehicle, other))
-                if other.id in sensed:
-                    sensed[other.id].emit(CollisionData(self.frame, other, vehicle))
+                for a, b in ((vehicle, other), (other, vehicle)):
+                    if a.id in sensed:
+                        event = CollisionData(self.frame, a, b)
+                        event.normal_impulse = carla.Vector3D(x=VEHICLE_MASS / 2 * closing, y=0.0, z=0.0)
+                        hits.append((sensed[a.id], event))
+        return hits
+
+    def _deliver_events(self, snapshot: Snapshot, hits: list[tuple[Sensor, CollisionData]]) -> None:
+        """After the tick returns, on another thread: the collision stream, then the on-tick callbacks (in order)."""
+        def deliver() -> None:
+            time.sleep(EVENT_DELAY)
+            for sensor, event in hits:
+                sensor.emit(event)
+            for callback in list(self._on_tick.values()):
+                callback(snapshot)
+
+        threading.Thread(target=deliver, daemon=True).start()
 
     def _send_sensor_data(self, before: dict) -> None:
         frame = self.frame
+        self.crossed = {key: m for key, m in self.crossed.items() if key[1] > frame - 100}  # long delivered
         for sensor in self.server.live("sensor."):
             parent = sensor.parent
             if sensor.type_id == "sensor.other.lane_invasion" and parent is not None and parent.id in before:
                 markings = self._crossed_markings(before[parent.id][0], parent.xy)
                 if markings:
-                    sensor.emit(LaneInvasionData(frame, parent, markings))
+                    self.crossed[parent.id, frame] = markings
             elif sensor.type_id in ("sensor.camera.rgb", "sensor.lidar.ray_cast") and frame not in self.server.drop_frames:
                 self._send_reading(sensor, frame, before)
 
@@ -719,3 +825,29 @@ class StandInWorld:
             return []
         right = a.get_right_lane()
         return [a.right_lane_marking if right is not None and right.lane_id == b.lane_id else a.left_lane_marking]
+
+
+_PROCESS_SERVERS: dict[str, StandInServer] = {}
+
+
+@dataclass(frozen=True)
+class StandInFactory:
+    """A picklable client factory: the stand-in server lives in the process that calls it (a CARLA worker).
+
+    ``maps`` are (town, .xodr path) pairs; ``tick_seconds`` is the server's ``tick_seconds``. The first call
+    in a process also stands in for ``carla.command.SpawnActor`` there, as the tests' fixtures do.
+    """
+
+    maps: tuple[tuple[str, str], ...]
+    tick_seconds: float = 0.0
+
+    def __call__(self, host: str, port: int) -> StandInClient:
+        from cardreamer.world.carla_backend import world as world_module
+
+        address = f"{host}:{port}"
+        if address not in _PROCESS_SERVERS:
+            world_module.SpawnActor = SpawnCommand
+            server = StandInServer({name: Path(path) for name, path in self.maps}, host=host, port=port)
+            server.tick_seconds = self.tick_seconds
+            _PROCESS_SERVERS[address] = server
+        return _PROCESS_SERVERS[address].client(host, port)

@@ -113,27 +113,88 @@ def test_close_after_server_loss_does_not_raise(make_world, server):
         world.tick()
     world.close()
     world.close()
+    assert server.traffic_managers == {}  # shut down although its server is gone: no later tick reaches it
 
 
-EXIT_WITHOUT_CLOSE = """
+PRELUDE = """
 import atexit, sys
 from pathlib import Path
 sys.path.insert(0, {here!r})
-from carla_standin import SpawnCommand, StandInServer
+from carla_standin import SpawnCommand, StandInServer, TRAFFIC_MANAGERS
 from cardreamer.config import CarlaServer
-from cardreamer.world.carla_backend import world as world_module
+from cardreamer.world.carla_backend import CarlaServerLost, world as world_module
 
 server = StandInServer({{"Town04": Path({town04!r})}})
-atexit.register(lambda: print("after exit:", server.world.settings["synchronous_mode"], len(server.live())))
+AFTER_EXIT = []  # run after the world's own exit handler
+atexit.register(lambda: [report() for report in AFTER_EXIT])
 world_module.SpawnActor = SpawnCommand
 world = world_module.CarlaWorld(CarlaServer(timeout=1.0), "Town04", client_factory=server.client)
-world.spawn_traffic(3)
-print("running:", server.world.settings["synchronous_mode"], len(server.live()))
 """
 
 
+def run_script(body: str, carla_maps_dir: Path) -> subprocess.CompletedProcess:
+    """Run ``body`` after PRELUDE (a stand-in server on Town04 and a CarlaWorld on it) in a fresh interpreter."""
+    script = PRELUDE.format(here=str(Path(__file__).parent), town04=str(carla_maps_dir / "Town04.xodr")) + body
+    return subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=180)
+
+
 def test_a_client_that_exits_without_close_leaves_the_server_clean(carla_maps_dir):
-    script = EXIT_WITHOUT_CLOSE.format(here=str(Path(__file__).parent), town04=str(carla_maps_dir / "Town04.xodr"))
-    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120)
+    done = run_script("""
+AFTER_EXIT.append(lambda: print("after exit:", server.world.settings["synchronous_mode"], len(server.live())))
+world.spawn_traffic(3)
+print("running:", server.world.settings["synchronous_mode"], len(server.live()))
+""", carla_maps_dir)
     assert done.returncode == 0, done.stderr
     assert "running: True 3" in done.stdout and "after exit: False 0" in done.stdout
+
+
+def test_reconnect_shuts_the_dead_traffic_manager_down_so_the_next_tick_does_not_terminate(carla_maps_dir):
+    """CARLA ticks every TM of the process after world.tick() and inside apply_settings(); one made for a server
+    that is gone throws in its own thread: std::terminate, which no Python code can catch."""
+    done = run_script("""
+old_port = world.tm_port
+server.kill()
+try:
+    world.tick()
+except CarlaServerLost:
+    print("lost")
+server.restart()
+world.reconnect(relaunch=False)
+world.reset(1)
+world.tick()
+print("ticking again; old TM registered:", old_port in TRAFFIC_MANAGERS)
+world.close()
+print("after close:", sorted(TRAFFIC_MANAGERS))
+""", carla_maps_dir)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["lost", "ticking", "again;", "old", "TM", "registered:", "False", "after",
+                                   "close:", "[]"]
+
+
+@pytest.mark.parametrize("message", [
+    "time-out of 10000ms while waiting for the simulator, make sure the simulator is ready and connected to x:2000",
+    "failed to connect to newly created map",
+    ("trying to access an expired episode; a new episode was started in the simulation but an object tried "
+     "accessing the old one."),
+    "read: End of file [asio.misc:2]",
+    "connect: Connection refused [system:111]",
+])
+def test_every_server_loss_message_of_libcarla_is_server_lost(make_world, server, message):
+    world = make_world()
+    server.kill(message)
+    with pytest.raises(CarlaServerLost, match="stopped answering during tick"):
+        world.tick()
+
+
+def test_a_map_loaded_by_another_client_expires_the_episode_and_reconnect_recovers(make_world, server):
+    world = make_world()
+    world.spawn_vehicle(ego_pose(world), role="ego")
+    server.client("127.0.0.1", 2000).load_world("Town01")
+    with pytest.raises(CarlaServerLost, match="trying to access an expired episode"):
+        world.tick()
+    world.reconnect(relaunch=False)
+    assert server.world.carla_map.name.endswith("Town04")
+    world.reset(1)
+    world.spawn_vehicle(ego_pose(world), role="ego")
+    world.tick()
+    assert world.vehicles().ids.size == 1

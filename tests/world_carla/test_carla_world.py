@@ -6,12 +6,13 @@ import socket
 import carla
 import numpy as np
 import pytest
+from carla_standin import StandInServer
 
 from cardreamer.config import CarlaServer
 from cardreamer.roadmap import MapError, RoadMap, plan_route
 from cardreamer.world.api import Behavior, Pose, SpawnError, TrafficLightStates, WorldError
 from cardreamer.world.carla_backend.snapshot import ShapeCache, vehicle_arrays
-from cardreamer.world.carla_backend.world import clipped_control
+from cardreamer.world.carla_backend.world import CarlaWorld, clipped_control
 
 FOUR_LANE_XS = (5.8, 9.0, 12.2, 15.6)  # CarDreamer's four_lane task on Town04, driving -y from y=100
 
@@ -33,6 +34,14 @@ def test_connect_sets_synchronous_mode_and_close_restores_settings(make_world, s
     assert server.world.settings["synchronous_mode"] is False
     assert tm.synchronous is False
     assert not tm.running  # shut down: a later world in this process may take the same tm_port
+
+
+def test_a_server_left_synchronous_by_a_dead_client_is_left_asynchronous_on_close(make_world, server):
+    server.world.settings.update(synchronous_mode=True, fixed_delta_seconds=0.05)  # a killed client's leftover
+    world = make_world(dt=0.1)
+    world.close()
+    assert server.world.settings["synchronous_mode"] is False  # nobody would tick it otherwise
+    assert server.world.settings["fixed_delta_seconds"] == 0.05
 
 
 def test_unknown_blueprint_is_a_clear_error_and_leaves_the_server_asynchronous(make_world, server):
@@ -249,6 +258,9 @@ class _Actor:
         self.id, self.type_id = actor_id, type_id
         self.bounding_box = carla.BoundingBox(carla.Location(x=offset[0], y=offset[1]), carla.Vector3D(*extent, 0.7))
 
+    def get_physics_control(self) -> carla.VehiclePhysicsControl:
+        return carla.VehiclePhysicsControl(mass=1500.0)
+
 
 def test_snapshot_conversion_degrees_offsets_and_reverse_speed():
     shapes = ShapeCache()
@@ -338,16 +350,18 @@ def test_collision_event_names_the_other_vehicle_and_the_frame(make_world):
     world = make_world()
     ego = world.spawn_vehicle(lane_pose(world, 5.8, 100.0), role="ego")
     parked = world.spawn_vehicle(lane_pose(world, 5.8, 85.0), role="ego")
-    hits = []
+    hits, speed = [], 0.0
     for _ in range(60):
         world.apply_control(ego, carla.VehicleControl(throttle=1.0))
+        speed = float(world.vehicles().speed[world.vehicles().row(ego)])  # before the tick
         world.tick()
         hits = world.collisions(ego)
         if hits:
             break
-    assert len(hits) == 1
+    assert len(hits) == 1  # in the tick it happened, although the stand-in delivers it after tick() returned
     assert (hits[0].frame, hits[0].actor_id, hits[0].other_id) == (world.frame, ego, parked)
-    assert hits[0].relative_speed == 0.0  # both stopped by the contact in this stand-in
+    assert world.vehicles().speed[world.vehicles().row(ego)] == 0.0  # the contact stopped both vehicles
+    assert speed > 3.0 and hits[0].relative_speed == pytest.approx(speed, rel=1e-6)  # from normal_impulse
     assert world.collisions(parked)[0].other_id == ego
     world.tick()
     assert world.collisions(ego) == []  # events belong to the tick they happened in
@@ -360,7 +374,9 @@ def test_lane_invasion_reports_the_crossed_marking(make_world):
     for _ in range(40):
         world.apply_control(ego, carla.VehicleControl(throttle=0.3, steer=-0.15))
         world.tick()
-        events += world.lane_invasions(ego)
+        now = world.lane_invasions(ego)
+        assert all(event.frame == world.frame for event in now)  # computed client-side after the tick returned
+        events += now
     assert events and events[0].actor_id == ego
     assert events[0].markings and all(m in ("Broken", "Solid", "SolidSolid", "BrokenBroken", "NONE", "Other")
                                       for m in events[0].markings)
@@ -384,13 +400,22 @@ def test_config_timeout_is_used_for_calls(make_world, server):
     assert world.client.timeout == 3.5
 
 
-def test_parallel_worlds_get_their_own_traffic_managers(make_world, server):
-    first, second = make_world(), make_world()
-    assert first.tm_port != second.tm_port
-    assert {first.tm_port, second.tm_port} <= set(server.traffic_managers)
-    a = first.spawn_vehicle(lane_pose(first, 9.0, 80.0))
-    b = second.spawn_vehicle(lane_pose(second, 12.2, 60.0))
-    assert (server.actors[a].autopilot_port, server.actors[b].autopilot_port) == (first.tm_port, second.tm_port)
+def test_a_second_world_on_one_server_is_refused_and_each_server_gets_its_own(make_world, server, carla_maps_dir):
+    first = make_world()
+    with pytest.raises(WorldError, match=r"a CARLA world on 127.0.0.1:2000 is already open in this process; .*"
+                                         r"Give each env its own server \(env.world.carla.port\)"):
+        make_world()
+    other = StandInServer({"Town04": carla_maps_dir / "Town04.xodr"}, port=2010)
+    second = CarlaWorld(CarlaServer(port=2010, timeout=1.0), "Town04", client_factory=other.client)
+    try:
+        assert first.tm_port != second.tm_port
+        a = first.spawn_vehicle(lane_pose(first, 9.0, 80.0))
+        b = second.spawn_vehicle(lane_pose(second, 12.2, 60.0))
+        assert server.actors[a].autopilot_port == first.tm_port and other.actors[b].autopilot_port == second.tm_port
+    finally:
+        second.close()
+    first.close()
+    make_world().close()  # closing frees the server for the next world
 
 
 def test_a_configured_tm_port_in_use_or_of_the_server_is_refused_before_any_server_call(make_world, server):

@@ -11,6 +11,7 @@ from typing import Any
 import carla
 
 from cardreamer.config import CarlaServer, WorldConfig
+from cardreamer.world.api import WorldError
 from cardreamer.world.carla_backend.errors import CarlaConnectionError, CarlaVersionWarning
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,25 @@ def choose_backend(config: WorldConfig, client_factory: ClientFactory = carla.Cl
         return "embedded"
     log.info("backend auto: CARLA server %s answered at %s:%d, using it", version, server.host, server.port)
     return "carla"
+
+
+_WORLDS_HERE: set[tuple[str, int]] = set()
+"""The servers a world of this process is connected to (host, port)."""
+
+
+def claim_server(config: CarlaServer) -> None:
+    """Refuse a second world of this process on one server; ``release_server`` frees the claim."""
+    address = (config.host, config.port)
+    if address in _WORLDS_HERE:
+        raise WorldError(f"a CARLA world on {config.host}:{config.port} is already open in this process; two worlds "
+                         f"on one server see each other's vehicles, tick each other's Traffic Manager and fill each "
+                         f"other's sensor queues. Give each env its own server (env.world.carla.port) or close the "
+                         f"first world")
+    _WORLDS_HERE.add(address)
+
+
+def release_server(config: CarlaServer) -> None:
+    _WORLDS_HERE.discard((config.host, config.port))
 
 
 def port_is_free(port: int) -> bool:

@@ -28,11 +28,20 @@ class CarlaVersionWarning(UserWarning):
     """The client package and the server report different CARLA versions."""
 
 
-LOST_MARKERS = ("time-out", "timeout", "connection", "closed", "broken pipe")
-"""Fragments of the RuntimeError messages libcarla raises when the server is gone."""
+LOST_MARKERS = (
+    "time-out",                                  # rpclib: no answer within the client timeout
+    "timeout",
+    "connection",                                # asio: connection refused / reset by peer / closed
+    "closed",
+    "broken pipe",
+    "end of file",                               # asio: the server closed the socket mid-call
+    "failed to connect to newly created map",    # load_world: the new episode never came up
+    "expired episode",                           # an object of an episode the server no longer runs
+)
+"""Fragments of the RuntimeError messages libcarla raises when the server (or its episode) is gone."""
 
 
 def is_server_lost(exc: BaseException) -> bool:
-    """Whether a libcarla RuntimeError means the server is unreachable (not a refused request)."""
+    """Whether a libcarla RuntimeError means the server or its episode is unreachable (not a refused request)."""
     return isinstance(exc, RuntimeError) and not isinstance(exc, WorldError) and any(
         marker in str(exc).lower() for marker in LOST_MARKERS)

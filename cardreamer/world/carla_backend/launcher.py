@@ -49,7 +49,7 @@ def launch(command: Sequence[str], host: str, port: int, timeout: float = 120.0,
         if process.poll() is not None:
             raise CarlaLaunchError(f"CARLA server exited with status {process.returncode} before answering on port "
                                    f"{port}; its output is in {log_file.name}")
-        try:
+        try:  # a new client per poll: a libcarla client whose connection was refused never connects later
             connect(server, client_factory, timeout=min(POLL_TIMEOUT, max(deadline - time.monotonic(), 0.1)))
             return process
         except CarlaConnectionError:

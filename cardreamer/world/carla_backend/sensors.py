@@ -8,6 +8,7 @@ their events are gathered per tick.
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -19,6 +20,8 @@ import numpy as np
 
 from cardreamer.world.api import LaneInvasionEvent, SensorSpec, WorldError
 from cardreamer.world.carla_backend.errors import SensorTimeout
+
+log = logging.getLogger(__name__)
 
 SENSOR_BLUEPRINTS = {"camera": "sensor.camera.rgb", "lidar": "sensor.lidar.ray_cast"}
 LIDAR_NO_DROPOFF = {"dropoff_general_rate": "0.0", "dropoff_intensity_limit": "1.0", "dropoff_zero_intensity": "0.0"}
@@ -139,14 +142,34 @@ class SensorManager:
 class RawCollision:
     frame: int
     actor_id: int
-    other_id: int  # -1 for static geometry
+    other_id: int   # -1 for static geometry
+    impulse: float  # N s, the length of the event's normal_impulse
+
+
+def impact_speed(impulse: float, mass: float, other_mass: float | None) -> float:
+    """Closing speed (m/s) that a perfectly plastic contact turns into this impulse: J / reduced mass.
+
+    ``other_mass`` None is static geometry (infinitely heavy). Post-impact velocities cannot tell it:
+    by the time the snapshot is taken the contact has already slowed both vehicles.
+    """
+    reduced = mass if other_mass is None else mass * other_mass / (mass + other_mass)
+    return impulse / reduced
 
 
 class EventSensors:
-    """Collision and lane-invasion sensors of the ego vehicles; events gathered once per tick."""
+    """Collision and lane-invasion sensors of the ego vehicles; the events of a frame gathered after its tick.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    Events come on client threads after ``world.tick()`` returns (CARLA 0.9.16 computes lane invasions
+    client-side, in an on-tick callback). An on-tick callback registered after every invasion sensor
+    (callbacks run in registration order) marks each frame's callbacks as done: ``drain(frame)`` waits
+    for that mark before taking the events of the frame.
+    """
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self._done = threading.Condition()
+        self._done_frame = -1
+        self._barrier: tuple[Any, int] | None = None  # (world, on_tick callback id)
         self._collisions: list[RawCollision] = []
         self._invasions: list[LaneInvasionEvent] = []
         self.actors: dict[int, list[Any]] = {}  # vehicle id -> its two sensors
@@ -158,27 +181,50 @@ class EventSensors:
         collision.listen(lambda event: self._on_collision(parent_id, event))
         invasion.listen(lambda event: self._on_invasion(parent_id, event))
         self.actors[parent_id] = [collision, invasion]
+        self._remove_barrier()
+        self._barrier = (world, world.on_tick(self._on_tick))  # after this invasion sensor's own callback
         return [collision.id, invasion.id]
 
     def detach(self, parent_id: int) -> list[Any]:
         return self.actors.pop(parent_id, [])
 
+    def _remove_barrier(self) -> None:
+        if self._barrier is not None:
+            world, callback_id = self._barrier
+            self._barrier = None
+            world.remove_on_tick(callback_id)
+
+    def _on_tick(self, snapshot: Any) -> None:
+        with self._done:
+            self._done_frame = max(self._done_frame, int(snapshot.frame))
+            self._done.notify_all()
+
     def _on_collision(self, parent_id: int, event: Any) -> None:
         other = event.other_actor
         is_mover = other is not None and str(other.type_id).startswith(("vehicle.", "walker."))
-        with self._lock:
-            self._collisions.append(RawCollision(int(event.frame), parent_id, int(other.id) if is_mover else -1))
+        impulse = event.normal_impulse
+        with self._done:
+            self._collisions.append(RawCollision(int(event.frame), parent_id, int(other.id) if is_mover else -1,
+                                                 float(np.sqrt(impulse.x ** 2 + impulse.y ** 2 + impulse.z ** 2))))
 
     def _on_invasion(self, parent_id: int, event: Any) -> None:
         markings = tuple(str(marking.type) for marking in event.crossed_lane_markings)
-        with self._lock:
+        with self._done:
             self._invasions.append(LaneInvasionEvent(int(event.frame), parent_id, markings))
 
-    def drain(self) -> tuple[list[RawCollision], list[LaneInvasionEvent]]:
-        """Events received since the last drain (a late event counts for the tick it arrived in)."""
-        with self._lock:
-            collisions, self._collisions = self._collisions, []
-            invasions, self._invasions = self._invasions, []
+    def drain(self, frame: int) -> tuple[list[RawCollision], list[LaneInvasionEvent]]:
+        """The events of ``frame`` and earlier, once the frame's on-tick callbacks are done (bounded wait).
+
+        A collision delivered after the frame's on-tick callbacks still counts, at the next drain, with its own frame.
+        """
+        with self._done:
+            if self._barrier is not None and not self._done.wait_for(lambda: self._done_frame >= frame, self.timeout):
+                log.warning("the on-tick callbacks of frame %d did not run within %g s; its lane invasions may "
+                            "come with a later tick", frame, self.timeout)
+            collisions = [c for c in self._collisions if c.frame <= frame]
+            invasions = [i for i in self._invasions if i.frame <= frame]
+            self._collisions = [c for c in self._collisions if c.frame > frame]
+            self._invasions = [i for i in self._invasions if i.frame > frame]
         return collisions, invasions
 
     def clear(self) -> None:
@@ -186,4 +232,6 @@ class EventSensors:
             for actor in pair:
                 actor.stop()
         self.actors.clear()
-        self.drain()
+        self._remove_barrier()
+        with self._done:
+            self._collisions, self._invasions = [], []

@@ -18,10 +18,11 @@ from cardreamer.world.api import Pose, VehicleArrays
 
 @dataclass(frozen=True)
 class Shape:
-    """A vehicle's bounding box: half length, half width, and the box centre's offset from the actor origin."""
+    """A vehicle's bounding box (half length, half width, the box centre's offset from the actor origin) and mass (kg)."""
 
     extent: tuple[float, float]
     offset: tuple[float, float]
+    mass: float
 
 
 class ShapeCache:
@@ -36,7 +37,8 @@ class ShapeCache:
                 self.shapes[actor.id] = None
                 continue
             box = actor.bounding_box
-            self.shapes[actor.id] = Shape((box.extent.x, box.extent.y), (box.location.x, box.location.y))
+            self.shapes[actor.id] = Shape((box.extent.x, box.extent.y), (box.location.x, box.location.y),
+                                          float(actor.get_physics_control().mass))
 
     def update(self, world: Any, live_ids: list[int]) -> None:
         """Learn the shapes of unseen ids (one get_actors call) and forget ids no longer alive."""

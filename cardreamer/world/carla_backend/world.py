@@ -37,12 +37,12 @@ from cardreamer.world.api import (
     WorldError,
 )
 from cardreamer.world.carla_backend import launcher
-from cardreamer.world.carla_backend.connection import ClientFactory, connect
+from cardreamer.world.carla_backend.connection import ClientFactory, claim_server, connect, release_server
 from cardreamer.world.carla_backend.errors import CarlaServerLost, is_server_lost
 from cardreamer.world.carla_backend.heights import LaneHeights
 from cardreamer.world.carla_backend.lights import LightTable
 from cardreamer.world.carla_backend.progress import advance_progress
-from cardreamer.world.carla_backend.sensors import EventSensors, SensorManager
+from cardreamer.world.carla_backend.sensors import EventSensors, SensorManager, impact_speed
 from cardreamer.world.carla_backend.snapshot import Shape, ShapeCache, vehicle_arrays
 from cardreamer.world.carla_backend.traffic import (
     apply_behavior,
@@ -64,6 +64,7 @@ LEVEL_GAP = 3.0             # m of height that separates roads crossing over eac
 LOAD_TIMEOUT = 120.0        # s allowed for loading a map on the server
 ROUTE_END_MARGIN = 3.0      # m before a route's end at which a vehicle counts as arrived
 NEXT_ROUTE_LENGTH = 300.0   # m of a new random route for vehicles whose route ended
+DEFAULT_MASS = 1800.0       # kg, for an impact on a vehicle whose mass was never read (a car's)
 GENERATION = {"vertex_distance": 2.0, "max_road_length": 50.0, "wall_height": 1.0, "additional_width": 0.6,
               "smooth_junctions": True, "enable_mesh_visibility": True}
 """Mesh generation for a task's own .xodr (``client.generate_opendrive_world``)."""
@@ -157,11 +158,16 @@ class CarlaWorld(World, SensorWorld):
         self._spawn_points: SpawnPoints | None = None
         self.heights: LaneHeights | None = None
         self.sensors = SensorManager(sensor_timeout)
-        self.events = EventSensors()
+        self.events = EventSensors(sensor_timeout)
         self.shapes = ShapeCache()
         self._clear_bookkeeping()
-        check_tm_port(config)
-        self._connect()
+        claim_server(config)
+        try:
+            check_tm_port(config)
+            self._connect()
+        except BaseException:
+            release_server(config)
+            raise
         self.rng = np.random.default_rng(seed)
         atexit.register(self.close)  # a client that exits without close() must not leave the server synchronous
 
@@ -174,7 +180,7 @@ class CarlaWorld(World, SensorWorld):
             self.client.set_timeout(self.config.timeout)
             self._blueprint = self._find_blueprint(self.vehicle_blueprint)
             if self._original_settings is None:  # kept across reconnects: the settings before this world
-                self._original_settings = self.world.get_settings()
+                self._original_settings = self._settings_to_restore()
             settings = self.world.get_settings()
             settings.synchronous_mode = True
             settings.fixed_delta_seconds = self.dt
@@ -182,10 +188,21 @@ class CarlaWorld(World, SensorWorld):
             try:
                 self._prepare()
             except Exception:
+                self._shut_down_tm()
                 self.world.apply_settings(self._original_settings)  # never leave a server waiting for ticks
                 raise
         log.info("CARLA %s at %s:%d, map %s, dt %.3f s, Traffic Manager on port %d", self.server_version,
                  self.config.host, self.config.port, self.road_map.name, self.dt, self.tm_port)
+
+    def _settings_to_restore(self) -> carla.WorldSettings:
+        """The server's settings now, asynchronous: a synchronous server was left so by a client that died
+        (nobody ticks it once this world closes)."""
+        settings = self.world.get_settings()
+        if settings.synchronous_mode:
+            log.warning("the CARLA server at %s:%d was left in synchronous mode (by a client that died?); it is "
+                        "left asynchronous on close", self.config.host, self.config.port)
+            settings.synchronous_mode = False
+        return settings
 
     def _prepare(self) -> None:
         """Traffic Manager, road map, lights, and a first tick of the synchronous world."""
@@ -235,6 +252,7 @@ class CarlaWorld(World, SensorWorld):
         relaunch = bool(self.config.launch_command) if relaunch is None else relaunch
         survivors = self._tracked_actor_ids()
         self._forget_listeners()
+        self._shut_down_tm()  # left in the process's TM registry, the next tick would tick it: std::terminate
         self._clear_bookkeeping()
         self.shapes = ShapeCache()  # a restarted server hands out the same ids again
         if relaunch:
@@ -243,8 +261,30 @@ class CarlaWorld(World, SensorWorld):
             self._launched = launcher.launch_from_config(self.config, client_factory=self._client_factory)
         self._lost = False
         self._connect()
-        if survivors:
-            self._destroy_batch(survivors)
+        if not relaunch:  # a relaunched server hands the old ids to its own actors
+            self.remove_leftovers(survivors)
+
+    def remove_leftovers(self, actor_ids: list[int] | tuple[int, ...]) -> None:
+        """Destroy the vehicles and sensors among ``actor_ids`` that an earlier client of this server left behind.
+
+        Other actors with those ids (a restarted server's traffic lights) are left alone; sensors go first.
+        """
+        if not actor_ids:
+            return
+        with self._server_calls("removing an earlier client's actors"):
+            actors = [a for a in self.world.get_actors(list(actor_ids))
+                      if str(a.type_id).startswith(("sensor.", "vehicle."))]
+            self._destroy_batch([a.id for a in sorted(actors, key=lambda a: not str(a.type_id).startswith("sensor."))])
+
+    def _shut_down_tm(self) -> None:
+        """Stop this world's Traffic Manager and take it out of the process's TM registry (frees its port)."""
+        tm, self.tm = getattr(self, "tm", None), None
+        if tm is None:
+            return
+        try:
+            tm.shut_down()
+        except RuntimeError as exc:  # nothing more can be done for a TM whose server is gone
+            log.debug("shutting the Traffic Manager down: %s", exc)
 
     # ------------------------------------------------------------------ bookkeeping
     def _clear_bookkeeping(self) -> None:
@@ -301,12 +341,13 @@ class CarlaWorld(World, SensorWorld):
                     self._destroy_batch(self._tracked_actor_ids())
                     self.tm.set_synchronous_mode(False)
                     self.world.apply_settings(self._original_settings)
-                    # The Traffic Manager lives in this process: stop it so its port is free for the next world.
-                    self.tm.shut_down()
         except CarlaServerLost as exc:
             log.warning("closing: %s", exc)
         finally:
+            # Lost server or not: a TM left in the process's registry is ticked by any later world's tick.
+            self._shut_down_tm()
             self._clear_bookkeeping()
+            release_server(self.config)
             if self._launched is not None:
                 launcher.stop(self._launched)
                 self._launched = None
@@ -470,16 +511,14 @@ class CarlaWorld(World, SensorWorld):
         self._gather_events()
 
     def _gather_events(self) -> None:
-        collisions, invasions = self.events.drain()
+        collisions, invasions = self.events.drain(self.frame)
         self._collisions, self._invasions = {}, {}
-        if collisions:
-            v = self.vehicles()
-            velocity = dict(zip(v.ids.tolist(), v.velocity))
-            for raw in collisions:
-                own = velocity.get(raw.actor_id, np.zeros(2))
-                other = velocity.get(raw.other_id, np.zeros(2))
-                event = CollisionEvent(raw.frame, raw.actor_id, raw.other_id, float(np.linalg.norm(own - other)))
-                self._collisions.setdefault(raw.actor_id, []).append(event)
+        for raw in collisions:
+            own, other = self.shapes.shapes.get(raw.actor_id), self.shapes.shapes.get(raw.other_id)
+            own_mass = own.mass if own is not None else DEFAULT_MASS
+            other_mass = None if raw.other_id == -1 else (other.mass if other is not None else own_mass)
+            event = CollisionEvent(raw.frame, raw.actor_id, raw.other_id, impact_speed(raw.impulse, own_mass, other_mass))
+            self._collisions.setdefault(raw.actor_id, []).append(event)
         for event in invasions:
             self._invasions.setdefault(event.actor_id, []).append(event)
 
