@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from rich.console import Console
 from rich.table import Table
@@ -56,10 +57,15 @@ def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_pa
                "policy": policy, **summarize(rows), "seeds": seeds, "per_episode": rows}
     text = json.dumps(summary, indent=2)
     report = os.path.join(logdir, "eval", os.path.basename(ckpt) + ".json")
-    write_atomic(report, text)
+    try:
+        write_atomic(report, text)
+    except OSError as error:  # e.g. a read-only copy of a run: the results are still shown
+        print(f"cardreamer: warning: could not write {report} ({error.strerror or error})", file=sys.stderr)
+        report = None
     if show:
         print_summary(summary)
-        print(f"results -> {report}")
+        if report:
+            print(f"results -> {report}")
     if json_path == "-":
         print(text)
     elif json_path:

@@ -64,6 +64,15 @@ def test_eval_writes_its_report_with_seeds_and_episode_rows(tmp_path):
     assert alone == [rows[2]]  # an episode replays alone from its seed
 
 
+def test_eval_that_cannot_write_its_report_still_returns_and_says_so(tmp_path, capsys):
+    _train(tmp_path, "test_go_right", 60)
+    (tmp_path / "eval").write_text("in the way")  # the report's folder cannot be made
+    result = evaluate(str(tmp_path), episodes=1, env_fn=ReasonEnv, show=True)
+    out, err = capsys.readouterr()
+    assert result["episodes"] == 1 and "success_rate" in out and "results ->" not in out
+    assert err.count("\n") == 1 and f"could not write {tmp_path / 'eval'}" in err
+
+
 def cardreamer(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CARDREAMER_ALLOCATOR": "system"}
     return subprocess.run([sys.executable, "-m", "cardreamer.cli", *args], cwd=cwd, env=env, capture_output=True,
