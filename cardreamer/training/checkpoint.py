@@ -1,5 +1,5 @@
 """Checkpoints in ``<logdir>/checkpoints/<step>/``: the backbone's state (``agent.npz``) and the
-loop's counters (``counters.json``).
+loop's counters (``counters.json``) and the observation and action layout (``layout.json``).
 
 The backbone state is plain arrays plus a JSON manifest in one ``.npz`` read with
 ``allow_pickle=False``: loading a checkpoint never runs code from it. Each checkpoint is written
@@ -18,11 +18,13 @@ import warnings
 import zipfile
 from collections.abc import Callable
 
+import gymnasium as gym
 import numpy as np
 
 from cardreamer.atomic import atomic_output, write_atomic
 
 AGENT_FILE = "agent.npz"
+LAYOUT_FILE = "layout.json"
 LEGACY_AGENT_FILE = "agent.pkl"
 _MANIFEST = "__manifest__"
 
@@ -90,7 +92,38 @@ def resolve(path: str) -> tuple[str, str]:
                             f"(with counters.json and {AGENT_FILE})")
 
 
-def save_checkpoint(logdir: str, step: int, save_agent: Callable[[str], None], counters: dict, keep: int) -> str:
+def space_layout(obs_space: gym.spaces.Dict, act_space: gym.Space) -> dict[str, dict[str, str]]:
+    """What a backbone's state depends on besides its config: each observation key's and the
+    action's space type, shape and dtype (and the number of discrete actions)."""
+
+    def describe(space: gym.Space) -> str:
+        n = f", n={int(space.n)}" if isinstance(space, gym.spaces.Discrete) else ""
+        return f"{type(space).__name__}(shape={tuple(space.shape or ())}, dtype={space.dtype}{n})"
+
+    return {"observation": {k: describe(s) for k, s in obs_space.spaces.items()}, "action": {"action": describe(act_space)}}
+
+
+def check_layout(folder: str, layout: dict, where: str) -> None:
+    """Refuse (CheckpointError) a checkpoint whose recorded layout (see :func:`space_layout`) differs
+    from ``layout``, naming the first difference; a checkpoint without a layout is not checked here."""
+    path = os.path.join(folder, LAYOUT_FILE)
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: not readable ({error})") from None
+    for part, here in layout.items():
+        there = saved.get(part, {}) if isinstance(saved, dict) else {}
+        for key in sorted(set(here) | set(there)):
+            if here.get(key) != there.get(key):
+                raise CheckpointError(f"{where}: {part} {key!r} is {there.get(key) or 'absent'} in the checkpoint, "
+                                      f"{here.get(key) or 'absent'} here (a different {part} layout)")
+
+
+def save_checkpoint(logdir: str, step: int, save_agent: Callable[[str], None], counters: dict, keep: int,
+                    layout: dict | None = None) -> str:
     root = os.path.join(logdir, "checkpoints")
     os.makedirs(root, exist_ok=True)
     final = os.path.join(root, f"{int(step):012d}")
@@ -100,6 +133,8 @@ def save_checkpoint(logdir: str, step: int, save_agent: Callable[[str], None], c
     try:
         save_agent(os.path.join(tmp, AGENT_FILE))
         write_atomic(os.path.join(tmp, "counters.json"), json.dumps(counters))
+        if layout is not None:
+            write_atomic(os.path.join(tmp, LAYOUT_FILE), json.dumps(layout))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: keep the previous checkpoints whole
         raise

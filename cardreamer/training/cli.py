@@ -4,6 +4,7 @@
     cardreamer train --task CartPole-v1 --size tiny --steps 20000 --logdir runs/cartpole
     cardreamer train --task right_turn_simple --size cpu --logdir runs/rt --model.batch_size=8
     cardreamer train --import my_backbones --backbone mine --task CartPole-v1 --logdir runs/mine
+    cardreamer train --task right_turn_hard --from-checkpoint runs/rt --logdir runs/rt-hard
     cardreamer eval --logdir runs/rt --episodes 20 --json results.json
 """
 
@@ -40,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--eval-episodes", type=int)
     train.add_argument("--serve", action="store_true", help="start the visualizer and publish metrics and frames to it")
     train.add_argument("--pretrain-data", help="a dataset folder from `cardreamer collect` to pre-train on first")
+    train.add_argument("--from-checkpoint", metavar="PATH",
+                       help="start a fresh run from another run's checkpoint (its run dir: the newest; or "
+                            "<run>/checkpoints/<step>), e.g. to fine-tune on another task; ignored once this "
+                            "run has checkpoints of its own")
+    train.add_argument("--from-checkpoint-parts", metavar="PARTS",
+                       help="what to take from it, comma-separated: agent (the backbone's state: weights and "
+                            "optimizer), replay (default: agent)")
     train.set_defaults(func=run_train, fast_allocator=True)
 
     evaluate = subparsers.add_parser("eval", help="evaluate a trained backbone")
@@ -47,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--checkpoint", help="a checkpoint folder, logdir/checkpoints/<step>")
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--json", nargs="?", const="-", help="write the results as JSON to this file ('-': stdout)")
+    evaluate.add_argument("--seed", type=int, help="seed of the first episode; episode i uses SEED+i "
+                                                   "(default: the run's seed + 20000)")
     evaluate.add_argument("--policy", choices=("sample", "greedy"),
                           help="sample actions (the default, as DreamerV3 does) or take the policy's mode")
     evaluate.set_defaults(func=run_eval, fast_allocator=True)
@@ -64,6 +74,10 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
         overrides.append("run.serve=true")
     if getattr(args, "pretrain_data", None):
         overrides.append(f"run.pretrain_data={args.pretrain_data}")
+    if getattr(args, "from_checkpoint", None):
+        overrides.append(f"run.from_checkpoint={os.path.abspath(os.path.expanduser(args.from_checkpoint))}")
+    if getattr(args, "from_checkpoint_parts", None):
+        overrides.append(f"run.from_checkpoint_parts={args.from_checkpoint_parts}")
     known = config_keys(args.backbone)
     env_overrides = []
     for item in getattr(args, "overrides", []):
@@ -152,7 +166,7 @@ def run_eval(args: argparse.Namespace) -> int:
     use_compilation_cache()
     try:
         evaluate(args.logdir or args.checkpoint, args.episodes, json_path=args.json, show=args.json != "-",
-                 policy=args.policy)
+                 seed=args.seed, policy=args.policy, progress=True)
     except CheckpointError as error:
         print(f"cardreamer: error: {error}", file=sys.stderr)
         return 2

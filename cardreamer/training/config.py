@@ -31,6 +31,9 @@ from .protocol import BackboneSpec, Preset, backbone_spec
 
 CONFIG_VERSION = 2
 DEFAULT_BACKBONE = "dreamerv3"
+CHECKPOINT_PARTS = ("agent", "replay")
+"""What ``run.from_checkpoint`` can take from another run: the backbone's saved state (weights and
+optimizer, one file) and the replay."""
 
 
 class _Settings(BaseModel):
@@ -72,6 +75,17 @@ class RunSettings(_Settings):
     progress: bool = True
     pretrain_data: str = ""  # a dataset from `cardreamer collect`: fills the replay of a fresh run
     pretrain_updates: int = Field(1000, ge=0)  # updates on that data before collection starts
+    from_checkpoint: str = ""  # another run dir (its newest checkpoint) or checkpoint folder a fresh run starts from
+    from_checkpoint_parts: str = "agent"  # what it takes: agent (the backbone's state), replay; comma-separated
+
+    @field_validator("from_checkpoint_parts")
+    @classmethod
+    def _parts(cls, parts: str) -> str:
+        names = [p.strip() for p in parts.split(",") if p.strip()]
+        wrong = [p for p in names if p not in CHECKPOINT_PARTS]
+        if wrong or "agent" not in names:
+            raise ValueError(f"expected a comma-separated list of {', '.join(CHECKPOINT_PARTS)} that holds agent; got {parts!r}")
+        return ",".join(dict.fromkeys(names))
 
 
 class ReplaySettings(_Settings):

@@ -1,12 +1,19 @@
-"""Evaluate a trained backbone: success, collision, speed, route completion and return."""
+"""Evaluate a trained backbone: success, collision, speed, route completion and return.
+
+Episode ``i`` starts from ``reset(seed=seed + i)``, so each can be replayed alone; the results (the
+summary, the seeds and one row per episode) are written to ``<logdir>/eval/<checkpoint-step>.json``
+(the latest evaluation of that checkpoint).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 
 from rich.console import Console
 from rich.table import Table
+from tqdm import tqdm
 
 from cardreamer.atomic import write_atomic
 from cardreamer.config_loading import ConfigError
@@ -14,16 +21,20 @@ from cardreamer.config_loading import ConfigError
 from . import checkpoint
 from .config import apply_overrides, load_config
 from .envs import EnvFn, default_env_fn, make_vector_env
-from .loop import run_episodes, summarize
+from .loop import EPISODE_KEYS, run_episodes, summarize
 from .protocol import make_backbone
 
 
 def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_path: str | None = None,
-             show: bool = True, seed: int | None = None, policy: str | None = None) -> dict:
+             show: bool = True, seed: int | None = None, policy: str | None = None,
+             progress: bool = False) -> dict:
     """Run ``episodes`` evaluation episodes of a logdir's newest checkpoint (or a given checkpoint
-    folder) and return the summary; print it as a table when ``show``; write JSON to ``json_path``.
-    ``policy`` ('sample' or 'greedy') overrides the run's ``model.eval_policy``. The plugin modules
-    the run recorded are imported first (see :func:`.config.load_config`)."""
+    folder), write the results to the run's ``eval/<checkpoint-step>.json`` and return them; print
+    them as a table when ``show``, also write them to ``json_path`` ('-': stdout); ``progress``
+    shows a bar with success so far and an ETA. Episode ``i`` is seeded ``seed + i`` (default seed:
+    the run's seed + 20000). ``policy`` ('sample' or 'greedy') overrides the run's
+    ``model.eval_policy``. The plugin modules the run recorded are imported first (see
+    :func:`.config.load_config`)."""
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     logdir, _ = checkpoint.resolve(path)
@@ -33,26 +44,53 @@ def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_pa
             raise ConfigError(f"--policy {policy}: backbone {config.backbone!r} has no eval policy setting "
                               f"(model.eval_policy)")
         config = apply_overrides(config, {"model": {"eval_policy": policy}})
+    seeds = [(config.seed + 20_000 if seed is None else seed) + i for i in range(episodes)]
     envs = make_vector_env(env_fn or default_env_fn(config), 1, False, config.env.image_size)
     try:
         agent = make_backbone(config.backbone, envs.single_observation_space, envs.single_action_space, config)
         ckpt = checkpoint.restore(path, agent.load)
-        results, _ = run_episodes(agent, envs, episodes, "eval", config.seed + 20_000 if seed is None else seed)
+        rows = _play(agent, envs, seeds, progress)
         policy = getattr(agent, "eval_policy", None)  # a backbone may say how it acts in 'eval' mode
     finally:
         envs.close()
     summary = {"checkpoint": ckpt, "task": config.env.task, "backbone": config.backbone,
-               "policy": policy, **summarize(results),
-               "per_episode": results}
+               "policy": policy, **summarize(rows), "seeds": seeds, "per_episode": rows}
+    text = json.dumps(summary, indent=2)
+    report = os.path.join(logdir, "eval", os.path.basename(ckpt) + ".json")
+    try:
+        write_atomic(report, text)
+    except OSError as error:  # e.g. a read-only copy of a run: the results are still shown
+        print(f"cardreamer: warning: could not write {report} ({error.strerror or error})", file=sys.stderr)
+        report = None
     if show:
         print_summary(summary)
-    if json_path:
-        text = json.dumps(summary, indent=2)
-        if json_path == "-":
-            print(text)
-        else:
-            write_atomic(json_path, text)
+        if report:
+            print(f"results -> {report}")
+    if json_path == "-":
+        print(text)
+    elif json_path:
+        write_atomic(json_path, text)
     return summary
+
+
+def _play(agent, envs, seeds: list[int], progress: bool) -> list[dict]:
+    """One episode from each seed; its row holds the seed, return, length and the driving metrics
+    (None where the env reports none)."""
+    rows: list[dict] = []
+    bar = tqdm(seeds, desc="eval", unit="episode", disable=not progress, dynamic_ncols=True)
+    for episode_seed in bar:
+        (episode,), _ = run_episodes(agent, envs, 1, "eval", episode_seed)
+        row = {"seed": episode_seed, "return": episode["return"], "length": episode["length"]}
+        for key in EPISODE_KEYS:
+            value = episode.get(key)
+            row[key] = bool(value) if key in ("success", "collision") and value is not None else value
+        row["terminal_reason"] = episode.get("terminal_reason")
+        rows.append(row)
+        successes = [r["success"] for r in rows if r["success"] is not None]
+        if successes:
+            bar.set_postfix(success=f"{sum(successes)}/{len(rows)}")
+    bar.close()
+    return rows
 
 
 def print_summary(summary: dict) -> None:

@@ -5,6 +5,9 @@ Run-directory layout (DreamerV3 style)::
 
     logdir/config.yaml  metrics.jsonl  scores.jsonl  checkpoints/<step>/  replay/  videos/
 
+A fresh run may start from another run's checkpoint (``run.from_checkpoint``, for fine-tuning or
+transfer to another task): its backbone state and optionally its replay; counters start at zero.
+
 Checkpoints are written every ``run.save_every`` seconds and ``run.save_every_steps`` env steps,
 at the end, and on SIGINT/SIGTERM, after which the run stops; running the same command resumes.
 On resume, log rows past the restored checkpoint are dropped, so every log stays monotone.
@@ -30,7 +33,7 @@ from cardreamer.atomic import atomic_output
 from cardreamer.plugins import imported_modules
 
 from . import checkpoint
-from .config import TrainingConfig, apply_overrides, make_config
+from .config import TrainingConfig, apply_overrides, load_config, make_config
 from .envs import EnvFn, StandardObs, default_env_fn, make_vector_env
 from .logger import Logger, make_publisher
 from .protocol import batch_shape, make_backbone
@@ -96,6 +99,9 @@ class Collector:
         self.is_last = ~restarted & (terminated | truncated)
         for i in np.flatnonzero(self.is_last):
             self.end_info[i] = _info_at(info, int(i))
+            reason = info.get("terminal_reason")
+            if reason is not None and info.get("_terminal_reason", np.ones(len(reason), bool))[i]:
+                self.end_info[i]["terminal_reason"] = str(reason[i])
         return steps, finished
 
 
@@ -128,7 +134,7 @@ def summarize(episodes: list[dict]) -> dict[str, float | None]:
     out["return_std"] = float(np.std(returns)) if returns else None
     out["length"] = float(np.mean([e["length"] for e in episodes])) if episodes else None
     for key in EPISODE_KEYS:
-        values = [e[key] for e in episodes if key in e]
+        values = [e[key] for e in episodes if e.get(key) is not None]
         name = f"{key}_rate" if key in ("success", "collision") else key
         out[name] = float(np.mean(values)) if values else None
     return out
@@ -158,9 +164,11 @@ def video_keys(obs_space: gym.spaces.Dict) -> tuple[str, ...]:
 
 class Trainer:
     """One training run: collection, replay, updates at the train ratio, reports, evaluations,
-    logs and checkpoints. ``run()`` resumes from the run directory's newest checkpoint."""
+    logs and checkpoints. ``run()`` resumes from the run directory's newest checkpoint; a run without
+    one starts from ``start`` (see :func:`starting_checkpoint`) if given."""
 
-    def __init__(self, config: TrainingConfig, logdir: str, env_fn: EnvFn, envs: gym.vector.VectorEnv, publisher):
+    def __init__(self, config: TrainingConfig, logdir: str, env_fn: EnvFn, envs: gym.vector.VectorEnv, publisher,
+                 start: tuple[str, str] | None = None):
         self.config, self.logdir, self.env_fn, self.envs = config, logdir, env_fn, envs
         self.run_cfg = config.run
         self.agent = make_backbone(config.backbone, envs.single_observation_space, envs.single_action_space, config)
@@ -172,10 +180,13 @@ class Trainer:
                              config.replay.chunk_size, config.replay.online, config.seed,
                              latents=getattr(self.agent, "replay_latents", {}) if self.context else {})
         self.counters = {"env_steps": 0, "updates": 0, "episodes": 0, "next_eval": self.run_cfg.eval_every}
+        self.layout = checkpoint.space_layout(envs.single_observation_space, envs.single_action_space)
         loaded = checkpoint.load_latest(logdir, self.agent.load)
         if loaded:
             self.counters.update(loaded[1])
             self.replay.load(os.path.join(logdir, "replay"))
+        elif start is not None:
+            self._start_from(*start)
         self.pretrain_updates = 0
         if not loaded and self.run_cfg.pretrain_data:
             self._fill_from_dataset(self.run_cfg.pretrain_data)
@@ -190,6 +201,13 @@ class Trainer:
         self.last_eval: dict = {}
         self.eval_envs: gym.vector.VectorEnv | None = None
         self.stop_signal: str | None = None  # set by SIGINT/SIGTERM: save and stop
+
+    def _start_from(self, source_dir: str, folder: str) -> None:
+        """Start this fresh run from another run's checkpoint ``folder`` (counters start at zero): the
+        backbone's state and, if ``run.from_checkpoint_parts`` says so, the replay of ``source_dir``."""
+        checkpoint.load_checkpoint(folder, self.agent.load)
+        if "replay" in self.run_cfg.from_checkpoint_parts.split(","):
+            self.replay.adopt(os.path.join(source_dir, "replay"))
 
     def _fill_from_dataset(self, path: str) -> None:
         """Put a collected dataset's episodes into the replay, observations standardised as the
@@ -277,8 +295,9 @@ class Trainer:
         for env, episode in finished:
             self.counters["episodes"] += 1
             self.recent.append(episode)
-            self.logger.score(self.counters["env_steps"], {f"episode/{k}": v for k, v in episode.items()})
-            self.logger.episode(episode, env)
+            numbers = {k: v for k, v in episode.items() if k != "terminal_reason"}
+            self.logger.score(self.counters["env_steps"], {f"episode/{k}": v for k, v in numbers.items()})
+            self.logger.episode(numbers, env)
 
     def _train(self) -> None:
         """Updates so that replayed steps per env step match the train ratio."""
@@ -326,11 +345,32 @@ class Trainer:
     def save(self) -> None:
         self.replay.save(os.path.join(self.logdir, "replay"))
         checkpoint.save_checkpoint(self.logdir, self.counters["env_steps"], self.agent.save, self.counters,
-                                   self.run_cfg.keep_checkpoints)
+                                   self.run_cfg.keep_checkpoints, self.layout)
 
     def close(self) -> None:
         if self.eval_envs is not None:
             self.eval_envs.close()
+
+
+def starting_checkpoint(config: TrainingConfig, logdir: str, layout: dict) -> tuple[str, str] | None:
+    """(run dir, checkpoint folder) of ``run.from_checkpoint`` for a run in ``logdir`` without
+    checkpoints of its own, else None. Refuses (CheckpointError) one of another backbone, size or
+    observation/action ``layout``, naming the difference."""
+    path = config.run.from_checkpoint
+    if not path or checkpoint.checkpoint_dirs(logdir):
+        return None
+    where = f"run.from_checkpoint={path}"
+    try:
+        source_dir, folder = checkpoint.resolve(path)
+    except FileNotFoundError as error:
+        raise checkpoint.CheckpointError(f"{where}: {error}") from None
+    source = load_config(os.path.join(source_dir, "config.yaml"))
+    for key in ("backbone", "size"):
+        there, here = getattr(source, key), getattr(config, key)
+        if there != here:
+            raise checkpoint.CheckpointError(f"{where}: {key} {there!r} in that run, {here!r} in this one")
+    checkpoint.check_layout(folder, layout, where)
+    return source_dir, folder
 
 
 def train(config: TrainingConfig | Mapping, env_fn: EnvFn | None = None, publisher=None) -> dict:
@@ -344,15 +384,17 @@ def train(config: TrainingConfig | Mapping, env_fn: EnvFn | None = None, publish
     if not config.logdir:
         raise ValueError("logdir is empty: pass --logdir or set logdir in the config")
     logdir = os.path.abspath(os.path.expanduser(config.logdir))
-    os.makedirs(logdir, exist_ok=True)
-    _write_config(logdir, config)
     env_fn = env_fn or default_env_fn(config)
     own_publisher = publisher is None
     publisher = publisher or make_publisher(config, os.path.basename(logdir))
     envs = make_vector_env(env_fn, config.env.num_envs, config.env.parallel, config.env.image_size)
     trainer = None
     try:
-        trainer = Trainer(config, logdir, env_fn, envs, publisher)
+        layout = checkpoint.space_layout(envs.single_observation_space, envs.single_action_space)
+        start = starting_checkpoint(config, logdir, layout)  # refused before anything is written
+        os.makedirs(logdir, exist_ok=True)
+        _write_config(logdir, config)
+        trainer = Trainer(config, logdir, env_fn, envs, publisher, start)
         with _stop_on_signals(trainer):
             return trainer.run()
     finally:

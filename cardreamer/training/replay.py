@@ -223,6 +223,12 @@ class Replay:
         while self.stored > self.capacity:
             self._evict()
 
+    def adopt(self, folder: str) -> None:
+        """Load another run's replay as this one's own: its chunks are written by the next ``save``."""
+        self.load(folder)
+        self.dirty |= set(self.chunks)
+        self.latent_dirty |= set(self.chunks)
+
 
 def _write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
     with atomic_output(path) as f:
