@@ -9,6 +9,18 @@ import pytest
 from carla_towns import carla_town_path
 
 
+@pytest.fixture(autouse=True)
+def _plugins_imported_by_this_test_only():
+    """Forget the plugin modules a test imported: a run directory records the modules its process
+    imported, and a later test's run must not record (and fail to re-import) another test's."""
+    from cardreamer import plugins
+
+    before = dict(plugins._loaded)
+    yield
+    plugins._loaded.clear()
+    plugins._loaded.update(before)
+
+
 @pytest.fixture(scope="session")
 def carla_maps_dir() -> Path:
     return carla_town_path("Town04").parent

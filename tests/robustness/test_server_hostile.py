@@ -125,7 +125,7 @@ def test_a_history_only_published_live_outlives_its_publisher(server):
     time.sleep(2.5)  # two polls of the logdir: a history in the logdir would be dropped by now
     viewer = Client(server["base"], VIEW)
     viewer.client.emit("join", {"run": "drive-session"}, namespace=VIEW)
-    assert viewer.next_of("history")["episodes"] == [{"return": 4.0, "env": 0}]
+    assert viewer.next_of("history")["episodes"] == [{"return": 4.0, "env": 0, "kind": "train", "id": 0}]
     viewer.close()
 
 

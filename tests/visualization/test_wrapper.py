@@ -105,7 +105,7 @@ def test_the_old_display_section_is_refused_in_one_line_naming_its_replacements(
 
 def test_a_task_file_with_the_old_display_section_is_refused_at_its_line(tmp_path):
     task = tmp_path / "watched.yaml"
-    task.write_text((ROOT / "tasks" / "wpt.yaml").read_text().replace("env:\n", "env:\n  display: {enable: true}\n", 1))
+    task.write_text((ROOT / "cardreamer" / "tasks" / "wpt.yaml").read_text().replace("env:\n", "env:\n  display: {enable: true}\n", 1))
     line = task.read_text().splitlines().index("  display: {enable: true}") + 1
     with pytest.raises(ConfigError, match=rf"^{task}:{line}:3: env.display: removed: .*LiveDisplay"):
         build_config(task)
