@@ -86,7 +86,7 @@ class BirdeyeConfig(HandlerConfig):
     waypoint_width: float = Field(0.8, gt=0, description="metres")
     antialias: bool = Field(False, description="smooth edges (slower; for human viewers)")
     show_ids: bool = False
-    motion_trail: float = Field(0.0, ge=0, description="seconds of motion drawn behind each vehicle (0: none)")
+    motion_trail: float = Field(1.0, ge=0, description="seconds of motion drawn behind each vehicle (0: none)")
     motion_trail_boxes: int = Field(3, ge=1, description="dimmed boxes that draw the motion trail")
     raster_pixels_per_meter: float | None = Field(None, gt=0, description="default: the image's, at most 4")
 
@@ -269,30 +269,41 @@ class BirdeyeHandler(Handler):
         if len(rows):
             cv2.fillPoly(frame.image, frame.boxes[rows], COLORS[color], lineType=self.line_type, shift=SHIFT)
 
-    def _draw_trails(self, frame: _Frame, rows: np.ndarray, color: str) -> None:
-        """Dimmed boxes where each vehicle was up to ``motion_trail`` seconds ago at its current velocity.
+    def _draw_trails(self, frame: _Frame, groups: list[tuple[np.ndarray, str]]) -> None:
+        """Dimmed boxes where each vehicle was up to ``motion_trail`` seconds ago at its current velocity,
+        for each (rows, colour) group, under every vehicle's box.
 
         One frame then shows every vehicle's speed and direction (the ego's own included), which
         a single view otherwise hides: the ego never moves in its own image."""
-        if not self.config.motion_trail or not len(rows):
+        groups = [(rows, color) for rows, color in groups if len(rows)]
+        if not self.config.motion_trail or not groups:
             return
-        v = frame.vehicles
-        n = self.config.motion_trail_boxes
-        for k in range(n, 0, -1):  # oldest first, so newer boxes cover it
-            lag = self.config.motion_trail * k / n
-            corners = box_corners_complex(v.xy[rows] - lag * v.velocity[rows], v.yaw[rows], v.extent[rows],
-                                          frame.to_image)
-            boxes = np.rint(complex_to_xy(corners) * ONE).astype(np.int32)
-            cv2.fillPoly(frame.image, boxes, COLORS[color], lineType=self.line_type, shift=SHIFT)
+        v, n = frame.vehicles, self.config.motion_trail_boxes
+        rows = np.concatenate([group_rows for group_rows, _ in groups])
+        lags = self.config.motion_trail * np.arange(n, 0, -1) / n  # oldest first, so newer boxes cover it
+        xy = v.xy[rows][None] - lags[:, None, None] * v.velocity[rows][None]
+        corners = box_corners_complex(xy.reshape(-1, 2), np.tile(v.yaw[rows], n), np.tile(v.extent[rows], (n, 1)),
+                                      frame.to_image)
+        boxes = np.rint(complex_to_xy(corners) * ONE).astype(np.int32).reshape(n, len(rows), 4, 2)
+        for lag in range(n):  # one fill per lag and colour: fillPoly leaves overlaps of one call unfilled
+            start = 0
+            for group_rows, color in groups:
+                cv2.fillPoly(frame.image, boxes[lag, start:start + len(group_rows)], COLORS[color],
+                             lineType=self.line_type, shift=SHIFT)
+                start += len(group_rows)
 
     def _draw_ego_vehicle(self, world: World, ego_id: int, frame: _Frame) -> None:
         rows = np.array([frame.ego_row])
-        self._draw_trails(frame, rows, "ego_trail")
+        trails = [(rows, "ego_trail")]
+        if "background_vehicles" in self.entities:  # all trails under all boxes: a close leader's trail
+            trails.append((np.flatnonzero(frame.in_view & frame.visible), "background_trail"))  # not over the ego
+        self._draw_trails(frame, trails)
         self._fill_boxes(frame, rows, "ego_vehicle")
 
     def _draw_background_vehicles(self, world: World, ego_id: int, frame: _Frame) -> None:
         shown = frame.in_view & frame.visible
-        self._draw_trails(frame, np.flatnonzero(shown), "background_trail")
+        if "ego_vehicle" not in self.entities:
+            self._draw_trails(frame, [(np.flatnonzero(shown), "background_trail")])
         self._fill_boxes(frame, np.flatnonzero(shown), "background_vehicles")
         if self.config.color_by_visibility:
             self._fill_boxes(frame, np.flatnonzero(frame.in_view & ~frame.visible), "hidden_vehicles")

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
+from cardreamer.config import build_config
+from cardreamer.observer.birdeye import BirdeyeConfig
 from cardreamer.cli import main
 from cardreamer.training.envs import make_task_env
 from cardreamer.training.experiment import PALETTE, load_experiment, plan, train_config
@@ -226,11 +228,12 @@ def test_shipped_experiments_validate_and_dry_run_every_variant_and_seed(tmp_pat
         spec = load_experiment(path).spec
         assert (spec.size, spec.steps, len(spec.seeds), spec.eval.every, spec.eval.episodes,
                 spec.eval.final_episodes) == ("cpu", 100_000, 2, 10_000, 10, 50)
-        for variant in spec.variants:
-            enabled = next(o for o in variant.overrides if o.startswith("env.observation.enabled="))
-            for name in enabled.split("=", 1)[1].strip("[]").split(","):
-                if name.startswith("birdeye"):
-                    assert f"env.observation.{name}.motion_trail=1.0" in variant.overrides, (path.name, variant.name)
+        for variant in spec.variants:  # every bird's-eye view a study trains on draws 1 s motion trails
+            config, _ = build_config(variant.task or spec.task, list(variant.overrides))
+            for name in config.env.observation["enabled"]:
+                entry = config.env.observation[name]
+                if entry.get("handler", name) == "birdeye":
+                    assert BirdeyeConfig.model_validate(entry).motion_trail == 1.0, (path.name, variant.name, name)
         assert main(["experiment", "run", str(path), "--dry-run", "--root", str(tmp_path / path.stem)]) == 0
         lines = capsys.readouterr().out.splitlines()
         trains = [line for line in lines if line.startswith(f"{sys.executable} -m cardreamer.cli train ")]
