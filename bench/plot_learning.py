@@ -1,0 +1,37 @@
+"""Plot the eval success curves of training runs, one colour per task, from their scores.jsonl.
+
+    python bench/plot_learning.py docs/learning_runs/*_trail_ent3e4_s* --out docs/img/learning/success_curves.png
+
+A run directory's task is read from its config.yaml (``env.task``); the runs of one task are its
+seeds (thin lines) and their mean (thick), as ``cardreamer experiment report`` draws variants.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import yaml
+
+from cardreamer.atomic import atomic_output
+from cardreamer.training.experiment import RunResult, plot_success, success_curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories (config.yaml and scores.jsonl)")
+    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--title", default="eval success rate, 10 sampled episodes per evaluation")
+    args = parser.parse_args()
+    results: dict[str, list[RunResult]] = {}
+    for run in sorted(args.runs):
+        task = yaml.safe_load((run / "config.yaml").read_text())["env"]["task"]
+        results.setdefault(task, []).append(RunResult(run=None, final={}, curve=success_curve(run / "scores.jsonl")))
+    ok, png = cv2.imencode(".png", plot_success(results, args.title))
+    with atomic_output(str(args.out), "wb") as f:
+        f.write(png.tobytes())
+    print(f"wrote {args.out}: {', '.join(f'{t} ({len(r)})' for t, r in results.items())}")
+
+
+if __name__ == "__main__":
+    main()
