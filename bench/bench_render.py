@@ -50,7 +50,12 @@ def main() -> None:
     parser.add_argument("--radius", type=float, default=60.0)
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--motion-trail", type=float, default=None,
+                        help="seconds of motion trail for every bird's-eye view (default: the views' own, 1 s)")
     args = parser.parse_args()
+    observations = {name: {**config, "motion_trail": args.motion_trail}
+                    if args.motion_trail is not None and config.get("handler", name) == "birdeye" else config
+                    for name, config in DEFAULT_OBSERVATIONS.items()}
 
     road_map = scenes.load_town("Town04")
     start = time.process_time()
@@ -67,12 +72,12 @@ def main() -> None:
     in_bev = int(np.sum(np.hypot(*(v.xy - v.xy[v.row(ego)]).T) < 36.0)) - 1
     print(f"{len(v.ids)} vehicles, {in_bev} within 36 m of the ego\n")
     print(f"{'observation':30s} {'CPU ms':>9s} {'wall ms':>10s}")
-    for name, config in DEFAULT_OBSERVATIONS.items():
+    for name, config in observations.items():
         handler = build_handler(name, config)
         handler.reset(world, ego)
         best, median = per_call(lambda h=handler: h.step(world, ego), args.calls, args.repeats)
         print(f"{name:30s} {best * 1e3:9.3f} {median * 1e3:10.3f}")
-    observer = Observer(DEFAULT_OBSERVATIONS, TYPICAL)
+    observer = Observer(observations, TYPICAL)
     observer.reset(world, ego)
     best, median = per_call(lambda: observer.step(world, ego), args.calls, args.repeats)
     print(f"{'Observer(' + '+'.join(TYPICAL) + ')':30s} {best * 1e3:9.3f} {median * 1e3:10.3f}")
