@@ -560,6 +560,9 @@ class Snapshot:
     def __len__(self) -> int:
         return len(self._actors)
 
+    def find(self, actor_id: int) -> ActorSnapshot | None:
+        return next((a for a in self._actors if a.id == actor_id), None)
+
 
 class StandInWorld:
     def __init__(self, server: StandInServer, town: str | None, xodr: str | None = None):
@@ -789,7 +792,7 @@ class StandInWorld:
         for sensor in self.server.live("sensor."):
             parent = sensor.parent
             if sensor.type_id == "sensor.other.lane_invasion" and parent is not None and parent.id in before:
-                markings = self._crossed_markings(before[parent.id][0], parent.xy)
+                markings = self._crossed_markings(before[parent.id][0], parent.xy, parent.z)
                 if markings:
                     self.crossed[parent.id, frame] = markings
             elif sensor.type_id in ("sensor.camera.rgb", "sensor.lidar.ray_cast") and frame not in self.server.drop_frames:
@@ -815,10 +818,10 @@ class StandInWorld:
             for reading in readings:
                 sensor.emit(reading)
 
-    def _crossed_markings(self, xy_from: np.ndarray, xy_to: np.ndarray) -> list[Any]:
-        """The marking between two driving lanes of one road that the vehicle moved across."""
+    def _crossed_markings(self, xy_from: np.ndarray, xy_to: np.ndarray, z: float) -> list[Any]:
+        """The marking between two driving lanes of one road that the vehicle moved across (at its height)."""
         def waypoint(xy):
-            return self.carla_map.get_waypoint(carla.Location(x=float(xy[0]), y=float(xy[1]), z=0.0))
+            return self.carla_map.get_waypoint(carla.Location(x=float(xy[0]), y=float(xy[1]), z=float(z)))
 
         a, b = waypoint(xy_from), waypoint(xy_to)
         if a is None or b is None or (a.road_id, a.section_id) != (b.road_id, b.section_id) or a.lane_id == b.lane_id:

@@ -452,3 +452,23 @@ def test_vectorized_progress_matches_projection_and_never_decreases(town04):
     got = advance_progress(routes, np.array(last), np.array(xy))
     assert got == pytest.approx(expected, abs=1e-6)
     assert np.all(advance_progress(routes, got + 5.0, np.array(xy)) == got + 5.0)  # never backwards
+
+
+def test_map_queries_are_made_at_the_vehicles_height_on_an_overpass(make_world):
+    """Town04's road 39 crosses the four-lane road 47 11 m above it: at z = 0 the map picks the lower deck
+    (x = 16.3) or finds no lane at all (x = 20..28) under a vehicle driving on the upper one."""
+    world = make_world()
+    lower, _, _ = world.road_map.locate(np.array([16.3, 13.2]))
+    upper, _, _ = world.road_map.locate(np.array([16.3, 13.2]), z=11.0)
+    assert (world.road_map.lanes[lower].key[0], world.road_map.lanes[upper].key[0]) == (47, 39)
+    ego = world.spawn_vehicle(Pose(32.0, 13.21, np.pi), role="ego")  # on the overpass, driving towards -x
+    world.apply_control(ego, carla.VehicleControl(throttle=1.0))
+    passed = []
+    for _ in range(200):
+        world.tick()
+        x = float(world.vehicles().xy[0, 0])
+        passed.append(x)
+        assert not world.is_off_road(ego), f"off road at x = {x:.1f} on the overpass"
+        if x < 17.0:
+            break
+    assert min(passed) < 20.0 < max(passed)  # it crossed the stretch where z = 0 finds no lane

@@ -78,6 +78,7 @@ class _Vehicle:
     role: str
     route: Route | None
     behavior: Behavior
+    spawn_z: float        # height of its spawn transform: where it is until a tick's snapshot shows it
     progress: float = 0.0
 
 
@@ -211,8 +212,8 @@ class CarlaWorld(World, SensorWorld):
         if self.road_map is None:
             carla_map = self.world.get_map()
             self.road_map = RoadMap(carla_map, _town_name(carla_map.name) or Path(self.map_request).stem)
-        self.lights = LightTable(self.world, self.road_map)
         self.heights = self.heights or LaneHeights(self.road_map)
+        self.lights = LightTable(self.world, self.road_map, self.heights)
         self.frame = self.world.tick()
         self._snapshot = self.world.get_snapshot()
 
@@ -371,9 +372,9 @@ class CarlaWorld(World, SensorWorld):
         keep = np.ones(len(points.xy), dtype=bool)
         if exclude_near is not None:
             keep &= np.linalg.norm(points.xy - np.asarray(exclude_near, float).reshape(1, 2), axis=1) > exclude_radius
-        occupied = self.vehicles().xy
-        taken_xy = list(occupied)
-        taken_z = [self._ground_z(xy) for xy in occupied]
+        occupied = self.vehicles()
+        taken_xy = list(occupied.xy)
+        taken_z = [self._height(i) for i in occupied.ids.tolist()]
         chosen = []
         for i in self.rng.permutation(np.flatnonzero(keep)):
             if len(chosen) == count:
@@ -428,7 +429,8 @@ class CarlaWorld(World, SensorWorld):
             self.shapes.remember(actors.values())
             for k, actor_id in spawned.items():
                 request, actor = requests[k], actors[actor_id]
-                self._vehicles[actor_id] = _Vehicle(actor, request.role, request.route, request.behavior)
+                self._vehicles[actor_id] = _Vehicle(actor, request.role, request.route, request.behavior,
+                                                    self._spawn_height(request))
                 self._pending[actor_id] = (request.pose, request.speed, self.shapes.shapes[actor_id])
                 if request.role == "ego":
                     for sensor_id in self.events.attach(self.world, actor):
@@ -443,7 +445,7 @@ class CarlaWorld(World, SensorWorld):
         pose, speed = request.pose, request.speed
         self._blueprint.set_attribute("role_name", "hero" if request.role == "ego" else "autopilot")
         transform = pose.to_transform()
-        transform.location.z = self.heights.at(request.lane, request.s) + SPAWN_LIFT
+        transform.location.z = self._spawn_height(request)
         command = SpawnActor(self._blueprint, transform)
         if request.role == "background":
             command = command.then(carla.command.SetAutopilot(carla.command.FutureActor, True, self.tm_port))
@@ -452,15 +454,20 @@ class CarlaWorld(World, SensorWorld):
             command = command.then(carla.command.ApplyTargetVelocity(carla.command.FutureActor, velocity))
         return command
 
+    def _spawn_height(self, request: _SpawnRequest) -> float:
+        return self.heights.at(request.lane, request.s) + SPAWN_LIFT
+
     def _send_route(self, actor: Any, route: Route) -> None:
         s = path_arc_lengths(route)
         set_path(self.tm, actor, route.position(s), self.heights.along(route, s))
 
-    def _ground_z(self, xy: np.ndarray) -> float:
-        """Height of the driving lane under a point (the lane CARLA itself would pick)."""
-        location = carla.Location(x=float(xy[0]), y=float(xy[1]), z=0.0)
-        waypoint = self.road_map.carla_map.get_waypoint(location, lane_type=carla.LaneType.Driving)
-        return float(waypoint.transform.location.z) if waypoint is not None else 0.0
+    def _height(self, actor_id: int) -> float:
+        """The vehicle's height in the last tick's snapshot (its spawn height before it was ticked): map queries
+        at this height match the deck it drives on where roads cross over each other."""
+        actor = self._snapshot.find(actor_id)
+        if actor is not None:
+            return float(actor.get_transform().location.z)
+        return self._vehicles[actor_id].spawn_z
 
     def destroy(self, actor_id: int) -> None:
         self._vehicle(actor_id)
@@ -544,7 +551,7 @@ class CarlaWorld(World, SensorWorld):
                 self.destroy(actor_id)
                 continue
             try:
-                lane, s, _ = self.road_map.locate(xy)
+                lane, s, _ = self.road_map.locate(xy, z=self._height(actor_id))
             except MapError:
                 continue  # off the lanes for a moment (turning); try again next tick
             vehicle.route = random_route(self.road_map, self.rng, lane, s, NEXT_ROUTE_LENGTH)
@@ -584,8 +591,9 @@ class CarlaWorld(World, SensorWorld):
         """Whether the vehicle's centre is off every driving lane."""
         v = self.vehicles()
         x, y = v.xy[v.row(actor_id)]
-        waypoint = self.road_map.carla_map.get_waypoint(carla.Location(x=float(x), y=float(y), z=0.0),
-                                                        project_to_road=False, lane_type=carla.LaneType.Driving)
+        location = carla.Location(x=float(x), y=float(y), z=self._height(actor_id))
+        waypoint = self.road_map.carla_map.get_waypoint(location, project_to_road=False,
+                                                        lane_type=carla.LaneType.Driving)
         return waypoint is None
 
     # ------------------------------------------------------------------ sensors for handlers
