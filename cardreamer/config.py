@@ -160,6 +160,8 @@ class CarlaServer(Strict):
     timeout: PositiveFloat = 10.0
     tm_port: Port = 0  # 0: choose a free port
     launch_command: str | None = None  # "{port}" in it stands for the env's server port
+    restart_client_every: int = Field(1000, ge=0)  # resets; a fresh client (worker) empties libcarla's actor cache
+    restart_server_every: int = Field(0, ge=0)     # resets; relaunch the server (leaks of sensors); needs launch_command
     isolate: bool = True  # the client, its Traffic Manager and sensors in a worker process: a server crash is WorldLost
 
     @model_validator(mode="after")
@@ -168,10 +170,19 @@ class CarlaServer(Strict):
         if last + 2 > 65535:
             raise ValueError(f"servers={self.servers} from port {self.port} every {self.port_stride} reach port "
                              f"{last + 2} (the last server uses P..P+2); the highest is 65535")
+        if self.restart_server_every and not self.launch_command:
+            raise ValueError(f"restart_server_every={self.restart_server_every} needs launch_command, the command "
+                             f"that starts the server again")
         if self.servers > 1 and self.launch_command and "{port}" not in self.launch_command:
             raise ValueError(f"launch_command {self.launch_command!r} has no {{port}}, so all {self.servers} servers "
                              f"would be relaunched on one port; write e.g. '... -carla-rpc-port={{port}}'")
         return self
+
+    def restart_due(self, resets: int) -> tuple[bool, bool]:
+        """(a fresh client, and a relaunched server) before reset number ``resets`` (1, 2, ...)?"""
+        server = bool(self.restart_server_every) and resets % self.restart_server_every == 0
+        client = server or (bool(self.restart_client_every) and resets % self.restart_client_every == 0)
+        return client, server
 
     def ports(self) -> list[int]:
         """The RPC port of each server."""

@@ -395,7 +395,14 @@ class StandInServer:
             raise RuntimeError(self.death)
 
     def client(self, host: str, port: int) -> StandInClient:
-        return StandInClient(self)
+        self.last_client = StandInClient(self)
+        return self.last_client
+
+    def cache(self, actors: list[Actor]) -> list[Actor]:
+        """Remember ``actors`` in the newest client's actor cache, as libcarla's ``CachedActorList`` does for every
+        actor it fetches or spawns: entries of destroyed actors are never dropped (only loading a map clears it)."""
+        self.last_client.actor_cache.update((a.id, a.type_id) for a in actors)
+        return actors
 
     def new_id(self) -> int:
         self.next_id += 1
@@ -411,6 +418,7 @@ class StandInClient:
     def __init__(self, server: StandInServer):
         self.server = server
         self.timeout = 5.0
+        self.actor_cache: dict[int, str] = {}  # id -> type of every actor this client has seen
 
     def set_timeout(self, seconds: float) -> None:
         self.timeout = seconds
@@ -436,6 +444,7 @@ class StandInClient:
             raise RuntimeError(f"map '{name}' not found")
         for actor in list(self.server.actors.values()):
             del self.server.actors[actor.id]
+        self.actor_cache.clear()  # a new episode (Episode::OnEpisodeStarted)
         self.server.world = StandInWorld(self.server, name)
         return self.server.world
 
@@ -621,18 +630,19 @@ class StandInWorld:
     def get_actors(self, actor_ids: list[int] | None = None) -> ActorList:
         self.check()
         if actor_ids is None:
-            return ActorList(self.server.actors.values())
-        return ActorList(self.server.actors[i] for i in actor_ids if i in self.server.actors)
+            return ActorList(self.server.cache(list(self.server.actors.values())))
+        return ActorList(self.server.cache([self.server.actors[i] for i in actor_ids if i in self.server.actors]))
 
     def get_actor(self, actor_id: int) -> Actor | None:
         self.check()
-        return self.server.actors.get(actor_id)
+        actor = self.server.actors.get(actor_id)
+        return self.server.cache([actor])[0] if actor is not None else None
 
     def spawn_actor(self, blueprint: Blueprint, transform: carla.Transform, attach_to: Actor | None = None) -> Actor:
         response = self.execute(SpawnCommand(blueprint, transform, attach_to))
         if response.error:
             raise RuntimeError(response.error)
-        return self.server.actors[response.actor_id]
+        return self.server.cache([self.server.actors[response.actor_id]])[0]
 
     def get_traffic_lights_from_waypoint(self, waypoint: carla.Waypoint, distance: float) -> list[TrafficLight]:
         return []

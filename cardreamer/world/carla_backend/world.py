@@ -155,6 +155,7 @@ class CarlaWorld(World, SensorWorld):
         self._original_settings: carla.WorldSettings | None = None
         self._closed = False
         self._lost = False
+        self._resets = 0
         self.road_map = road_map
         self._spawn_points: SpawnPoints | None = None
         self.heights: LaneHeights | None = None
@@ -265,6 +266,16 @@ class CarlaWorld(World, SensorWorld):
         if not relaunch:  # a relaunched server hands the old ids to its own actors
             self.remove_leftovers(survivors)
 
+    def _fresh_client(self, relaunch: bool) -> None:
+        """Destroy this world's actors and connect with a new client (libcarla's client caches every actor it has
+        seen and never drops one), first relaunching the server when ``relaunch``."""
+        log.info("CARLA world: a fresh client%s after %d resets", " on a relaunched server" * relaunch, self._resets)
+        with self._server_calls("reset"):
+            self._forget_listeners()
+            self._destroy_batch(self._tracked_actor_ids())
+            self._clear_bookkeeping()
+        self.reconnect(relaunch)
+
     def remove_leftovers(self, actor_ids: list[int] | tuple[int, ...]) -> None:
         """Destroy the vehicles and sensors among ``actor_ids`` that an earlier client of this server left behind.
 
@@ -319,6 +330,10 @@ class CarlaWorld(World, SensorWorld):
 
     # ------------------------------------------------------------------ World API: lifecycle
     def reset(self, seed: int) -> None:
+        self._resets += 1
+        fresh_client, relaunch = self.config.restart_due(self._resets)
+        if fresh_client:
+            self._fresh_client(relaunch)
         with self._server_calls("reset"):
             self.sensors.clear()
             self.events.clear()
