@@ -368,6 +368,7 @@ class StandInServer:
         self.lidar_points: np.ndarray | None = None
         self.tick_seconds = 0.0
         self.batches: list[list[Any]] = []  # every command batch received, for inspection
+        self.physics_warnings: list[str] = []  # settings whose physics substeps do not cover the step
         self.epoch = 0
         self.restart()
 
@@ -618,7 +619,14 @@ class StandInWorld:
         self.check()
         self.settings = {"synchronous_mode": settings.synchronous_mode,
                          "fixed_delta_seconds": settings.fixed_delta_seconds or 0.0,
-                         "no_rendering_mode": settings.no_rendering_mode}
+                         "no_rendering_mode": settings.no_rendering_mode, "substepping": settings.substepping,
+                         "max_substep_delta_time": settings.max_substep_delta_time,
+                         "max_substeps": settings.max_substeps}
+        covered = settings.max_substep_delta_time * settings.max_substeps
+        if settings.substepping and (settings.fixed_delta_seconds or 0.0) > covered + 1e-9:
+            # CARLA's condition for substepping (docs: adv_synchrony_timestep): the physics falls behind the step
+            self.server.physics_warnings.append(f"fixed_delta_seconds {settings.fixed_delta_seconds} > "
+                                                f"max_substep_delta_time * max_substeps = {covered}")
         tick_traffic_managers()  # the client's apply_settings ticks every TM of the process, as world.tick does
         return self.frame
 

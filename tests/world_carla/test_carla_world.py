@@ -472,3 +472,15 @@ def test_map_queries_are_made_at_the_vehicles_height_on_an_overpass(make_world):
         if x < 17.0:
             break
     assert min(passed) < 20.0 < max(passed)  # it crossed the stretch where z = 0 finds no lane
+
+
+@pytest.mark.parametrize("dt", [0.05, 0.1, 0.2, 0.5])
+def test_physics_substeps_cover_the_step(make_world, server, dt):
+    """CARLA needs fixed_delta_seconds <= max_substep_delta_time * max_substeps (defaults 0.01 s x 10 = 0.1 s)."""
+    make_world(dt=dt)
+    settings = server.world.get_settings()
+    assert settings.substepping and settings.fixed_delta_seconds == pytest.approx(dt)
+    assert settings.max_substep_delta_time * settings.max_substeps >= dt - 1e-9 and settings.max_substeps <= 16
+    assert server.physics_warnings == []
+    if dt <= 0.1:
+        assert (settings.max_substep_delta_time, settings.max_substeps) == (pytest.approx(0.01), 10)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +65,8 @@ LEVEL_GAP = 3.0             # m of height that separates roads crossing over eac
 LOAD_TIMEOUT = 120.0        # s allowed for loading a map on the server
 ROUTE_END_MARGIN = 3.0      # m before a route's end at which a vehicle counts as arrived
 NEXT_ROUTE_LENGTH = 300.0   # m of a new random route for vehicles whose route ended
+PHYSICS_SUBSTEP = 0.01     # s, CARLA's default and recommended longest physics substep
+MAX_SUBSTEPS = 16          # Unreal Engine's limit on physics substeps per frame
 DEFAULT_MASS = 1800.0       # kg, for an impact on a vehicle whose mass was never read (a car's)
 GENERATION = {"vertex_distance": 2.0, "max_road_length": 50.0, "wall_height": 1.0, "additional_width": 0.6,
               "smooth_junctions": True, "enable_mesh_visibility": True}
@@ -123,6 +126,14 @@ def _load_town(client: Any, town: str) -> Any:
         return world  # already loaded: reloading takes tens of seconds
     log.info("loading %s on the CARLA server", town)
     return client.load_world(town)
+
+
+def substeps(dt: float) -> tuple[float, int]:
+    """(max_substep_delta_time, max_substeps) whose product covers a step of ``dt`` s, as CARLA requires
+    (``fixed_delta_seconds <= max_substep_delta_time * max_substeps``): CARLA's defaults (0.01 s, 10) up to
+    dt = 0.1 s, more substeps up to MAX_SUBSTEPS, then longer ones (coarser physics)."""
+    count = min(MAX_SUBSTEPS, max(10, math.ceil(round(dt / PHYSICS_SUBSTEP, 9))))
+    return max(PHYSICS_SUBSTEP, dt / count), count
 
 
 def clipped_control(control: carla.VehicleControl) -> carla.VehicleControl:
@@ -186,6 +197,8 @@ class CarlaWorld(World, SensorWorld):
             settings = self.world.get_settings()
             settings.synchronous_mode = True
             settings.fixed_delta_seconds = self.dt
+            settings.substepping = True
+            settings.max_substep_delta_time, settings.max_substeps = substeps(self.dt)
             self.world.apply_settings(settings)
             try:
                 self._prepare()
