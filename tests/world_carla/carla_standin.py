@@ -368,7 +368,8 @@ class StandInServer:
         self.lidar_points: np.ndarray | None = None
         self.tick_seconds = 0.0
         self.batches: list[list[Any]] = []  # every command batch received, for inspection
-        self.physics_warnings: list[str] = []  # settings whose physics substeps do not cover the step
+        self.physics_warnings: list[str] = []
+        self.generations = 0  # settings whose physics substeps do not cover the step
         self.epoch = 0
         self.restart()
 
@@ -453,6 +454,9 @@ class StandInClient:
                                  reset_settings: bool = True) -> StandInWorld:
         self.server.check()
         self.server.generated_xodr = opendrive
+        self.server.generations += 1  # meshes generated: tens of seconds on CARLA
+        self.server.actors.clear()    # a new episode, as load_world
+        self.actor_cache.clear()
         self.server.world = StandInWorld(self.server, None, opendrive)
         return self.server.world
 

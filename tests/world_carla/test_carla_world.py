@@ -71,6 +71,11 @@ def test_a_task_xodr_is_generated_on_the_server(make_world, server, carla_maps_d
     world = make_world(str(custom))
     assert server.generated_xodr == custom.read_text()
     assert len(world.road_map.lanes) > 10
+    world.close()
+    again = make_world(str(custom))  # the server has that map already: not generated again
+    again.reconnect(relaunch=False)
+    again.tick()
+    assert server.generations == 1
 
 
 def test_unknown_town_lists_the_server_maps(make_world):

@@ -111,9 +111,12 @@ def load_world(client: Any, map_name_or_xodr: str) -> Any:
             raise MapError(f"map file {path} does not exist")
         if path.stem in towns:
             return _load_town(client, path.stem)
+        opendrive = path.read_text(encoding="utf-8")
+        current = client.get_world()
+        if current.get_map().to_opendrive() == opendrive:
+            return current  # generated already (by an earlier world, or before a reconnect): generating takes long
         log.info("generating a CARLA world from %s", path)
-        return client.generate_opendrive_world(path.read_text(encoding="utf-8"),
-                                               carla.OpendriveGenerationParameters(**GENERATION))
+        return client.generate_opendrive_world(opendrive, carla.OpendriveGenerationParameters(**GENERATION))
     if map_name_or_xodr not in towns:
         raise MapError(f"the CARLA server has no map {map_name_or_xodr!r}; it has {', '.join(towns)} "
                        f"(or give a path to an .xodr file)")
