@@ -108,6 +108,7 @@ class Blueprint:
 BLUEPRINTS = {
     "vehicle.tesla.model3": {"role_name": "autopilot"},
     "vehicle.audi.tt": {"role_name": "autopilot"},
+    "vehicle.standin.offset_box": {"role_name": "autopilot"},  # a stand-in blueprint whose box is not at its origin
     "sensor.other.collision": {"role_name": "front"},
     "sensor.other.lane_invasion": {"role_name": "front"},
     "sensor.camera.rgb": {"image_size_x": "800", "image_size_y": "600", "fov": "90", "sensor_tick": "0.0",
@@ -117,6 +118,10 @@ BLUEPRINTS = {
                               "dropoff_general_rate": "0.45", "dropoff_intensity_limit": "0.8",
                               "dropoff_zero_intensity": "0.4", "sensor_tick": "0.0", "role_name": "front"},
 }
+
+
+BOX_OFFSETS = {"vehicle.standin.offset_box": (0.8, 0.1)}
+"""Bounding-box centre ahead/right of the actor origin (m) by blueprint; CARLA's blueprints differ too."""
 
 
 class BlueprintLibrary:
@@ -160,7 +165,8 @@ class Actor:
 class Vehicle(Actor):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.bounding_box = carla.BoundingBox(carla.Location(x=0.0, y=0.0, z=VEHICLE_EXTENT.z), VEHICLE_EXTENT)
+        dx, dy = BOX_OFFSETS.get(self.type_id, (0.0, 0.0))
+        self.bounding_box = carla.BoundingBox(carla.Location(x=dx, y=dy, z=VEHICLE_EXTENT.z), VEHICLE_EXTENT)
         self.control = carla.VehicleControl()
         self.speed = 0.0
         self.autopilot_port: int | None = None
@@ -529,7 +535,8 @@ def boxes_overlap(a: Actor, b: Actor) -> bool:
     def corners(actor: Actor) -> np.ndarray:
         ex, ey = actor.bounding_box.extent.x, actor.bounding_box.extent.y
         c, s = np.cos(actor.yaw), np.sin(actor.yaw)
-        local = np.array([[ex, ey], [ex, -ey], [-ex, -ey], [-ex, ey]])
+        box = actor.bounding_box.location
+        local = np.array([[ex, ey], [ex, -ey], [-ex, -ey], [-ex, ey]]) + np.array([box.x, box.y])
         return actor.xy + local @ np.array([[c, s], [-s, c]])
 
     ca, cb = corners(a), corners(b)
@@ -682,6 +689,10 @@ class StandInWorld:
             if command.tm_port not in server.traffic_managers:
                 return Response(error=f"no Traffic Manager on port {command.tm_port}")
             actor.autopilot_port = command.tm_port if command.enabled else None
+        elif isinstance(command, carla.command.ApplyTransform):
+            actor.xy = np.array([command.transform.location.x, command.transform.location.y])
+            actor.z = command.transform.location.z
+            actor.yaw = np.radians(command.transform.rotation.yaw)
         elif isinstance(command, carla.command.ApplyTargetVelocity):
             actor.velocity = np.array([command.velocity.x, command.velocity.y])
             actor.speed = float(np.linalg.norm(actor.velocity))

@@ -489,3 +489,17 @@ def test_physics_substeps_cover_the_step(make_world, server, dt):
     assert server.physics_warnings == []
     if dt <= 0.1:
         assert (settings.max_substep_delta_time, settings.max_substeps) == (pytest.approx(0.01), 10)
+
+
+def test_a_vehicle_whose_box_is_off_its_origin_does_not_jump_on_its_first_tick(make_world):
+    """Positions are box centres; a blueprint's box can sit ahead of the actor origin (the stand-in's offset_box
+    blueprint: 0.8 m ahead, 0.1 m right), so the spawn transform must put the origin behind the requested pose."""
+    world = make_world(vehicle_blueprint="vehicle.standin.offset_box")
+    for k in range(2):  # the first vehicle of the blueprint (offset learnt after it spawned) and a later one
+        pose = lane_pose(world, 5.8, 100.0 - 30.0 * k)
+        ego = world.spawn_vehicle(pose, role="ego")
+        before = world.vehicles()
+        assert before.xy[before.row(ego)] == pytest.approx([pose.x, pose.y])
+        world.tick()
+        after = world.vehicles()
+        assert after.xy[after.row(ego)] == pytest.approx([pose.x, pose.y], abs=1e-3)

@@ -23,6 +23,7 @@ import carla
 import numpy as np
 
 from cardreamer.config import CarlaServer
+from cardreamer.geometry import from_ego_frame
 from cardreamer.roadmap import MapError, RoadMap, Route, SpawnPoints, random_route
 from cardreamer.world.api import (
     Behavior,
@@ -170,6 +171,7 @@ class CarlaWorld(World, SensorWorld):
         self._closed = False
         self._lost = False
         self._resets = 0
+        self._box_offset = (0.0, 0.0)  # the blueprint's box centre from its origin, learnt from the first vehicle
         self.road_map = road_map
         self._spawn_points: SpawnPoints | None = None
         self.heights: LaneHeights | None = None
@@ -458,6 +460,7 @@ class CarlaWorld(World, SensorWorld):
             self._destroy_batch([r.actor_id for r in responses if r.error and r.actor_id])
             actors = {a.id: a for a in self.world.get_actors(list(spawned.values()))} if spawned else {}
             self.shapes.remember(actors.values())
+            self._place_boxes(requests, spawned)
             for k, actor_id in spawned.items():
                 request, actor = requests[k], actors[actor_id]
                 self._vehicles[actor_id] = _Vehicle(actor, request.role, request.route, request.behavior,
@@ -472,11 +475,32 @@ class CarlaWorld(World, SensorWorld):
         self._arrays = None
         return results
 
+    def _origin_transform(self, request: _SpawnRequest, offset: tuple[float, float]) -> carla.Transform:
+        """The actor transform that puts a box ``offset`` ahead/right of the origin on the requested pose (the box
+        centre, which is what ``vehicles()`` reports)."""
+        pose = request.pose
+        x, y = from_ego_frame(-np.asarray(offset, float)[None], np.array([pose.x, pose.y]), pose.yaw)[0]
+        transform = Pose(float(x), float(y), pose.yaw).to_transform()
+        transform.location.z = self._spawn_height(request)
+        return transform
+
+    def _place_boxes(self, requests: list[_SpawnRequest], spawned: dict[int, int]) -> None:
+        """Move vehicles spawned with another box offset than their blueprint's (the first of a blueprint, whose box
+        is known only once spawned) so that their box centre is on the requested pose before the first tick."""
+        moves = []
+        for k, actor_id in spawned.items():
+            offset = self.shapes.shapes[actor_id].offset
+            if offset != self._box_offset:
+                moves.append(carla.command.ApplyTransform(actor_id, self._origin_transform(requests[k], offset)))
+        if spawned:
+            self._box_offset = self.shapes.shapes[next(iter(spawned.values()))].offset
+        if moves:
+            self.client.apply_batch_sync(moves, False)
+
     def _spawn_command(self, request: _SpawnRequest) -> Any:
         pose, speed = request.pose, request.speed
         self._blueprint.set_attribute("role_name", "hero" if request.role == "ego" else "autopilot")
-        transform = pose.to_transform()
-        transform.location.z = self._spawn_height(request)
+        transform = self._origin_transform(request, self._box_offset)
         command = SpawnActor(self._blueprint, transform)
         if request.role == "background":
             command = command.then(carla.command.SetAutopilot(carla.command.FutureActor, True, self.tm_port))
