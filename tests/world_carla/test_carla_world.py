@@ -503,3 +503,36 @@ def test_a_vehicle_whose_box_is_off_its_origin_does_not_jump_on_its_first_tick(m
         world.tick()
         after = world.vehicles()
         assert after.xy[after.row(ego)] == pytest.approx([pose.x, pose.y], abs=1e-3)
+
+
+def test_traffic_manager_paths_have_no_point_in_a_junction_and_one_between_any_two(make_world, server):
+    """The TM re-plans a path on its own graph and picks a junction branch by the next point's road: a point inside
+    a junction names a connector road no branch exits on, and a stretch without a point leaves the next branch to
+    chance (LocalizationStage::ImportPath, carla PR #4786)."""
+    from cardreamer.roadmap import random_route
+
+    world = make_world("Town01")
+    road_map, carla_map = world.road_map, server.world.carla_map
+    points = road_map.spawn_points()
+    crossings = 0
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        i = int(rng.integers(len(points.xy)))
+        route = random_route(road_map, rng, int(points.lane[i]), float(points.s[i]), 300.0)
+        vehicle = world.spawn_vehicle(Pose(float(points.xy[i, 0]), float(points.xy[i, 1]), float(points.yaw[i])),
+                                      route=route)
+        path = server.actors[vehicle].path_xyz
+        for x, y, z in path:
+            waypoint = carla_map.get_waypoint(carla.Location(x=x, y=y, z=z))
+            assert not waypoint.is_junction, f"path point ({x:.1f}, {y:.1f}) is inside junction {waypoint.junction_id}"
+        in_junction = np.array([road_map.lanes[int(lane)].is_junction for lane in route.lanes])
+        runs = np.flatnonzero(np.diff(np.concatenate([[0], (~in_junction).astype(int), [0]])))
+        for a, b in zip(runs[::2], runs[1::2]):
+            if a == 0 or b == len(route.lanes):
+                continue  # the stretch it starts on, the one it ends on
+            crossings += 1
+            stretch = route.points[a:b]
+            near = [np.min(np.linalg.norm(stretch - np.array([x, y]), axis=1)) for x, y, _ in path]
+            assert min(near) < 1.0, f"no path point between two junctions on route points {a}..{b}"
+        world.destroy(vehicle)
+    assert crossings >= 3

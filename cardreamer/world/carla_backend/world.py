@@ -513,7 +513,7 @@ class CarlaWorld(World, SensorWorld):
         return self.heights.at(request.lane, request.s) + SPAWN_LIFT
 
     def _send_route(self, actor: Any, route: Route) -> None:
-        s = path_arc_lengths(route)
+        s = path_arc_lengths(route, self.road_map)
         set_path(self.tm, actor, route.position(s), self.heights.along(route, s))
 
     def _height(self, actor_id: int) -> float:
