@@ -68,8 +68,8 @@ def apply_behavior(tm: Any, vehicle: Any, behavior: Behavior) -> None:
 
 
 def path_arc_lengths(route: Route, road_map: RoadMap, spacing: float = PATH_SPACING) -> np.ndarray:
-    """Arc lengths of the path handed to the TM: every ``spacing`` metres outside junctions (the start left out, the
-    end kept), and at least one on every stretch between two junctions.
+    """Arc lengths of the path handed to the TM: every ``spacing`` metres outside junctions (the start left out), at
+    least one on every stretch between two junctions, and the route's end (wherever it is).
 
     The TM re-plans a path on its own waypoint graph (``LocalizationStage::ImportPath``): it follows successors,
     consumes a point once one of its waypoints comes within about 5.5 m, and at a junction takes the branch whose
@@ -77,15 +77,15 @@ def path_arc_lengths(route: Route, road_map: RoadMap, spacing: float = PATH_SPAC
     stretch with no point leaves the next junction's branch to the nearest exit (carla PR #4786).
     """
     in_junction = np.array([road_map.lanes[int(lane)].is_junction for lane in route.lanes])
-    s = np.append(np.arange(spacing, route.length, spacing), route.length)
-    kept = s[~in_junction[np.clip(np.searchsorted(route.s, s, side="right") - 1, 0, len(route.s) - 1)]]
+    s = np.arange(spacing, route.length, spacing)
+    kept = np.append(s[~in_junction[np.clip(np.searchsorted(route.s, s, side="right") - 1, 0, len(route.s) - 1)]],
+                     route.length)
     # stretches outside junctions: [start, end) of each run of points on non-junction lanes
     edges = np.flatnonzero(np.diff(np.concatenate([[0], (~in_junction).astype(int), [0]])))
     ends = np.append(route.s, route.length)
     extra = [(ends[a] + ends[b]) / 2 for a, b in zip(edges[::2], edges[1::2])
              if not np.any((kept >= ends[a]) & (kept <= ends[b])) and ends[b] > spacing / 2]
-    s = np.unique(np.concatenate([kept, extra]))
-    return s if len(s) else np.array([route.length])  # a route inside one junction: its end
+    return np.unique(np.concatenate([kept, extra]))
 
 
 def set_path(tm: Any, vehicle: Any, xy: np.ndarray, z: np.ndarray) -> None:
