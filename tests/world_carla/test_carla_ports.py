@@ -16,13 +16,12 @@ from test_carla_launcher import answering_root, free_port
 from test_carla_worker import kill_soon, process_world  # noqa: F401 - the fixture
 
 import cardreamer.env as env_module
-import cardreamer.world.carla_backend as carla_backend
 from cardreamer.config import CarlaServer, WorldConfig
 from cardreamer.config_loading import ConfigError
 from cardreamer.roadmap import RoadMap
 from cardreamer.training import make_config, train
 from cardreamer.training.envs import RecoverOnReset, make_vector_env
-from cardreamer.world import make_world
+from cardreamer.world import carla_backend, make_world
 from cardreamer.world.api import WorldError, WorldLost
 from cardreamer.world.carla_backend import cli as carla_cli
 from cardreamer.world.carla_backend.world import CarlaWorld
@@ -133,7 +132,7 @@ def test_cli_starts_one_server_per_port(tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert f"answering on 127.0.0.1:{port} (pid" in out and f"127.0.0.1:{port + 4} (pid" in out
-    assert f"--env.world.carla.servers=2 --env.world.carla.port_stride=4" in out
+    assert "--env.world.carla.servers=2 --env.world.carla.port_stride=4" in out
 
 
 class LostEnv(gym.Env):
