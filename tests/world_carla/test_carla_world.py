@@ -25,7 +25,8 @@ def lane_pose(world, x: float, y: float) -> Pose:
 # ----------------------------------------------------------------------------- maps and settings
 def test_connect_sets_synchronous_mode_and_close_restores_settings(make_world, server):
     world = make_world(dt=0.05, seed=3)
-    assert server.world.settings == {"synchronous_mode": True, "fixed_delta_seconds": 0.05, "no_rendering_mode": False}
+    assert server.world.settings == {"synchronous_mode": True, "fixed_delta_seconds": 0.05, "no_rendering_mode": False,
+                                     "substepping": True, "max_substep_delta_time": 0.01, "max_substeps": 10}
     tm = server.traffic_managers[world.tm_port]
     assert tm.synchronous and tm.seed == 3
     assert world.road_map.name == "Town04" and world.dt == 0.05
