@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -27,6 +27,9 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cardreamer.config_loading import ConfigError, SourcedConfig, nearest_hint, short_repr
 from cardreamer.registry import Registry
+
+if TYPE_CHECKING:
+    from cardreamer.world.slot import EnvSlot
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS_FILE = CONFIG_DIR / "defaults.yaml"
@@ -148,12 +151,56 @@ def _dump_rewards(rewards: dict[str, BaseModel]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- env
 class CarlaServer(Strict):
+    """Where the CARLA servers are: ``servers`` of them on ``port``, ``port + port_stride``, … (one per env)."""
+
     host: str = "127.0.0.1"
     port: Port = 2000
+    servers: int = Field(1, ge=1)
+    port_stride: int = Field(3, ge=3)  # a server on P also uses P+1 and P+2
     timeout: PositiveFloat = 10.0
     tm_port: Port = 0  # 0: choose a free port
-    launch_command: str | None = None
+    launch_command: str | None = None  # "{port}" in it stands for the env's server port
+    restart_client_every: int = Field(1000, ge=0)  # resets; a fresh client (worker) empties libcarla's actor cache
+    restart_server_every: int = Field(0, ge=0)     # resets; relaunch the server (leaks of sensors); needs launch_command
     isolate: bool = True  # the client, its Traffic Manager and sensors in a worker process: a server crash is WorldLost
+
+    @model_validator(mode="after")
+    def _ports(self) -> CarlaServer:
+        last = self.ports()[-1]
+        if last + 2 > 65535:
+            raise ValueError(f"servers={self.servers} from port {self.port} every {self.port_stride} reach port "
+                             f"{last + 2} (the last server uses P..P+2); the highest is 65535")
+        if self.restart_server_every and not self.launch_command:
+            raise ValueError(f"restart_server_every={self.restart_server_every} needs launch_command, the command "
+                             f"that starts the server again")
+        if self.servers > 1 and self.launch_command and "{port}" not in self.launch_command:
+            raise ValueError(f"launch_command {self.launch_command!r} has no {{port}}, so all {self.servers} servers "
+                             f"would be relaunched on one port; write e.g. '... -carla-rpc-port={{port}}'")
+        return self
+
+    def restart_due(self, resets: int) -> tuple[bool, bool]:
+        """(a fresh client, and a relaunched server) before reset number ``resets`` (1, 2, ...)?"""
+        server = bool(self.restart_server_every) and resets % self.restart_server_every == 0
+        client = server or (bool(self.restart_client_every) and resets % self.restart_client_every == 0)
+        return client, server
+
+    def ports(self) -> list[int]:
+        """The RPC port of each server."""
+        return [self.port + k * self.port_stride for k in range(self.servers)]
+
+    def for_env(self, slot: EnvSlot) -> CarlaServer:
+        """The one server of env ``slot`` (its port, its ``launch_command``); refuses a run with more envs than servers."""
+        if slot.count > self.servers:
+            ports = ", ".join(str(self.port + k * self.port_stride) for k in range(slot.count))
+            raise ConfigError(
+                f"env.world.carla.servers={self.servers}, but this run has {slot.describe()}, and each needs a CARLA "
+                f"server of its own (two worlds on one server see each other's vehicles and tick each other's Traffic "
+                f"Manager): set env.world.carla.servers={slot.count} and start them on ports {ports} "
+                f"(`cardreamer carla start --servers {slot.count} --port {self.port}`)"
+                + (", or train without evaluation (run.eval_every=0)" if slot.evaluation else ""))
+        port = self.ports()[slot.index]
+        command = self.launch_command.replace("{port}", str(port)) if self.launch_command else None
+        return self.model_copy(update={"port": port, "servers": 1, "launch_command": command})
 
 
 class WorldConfig(Strict):

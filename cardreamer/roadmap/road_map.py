@@ -328,13 +328,14 @@ class RoadMap:
     def lane(self, key: LaneKey) -> Lane:
         return self.lanes[self._index[key]]
 
-    def locate(self, xy: np.ndarray, max_distance: float = 3.0) -> tuple[int, float, float]:
-        """The driving lane under a world point: (lane index, s on it, lateral offset).
+    def locate(self, xy: np.ndarray, max_distance: float = 3.0, z: float = 0.0) -> tuple[int, float, float]:
+        """The driving lane under a world point at height ``z``: (lane index, s on it, lateral offset).
 
-        Raises MapError if no driving lane is within ``max_distance`` metres.
+        Where roads cross over each other (Town04's overpasses), ``z`` picks the deck: the map matches
+        locations to lanes in 3-D. Raises MapError if no driving lane is within ``max_distance`` metres.
         """
         x, y = float(xy[0]), float(xy[1])
-        wp = self.carla_map.get_waypoint(carla.Location(x=x, y=y, z=0.0), project_to_road=True,
+        wp = self.carla_map.get_waypoint(carla.Location(x=x, y=y, z=float(z)), project_to_road=True,
                                          lane_type=carla.LaneType.Driving)
         index = None if wp is None else self._index.get(self._key(wp))
         if index is not None:

@@ -2,20 +2,31 @@
 vector envs (subprocesses for several envs).
 
 Every env is wrapped by ``StandardObs`` so agents see a dict of HxWxC uint8 images and flat
-float32 vectors, whatever the env gives.
+float32 vectors, whatever the env gives, and by ``RecoverOnReset`` so a reset that finds the
+simulator gone retries a bounded number of times. Each env is built as its own slot of the run
+(``cardreamer.world.slot``), so a server backend gives each env its own server.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Sequence
 
 import cv2
 import gymnasium as gym
 import numpy as np
 
+from cardreamer.world.api import WorldError, WorldLost
+from cardreamer.world.slot import EnvSlot, building, training_slots
+
+log = logging.getLogger(__name__)
+
 EnvFn = Callable[[], gym.Env]
 RESERVED_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
+RESET_RECOVERIES = 5   # times a reset that lost the simulator recovers the world and tries again
+RESET_PAUSE = 10.0     # s before each of those recoveries (a crashed server takes a while to come back)
 
 
 class StandardObs(gym.ObservationWrapper):
@@ -93,14 +104,50 @@ def default_env_fn(config) -> EnvFn:
     return functools.partial(make_task_env, config.env.task, list(config.env.overrides), config.seed)
 
 
-def _wrapped(env_fn: EnvFn, image_size) -> gym.Env:
-    return StandardObs(env_fn(), image_size)
+class RecoverOnReset(gym.Wrapper):
+    """A ``reset`` that raises WorldLost (the simulator is still down after an episode ended on its loss)
+    recovers the env's world (``env.unwrapped.world.recover()``) after ``pause`` seconds and resets again, at
+    most ``recoveries`` times, each with one log line; then raises WorldLost saying so. Other errors pass."""
+
+    def __init__(self, env: gym.Env, recoveries: int = RESET_RECOVERIES, pause: float = RESET_PAUSE):
+        super().__init__(env)
+        self.recoveries, self.pause = recoveries, pause
+
+    def reset(self, **kwargs):
+        for attempt in range(1, self.recoveries + 2):
+            try:
+                return self.env.reset(**kwargs)
+            except WorldLost as lost:
+                problem: WorldError = lost
+            if attempt > self.recoveries:
+                break
+            log.warning("env reset: %s; recovering the world in %g s (%d of %d)", problem, self.pause, attempt,
+                        self.recoveries)
+            time.sleep(self.pause)
+            try:
+                self.env.unwrapped.world.recover()
+            except WorldError as error:  # still down: the world stays lost and the next reset says so
+                problem = error
+        raise WorldLost(f"env reset: the simulator was lost and did not come back after {self.recoveries} "
+                        f"recoveries {self.pause:g} s apart; last: {problem}. Bring it back and resume the run "
+                        f"(same --logdir: it continues from the last checkpoint)") from problem
 
 
-def make_vector_env(env_fn: EnvFn, num_envs: int, parallel: bool, image_size=None) -> gym.vector.VectorEnv:
+def _wrapped(env_fn: EnvFn, image_size, slot: EnvSlot) -> gym.Env:
+    with building(slot):
+        env = env_fn()
+    return StandardObs(RecoverOnReset(env), image_size)
+
+
+def make_vector_env(env_fn: EnvFn, num_envs: int, parallel: bool, image_size=None,
+                    slots: Sequence[EnvSlot] | None = None) -> gym.vector.VectorEnv:
     """Vector env with next-step autoreset: after an episode's last step, the next ``step`` call
-    resets that env (ignoring its action) and returns the new episode's first observation."""
-    fns = [functools.partial(_wrapped, env_fn, image_size)] * num_envs
+    resets that env (ignoring its action) and returns the new episode's first observation.
+    Env ``i`` is built as ``slots[i]`` (default: the run's training envs, no evaluation env)."""
+    slots = list(slots) if slots is not None else training_slots(num_envs, evaluation=False)
+    if len(slots) != num_envs:
+        raise ValueError(f"{len(slots)} env slots for {num_envs} envs")
+    fns = [functools.partial(_wrapped, env_fn, image_size, slot) for slot in slots]
     mode = gym.vector.AutoresetMode.NEXT_STEP
     if num_envs > 1 and parallel:
         return gym.vector.AsyncVectorEnv(fns, context="spawn", autoreset_mode=mode)

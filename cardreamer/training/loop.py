@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from cardreamer.atomic import atomic_output
 from cardreamer.plugins import imported_modules
+from cardreamer.world.slot import evaluation_slot, training_slots
 
 from . import checkpoint
 from .config import TrainingConfig, apply_overrides, load_config, make_config
@@ -323,7 +324,8 @@ class Trainer:
     def _evaluate(self) -> None:
         step = self.counters["env_steps"]
         if self.eval_envs is None:
-            self.eval_envs = make_vector_env(self.env_fn, 1, False, self.config.env.image_size)
+            self.eval_envs = make_vector_env(self.env_fn, 1, False, self.config.env.image_size,
+                                             [evaluation_slot(self.envs.num_envs)])
         episodes, frames = run_episodes(self.agent, self.eval_envs, self.run_cfg.eval_episodes, "eval",
                                         self.config.seed + 10_000 + step, self.video_keys,
                                         self.run_cfg.max_video_frames)
@@ -387,7 +389,8 @@ def train(config: TrainingConfig | Mapping, env_fn: EnvFn | None = None, publish
     env_fn = env_fn or default_env_fn(config)
     own_publisher = publisher is None
     publisher = publisher or make_publisher(config, os.path.basename(logdir))
-    envs = make_vector_env(env_fn, config.env.num_envs, config.env.parallel, config.env.image_size)
+    envs = make_vector_env(env_fn, config.env.num_envs, config.env.parallel, config.env.image_size,
+                           training_slots(config.env.num_envs, evaluation=bool(config.run.eval_every)))
     trainer = None
     try:
         layout = checkpoint.space_layout(envs.single_observation_space, envs.single_action_space)

@@ -108,6 +108,7 @@ class Blueprint:
 BLUEPRINTS = {
     "vehicle.tesla.model3": {"role_name": "autopilot"},
     "vehicle.audi.tt": {"role_name": "autopilot"},
+    "vehicle.standin.offset_box": {"role_name": "autopilot"},  # a stand-in blueprint whose box is not at its origin
     "sensor.other.collision": {"role_name": "front"},
     "sensor.other.lane_invasion": {"role_name": "front"},
     "sensor.camera.rgb": {"image_size_x": "800", "image_size_y": "600", "fov": "90", "sensor_tick": "0.0",
@@ -117,6 +118,10 @@ BLUEPRINTS = {
                               "dropoff_general_rate": "0.45", "dropoff_intensity_limit": "0.8",
                               "dropoff_zero_intensity": "0.4", "sensor_tick": "0.0", "role_name": "front"},
 }
+
+
+BOX_OFFSETS = {"vehicle.standin.offset_box": (0.8, 0.1)}
+"""Bounding-box centre ahead/right of the actor origin (m) by blueprint; CARLA's blueprints differ too."""
 
 
 class BlueprintLibrary:
@@ -160,7 +165,8 @@ class Actor:
 class Vehicle(Actor):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.bounding_box = carla.BoundingBox(carla.Location(x=0.0, y=0.0, z=VEHICLE_EXTENT.z), VEHICLE_EXTENT)
+        dx, dy = BOX_OFFSETS.get(self.type_id, (0.0, 0.0))
+        self.bounding_box = carla.BoundingBox(carla.Location(x=dx, y=dy, z=VEHICLE_EXTENT.z), VEHICLE_EXTENT)
         self.control = carla.VehicleControl()
         self.speed = 0.0
         self.autopilot_port: int | None = None
@@ -368,6 +374,8 @@ class StandInServer:
         self.lidar_points: np.ndarray | None = None
         self.tick_seconds = 0.0
         self.batches: list[list[Any]] = []  # every command batch received, for inspection
+        self.physics_warnings: list[str] = []
+        self.generations = 0  # settings whose physics substeps do not cover the step
         self.epoch = 0
         self.restart()
 
@@ -395,7 +403,14 @@ class StandInServer:
             raise RuntimeError(self.death)
 
     def client(self, host: str, port: int) -> StandInClient:
-        return StandInClient(self)
+        self.last_client = StandInClient(self)
+        return self.last_client
+
+    def cache(self, actors: list[Actor]) -> list[Actor]:
+        """Remember ``actors`` in the newest client's actor cache, as libcarla's ``CachedActorList`` does for every
+        actor it fetches or spawns: entries of destroyed actors are never dropped (only loading a map clears it)."""
+        self.last_client.actor_cache.update((a.id, a.type_id) for a in actors)
+        return actors
 
     def new_id(self) -> int:
         self.next_id += 1
@@ -411,6 +426,7 @@ class StandInClient:
     def __init__(self, server: StandInServer):
         self.server = server
         self.timeout = 5.0
+        self.actor_cache: dict[int, str] = {}  # id -> type of every actor this client has seen
 
     def set_timeout(self, seconds: float) -> None:
         self.timeout = seconds
@@ -436,6 +452,7 @@ class StandInClient:
             raise RuntimeError(f"map '{name}' not found")
         for actor in list(self.server.actors.values()):
             del self.server.actors[actor.id]
+        self.actor_cache.clear()  # a new episode (Episode::OnEpisodeStarted)
         self.server.world = StandInWorld(self.server, name)
         return self.server.world
 
@@ -443,6 +460,9 @@ class StandInClient:
                                  reset_settings: bool = True) -> StandInWorld:
         self.server.check()
         self.server.generated_xodr = opendrive
+        self.server.generations += 1  # meshes generated: tens of seconds on CARLA
+        self.server.actors.clear()    # a new episode, as load_world
+        self.actor_cache.clear()
         self.server.world = StandInWorld(self.server, None, opendrive)
         return self.server.world
 
@@ -515,7 +535,8 @@ def boxes_overlap(a: Actor, b: Actor) -> bool:
     def corners(actor: Actor) -> np.ndarray:
         ex, ey = actor.bounding_box.extent.x, actor.bounding_box.extent.y
         c, s = np.cos(actor.yaw), np.sin(actor.yaw)
-        local = np.array([[ex, ey], [ex, -ey], [-ex, -ey], [-ex, ey]])
+        box = actor.bounding_box.location
+        local = np.array([[ex, ey], [ex, -ey], [-ex, -ey], [-ex, ey]]) + np.array([box.x, box.y])
         return actor.xy + local @ np.array([[c, s], [-s, c]])
 
     ca, cb = corners(a), corners(b)
@@ -559,6 +580,9 @@ class Snapshot:
 
     def __len__(self) -> int:
         return len(self._actors)
+
+    def find(self, actor_id: int) -> ActorSnapshot | None:
+        return next((a for a in self._actors if a.id == actor_id), None)
 
 
 class StandInWorld:
@@ -606,7 +630,14 @@ class StandInWorld:
         self.check()
         self.settings = {"synchronous_mode": settings.synchronous_mode,
                          "fixed_delta_seconds": settings.fixed_delta_seconds or 0.0,
-                         "no_rendering_mode": settings.no_rendering_mode}
+                         "no_rendering_mode": settings.no_rendering_mode, "substepping": settings.substepping,
+                         "max_substep_delta_time": settings.max_substep_delta_time,
+                         "max_substeps": settings.max_substeps}
+        covered = settings.max_substep_delta_time * settings.max_substeps
+        if settings.substepping and (settings.fixed_delta_seconds or 0.0) > covered + 1e-9:
+            # CARLA's condition for substepping (docs: adv_synchrony_timestep): the physics falls behind the step
+            self.server.physics_warnings.append(f"fixed_delta_seconds {settings.fixed_delta_seconds} > "
+                                                f"max_substep_delta_time * max_substeps = {covered}")
         tick_traffic_managers()  # the client's apply_settings ticks every TM of the process, as world.tick does
         return self.frame
 
@@ -618,18 +649,19 @@ class StandInWorld:
     def get_actors(self, actor_ids: list[int] | None = None) -> ActorList:
         self.check()
         if actor_ids is None:
-            return ActorList(self.server.actors.values())
-        return ActorList(self.server.actors[i] for i in actor_ids if i in self.server.actors)
+            return ActorList(self.server.cache(list(self.server.actors.values())))
+        return ActorList(self.server.cache([self.server.actors[i] for i in actor_ids if i in self.server.actors]))
 
     def get_actor(self, actor_id: int) -> Actor | None:
         self.check()
-        return self.server.actors.get(actor_id)
+        actor = self.server.actors.get(actor_id)
+        return self.server.cache([actor])[0] if actor is not None else None
 
     def spawn_actor(self, blueprint: Blueprint, transform: carla.Transform, attach_to: Actor | None = None) -> Actor:
         response = self.execute(SpawnCommand(blueprint, transform, attach_to))
         if response.error:
             raise RuntimeError(response.error)
-        return self.server.actors[response.actor_id]
+        return self.server.cache([self.server.actors[response.actor_id]])[0]
 
     def get_traffic_lights_from_waypoint(self, waypoint: carla.Waypoint, distance: float) -> list[TrafficLight]:
         return []
@@ -657,6 +689,10 @@ class StandInWorld:
             if command.tm_port not in server.traffic_managers:
                 return Response(error=f"no Traffic Manager on port {command.tm_port}")
             actor.autopilot_port = command.tm_port if command.enabled else None
+        elif isinstance(command, carla.command.ApplyTransform):
+            actor.xy = np.array([command.transform.location.x, command.transform.location.y])
+            actor.z = command.transform.location.z
+            actor.yaw = np.radians(command.transform.rotation.yaw)
         elif isinstance(command, carla.command.ApplyTargetVelocity):
             actor.velocity = np.array([command.velocity.x, command.velocity.y])
             actor.speed = float(np.linalg.norm(actor.velocity))
@@ -789,7 +825,7 @@ class StandInWorld:
         for sensor in self.server.live("sensor."):
             parent = sensor.parent
             if sensor.type_id == "sensor.other.lane_invasion" and parent is not None and parent.id in before:
-                markings = self._crossed_markings(before[parent.id][0], parent.xy)
+                markings = self._crossed_markings(before[parent.id][0], parent.xy, parent.z)
                 if markings:
                     self.crossed[parent.id, frame] = markings
             elif sensor.type_id in ("sensor.camera.rgb", "sensor.lidar.ray_cast") and frame not in self.server.drop_frames:
@@ -815,10 +851,10 @@ class StandInWorld:
             for reading in readings:
                 sensor.emit(reading)
 
-    def _crossed_markings(self, xy_from: np.ndarray, xy_to: np.ndarray) -> list[Any]:
-        """The marking between two driving lanes of one road that the vehicle moved across."""
+    def _crossed_markings(self, xy_from: np.ndarray, xy_to: np.ndarray, z: float) -> list[Any]:
+        """The marking between two driving lanes of one road that the vehicle moved across (at its height)."""
         def waypoint(xy):
-            return self.carla_map.get_waypoint(carla.Location(x=float(xy[0]), y=float(xy[1]), z=0.0))
+            return self.carla_map.get_waypoint(carla.Location(x=float(xy[0]), y=float(xy[1]), z=float(z)))
 
         a, b = waypoint(xy_from), waypoint(xy_to)
         if a is None or b is None or (a.road_id, a.section_id) != (b.road_id, b.section_id) or a.lane_id == b.lane_id:

@@ -198,3 +198,31 @@ def test_a_map_loaded_by_another_client_expires_the_episode_and_reconnect_recove
     world.spawn_vehicle(ego_pose(world), role="ego")
     world.tick()
     assert world.vehicles().ids.size == 1
+
+
+def _cache_sizes(world, server, episodes: int) -> list[int]:
+    """Entries of the client's actor cache after each of ``episodes`` episodes (ego and 2 background vehicles)."""
+    pose = ego_pose(world)
+    sizes = []
+    for episode in range(episodes):
+        world.reset(episode)
+        world.spawn_vehicle(pose, role="ego")
+        world.spawn_traffic(2, exclude_near=np.array([5.8, 100.0]), exclude_radius=20)
+        world.tick()
+        sizes.append(len(server.last_client.actor_cache))
+    return sizes
+
+
+def test_a_fresh_client_every_n_resets_bounds_the_client_actor_cache(make_world, server):
+    """libcarla's client caches every actor it fetched or spawned and never drops one (CachedActorList; only a map
+    load clears it): each episode adds its ego, 2 event sensors and 2 background vehicles for good."""
+    growing = make_world(config=CarlaServer(timeout=1.0, restart_client_every=0))
+    sizes = _cache_sizes(growing, server, 40)
+    assert sizes[-1] - sizes[9] == 30 * 5
+    growing.close()
+    bounded = make_world(config=CarlaServer(timeout=1.0, restart_client_every=10))
+    bounded_sizes = _cache_sizes(bounded, server, 40)
+    assert max(bounded_sizes) <= sizes[9] and bounded_sizes[-1] < bounded_sizes[-2]  # emptied every 10 resets
+    assert len(server.live()) == 5  # the fresh client's world destroyed the old one's actors
+    bounded.close()
+    assert server.live() == []

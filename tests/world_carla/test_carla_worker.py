@@ -133,3 +133,23 @@ env:
     _, reward, *_ = env.step(env.action_space.sample())
     assert np.isfinite(reward)
     env.close()
+
+
+def test_the_worker_is_replaced_by_a_fresh_one_every_n_resets(process_world):
+    world = process_world(config=CarlaServer(timeout=1.0, restart_client_every=2))
+    pids = []
+    for episode in range(5):
+        world.reset(episode)
+        spawn_ego(world)
+        world.tick()
+        pids.append(world.worker_pid)
+    assert pids[0] != pids[1] == pids[2] != pids[3] == pids[4]  # resets 2 and 4 start a fresh worker
+    assert len(world.vehicles().ids) == 1
+    old = world._process
+    world.close()
+    assert old.exitcode == 0
+
+
+def test_a_server_restart_every_n_resets_needs_a_launch_command():
+    with pytest.raises(ValueError, match="restart_server_every=5 needs launch_command"):
+        CarlaServer(restart_server_every=5)

@@ -25,7 +25,8 @@ def lane_pose(world, x: float, y: float) -> Pose:
 # ----------------------------------------------------------------------------- maps and settings
 def test_connect_sets_synchronous_mode_and_close_restores_settings(make_world, server):
     world = make_world(dt=0.05, seed=3)
-    assert server.world.settings == {"synchronous_mode": True, "fixed_delta_seconds": 0.05, "no_rendering_mode": False}
+    assert server.world.settings == {"synchronous_mode": True, "fixed_delta_seconds": 0.05, "no_rendering_mode": False,
+                                     "substepping": True, "max_substep_delta_time": 0.01, "max_substeps": 10}
     tm = server.traffic_managers[world.tm_port]
     assert tm.synchronous and tm.seed == 3
     assert world.road_map.name == "Town04" and world.dt == 0.05
@@ -71,6 +72,11 @@ def test_a_task_xodr_is_generated_on_the_server(make_world, server, carla_maps_d
     world = make_world(str(custom))
     assert server.generated_xodr == custom.read_text()
     assert len(world.road_map.lanes) > 10
+    world.close()
+    again = make_world(str(custom))  # the server has that map already: not generated again
+    again.reconnect(relaunch=False)
+    again.tick()
+    assert server.generations == 1
 
 
 def test_unknown_town_lists_the_server_maps(make_world):
@@ -123,7 +129,10 @@ def test_background_vehicles_get_autopilot_behaviour_and_route(make_world, serve
     path = np.array(vehicle.path)
     s, lateral = route.project(path)
     assert np.abs(lateral).max() < 0.05 and np.diff(s[:-1]) == pytest.approx(10.0, abs=0.01)
-    assert s[0] == pytest.approx(10.0, abs=0.01) and 0 < s[-1] - s[-2] <= 10.0
+    # a point every 10 m from the first one past Town04's junction stretch (y > 65), none inside it
+    past_junction = route.s[np.flatnonzero([not world.road_map.lanes[lane].is_junction for lane in route.lanes])[0]]
+    assert past_junction > 20.0
+    assert s[0] == pytest.approx(10.0 * np.ceil(past_junction / 10.0), abs=0.01) and s[-1] > s[-2]  # the end: in a junction
     assert path[-1] == pytest.approx(route.points[-1], abs=1e-3)
     assert vehicle.velocity == pytest.approx([5.0 * np.cos(route.headings[0]), 5.0 * np.sin(route.headings[0])],
                                              abs=1e-3)
@@ -452,3 +461,82 @@ def test_vectorized_progress_matches_projection_and_never_decreases(town04):
     got = advance_progress(routes, np.array(last), np.array(xy))
     assert got == pytest.approx(expected, abs=1e-6)
     assert np.all(advance_progress(routes, got + 5.0, np.array(xy)) == got + 5.0)  # never backwards
+
+
+def test_map_queries_are_made_at_the_vehicles_height_on_an_overpass(make_world):
+    """Town04's road 39 crosses the four-lane road 47 11 m above it: at z = 0 the map picks the lower deck
+    (x = 16.3) or finds no lane at all (x = 20..28) under a vehicle driving on the upper one."""
+    world = make_world()
+    lower, _, _ = world.road_map.locate(np.array([16.3, 13.2]))
+    upper, _, _ = world.road_map.locate(np.array([16.3, 13.2]), z=11.0)
+    assert (world.road_map.lanes[lower].key[0], world.road_map.lanes[upper].key[0]) == (47, 39)
+    ego = world.spawn_vehicle(Pose(32.0, 13.21, np.pi), role="ego")  # on the overpass, driving towards -x
+    world.apply_control(ego, carla.VehicleControl(throttle=1.0))
+    passed = []
+    for _ in range(200):
+        world.tick()
+        x = float(world.vehicles().xy[0, 0])
+        passed.append(x)
+        assert not world.is_off_road(ego), f"off road at x = {x:.1f} on the overpass"
+        if x < 17.0:
+            break
+    assert min(passed) < 20.0 < max(passed)  # it crossed the stretch where z = 0 finds no lane
+
+
+@pytest.mark.parametrize("dt", [0.05, 0.1, 0.2, 0.5])
+def test_physics_substeps_cover_the_step(make_world, server, dt):
+    """CARLA needs fixed_delta_seconds <= max_substep_delta_time * max_substeps (defaults 0.01 s x 10 = 0.1 s)."""
+    make_world(dt=dt)
+    settings = server.world.get_settings()
+    assert settings.substepping and settings.fixed_delta_seconds == pytest.approx(dt)
+    assert settings.max_substep_delta_time * settings.max_substeps >= dt - 1e-9 and settings.max_substeps <= 16
+    assert server.physics_warnings == []
+    if dt <= 0.1:
+        assert (settings.max_substep_delta_time, settings.max_substeps) == (pytest.approx(0.01), 10)
+
+
+def test_a_vehicle_whose_box_is_off_its_origin_does_not_jump_on_its_first_tick(make_world):
+    """Positions are box centres; a blueprint's box can sit ahead of the actor origin (the stand-in's offset_box
+    blueprint: 0.8 m ahead, 0.1 m right), so the spawn transform must put the origin behind the requested pose."""
+    world = make_world(vehicle_blueprint="vehicle.standin.offset_box")
+    for k in range(2):  # the first vehicle of the blueprint (offset learnt after it spawned) and a later one
+        pose = lane_pose(world, 5.8, 100.0 - 30.0 * k)
+        ego = world.spawn_vehicle(pose, role="ego")
+        before = world.vehicles()
+        assert before.xy[before.row(ego)] == pytest.approx([pose.x, pose.y])
+        world.tick()
+        after = world.vehicles()
+        assert after.xy[after.row(ego)] == pytest.approx([pose.x, pose.y], abs=1e-3)
+
+
+def test_traffic_manager_paths_have_no_point_in_a_junction_and_one_between_any_two(make_world, server):
+    """The TM re-plans a path on its own graph and picks a junction branch by the next point's road: a point inside
+    a junction names a connector road no branch exits on, and a stretch without a point leaves the next branch to
+    chance (LocalizationStage::ImportPath, carla PR #4786)."""
+    from cardreamer.roadmap import random_route
+
+    world = make_world("Town01")
+    road_map, carla_map = world.road_map, server.world.carla_map
+    points = road_map.spawn_points()
+    crossings = 0
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        i = int(rng.integers(len(points.xy)))
+        route = random_route(road_map, rng, int(points.lane[i]), float(points.s[i]), 300.0)
+        vehicle = world.spawn_vehicle(Pose(float(points.xy[i, 0]), float(points.xy[i, 1]), float(points.yaw[i])),
+                                      route=route)
+        path = server.actors[vehicle].path_xyz
+        for x, y, z in path[:-1]:  # the last is the route's end, wherever it is
+            waypoint = carla_map.get_waypoint(carla.Location(x=x, y=y, z=z))
+            assert not waypoint.is_junction, f"path point ({x:.1f}, {y:.1f}) is inside junction {waypoint.junction_id}"
+        in_junction = np.array([road_map.lanes[int(lane)].is_junction for lane in route.lanes])
+        runs = np.flatnonzero(np.diff(np.concatenate([[0], (~in_junction).astype(int), [0]])))
+        for a, b in zip(runs[::2], runs[1::2]):
+            if a == 0 or b == len(route.lanes):
+                continue  # the stretch it starts on, the one it ends on
+            crossings += 1
+            stretch = route.points[a:b]
+            near = [np.min(np.linalg.norm(stretch - np.array([x, y]), axis=1)) for x, y, _ in path]
+            assert min(near) < 1.0, f"no path point between two junctions on route points {a}..{b}"
+        world.destroy(vehicle)
+    assert crossings >= 3

@@ -13,6 +13,7 @@ import numpy as np
 
 from cardreamer.roadmap import RoadMap
 from cardreamer.world.api import TrafficLightStates, WorldError
+from cardreamer.world.carla_backend.heights import LaneHeights
 
 STATE_INDEX = {carla.TrafficLightState.Red: TrafficLightStates.RED,
                carla.TrafficLightState.Yellow: TrafficLightStates.YELLOW,
@@ -24,8 +25,8 @@ LIGHT_SEARCH_DISTANCE = 10.0  # m ahead of a stop line to look for its light
 class LightTable:
     """Which server light drives each traffic-light signal of the road map."""
 
-    def __init__(self, world: Any, road_map: RoadMap):
-        self.road_map = road_map
+    def __init__(self, world: Any, road_map: RoadMap, heights: LaneHeights):
+        self.road_map, self.heights = road_map, heights
         by_id = {str(light.get_opendrive_id()): light for light in world.get_actors().filter("traffic.traffic_light")}
         rows, lights = [], []
         for row, signal in enumerate(road_map.signals):
@@ -43,7 +44,8 @@ class LightTable:
     def _light_at_stop_line(self, world: Any, signal) -> Any | None:
         lane = self.road_map.lanes[signal.lane]
         x, y = lane.position(signal.stop_s)
-        waypoint = self.road_map.carla_map.get_waypoint(carla.Location(x=float(x), y=float(y), z=0.0))
+        z = self.heights.at(signal.lane, signal.stop_s)  # the stop line's own deck where roads cross
+        waypoint = self.road_map.carla_map.get_waypoint(carla.Location(x=float(x), y=float(y), z=z))
         found = world.get_traffic_lights_from_waypoint(waypoint, LIGHT_SEARCH_DISTANCE) if waypoint else []
         return found[0] if found else None
 

@@ -13,7 +13,7 @@ import carla
 import numpy as np
 
 from cardreamer.config import CarlaServer
-from cardreamer.roadmap import Route
+from cardreamer.roadmap import RoadMap, Route
 from cardreamer.world.api import Behavior, WorldError
 from cardreamer.world.carla_backend.connection import free_port, port_is_free
 
@@ -67,9 +67,25 @@ def apply_behavior(tm: Any, vehicle: Any, behavior: Behavior) -> None:
     tm.distance_to_leading_vehicle(vehicle, behavior.min_gap)
 
 
-def path_arc_lengths(route: Route, spacing: float = PATH_SPACING) -> np.ndarray:
-    """Arc lengths of the path handed to the TM: every ``spacing`` metres, the start left out, the end kept."""
-    return np.append(np.arange(spacing, route.length, spacing), route.length)
+def path_arc_lengths(route: Route, road_map: RoadMap, spacing: float = PATH_SPACING) -> np.ndarray:
+    """Arc lengths of the path handed to the TM: every ``spacing`` metres outside junctions (the start left out), at
+    least one on every stretch between two junctions, and the route's end (wherever it is).
+
+    The TM re-plans a path on its own waypoint graph (``LocalizationStage::ImportPath``): it follows successors,
+    consumes a point once one of its waypoints comes within about 5.5 m, and at a junction takes the branch whose
+    exit road is the next point's road. A point inside a junction names a connector road no exit has, and a
+    stretch with no point leaves the next junction's branch to the nearest exit (carla PR #4786).
+    """
+    in_junction = np.array([road_map.lanes[int(lane)].is_junction for lane in route.lanes])
+    s = np.arange(spacing, route.length, spacing)
+    kept = np.append(s[~in_junction[np.clip(np.searchsorted(route.s, s, side="right") - 1, 0, len(route.s) - 1)]],
+                     route.length)
+    # stretches outside junctions: [start, end) of each run of points on non-junction lanes
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], (~in_junction).astype(int), [0]])))
+    ends = np.append(route.s, route.length)
+    extra = [(ends[a] + ends[b]) / 2 for a, b in zip(edges[::2], edges[1::2])
+             if not np.any((kept >= ends[a]) & (kept <= ends[b])) and ends[b] > spacing / 2]
+    return np.unique(np.concatenate([kept, extra]))
 
 
 def set_path(tm: Any, vehicle: Any, xy: np.ndarray, z: np.ndarray) -> None:

@@ -150,8 +150,10 @@ class CarlaProcessWorld(World, SensorWorld):
         self.dt = float(dt)
         self.frame = 0
         self.call_timeout = call_timeout or 2 * config.timeout + sensor_timeout + CALL_MARGIN
-        self._spec = WorkerSpec(config, str(map_name_or_xodr), str(road_map.source), self.dt, seed,
+        inner = config.model_copy(update={"restart_client_every": 0, "restart_server_every": 0})  # restarts are ours
+        self._spec = WorkerSpec(inner, str(map_name_or_xodr), str(road_map.source), self.dt, seed,
                                 vehicle_blueprint, sensor_timeout, client_factory)
+        self._resets = 0
         self._context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks inherited
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
@@ -259,22 +261,24 @@ class CarlaProcessWorld(World, SensorWorld):
         which hands out the same ids to its own actors).
         """
         self._stop_worker()
-        leftovers = self._owned
-        if self.config.launch_command:
+        relaunch = bool(self.config.launch_command)
+        self._restart(self._owned, relaunch)
+
+    def _restart(self, leftovers: tuple[int, ...], relaunch: bool) -> None:
+        """A fresh worker (after relaunching the server when ``relaunch``), removing ``leftovers`` on a server that
+        was not relaunched."""
+        if relaunch:
             if self._launched is not None:
                 launcher.stop(self._launched)
             self._launched = launcher.launch_from_config(self.config,
                                                          client_factory=self._spec.client_factory or carla.Client)
-            leftovers = ()
         self._owned, self._lost = (), None
         self._memo.clear()
-        self._start(leftovers)
+        self._start(() if relaunch else leftovers)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        atexit.unregister(self.close)
+    def _close_worker(self) -> None:
+        """Ask the worker to close its world (actors destroyed, Traffic Manager shut down, settings restored) and
+        stop it, killing it after CLOSE_TIMEOUT."""
         if self._process is not None and self._lost is None:
             try:
                 self._conn.send(("close", (), {}))
@@ -283,12 +287,27 @@ class CarlaProcessWorld(World, SensorWorld):
             except (EOFError, OSError) as exc:
                 log.warning("closing the CARLA worker: %s", exc)
         self._stop_worker(grace=CLOSE_TIMEOUT)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        self._close_worker()
         release_server(self.config)
         if self._launched is not None:
             launcher.stop(self._launched)
             self._launched = None
 
     def reset(self, seed: int) -> None:
+        """Reset the world; every ``restart_client_every`` resets on a fresh worker (libcarla's client never drops an
+        actor from its cache), every ``restart_server_every`` on a relaunched server too."""
+        self._resets += 1
+        fresh_worker, relaunch = self.config.restart_due(self._resets)
+        if fresh_worker and self._lost is None:
+            log.info("CARLA worker: a fresh one%s after %d resets", " on a relaunched server" * relaunch, self._resets)
+            self._close_worker()
+            self._restart((), relaunch)
         self._call("reset", seed)
 
     # ------------------------------------------------------------------ the World API, forwarded

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ import carla
 import numpy as np
 
 from cardreamer.config import CarlaServer
+from cardreamer.geometry import from_ego_frame
 from cardreamer.roadmap import MapError, RoadMap, Route, SpawnPoints, random_route
 from cardreamer.world.api import (
     Behavior,
@@ -64,6 +66,8 @@ LEVEL_GAP = 3.0             # m of height that separates roads crossing over eac
 LOAD_TIMEOUT = 120.0        # s allowed for loading a map on the server
 ROUTE_END_MARGIN = 3.0      # m before a route's end at which a vehicle counts as arrived
 NEXT_ROUTE_LENGTH = 300.0   # m of a new random route for vehicles whose route ended
+PHYSICS_SUBSTEP = 0.01     # s, CARLA's default and recommended longest physics substep
+MAX_SUBSTEPS = 16          # Unreal Engine's limit on physics substeps per frame
 DEFAULT_MASS = 1800.0       # kg, for an impact on a vehicle whose mass was never read (a car's)
 GENERATION = {"vertex_distance": 2.0, "max_road_length": 50.0, "wall_height": 1.0, "additional_width": 0.6,
               "smooth_junctions": True, "enable_mesh_visibility": True}
@@ -78,6 +82,7 @@ class _Vehicle:
     role: str
     route: Route | None
     behavior: Behavior
+    spawn_z: float        # height of its spawn transform: where it is until a tick's snapshot shows it
     progress: float = 0.0
 
 
@@ -107,9 +112,12 @@ def load_world(client: Any, map_name_or_xodr: str) -> Any:
             raise MapError(f"map file {path} does not exist")
         if path.stem in towns:
             return _load_town(client, path.stem)
+        opendrive = path.read_text(encoding="utf-8")
+        current = client.get_world()
+        if current.get_map().to_opendrive() == opendrive:
+            return current  # generated already (by an earlier world, or before a reconnect): generating takes long
         log.info("generating a CARLA world from %s", path)
-        return client.generate_opendrive_world(path.read_text(encoding="utf-8"),
-                                               carla.OpendriveGenerationParameters(**GENERATION))
+        return client.generate_opendrive_world(opendrive, carla.OpendriveGenerationParameters(**GENERATION))
     if map_name_or_xodr not in towns:
         raise MapError(f"the CARLA server has no map {map_name_or_xodr!r}; it has {', '.join(towns)} "
                        f"(or give a path to an .xodr file)")
@@ -122,6 +130,14 @@ def _load_town(client: Any, town: str) -> Any:
         return world  # already loaded: reloading takes tens of seconds
     log.info("loading %s on the CARLA server", town)
     return client.load_world(town)
+
+
+def substeps(dt: float) -> tuple[float, int]:
+    """(max_substep_delta_time, max_substeps) whose product covers a step of ``dt`` s, as CARLA requires
+    (``fixed_delta_seconds <= max_substep_delta_time * max_substeps``): CARLA's defaults (0.01 s, 10) up to
+    dt = 0.1 s, more substeps up to MAX_SUBSTEPS, then longer ones (coarser physics)."""
+    count = min(MAX_SUBSTEPS, max(10, math.ceil(round(dt / PHYSICS_SUBSTEP, 9))))
+    return max(PHYSICS_SUBSTEP, dt / count), count
 
 
 def clipped_control(control: carla.VehicleControl) -> carla.VehicleControl:
@@ -154,6 +170,8 @@ class CarlaWorld(World, SensorWorld):
         self._original_settings: carla.WorldSettings | None = None
         self._closed = False
         self._lost = False
+        self._resets = 0
+        self._box_offset = (0.0, 0.0)  # the blueprint's box centre from its origin, learnt from the first vehicle
         self.road_map = road_map
         self._spawn_points: SpawnPoints | None = None
         self.heights: LaneHeights | None = None
@@ -184,6 +202,8 @@ class CarlaWorld(World, SensorWorld):
             settings = self.world.get_settings()
             settings.synchronous_mode = True
             settings.fixed_delta_seconds = self.dt
+            settings.substepping = True
+            settings.max_substep_delta_time, settings.max_substeps = substeps(self.dt)
             self.world.apply_settings(settings)
             try:
                 self._prepare()
@@ -211,8 +231,8 @@ class CarlaWorld(World, SensorWorld):
         if self.road_map is None:
             carla_map = self.world.get_map()
             self.road_map = RoadMap(carla_map, _town_name(carla_map.name) or Path(self.map_request).stem)
-        self.lights = LightTable(self.world, self.road_map)
         self.heights = self.heights or LaneHeights(self.road_map)
+        self.lights = LightTable(self.world, self.road_map, self.heights)
         self.frame = self.world.tick()
         self._snapshot = self.world.get_snapshot()
 
@@ -263,6 +283,16 @@ class CarlaWorld(World, SensorWorld):
         self._connect()
         if not relaunch:  # a relaunched server hands the old ids to its own actors
             self.remove_leftovers(survivors)
+
+    def _fresh_client(self, relaunch: bool) -> None:
+        """Destroy this world's actors and connect with a new client (libcarla's client caches every actor it has
+        seen and never drops one), first relaunching the server when ``relaunch``."""
+        log.info("CARLA world: a fresh client%s after %d resets", " on a relaunched server" * relaunch, self._resets)
+        with self._server_calls("reset"):
+            self._forget_listeners()
+            self._destroy_batch(self._tracked_actor_ids())
+            self._clear_bookkeeping()
+        self.reconnect(relaunch)
 
     def remove_leftovers(self, actor_ids: list[int] | tuple[int, ...]) -> None:
         """Destroy the vehicles and sensors among ``actor_ids`` that an earlier client of this server left behind.
@@ -318,6 +348,10 @@ class CarlaWorld(World, SensorWorld):
 
     # ------------------------------------------------------------------ World API: lifecycle
     def reset(self, seed: int) -> None:
+        self._resets += 1
+        fresh_client, relaunch = self.config.restart_due(self._resets)
+        if fresh_client:
+            self._fresh_client(relaunch)
         with self._server_calls("reset"):
             self.sensors.clear()
             self.events.clear()
@@ -371,9 +405,9 @@ class CarlaWorld(World, SensorWorld):
         keep = np.ones(len(points.xy), dtype=bool)
         if exclude_near is not None:
             keep &= np.linalg.norm(points.xy - np.asarray(exclude_near, float).reshape(1, 2), axis=1) > exclude_radius
-        occupied = self.vehicles().xy
-        taken_xy = list(occupied)
-        taken_z = [self._ground_z(xy) for xy in occupied]
+        occupied = self.vehicles()
+        taken_xy = list(occupied.xy)
+        taken_z = [self._height(i) for i in occupied.ids.tolist()]
         chosen = []
         for i in self.rng.permutation(np.flatnonzero(keep)):
             if len(chosen) == count:
@@ -426,9 +460,11 @@ class CarlaWorld(World, SensorWorld):
             self._destroy_batch([r.actor_id for r in responses if r.error and r.actor_id])
             actors = {a.id: a for a in self.world.get_actors(list(spawned.values()))} if spawned else {}
             self.shapes.remember(actors.values())
+            self._place_boxes(requests, spawned)
             for k, actor_id in spawned.items():
                 request, actor = requests[k], actors[actor_id]
-                self._vehicles[actor_id] = _Vehicle(actor, request.role, request.route, request.behavior)
+                self._vehicles[actor_id] = _Vehicle(actor, request.role, request.route, request.behavior,
+                                                    self._spawn_height(request))
                 self._pending[actor_id] = (request.pose, request.speed, self.shapes.shapes[actor_id])
                 if request.role == "ego":
                     for sensor_id in self.events.attach(self.world, actor):
@@ -439,11 +475,32 @@ class CarlaWorld(World, SensorWorld):
         self._arrays = None
         return results
 
+    def _origin_transform(self, request: _SpawnRequest, offset: tuple[float, float]) -> carla.Transform:
+        """The actor transform that puts a box ``offset`` ahead/right of the origin on the requested pose (the box
+        centre, which is what ``vehicles()`` reports)."""
+        pose = request.pose
+        x, y = from_ego_frame(-np.asarray(offset, float)[None], np.array([pose.x, pose.y]), pose.yaw)[0]
+        transform = Pose(float(x), float(y), pose.yaw).to_transform()
+        transform.location.z = self._spawn_height(request)
+        return transform
+
+    def _place_boxes(self, requests: list[_SpawnRequest], spawned: dict[int, int]) -> None:
+        """Move vehicles spawned with another box offset than their blueprint's (the first of a blueprint, whose box
+        is known only once spawned) so that their box centre is on the requested pose before the first tick."""
+        moves = []
+        for k, actor_id in spawned.items():
+            offset = self.shapes.shapes[actor_id].offset
+            if offset != self._box_offset:
+                moves.append(carla.command.ApplyTransform(actor_id, self._origin_transform(requests[k], offset)))
+        if spawned:
+            self._box_offset = self.shapes.shapes[next(iter(spawned.values()))].offset
+        if moves:
+            self.client.apply_batch_sync(moves, False)
+
     def _spawn_command(self, request: _SpawnRequest) -> Any:
         pose, speed = request.pose, request.speed
         self._blueprint.set_attribute("role_name", "hero" if request.role == "ego" else "autopilot")
-        transform = pose.to_transform()
-        transform.location.z = self.heights.at(request.lane, request.s) + SPAWN_LIFT
+        transform = self._origin_transform(request, self._box_offset)
         command = SpawnActor(self._blueprint, transform)
         if request.role == "background":
             command = command.then(carla.command.SetAutopilot(carla.command.FutureActor, True, self.tm_port))
@@ -452,15 +509,20 @@ class CarlaWorld(World, SensorWorld):
             command = command.then(carla.command.ApplyTargetVelocity(carla.command.FutureActor, velocity))
         return command
 
+    def _spawn_height(self, request: _SpawnRequest) -> float:
+        return self.heights.at(request.lane, request.s) + SPAWN_LIFT
+
     def _send_route(self, actor: Any, route: Route) -> None:
-        s = path_arc_lengths(route)
+        s = path_arc_lengths(route, self.road_map)
         set_path(self.tm, actor, route.position(s), self.heights.along(route, s))
 
-    def _ground_z(self, xy: np.ndarray) -> float:
-        """Height of the driving lane under a point (the lane CARLA itself would pick)."""
-        location = carla.Location(x=float(xy[0]), y=float(xy[1]), z=0.0)
-        waypoint = self.road_map.carla_map.get_waypoint(location, lane_type=carla.LaneType.Driving)
-        return float(waypoint.transform.location.z) if waypoint is not None else 0.0
+    def _height(self, actor_id: int) -> float:
+        """The vehicle's height in the last tick's snapshot (its spawn height before it was ticked): map queries
+        at this height match the deck it drives on where roads cross over each other."""
+        actor = self._snapshot.find(actor_id)
+        if actor is not None:
+            return float(actor.get_transform().location.z)
+        return self._vehicles[actor_id].spawn_z
 
     def destroy(self, actor_id: int) -> None:
         self._vehicle(actor_id)
@@ -544,7 +606,7 @@ class CarlaWorld(World, SensorWorld):
                 self.destroy(actor_id)
                 continue
             try:
-                lane, s, _ = self.road_map.locate(xy)
+                lane, s, _ = self.road_map.locate(xy, z=self._height(actor_id))
             except MapError:
                 continue  # off the lanes for a moment (turning); try again next tick
             vehicle.route = random_route(self.road_map, self.rng, lane, s, NEXT_ROUTE_LENGTH)
@@ -584,8 +646,9 @@ class CarlaWorld(World, SensorWorld):
         """Whether the vehicle's centre is off every driving lane."""
         v = self.vehicles()
         x, y = v.xy[v.row(actor_id)]
-        waypoint = self.road_map.carla_map.get_waypoint(carla.Location(x=float(x), y=float(y), z=0.0),
-                                                        project_to_road=False, lane_type=carla.LaneType.Driving)
+        location = carla.Location(x=float(x), y=float(y), z=self._height(actor_id))
+        waypoint = self.road_map.carla_map.get_waypoint(location, project_to_road=False,
+                                                        lane_type=carla.LaneType.Driving)
         return waypoint is None
 
     # ------------------------------------------------------------------ sensors for handlers
