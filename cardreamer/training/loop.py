@@ -37,7 +37,7 @@ from .config import TrainingConfig, apply_overrides, load_config, make_config
 from .envs import EnvFn, StandardObs, default_env_fn, make_vector_env
 from .logger import Logger, make_publisher
 from .protocol import batch_shape, make_backbone
-from .replay import Replay
+from .replay import Replay, available_memory, check_memory, step_bytes
 
 EPISODE_KEYS = ("success", "collision", "route_completion", "mean_speed")
 
@@ -190,6 +190,9 @@ class Trainer:
         self.pretrain_updates = 0
         if not loaded and self.run_cfg.pretrain_data:
             self._fill_from_dataset(self.run_cfg.pretrain_data)
+        check_memory(step_bytes(envs.single_observation_space, envs.single_action_space, self.replay.latents),
+                     config.replay.capacity, len(self.replay), self.run_cfg.steps - self.counters["env_steps"],
+                     envs.num_envs, config.replay.chunk_size, available_memory())
         self.logger = Logger(logdir, publisher)
         self.logger.truncate(self.counters["env_steps"])  # rows written after the restored checkpoint
         self.publisher = publisher
