@@ -14,6 +14,10 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
+from cardreamer.plugins import imported_modules
+
+from .config import TrainingConfig, apply_overrides
+
 EnvFn = Callable[[], gym.Env]
 RESERVED_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
 
@@ -105,12 +109,10 @@ def make_recorded_env(task_config: dict, plugins: list[str], seed: int | None = 
     return env
 
 
-def with_task_config(config):
+def with_task_config(config: TrainingConfig) -> TrainingConfig:
     """``config`` with ``env.task_config`` (the CarDreamer task's config after ``extends:``, the
     task file and ``env.overrides``) and ``env.map_sha256`` (its map file's hash) recorded, so the
     run directory rebuilds the same task later; unchanged for a gymnasium id or one already recorded."""
-    from .config import apply_overrides
-
     if config.env.task_config or is_gym_id(config.env.task, config.env.overrides):
         return config
     from cardreamer.config import build_config
@@ -122,7 +124,7 @@ def with_task_config(config):
                                                                      task_config.env.world.map_dir)}})
 
 
-def map_changed(config) -> str | None:
+def map_changed(config: TrainingConfig) -> str | None:
     """One line saying that the map of a run's recorded task config is not the file it trained on
     (by hash), or None (same file, or nothing recorded)."""
     from cardreamer.roadmap import map_sha256
@@ -142,8 +144,6 @@ def default_env_fn(config) -> EnvFn:
     """A picklable zero-argument factory of ``config.env``: the recorded task config if there is
     one (see :func:`with_task_config`), else the task named, with its overrides."""
     if config.env.task_config:
-        from cardreamer.plugins import imported_modules
-
         return functools.partial(make_recorded_env, dict(config.env.task_config), imported_modules(), config.seed)
     if not config.env.task:
         raise ValueError("env.task is empty: name a CarDreamer task or a gymnasium id, e.g. --task CartPole-v1")

@@ -22,7 +22,7 @@ def test_every_option_that_takes_a_value_says_its_default(command):
     sub = _subparser(command)
     options = sub.format_help().split("\noptions:\n", 1)[1]
     entries = {m.group(1): " ".join(m.group(2).split())
-               for m in re.finditer(r"^  (--[\w-]+)(.*?)(?=^  -|\Z)", options, re.S | re.M)}
+               for m in re.finditer(r"^  (--[\w-]+)(.*?)(?=^  -|\Z)", options, re.DOTALL | re.MULTILINE)}
     given = {"--logdir", "--checkpoint"} if command == "eval" else set()  # exactly one of them is required
     takes_value = [a.option_strings[0] for a in sub._actions if a.option_strings and a.nargs != 0 and not a.required
                    and a.dest not in ("help", "plugins") and a.option_strings[0] not in given]

@@ -60,7 +60,7 @@ def test_config_yaml_records_the_resolved_task_and_the_map_hash(tmp_path):
 
 
 def test_eval_runs_the_recorded_task_after_the_task_file_changes(tmp_path, capsys):
-    run, task = _run(tmp_path)
+    run, _ = _run(tmp_path)
     _task(tmp_path, time_limit=5)
     env = default_env_fn(load_config(str(run / "config.yaml")))()
     assert env.unwrapped.time_limit == 15 and env.unwrapped.config.task.traffic.background == 4
@@ -79,7 +79,7 @@ def test_eval_says_in_one_line_when_the_map_file_changed(tmp_path, capsys):
 
 
 def test_a_run_dir_without_the_record_still_evaluates_from_the_task_file(tmp_path):
-    run, task = _run(tmp_path)
+    run, _ = _run(tmp_path)
     data = yaml.safe_load((run / "config.yaml").read_text())
     del data["env"]["task_config"], data["env"]["map_sha256"]
     (run / "config.yaml").write_text(yaml.safe_dump(data))
