@@ -96,7 +96,8 @@ class RunSettings(_Settings):
 
 
 class ReplaySettings(_Settings):
-    capacity: int = Field(5_000_000, ge=1)  # steps (a 128x128 RGB step is 49 kB); oldest chunks dropped beyond it
+    capacity: int = Field(5_000_000, ge=1)  # steps (a 128x128 RGB step is 49 kB); oldest chunks dropped beyond it;
+    # train refuses one that would not fit in memory (replay.check_memory)
     chunk_size: int = Field(1024, ge=1)
     online: bool = True  # every fresh sequence is trained on once
 
