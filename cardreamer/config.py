@@ -549,6 +549,16 @@ def merge_mapping(sourced: SourcedConfig, config: Mapping[str, Any]) -> None:
     sourced.merge(data, CONFIG_SOURCE)
 
 
+def recorded_config(data: Mapping[str, Any], where: str) -> Config:
+    """A configuration recorded as plain data (``Config.model_dump(mode="json")``, e.g. a run
+    directory's ``env.task_config``), validated again; errors name ``where``."""
+    import cardreamer.tasks  # noqa: F401  (registers the built-in parts, reward terms and terminal settings)
+
+    sourced = SourcedConfig()
+    sourced.merge(dict(data), where)
+    return validate(sourced)
+
+
 def build_config(task: str | Path, overrides: list[str] | None = None,
                  config: Mapping[str, Any] | None = None) -> tuple[Config, SourcedConfig]:
     """A task's configuration, validated (the one pipeline of the env, the validator and the CLI)."""

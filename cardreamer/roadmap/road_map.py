@@ -6,6 +6,7 @@ server backend hands over the server's ``carla.Map`` instead, so everything buil
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +78,11 @@ def resolve_map_path(name: str, map_dir: str | os.PathLike | None = None) -> Pat
         f"not a .xodr path, {where}; for a CARLA town point env.world.map_dir at CARLA's "
         f"CarlaUE4/Content/Carla/Maps/OpenDrive folder"
     )
+
+
+def map_sha256(name: str, map_dir: str | os.PathLike | None = None) -> str:
+    """The SHA-256 of the OpenDRIVE file a map name resolves to (see :func:`resolve_map_path`)."""
+    return hashlib.sha256(resolve_map_path(name, map_dir).read_bytes()).hexdigest()
 
 
 class RoadMap:

@@ -23,42 +23,61 @@ from .config import DEFAULT_BACKBONE, TrainingConfig, apply_overrides, config_ke
 from .protocol import backbone_spec
 
 
+FLAG_KEYS = {"steps": "run.steps", "envs": "env.num_envs", "train_ratio": "run.train_ratio", "seed": "seed",
+             "eval_every": "run.eval_every", "eval_episodes": "run.eval_episodes"}
+"""``train`` options that set a config key (left out: the config's value)."""
+
+
+def _default(flag: str) -> str:
+    """`` (default: KEY=VALUE)`` of a train option, the config's default of the key it sets."""
+    key = FLAG_KEYS[flag]
+    value = TrainingConfig().to_dict()
+    for part in key.split("."):
+        value = value[part]
+    return f" (default: {key}={value})"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train a backbone on a task (resumes an existing logdir)",
                                   description="Extra dotted overrides such as --model.lr=1e-4 or "
-                                              "--env.overrides=[env.world.backend=carla] are applied last.")
+                                              "--env.overrides=[env.world.backend=carla] are applied last. An "
+                                              "option left out keeps its config key's value: the default shown "
+                                              "unless the size preset sets it (train prints what it sets).")
     train.add_argument("--task", required=True, help="CarDreamer task name or gymnasium id (e.g. CartPole-v1)")
     train.add_argument("--backbone", default=DEFAULT_BACKBONE,
                        help=f"registered backbone name (default: {DEFAULT_BACKBONE}); a plugin's with --import")
     train.add_argument("--size", help="size preset of the backbone (dreamerv3: 1m, 12m, 25m, 50m, 100m, 200m, tiny, "
                                       "cpu; default: the backbone's command-line preset, cpu for dreamerv3)")
-    train.add_argument("--steps", type=int, help="env steps to train for")
+    train.add_argument("--steps", type=int, help=f"env steps to train for{_default('steps')}")
     train.add_argument("--logdir", required=True, help="run directory")
-    train.add_argument("--envs", type=int, help="parallel environments")
-    train.add_argument("--train-ratio", type=float, help="replayed steps per env step")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--eval-every", type=int, help="env steps between evaluations (0: never)")
-    train.add_argument("--eval-episodes", type=int)
+    train.add_argument("--envs", type=int, help=f"parallel environments{_default('envs')}")
+    train.add_argument("--train-ratio", type=float, help=f"replayed steps per env step{_default('train_ratio')}")
+    train.add_argument("--seed", type=int, help=f"seed of the envs, the backbone and the replay{_default('seed')}")
+    train.add_argument("--eval-every", type=int, help=f"env steps between evaluations, 0: never{_default('eval_every')}")
+    train.add_argument("--eval-episodes", type=int, help=f"episodes per evaluation{_default('eval_episodes')}")
     train.add_argument("--serve", action="store_true", help="start the visualizer and publish metrics and frames to it")
-    train.add_argument("--pretrain-data", help="a dataset folder from `cardreamer collect` to pre-train on first")
+    train.add_argument("--pretrain-data", help="a dataset folder from `cardreamer collect` to pre-train on first "
+                                               "(default: none)")
     train.add_argument("--from-checkpoint", metavar="PATH",
                        help="start a fresh run from another run's checkpoint (its run dir: the newest; or "
                             "<run>/checkpoints/<step>), e.g. to fine-tune on another task; ignored once this "
-                            "run has checkpoints of its own")
+                            "run has checkpoints of its own (default: none, a fresh start)")
     train.add_argument("--from-checkpoint-parts", metavar="PARTS",
                        help="what to take from it, comma-separated: agent (the backbone's state: weights and "
                             "optimizer), replay (default: agent)")
     train.set_defaults(func=run_train, fast_allocator=True)
 
     evaluate = subparsers.add_parser("eval", help="evaluate a trained backbone")
-    evaluate.add_argument("--logdir", help="run directory (uses its newest checkpoint)")
-    evaluate.add_argument("--checkpoint", help="a checkpoint folder, logdir/checkpoints/<step>")
-    evaluate.add_argument("--episodes", type=int, default=10)
-    evaluate.add_argument("--json", nargs="?", const="-", help="write the results as JSON to this file ('-': stdout)")
+    evaluate.add_argument("--logdir", help="run directory (uses its newest checkpoint); this or --checkpoint")
+    evaluate.add_argument("--checkpoint", help="a checkpoint folder, logdir/checkpoints/<step>; this or --logdir")
+    evaluate.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
+    evaluate.add_argument("--json", nargs="?", const="-", help="also write the results as JSON to this file ('-' or "
+                                                               "no file: stdout; default: only <logdir>/eval/)")
     evaluate.add_argument("--seed", type=int, help="seed of the first episode; episode i uses SEED+i "
                                                    "(default: the run's seed + 20000)")
     evaluate.add_argument("--policy", choices=("sample", "greedy"),
-                          help="sample actions (the default, as DreamerV3 does) or take the policy's mode")
+                          help="sample actions (as DreamerV3 does) or take the policy's mode (default: the "
+                               "run's model.eval_policy, sample unless set)")
     evaluate.set_defaults(func=run_eval, fast_allocator=True)
 
 
@@ -67,9 +86,7 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
     ``args.overrides``. Keys of this package's config set it; other ``env.`` and ``task.`` keys (such as
     ``--env.world.backend=carla``) are handed to the CarDreamer env as ``env.overrides``."""
     overrides = [f"env.task={args.task}", f"backbone={args.backbone}", f"logdir={args.logdir}"]
-    flags = {"steps": "run.steps", "envs": "env.num_envs", "train_ratio": "run.train_ratio", "seed": "seed",
-             "eval_every": "run.eval_every", "eval_episodes": "run.eval_episodes"}
-    overrides += [f"{key}={getattr(args, flag)}" for flag, key in flags.items() if getattr(args, flag) is not None]
+    overrides += [f"{key}={getattr(args, flag)}" for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None]
     if args.serve:
         overrides.append("run.serve=true")
     if getattr(args, "pretrain_data", None):

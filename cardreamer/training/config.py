@@ -10,7 +10,8 @@ the user overrides them and are listed in ``preset_settings``, which ``train`` p
 config.yaml records. Unknown keys are errors that name the nearest valid keys; values are parsed as
 YAML scalars and checked against the default's type, then by the typed models.
 
-config.yaml holds :meth:`TrainingConfig.to_dict` with ``config_version: 2``; a file without
+config.yaml holds :meth:`TrainingConfig.to_dict` with ``config_version: 2``, including the
+CarDreamer task's resolved config (``env.task_config``) and its map's hash; a file without
 ``config_version`` (written before backbones owned their configs) still loads: a backbone without a
 config ignores its ``model`` keys, one without presets its ``size``.
 """
@@ -36,6 +37,10 @@ CHECKPOINT_PARTS = ("agent", "replay")
 optimizer, one file) and the replay."""
 
 
+WHOLE_VALUES = ("preset_settings", "task_config")
+"""Mapping-valued keys that are one value (set and recorded whole), not a level of dotted keys."""
+
+
 class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -46,6 +51,8 @@ class EnvSettings(_Settings):
     num_envs: int = Field(1, ge=1)
     parallel: bool = True  # AsyncVectorEnv (subprocesses) when num_envs > 1
     image_size: list[int] = [0, 0]  # resize image observations to (H, W); [0, 0] keeps them
+    task_config: dict[str, Any] = {}  # the CarDreamer task's resolved config (env:, task:), recorded by train
+    map_sha256: str = ""  # SHA-256 of the OpenDRIVE file of that task's map when the run started
 
     @field_validator("image_size")
     @classmethod
@@ -89,7 +96,8 @@ class RunSettings(_Settings):
 
 
 class ReplaySettings(_Settings):
-    capacity: int = Field(5_000_000, ge=1)  # steps (a 128x128 RGB step is 49 kB); oldest chunks dropped beyond it
+    capacity: int = Field(5_000_000, ge=1)  # steps (a 128x128 RGB step is 49 kB); oldest chunks dropped beyond it;
+    # train refuses one that would not fit in memory (replay.check_memory)
     chunk_size: int = Field(1024, ge=1)
     online: bool = True  # every fresh sequence is trained on once
 
@@ -149,7 +157,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and key != "preset_settings":
+        if isinstance(value, Mapping) and value and key not in WHOLE_VALUES:
             flat.update(_flatten(value, path + "."))
         else:
             flat[path] = value
@@ -301,7 +309,12 @@ def load_config(path: str) -> TrainingConfig:
         if not module.endswith(".py"):
             import_module(module)
     try:
-        return config_from_file(data, path)
+        config = config_from_file(data, path)
+        if config.env.task_config:  # its parts and terms may come from the plugins
+            from cardreamer.config import recorded_config
+
+            recorded_config(config.env.task_config, f"{path} env.task_config")
+        return config
     except ConfigError as error:
         skipped = [p for p in plugins if p.endswith(".py") and p not in imported_modules()]
         if not skipped:

@@ -18,8 +18,11 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
+from cardreamer.plugins import imported_modules
 from cardreamer.world.api import WorldError, WorldLost
 from cardreamer.world.slot import EnvSlot, building, training_slots
+
+from .config import TrainingConfig, apply_overrides
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +87,15 @@ class StandardObs(gym.ObservationWrapper):
         return out
 
 
+def is_gym_id(task: str, overrides) -> bool:
+    """Whether ``env.task`` names a registered gymnasium env (taken as is: no CarDreamer config)."""
+    return task in gym.registry and not overrides
+
+
 def make_task_env(task: str, overrides: list[str] | None = None, seed: int | None = None) -> gym.Env:
     """A gymnasium id (e.g. CartPole-v1) through ``gymnasium.make``, otherwise a CarDreamer task
     through ``cardreamer.env.make_env``."""
-    if task in gym.registry and not overrides:
+    if is_gym_id(task, overrides):
         return gym.make(task)
     try:
         from cardreamer.env import make_env
@@ -97,8 +105,56 @@ def make_task_env(task: str, overrides: list[str] | None = None, seed: int | Non
     return make_env(task, list(overrides or []), seed)
 
 
+def make_recorded_env(task_config: dict, plugins: list[str], seed: int | None = None) -> gym.Env:
+    """The CarDreamer env of a recorded task config (``env.task_config``), after importing the
+    plugins whose parts and terms it may use (this runs in vector-env subprocesses too)."""
+    from cardreamer.config import recorded_config
+    from cardreamer.env import CarDreamerEnv
+    from cardreamer.plugins import load_plugins
+
+    load_plugins(plugins)
+    env = CarDreamerEnv(config=recorded_config(task_config, "env.task_config"))
+    if seed is not None:
+        env.reset(seed=seed)
+    return env
+
+
+def with_task_config(config: TrainingConfig) -> TrainingConfig:
+    """``config`` with ``env.task_config`` (the CarDreamer task's config after ``extends:``, the
+    task file and ``env.overrides``) and ``env.map_sha256`` (its map file's hash) recorded, so the
+    run directory rebuilds the same task later; unchanged for a gymnasium id or one already recorded."""
+    if config.env.task_config or is_gym_id(config.env.task, config.env.overrides):
+        return config
+    from cardreamer.config import build_config
+    from cardreamer.roadmap import map_sha256
+
+    task_config, _ = build_config(config.env.task, list(config.env.overrides))
+    return apply_overrides(config, {"env": {"task_config": task_config.model_dump(mode="json"),
+                                            "map_sha256": map_sha256(task_config.task.map,
+                                                                     task_config.env.world.map_dir)}})
+
+
+def map_changed(config: TrainingConfig) -> str | None:
+    """One line saying that the map of a run's recorded task config is not the file it trained on
+    (by hash), or None (same file, or nothing recorded)."""
+    from cardreamer.roadmap import map_sha256
+
+    if not config.env.task_config or not config.env.map_sha256:
+        return None
+    world = config.env.task_config.get("env", {}).get("world", {})
+    name = config.env.task_config["task"]["map"]
+    now = map_sha256(name, world.get("map_dir"))
+    if now == config.env.map_sha256:
+        return None
+    return (f"map {name!r} differs from the file this run trained on (sha256 {config.env.map_sha256[:12]} then, "
+            f"{now[:12]} now): evaluating on the map as it is now")
+
+
 def default_env_fn(config) -> EnvFn:
-    """A picklable zero-argument factory for the task named in ``config.env``."""
+    """A picklable zero-argument factory of ``config.env``: the recorded task config if there is
+    one (see :func:`with_task_config`), else the task named, with its overrides."""
+    if config.env.task_config:
+        return functools.partial(make_recorded_env, dict(config.env.task_config), imported_modules(), config.seed)
     if not config.env.task:
         raise ValueError("env.task is empty: name a CarDreamer task or a gymnasium id, e.g. --task CartPole-v1")
     return functools.partial(make_task_env, config.env.task, list(config.env.overrides), config.seed)

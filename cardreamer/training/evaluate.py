@@ -3,6 +3,10 @@
 Episode ``i`` starts from ``reset(seed=seed + i)``, so each can be replayed alone; the results (the
 summary, the seeds and one row per episode) are written to ``<logdir>/eval/<checkpoint-step>.json``
 (the latest evaluation of that checkpoint).
+
+The env is built from the task config the run recorded (``env.task_config`` in config.yaml), so a
+task file changed since does not change what is evaluated; a map file changed since is used as it
+is now, with a warning. A config.yaml of before that record names the task and overrides only.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from cardreamer.config_loading import ConfigError
 
 from . import checkpoint
 from .config import apply_overrides, load_config
-from .envs import EnvFn, default_env_fn, make_vector_env
+from .envs import EnvFn, default_env_fn, make_vector_env, map_changed
 from .loop import EPISODE_KEYS, run_episodes, summarize
 from .protocol import make_backbone
 
@@ -44,6 +48,9 @@ def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_pa
             raise ConfigError(f"--policy {policy}: backbone {config.backbone!r} has no eval policy setting "
                               f"(model.eval_policy)")
         config = apply_overrides(config, {"model": {"eval_policy": policy}})
+    changed = map_changed(config)
+    if changed:
+        print(f"cardreamer: warning: {changed}", file=sys.stderr)
     seeds = [(config.seed + 20_000 if seed is None else seed) + i for i in range(episodes)]
     envs = make_vector_env(env_fn or default_env_fn(config), 1, False, config.env.image_size)
     try:

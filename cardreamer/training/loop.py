@@ -35,10 +35,10 @@ from cardreamer.world.slot import evaluation_slot, training_slots
 
 from . import checkpoint
 from .config import TrainingConfig, apply_overrides, load_config, make_config
-from .envs import EnvFn, StandardObs, default_env_fn, make_vector_env
+from .envs import EnvFn, StandardObs, default_env_fn, make_vector_env, with_task_config
 from .logger import Logger, make_publisher
 from .protocol import batch_shape, make_backbone
-from .replay import Replay
+from .replay import Replay, available_memory, check_memory, step_bytes
 
 EPISODE_KEYS = ("success", "collision", "route_completion", "mean_speed")
 
@@ -191,6 +191,9 @@ class Trainer:
         self.pretrain_updates = 0
         if not loaded and self.run_cfg.pretrain_data:
             self._fill_from_dataset(self.run_cfg.pretrain_data)
+        check_memory(step_bytes(envs.single_observation_space, envs.single_action_space, self.replay.latents),
+                     config.replay.capacity, len(self.replay), self.run_cfg.steps - self.counters["env_steps"],
+                     envs.num_envs, config.replay.chunk_size, available_memory())
         self.logger = Logger(logdir, publisher)
         self.logger.truncate(self.counters["env_steps"])  # rows written after the restored checkpoint
         self.publisher = publisher
@@ -379,12 +382,15 @@ def train(config: TrainingConfig | Mapping, env_fn: EnvFn | None = None, publish
     """Train ``config.backbone`` on ``config.env`` (or ``env_fn``) into ``config.logdir``.
 
     An existing logdir with checkpoints is resumed: model, optimizer, replay and counters.
+    config.yaml records the CarDreamer task's resolved config and its map's hash (``env.task_config``,
+    ``env.map_sha256``; not when ``env_fn`` is given), which the envs are built from.
     ``publisher`` receives metrics and frames (default: the visualizer's when ``run.serve``).
     Returns a summary dict of counters and the last evaluation.
     """
-    config = with_plugins(_as_config(config))
+    config = _as_config(config)
     if not config.logdir:
         raise ValueError("logdir is empty: pass --logdir or set logdir in the config")
+    config = with_plugins(config if env_fn else with_task_config(config))
     logdir = os.path.abspath(os.path.expanduser(config.logdir))
     env_fn = env_fn or default_env_fn(config)
     own_publisher = publisher is None

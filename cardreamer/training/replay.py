@@ -13,6 +13,10 @@ With ``latents``, every stored step also keeps per-step arrays that are not part
 Chunks are saved to and loaded from a folder as ``.npz`` files so training can resume; the latents
 of a chunk go to a companion ``.latent.npz`` file, so that rewriting them (after every update)
 does not rewrite the observations.
+
+:func:`check_memory` refuses, before training starts, a replay that would not fit in the memory
+available: the steps it will hold (its capacity, or fewer if the run collects fewer) times the
+bytes of one step (:func:`step_bytes`).
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping
 
+import gymnasium as gym
 import numpy as np
 
 from cardreamer.atomic import atomic_output
+from cardreamer.config_loading import ConfigError
 
 LATENT_SUFFIX = ".latent.npz"
 Position = tuple[str, int]  # (stream, index of a sequence's first step)
@@ -228,6 +234,74 @@ class Replay:
         self.load(folder)
         self.dirty |= set(self.chunks)
         self.latent_dirty |= set(self.chunks)
+
+
+MEMORY_SHARE = 0.8
+"""The share of the available memory a replay may take; the rest is left to the model, the envs
+and the system."""
+FLAG_BYTES = 4 + 3  # reward (float32), is_first, is_last, is_terminal (bool)
+
+
+def step_bytes(obs_space: gym.spaces.Dict, act_space: gym.Space, latents: Mapping[str, np.ndarray]) -> int:
+    """Bytes one stored step takes: its observations, the action, reward and flags, and the
+    latents kept for replay context."""
+    arrays = [(s.shape, s.dtype) for s in obs_space.spaces.values()] + [(act_space.shape, act_space.dtype)]
+    arrays += [(np.shape(v), np.asarray(v).dtype) for v in latents.values()]
+    return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize for shape, dtype in arrays) + FLAG_BYTES
+
+
+def available_memory() -> tuple[int, str] | None:
+    """(bytes, where the figure comes from) of the memory this process can still take: the
+    system's available memory (MemAvailable), or the cgroup's limit minus its use if that is less;
+    None where neither can be read."""
+    found: list[tuple[int, str]] = []
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        found.append((int(fields["MemAvailable"].split()[0]) * 1024, "MemAvailable in /proc/meminfo"))
+    except (OSError, KeyError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read())
+        if limit != "max":
+            found.append((int(limit) - used, "the cgroup's memory.max minus memory.current"))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def check_memory(per_step: int, capacity: int, held: int, to_collect: int, open_chunks: int, chunk_size: int,
+                 available: tuple[int, str] | None) -> None:
+    """Refuse (ConfigError naming ``replay.capacity``) a replay whose growth would not fit in
+    :data:`MEMORY_SHARE` of the ``available`` memory (which excludes the ``held`` steps already
+    loaded): the run collects ``to_collect`` more steps, the replay keeps at most ``capacity``, plus
+    one partly filled chunk per env (``open_chunks``). ``available`` None skips the check."""
+    if available is None:
+        return
+    budget = int(available[0] * MEMORY_SHARE)
+    steps = min(capacity, held + max(0, to_collect)) + open_chunks * chunk_size
+    if (steps - held) * per_step <= budget:
+        return
+    fits = held + budget // per_step - open_chunks * chunk_size
+    advice = (f"replay.capacity={_round_down(fits)} fits (--replay.capacity={_round_down(fits)})" if fits > 0 else
+              "not even one chunk per env fits: use smaller images (env.image_size) or fewer observations")
+    now = f", {_size(held * per_step)} of them held now" if held else ""
+    raise ConfigError(f"replay.capacity={capacity}: the replay would grow to {_size(steps * per_step)} "
+                      f"({steps} steps of {per_step} B{now}) but {_size(budget)} may be used "
+                      f"({MEMORY_SHARE:.0%} of {_size(available[0])} available, {available[1]}); {advice}")
+
+
+def _round_down(n: int) -> int:
+    """``n`` rounded down to two significant digits."""
+    scale = 10 ** max(0, len(str(n)) - 2)
+    return n // scale * scale
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def _write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
