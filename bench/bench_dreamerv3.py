@@ -5,6 +5,7 @@ steps per second, per model size, on 64x64x3 images with 15 discrete actions.
     python bench/bench_dreamerv3.py --sizes cpu --native        # the preset's own batch and image size
     python bench/bench_dreamerv3.py --sizes 12m --set model.strided=true
     python bench/bench_dreamerv3.py --sizes 12m --parts             # where an update's time goes
+    python bench/bench_dreamerv3.py --sizes 12m --flops --updates 0 # XLA's FLOP count of one update
 
 It runs under the allocator that `cardreamer train` picks (cardreamer/training/allocator.py;
 CARDREAMER_ALLOCATOR=system for glibc's). Each size prints one JSON line; by default every size
@@ -28,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dreamerv3_backbone.agent import DreamerV3, Model, count_params
+from dreamerv3_backbone.agent import DreamerV3, Model, _train, count_params
 from cardreamer.training.allocator import loaded_allocator, reexec_with_fast_allocator
 from cardreamer.training.config import make_config
 
@@ -83,7 +84,17 @@ def parts(model: Model, state: dict, batch: dict) -> dict[str, float]:
     return {f"parts_s/{k}": round(v, 3) for k, v in out.items()}
 
 
-def bench(size: str, updates: int, native: bool, image: int | None, overrides: list[str], with_parts: bool) -> dict:
+def update_flops(agent: DreamerV3, batch: dict) -> float:
+    """FLOPs of one compiled update as XLA's cost analysis counts them (the reference's method; a
+    scanned loop's body is counted once, so the RSSM's per-step work is undercounted alike)."""
+    compiled = _train.lower(agent.model, agent.state, agent._prepare(batch, latents=True)).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis["flops"])
+
+
+def bench(size: str, updates: int, native: bool, image: int | None, overrides: list[str], with_parts: bool,
+          with_flops: bool = False) -> dict:
     extra = [] if native else ["model.batch_size=16", "model.batch_length=64"]
     config = make_config(size, extra + list(overrides))
     image = image or (config.env.image_size[0] if native and all(config.env.image_size) else 64)
@@ -93,6 +104,7 @@ def bench(size: str, updates: int, native: bool, image: int | None, overrides: l
     agent = DreamerV3(obs_space, act_space, config)
     rng = np.random.default_rng(0)
     batches = [random_batch(rng, b, t, image) for _ in range(2)]
+    flops = {"flops_per_update": f"{update_flops(agent, batches[0]):.3g}"} if with_flops else {}
     start = time.perf_counter()
     agent.train(batches[0], None)
     compile_s = time.perf_counter() - start
@@ -102,16 +114,16 @@ def bench(size: str, updates: int, native: bool, image: int | None, overrides: l
         _, metrics = agent.train(batches[i % 2], None)
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
-    per_update = float(np.median(times))
+    per_update = float(np.median(times)) if times else float("nan")
     breakdown = parts(agent.model, agent.state, batches[0]) if with_parts else {}
     return {
         "size": size, "params_m": round(count_params(obs_space, act_space, config.model)["total"] / 1e6, 2),
         "batch": f"{b}x{t}", "image": f"{image}x{image}", "compile_s": round(compile_s, 2),
-        "s_per_update": round(per_update, 3), "cpu_s_per_update": round(float(np.median(cpu_times)), 3), "replayed_steps_per_s": round(b * t / per_update, 1),
+        "s_per_update": round(per_update, 3), "cpu_s_per_update": round(float(np.median(cpu_times or [np.nan])), 3), "replayed_steps_per_s": round(b * t / per_update, 1),
         "env_steps_per_s_at_ratio_32": round(b * t / per_update / 32, 2), "updates": updates,
         "loss_finite": bool(np.isfinite(metrics["loss/total"])), "overrides": overrides,
         "backend": jax.default_backend(), "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-        "jax": jax.__version__, "allocator": os.path.basename(loaded_allocator() or "glibc"), **breakdown,
+        "jax": jax.__version__, "allocator": os.path.basename(loaded_allocator() or "glibc"), **flops, **breakdown,
     }
 
 
@@ -123,10 +135,11 @@ def main() -> None:
     parser.add_argument("--image", type=int, help="square image size (default: the preset's env.image_size, else 64)")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. model.strided=true")
     parser.add_argument("--parts", action="store_true", help="also time the gradient of each part of the loss")
+    parser.add_argument("--flops", action="store_true", help="also report XLA's FLOP count of one update")
     args = parser.parse_args()
     reexec_with_fast_allocator()  # as `cardreamer train` does; CARDREAMER_ALLOCATOR=system opts out
     for size in args.sizes:
-        print(json.dumps(bench(size, args.updates, args.native, args.image, args.set, args.parts)), flush=True)
+        print(json.dumps(bench(size, args.updates, args.native, args.image, args.set, args.parts, args.flops)), flush=True)
 
 
 if __name__ == "__main__":
