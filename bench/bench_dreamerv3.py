@@ -106,7 +106,7 @@ def bench(size: str, updates: int, native: bool, image: int | None, overrides: l
     batches = [random_batch(rng, b, t, image) for _ in range(2)]
     flops = {"flops_per_update": f"{update_flops(agent, batches[0]):.3g}"} if with_flops else {}
     start = time.perf_counter()
-    agent.train(batches[0], None)
+    _, metrics = agent.train(batches[0], None)
     compile_s = time.perf_counter() - start
     times, cpu_times = [], []
     for i in range(updates):
