@@ -189,3 +189,21 @@ def test_compiled_box_tests_match_the_vectorized_ones_bit_for_bit():
         cg.box_corners(out, *xy_b[k], c, s, *ext_b[k])
         assert out.tolist() == box[k].tolist()
         assert [cg.corner_segment_distance(out, *points[k, i], *points[k, i + 1]) for i in range(2)] == between[k].tolist()
+
+
+def test_lanes_under_boxes_match_corners_and_lanes_at(project_map):
+    """The compiled lane lookup of the egos' boxes gives ``box_corners`` and ``LaneRaster.lanes_at`` exactly."""
+    from cardreamer.world.embedded.lane_raster import LaneRaster
+
+    road_map = project_map("town_grid")
+    raster = LaneRaster(road_map)
+    rng = np.random.default_rng(5)
+    lo, hi = road_map.bounds
+    xy = rng.uniform(np.asarray(lo) - 20.0, np.asarray(hi) + 20.0, (2000, 2))  # some off the grid
+    yaw, ext = rng.uniform(-4, 4, 2000), rng.uniform(0.5, 3.0, (2000, 2))
+    corners, lanes, centre = raster.lanes_under_boxes(xy, yaw, ext)
+    expected = box_corners(xy, yaw, ext)
+    assert np.array_equal(corners, expected)
+    assert np.array_equal(lanes, raster.lanes_at(expected))
+    assert np.array_equal(centre, raster.lanes_at(xy))
+    assert 0 < np.mean(centre >= 0) < 1
