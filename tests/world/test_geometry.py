@@ -164,3 +164,46 @@ def test_corner_segment_distance():
     points = point_box_distance(np.array([[[0.0, 0.0], [4.0, 0.0]]]), np.array([[2.0, 3.0]]),
                                 np.array([np.pi / 4]), np.array([[1.0, 0.5]]))
     assert d[0, 0] < points.min()
+
+
+def test_compiled_box_tests_match_the_vectorized_ones_bit_for_bit():
+    """The compiled tick's scalar geometry gives exactly the numpy functions' results (same seed, same episode)."""
+    from cardreamer.world.embedded import compiled_geometry as cg
+
+    rng = np.random.default_rng(3)
+    n = 400
+    xy_a, xy_b = rng.uniform(-6, 6, (n, 2)), rng.uniform(-6, 6, (n, 2))
+    yaw_a, yaw_b = rng.uniform(-np.pi, np.pi, n), rng.uniform(-np.pi, np.pi, n)
+    ext_a, ext_b = rng.uniform(0.5, 3.0, (n, 2)), rng.uniform(0.5, 3.0, (n, 2))
+    points = rng.uniform(-8, 8, (n, 3, 2))
+    overlap = boxes_overlap(xy_a, yaw_a, ext_a, xy_b, yaw_b, ext_b, 0.3)
+    distance = point_box_distance(points, xy_b, yaw_b, ext_b)
+    box = box_corners(xy_b, yaw_b, ext_b)
+    between = corner_segment_distance(box, points[:, :-1], points[:, 1:])
+    assert 0 < overlap.sum() < n
+    out = np.empty((4, 2))
+    for k in range(n):
+        c, s = np.cos(yaw_b[k]), np.sin(yaw_b[k])
+        assert cg.boxes_overlap(*xy_a[k], yaw_a[k], *(ext_a[k] + 0.3), *xy_b[k], yaw_b[k], *(ext_b[k] + 0.3)) == overlap[k]
+        assert [cg.point_box_distance(*p, *xy_b[k], c, s, *ext_b[k]) for p in points[k]] == distance[k].tolist()
+        cg.box_corners(out, *xy_b[k], c, s, *ext_b[k])
+        assert out.tolist() == box[k].tolist()
+        assert [cg.corner_segment_distance(out, *points[k, i], *points[k, i + 1]) for i in range(2)] == between[k].tolist()
+
+
+def test_lanes_under_boxes_match_corners_and_lanes_at(project_map):
+    """The compiled lane lookup of the egos' boxes gives ``box_corners`` and ``LaneRaster.lanes_at`` exactly."""
+    from cardreamer.world.embedded.lane_raster import LaneRaster
+
+    road_map = project_map("town_grid")
+    raster = LaneRaster(road_map)
+    rng = np.random.default_rng(5)
+    lo, hi = road_map.bounds
+    xy = rng.uniform(np.asarray(lo) - 20.0, np.asarray(hi) + 20.0, (2000, 2))  # some off the grid
+    yaw, ext = rng.uniform(-4, 4, 2000), rng.uniform(0.5, 3.0, (2000, 2))
+    corners, lanes, centre = raster.lanes_under_boxes(xy, yaw, ext)
+    expected = box_corners(xy, yaw, ext)
+    assert np.array_equal(corners, expected)
+    assert np.array_equal(lanes, raster.lanes_at(expected))
+    assert np.array_equal(centre, raster.lanes_at(xy))
+    assert 0 < np.mean(centre >= 0) < 1

@@ -26,15 +26,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
-from cardreamer.geometry import (
-    bounding_radius,
+from cardreamer.world.embedded.compiled_geometry import (
     box_corners,
     boxes_overlap,
     corner_segment_distance,
     point_box_distance,
 )
-from cardreamer.world.embedded.dynamics import MAX_BRAKE, pure_pursuit
+from cardreamer.world.embedded.dynamics import MAX_BRAKE, MAX_STEER
 from cardreamer.world.embedded.fleet import (
     B_A_MAX,
     B_B_COMF,
@@ -51,7 +51,9 @@ from cardreamer.world.embedded.fleet import (
     R_VCURVE,
     Fleet,
 )
-from cardreamer.world.embedded.lights import GREEN, STOP_SIGN, YELLOW
+from cardreamer.world.embedded.lights import GREEN as _GREEN
+from cardreamer.world.embedded.lights import STOP_SIGN
+from cardreamer.world.embedded.lights import YELLOW as _YELLOW
 from cardreamer.world.embedded.route_table import LEVEL_GAP, SPACING
 
 PATH_STEP = 4.0          # m between sampled path points (a box cannot slip between two)
@@ -73,8 +75,7 @@ COMMIT_BRAKE = 5.0       # m/s^2: a vehicle that cannot stop before the entry wi
 MAIN_PATH_RATIO = 1.3    # curve-speed ratio over which an ego inside a junction is on the main path
 EXIT_CLEAR = 0.0         # m past a junction's exit that must be clear of slow vehicles before entering
 
-
-_NEXT = np.arange(2)  # a route point and the next one
+GREEN, YELLOW = int(_GREEN), int(_YELLOW)  # plain ints for the compiled code
 
 
 @dataclass
@@ -95,167 +96,229 @@ def idm_accel(v, v0, gap, dv, s0, headway, a_max, b_comf):
     return a_max * (free - _idm_interaction(v, dv, gap, s0, headway, a_max, b_comf))
 
 
+
+@njit(cache=True, inline="always")
+def _interaction(v, dv, gap, s0, headway, a_max, b_comf):
+    """``_idm_interaction`` of one vehicle (the same operations in the same order)."""
+    s_star = s0 + max(0.0, v * headway + v * dv / (2.0 * np.sqrt(a_max * b_comf)))
+    ratio = s_star / max(gap, 0.1)
+    return ratio * ratio
+
+
 def drive(f: Fleet, auto: np.ndarray, signal_state: np.ndarray, dt: float, levels: bool = False) -> AutopilotCommand:
     """Acceleration and steering of the autopilot rows ``auto``; updates their stop-sign memory.
 
     ``levels``: the map has roads above others, so vehicles more than ``LEVEL_GAP`` apart in height
-    ignore each other.
+    ignore each other. The per-vehicle work is one compiled kernel; the powers and arc tangents stay
+    in numpy, whose SIMD forms differ in the last bit from the C library's.
     """
-    n = f.n
-    xy, yaw, v = f.xy[auto], f.yaw[auto], f.speed[auto]
-    ext, wheelbase, s = f.extent[auto], f.wheelbase[auto], f.route_s[auto]
+    v = f.speed[auto]
     behavior = f.behavior[auto]
-    a_max, b_comf, headway = behavior[:, B_A_MAX], behavior[:, B_B_COMF], behavior[:, B_HEADWAY]
-    last = f.route_points - 1
-    front = s + ext[:, 0]
-    fi = np.minimum((front / SPACING).astype(np.int64), last)
-    here = f.points(auto, fi)  # every annotation of the route point under the front bumper
-    j_in, j_out = here[:, R_JUNCTION_IN], here[:, R_JUNCTION_OUT]
-    d_entry = j_in - front
-
-    # ---- steering: pure pursuit on the route, look-ahead from the rear axle growing with speed
-    look = np.clip(2.5 + 0.4 * v, 3.5, 15.0)
-    target_s = np.clip(s - 0.5 * wheelbase + look, 0.0, last - 1.0) / SPACING
-    i0 = target_s.astype(np.int64)
-    frac = (target_s - i0)[:, None]
-    pair = f.points(auto[:, None], i0[:, None] + _NEXT)[..., :2]
-    steer = pure_pursuit(xy, yaw, wheelbase, pair[:, 0] * (1.0 - frac) + pair[:, 1] * frac)
-
-    # ---- path ahead of the front bumper and the curve speed along it
-    ahead = np.arange(PATH_POINTS) * PATH_STEP
-    idx = np.minimum(((front[:, None] + ahead) / SPACING + 0.5).astype(np.int64), last)
-    path = f.points(auto[:, None], idx)  # (m, PATH_POINTS, ROUTE_COLUMNS)
-    vcurve = np.sqrt(path[..., R_VCURVE] ** 2 + 2.0 * b_comf[:, None] * ahead).min(axis=1)
-    v0 = np.minimum(behavior[:, B_V0], vcurve)
-    interaction = np.zeros(len(auto))
-
-    # ---- vehicles on the path: every vehicle ahead within reach, tested against every path point
-    lead_gap = np.full(len(auto), np.inf)
-    lead_slow = np.zeros(len(auto), dtype=bool)
-    dx = f.xy[None, :n, 0] - xy[:, 0, None]
-    dy = f.xy[None, :n, 1] - xy[:, 1, None]
-    near = (dx * dx + dy * dy < SENSE_RADIUS**2) & (dx * np.cos(yaw)[:, None] + dy * np.sin(yaw)[:, None] > 0.0)
-    if levels:
-        near &= np.abs(f.z[None, :n] - f.z[auto, None]) < LEVEL_GAP
-    near[f.ignore_vehicles[auto]] = False
-    pi, pj = np.nonzero(near)  # (the vehicle itself is not strictly ahead of itself)
-    if len(pi):
-        dist = point_box_distance(path[pi, :, :2], f.xy[pj], f.yaw[pj], f.extent[pj])
-        clearance = (ext[pi, 1] + PATH_MARGIN)[:, None]
-        # a box corner can reach in between two path points: there, test the segments too
-        near_path = np.flatnonzero(dist.min(axis=1) < np.hypot(clearance[:, 0], 0.5 * PATH_STEP))
-        if len(near_path):
-            corners = box_corners(f.xy[pj[near_path]], f.yaw[pj[near_path]], f.extent[pj[near_path]])
-            points = path[pi[near_path], :, :2]
-            between = corner_segment_distance(corners, points[:, :-1], points[:, 1:])
-            dist[near_path, 1:] = np.minimum(dist[near_path, 1:], between)
-        hit = dist < clearance
-        any_hit = hit.any(axis=1)
-        pi, pj, hit, dist, clearance = pi[any_hit], pj[any_hit], hit[any_hit], dist[any_hit], clearance[any_hit]
-        first = hit.argmax(axis=1)
-        # refine between the last free path point and the first blocked one
-        before = np.maximum(first - 1, 0)
-        free_run = np.clip(dist[np.arange(len(pi)), before] - clearance[:, 0], 0.0, PATH_STEP)
-        gap = np.where(first > 0, ahead[before] + free_run, 0.0)
-        v_other = f.speed[pj] * np.cos(f.yaw[pj] - path[pi, first, R_HEADING])
-        term = _idm_interaction(v[pi], v[pi] - v_other, gap, behavior[pi, B_S0], headway[pi], a_max[pi],
-                                b_comf[pi])
-        np.maximum.at(interaction, pi, term)
-        np.minimum.at(lead_gap, pi, gap)
-        blocking_exit = (gap > d_entry[pi]) & (gap < j_out[pi] - front[pi] + EXIT_CLEAR) & (v_other < 2.0)
-        lead_slow[pi[blocking_exit]] = True
-
-    # ---- stop lines: lights and stop signs
-    stop_sig = here[:, R_STOP_SIG].astype(np.int64)
-    stop_s = here[:, R_STOP_S]
-    gap_stop = stop_s - front
-    state = signal_state[stop_sig]  # -1 (no stop line ahead) reads the always-green last entry
-    braking_needed = v * v / (2.0 * np.maximum(gap_stop + 0.5, 0.05))
-    light_hold = ~f.ignore_lights[auto] & (((state != GREEN) & (state != STOP_SIGN) & (braking_needed < RED_BRAKE))
-                                          & ((state != YELLOW) | (braking_needed < YELLOW_BRAKE)))
-    sign_pending = (state == STOP_SIGN) & ~f.ignore_signs[auto] & (stop_s > f.sign_cleared_s[auto] + 1e-6)
-    at_line = sign_pending & (gap_stop < SIGN_NEAR) & (v < STOPPED)
-    wait = np.where(at_line, f.sign_wait[auto] + dt, 0.0)
-    done = wait >= SIGN_STOP_TIME - 1e-9
-    f.sign_wait[auto] = np.where(done, 0.0, wait)
-    f.sign_cleared_s[auto] = np.where(done, stop_s, f.sign_cleared_s[auto])
-    held = (light_hold | (sign_pending & ~done)) & (gap_stop < 80.0)
-    stop_term = _idm_interaction(v, v, gap_stop, STOP_LINE_GAP, headway, a_max, b_comf)
-    interaction = np.where(held, np.maximum(interaction, stop_term), interaction)
-
-    # ---- yielding at junctions
-    junction = here[:, R_JUNCTION]
-    inside = d_entry <= 0.0
-    held_before_junction = held & (stop_s <= j_in + SIGN_NEAR)  # a stop line further on does not count
-    approaching = (junction >= 0) & (d_entry < JUNCTION_HORIZON) & ~held_before_junction
-    hold = approaching & ~inside & lead_slow & (lead_gap > d_entry)
-    hold_gap = np.where(hold, d_entry, np.inf)
-    q = np.flatnonzero(approaching)
-    if len(q) > 1 and len(np.unique(junction[q])) < len(q):  # two or more heading into one junction
-        must, gap = _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j_out,
-                                here[:, R_JUNCTION_SIGN])
-        hold |= must
-        hold_gap = np.minimum(hold_gap, gap)
-    outside = q[~inside[q]]
-    if len(outside):
-        must, gap = _yield_to_egos(f, auto, outside, junction, d_entry, front, v, ext, j_in, j_out, levels)
-        hold |= must
-        hold_gap = np.minimum(hold_gap, gap)
-    hold &= ~inside & ~f.ignore_vehicles[auto]
-    entry_term = _idm_interaction(v, v, hold_gap, STOP_LINE_GAP, headway, a_max, b_comf)
-    interaction = np.where(hold, np.maximum(interaction, entry_term), interaction)
-
+    a_max, b_comf = behavior[:, B_A_MAX], behavior[:, B_B_COMF]
+    v0, interaction, at_target, pursuit = _drive_kernel(
+        f.route, f.n, f.xy, f.yaw, f.speed, f.z, f.extent, f.wheelbase, f.behavior, f.route_s, f.is_ego,
+        f.has_route, f.ignore_lights, f.ignore_signs, f.ignore_vehicles, f.sign_wait, f.sign_cleared_s,
+        auto, signal_state, float(dt), bool(levels))
+    steer = np.clip(np.arctan(pursuit), -MAX_STEER, MAX_STEER)
     accel = a_max * (1.0 - (v / np.maximum(v0, 0.1)) ** 4 - interaction)
     # IDM only creeps up to a standstill target: close to one, brake to a full stop
-    at_target = (held & (gap_stop < STOP_LINE_GAP + 1.0)) | (hold & (hold_gap < STOP_LINE_GAP + 1.0))
     accel = np.where(at_target & (v < 2.0), np.minimum(accel, -b_comf), accel)
     return AutopilotCommand(np.clip(accel, -MAX_BRAKE, a_max), steer)
 
 
-def _must_yield(f, auto, q, junction, inside, d_entry, front, s, v, ext, j_in, j_out, sign_approach):
-    """Which autopilot vehicles must yield at their next junction, and the gap to stop in.
+@njit(cache=True)
+def _drive_kernel(route, n, xy, yaw, speed, z, extent, wheelbase, behavior, route_s, is_ego, has_route,
+                  ignore_lights, ignore_signs, ignore_vehicles, sign_wait, sign_cleared_s, auto, signal_state,
+                  dt, levels):
+    """Per autopilot row: IDM desired speed (route curve speeds included), the IDM interaction term
+    (the largest over vehicles on the path, stop lines and junction entries), whether it is at a
+    standstill target, and the pure-pursuit arc tangent argument. Updates the stop-sign memory."""
+    m = len(auto)
+    last = route.shape[1] - 1
+    v0 = np.empty(m)
+    interaction = np.zeros(m)
+    pursuit = np.empty(m)
+    front = np.empty(m)
+    d_entry = np.empty(m)
+    j_in = np.empty(m)
+    j_out = np.empty(m)
+    junction = np.empty(m)
+    sign_approach = np.empty(m)
+    lead_gap = np.full(m, np.inf)
+    lead_slow = np.zeros(m, dtype=np.bool_)
+    held = np.zeros(m, dtype=np.bool_)
+    gap_stop = np.empty(m)
+    approaching = np.zeros(m, dtype=np.bool_)
+    inside = np.zeros(m, dtype=np.bool_)
+    path = np.empty((PATH_POINTS, 3))  # x, y, heading of the sampled path points
+    dist = np.empty(PATH_POINTS)
+    corners = np.empty((4, 2))
+    for k in range(m):
+        r = auto[k]
+        x, y, heading, v = xy[r, 0], xy[r, 1], yaw[r], speed[r]
+        half_width, wb, s = extent[r, 1], wheelbase[r], route_s[r]
+        a_max, b_comf, headway = behavior[r, B_A_MAX], behavior[r, B_B_COMF], behavior[r, B_HEADWAY]
+        front[k] = s + extent[r, 0]
+        here = route[r, min(np.int64(front[k] / SPACING), last)]
+        j_in[k], j_out[k] = here[R_JUNCTION_IN], here[R_JUNCTION_OUT]
+        d_entry[k] = j_in[k] - front[k]
+        junction[k], sign_approach[k] = here[R_JUNCTION], here[R_JUNCTION_SIGN]
+
+        # ---- steering: pure pursuit on the route, look-ahead from the rear axle growing with speed
+        look = min(max(2.5 + 0.4 * v, 3.5), 15.0)
+        target_s = min(max(s - 0.5 * wb + look, 0.0), last - 1.0) / SPACING
+        i0 = np.int64(target_s)
+        frac = target_s - i0
+        tx = route[r, i0, 0] * (1.0 - frac) + route[r, i0 + 1, 0] * frac
+        ty = route[r, i0, 1] * (1.0 - frac) + route[r, i0 + 1, 1] * frac
+        c, sn = np.cos(heading), np.sin(heading)
+        dx = tx - (x - 0.5 * wb * c)
+        dy = ty - (y - 0.5 * wb * sn)
+        lateral = dy * c - dx * sn
+        pursuit[k] = 2.0 * wb * lateral / max(dx * dx + dy * dy, 1e-6)
+
+        # ---- path ahead of the front bumper and the curve speed along it
+        vcurve = np.inf
+        for p in range(PATH_POINTS):
+            point = route[r, min(np.int64((front[k] + p * PATH_STEP) / SPACING + 0.5), last)]
+            path[p, 0], path[p, 1], path[p, 2] = point[0], point[1], point[R_HEADING]
+            vcurve = min(vcurve, np.sqrt(point[R_VCURVE] ** 2 + 2.0 * b_comf * (p * PATH_STEP)))
+        v0[k] = min(behavior[r, B_V0], vcurve)
+
+        # ---- vehicles on the path: every vehicle ahead within reach, tested against every path point
+        clearance = half_width + PATH_MARGIN
+        corner_reach = np.hypot(clearance, 0.5 * PATH_STEP)
+        for j in range(n if not ignore_vehicles[r] else 0):
+            ox, oy = xy[j, 0] - x, xy[j, 1] - y
+            if not (ox * ox + oy * oy < SENSE_RADIUS**2 and ox * c + oy * sn > 0.0):
+                continue
+            if levels and not abs(z[j] - z[r]) < LEVEL_GAP:
+                continue
+            cj, sj = np.cos(yaw[j]), np.sin(yaw[j])
+            closest = np.inf
+            for p in range(PATH_POINTS):
+                dist[p] = point_box_distance(path[p, 0], path[p, 1], xy[j, 0], xy[j, 1], cj, sj, extent[j, 0],
+                                             extent[j, 1])
+                closest = min(closest, dist[p])
+            if closest < corner_reach:  # a box corner can reach in between two path points
+                box_corners(corners, xy[j, 0], xy[j, 1], cj, sj, extent[j, 0], extent[j, 1])
+                for p in range(1, PATH_POINTS):
+                    dist[p] = min(dist[p], corner_segment_distance(corners, path[p - 1, 0], path[p - 1, 1],
+                                                                   path[p, 0], path[p, 1]))
+            first = -1
+            for p in range(PATH_POINTS):
+                if dist[p] < clearance:
+                    first = p
+                    break
+            if first < 0:
+                continue
+            # refine between the last free path point and the first blocked one
+            before = max(first - 1, 0)
+            free_run = min(max(dist[before] - clearance, 0.0), PATH_STEP)
+            gap = before * PATH_STEP + free_run if first > 0 else 0.0
+            v_other = speed[j] * np.cos(yaw[j] - path[first, 2])
+            term = _interaction(v, v - v_other, gap, behavior[r, B_S0], headway, a_max, b_comf)
+            interaction[k] = max(interaction[k], term)
+            lead_gap[k] = min(lead_gap[k], gap)
+            if gap > d_entry[k] and gap < j_out[k] - front[k] + EXIT_CLEAR and v_other < 2.0:
+                lead_slow[k] = True
+
+        # ---- stop lines: lights and stop signs
+        stop_s = here[R_STOP_S]
+        gap_stop[k] = stop_s - front[k]
+        state = signal_state[np.int64(here[R_STOP_SIG])]  # -1 (no stop line ahead): the always-green last entry
+        braking_needed = v * v / (2.0 * max(gap_stop[k] + 0.5, 0.05))
+        light_hold = (not ignore_lights[r] and state != GREEN and state != STOP_SIGN and braking_needed < RED_BRAKE
+                      and (state != YELLOW or braking_needed < YELLOW_BRAKE))
+        sign_pending = state == STOP_SIGN and not ignore_signs[r] and stop_s > sign_cleared_s[r] + 1e-6
+        at_line = sign_pending and gap_stop[k] < SIGN_NEAR and v < STOPPED
+        wait = sign_wait[r] + dt if at_line else 0.0
+        done = wait >= SIGN_STOP_TIME - 1e-9
+        sign_wait[r] = 0.0 if done else wait
+        if done:
+            sign_cleared_s[r] = stop_s
+        held[k] = (light_hold or (sign_pending and not done)) and gap_stop[k] < 80.0
+        if held[k]:
+            interaction[k] = max(interaction[k], _interaction(v, v, gap_stop[k], STOP_LINE_GAP, headway, a_max,
+                                                              b_comf))
+        inside[k] = d_entry[k] <= 0.0
+        held_before_junction = held[k] and stop_s <= j_in[k] + SIGN_NEAR  # a stop line further on does not count
+        approaching[k] = junction[k] >= 0 and d_entry[k] < JUNCTION_HORIZON and not held_before_junction
+
+    # ---- yielding at junctions
+    hold = approaching & ~inside & lead_slow & (lead_gap > d_entry)
+    hold_gap = np.where(hold, d_entry, np.inf)
+    _must_yield(route, extent, speed, route_s, auto, approaching, inside, junction, d_entry, front, j_in, j_out,
+                sign_approach, hold, hold_gap)
+    _yield_to_egos(route, n, extent, speed, z, route_s, is_ego, has_route, auto, approaching & ~inside, junction,
+                   d_entry, front, j_in, j_out, levels, hold, hold_gap)
+    at_target = np.zeros(m, dtype=np.bool_)
+    for k in range(m):
+        r = auto[k]
+        if hold[k] and (inside[k] or ignore_vehicles[r]):
+            hold[k] = False
+        v = speed[r]
+        if hold[k]:
+            interaction[k] = max(interaction[k], _interaction(v, v, hold_gap[k], STOP_LINE_GAP, behavior[r, B_HEADWAY],
+                                                              behavior[r, B_A_MAX], behavior[r, B_B_COMF]))
+        at_target[k] = ((held[k] and gap_stop[k] < STOP_LINE_GAP + 1.0)
+                        or (hold[k] and hold_gap[k] < STOP_LINE_GAP + 1.0))
+    return v0, interaction, at_target, pursuit
+
+
+@njit(cache=True)
+def _must_yield(route, extent, speed, route_s, auto, approaching, inside, junction, d_entry, front, j_in, j_out,
+                sign_approach, hold, hold_gap):
+    """Mark in ``hold``/``hold_gap`` the approaching autopilot vehicles that must yield at their next
+    junction, and the gap to stop in.
 
     A vehicle yields to every vehicle with a lower priority key whose path through the same
     junction conflicts with its own: the boxes the two would occupy at some pair of path points
     (every ``CONFLICT_STEP`` metres) overlap when inflated by ``CONFLICT_MARGIN``. It stops at the
     junction entry, or, when it is too fast to stop there ("committed"), before the conflict point.
+    Vehicles entering at the same point form a queue, left to car following.
     """
-    committed = v * v / (2.0 * COMMIT_BRAKE) > d_entry
-    key = np.where(inside, -1000.0 - (front - j_in), d_entry / np.maximum(v, 2.0) - 100.0 * committed)
-    key = key + SIGN_PENALTY * sign_approach
-    kq = key[q]
-    same = junction[q][:, None] == junction[q][None, :]
-    lower = (kq[:, None] > kq[None, :]) | ((kq[:, None] == kq[None, :]) & (q[:, None] > q[None, :]))
-    candidate = same & lower & ~inside[q][:, None]
-    a, b = np.nonzero(candidate)
-    must = np.zeros(len(auto), dtype=bool)
-    gap = np.full(len(auto), np.inf)
-    if not len(a):
-        return must, gap
-    a, b = q[a], q[b]
-    last = f.route_points - 1
-    entry_a = f.points(auto[a], np.minimum((j_in[a] / SPACING).astype(np.int64), last))[:, :2]
-    entry_b = f.points(auto[b], np.minimum((j_in[b] / SPACING).astype(np.int64), last))[:, :2]
-    distinct = np.hypot(*(entry_a - entry_b).T) > 1.0  # same entry point: a queue, left to car following
-    a, b = a[distinct], b[distinct]
-    if not len(a):
-        return must, gap
-    start_a = np.maximum(front[a], j_in[a])
-    start_b = np.maximum(s[b] - ext[b, 0], j_in[b])
-    first = _first_conflict(f, auto[a], start_a, j_out[a], ext[a], auto[b], start_b, j_out[b], ext[b])
-    conflict = first < CONFLICT_POINTS
-    a = a[conflict]
-    # room for the front bumper while the centre stays at the last sample before the conflict
-    d_conflict = start_a[conflict] + (first[conflict] - 1) * CONFLICT_STEP - s[a]
-    must[a] = True
-    np.minimum.at(gap, a, np.where(committed[a], d_conflict, d_entry[a]))
-    return must, gap
+    m = len(auto)
+    last = route.shape[1] - 1
+    key = np.empty(m)
+    committed = np.empty(m, dtype=np.bool_)
+    for k in range(m):
+        v = speed[auto[k]]
+        committed[k] = v * v / (2.0 * COMMIT_BRAKE) > d_entry[k]
+        if inside[k]:
+            key[k] = -1000.0 - (front[k] - j_in[k])
+        else:
+            key[k] = d_entry[k] / max(v, 2.0) - 100.0 * committed[k]
+        key[k] = key[k] + SIGN_PENALTY * sign_approach[k]
+    for a in range(m):
+        if not approaching[a] or inside[a]:
+            continue
+        ra = auto[a]
+        entry_a = route[ra, min(np.int64(j_in[a] / SPACING), last)]
+        for b in range(m):
+            if not approaching[b] or junction[b] != junction[a]:
+                continue
+            if not (key[a] > key[b] or (key[a] == key[b] and a > b)):
+                continue
+            rb = auto[b]
+            entry_b = route[rb, min(np.int64(j_in[b] / SPACING), last)]
+            if not np.hypot(entry_a[0] - entry_b[0], entry_a[1] - entry_b[1]) > 1.0:
+                continue
+            start_a = max(front[a], j_in[a])
+            first = _first_conflict(route, ra, start_a, j_out[a], extent[ra], rb,
+                                    max(route_s[rb] - extent[rb, 0], j_in[b]), j_out[b], extent[rb])
+            if first < CONFLICT_POINTS:
+                # room for the front bumper while the centre stays at the last sample before the conflict
+                d_conflict = start_a + (first - 1) * CONFLICT_STEP - route_s[ra]
+                hold[a] = True
+                hold_gap[a] = min(hold_gap[a], d_conflict if committed[a] else d_entry[a])
 
 
-def _yield_to_egos(f: Fleet, auto: np.ndarray, q: np.ndarray, junction: np.ndarray, d_entry: np.ndarray,
-                   front: np.ndarray, v: np.ndarray, ext: np.ndarray, j_in: np.ndarray, j_out: np.ndarray,
-                   levels: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Which approaching autopilot vehicles must yield to an ego inside their junction, and the gap.
+@njit(cache=True)
+def _yield_to_egos(route, n, extent, speed, z, route_s, is_ego, has_route, auto, outside, junction, d_entry, front,
+                   j_in, j_out, levels, hold, hold_gap):
+    """Mark in ``hold``/``hold_gap`` the approaching autopilot vehicles (``outside`` their junction)
+    that must yield to an ego inside it, and the gap to stop in.
 
     An ego counts as inside from when its front bumper passes the junction entry until its rear
     leaves the exit. There it goes before a vehicle not yet in whose path through the junction
@@ -265,71 +328,70 @@ def _yield_to_egos(f: Fleet, auto: np.ndarray, q: np.ndarray, junction: np.ndarr
     point, is left to car following; an ego still approaching gets no priority: it must find its
     own gap.
     """
-    must = np.zeros(len(auto), dtype=bool)
-    gap = np.full(len(auto), np.inf)
-    egos = np.flatnonzero(f.is_ego[: f.n] & f.has_route[: f.n])
-    if not len(egos):
-        return must, gap
-    last = f.route_points - 1
-    rear = f.route_s[egos] - f.extent[egos, 0]
-    at_rear = f.points(egos, np.clip((rear / SPACING).astype(np.int64), 0, last))
-    e_junction, e_in, e_out = at_rear[:, R_JUNCTION], at_rear[:, R_JUNCTION_IN], at_rear[:, R_JUNCTION_OUT]
-    e_inside = (e_junction >= 0) & (e_in <= f.route_s[egos] + f.extent[egos, 0])
-    pair = (junction[q][:, None] == e_junction[None, :]) & e_inside[None, :]
-    if levels:
-        pair &= np.abs(f.z[auto[q]][:, None] - f.z[egos][None, :]) < LEVEL_GAP
-    a, k = np.nonzero(pair)
-    if not len(a):
-        return must, gap
-    a, e = q[a], egos[k]
-    entry_a = f.points(auto[a], np.minimum((j_in[a] / SPACING).astype(np.int64), last))[:, :2]
-    entry_e = f.points(e, np.minimum((e_in[k] / SPACING).astype(np.int64), last))[:, :2]
-    distinct = np.hypot(*(entry_a - entry_e).T) > 1.0
-    their_curve = _curve_speed(f, auto[a], j_in[a], j_out[a])
-    main = _curve_speed(f, e, e_in[k], e_out[k]) > MAIN_PATH_RATIO * their_curve
-    keep = distinct & main
-    a, e, k = a[keep], e[keep], k[keep]
-    if not len(a):
-        return must, gap
-    start_a = np.maximum(front[a], j_in[a])
-    first = _first_conflict(f, auto[a], start_a, j_out[a], ext[a], e, np.maximum(rear[k], e_in[k]), e_out[k],
-                            f.extent[e])
-    conflict = first < CONFLICT_POINTS
-    a = a[conflict]
-    committed = v[a] * v[a] / (2.0 * COMMIT_BRAKE) > d_entry[a]
-    d_conflict = start_a[conflict] + (first[conflict] - 1) * CONFLICT_STEP - (front[a] - ext[a, 0])
-    must[a] = True
-    np.minimum.at(gap, a, np.where(committed, d_conflict, d_entry[a]))
-    return must, gap
+    last = route.shape[1] - 1
+    for e in range(n):
+        if not (is_ego[e] and has_route[e]):
+            continue
+        rear = route_s[e] - extent[e, 0]
+        at_rear = route[e, min(max(np.int64(rear / SPACING), 0), last)]
+        e_junction, e_in, e_out = at_rear[R_JUNCTION], at_rear[R_JUNCTION_IN], at_rear[R_JUNCTION_OUT]
+        if not (e_junction >= 0 and e_in <= route_s[e] + extent[e, 0]):
+            continue
+        entry_e = route[e, min(np.int64(e_in / SPACING), last)]
+        ego_curve = _curve_speed(route, e, e_in, e_out)
+        for a in range(len(auto)):
+            ra = auto[a]
+            if not outside[a] or junction[a] != e_junction:
+                continue
+            if levels and not abs(z[ra] - z[e]) < LEVEL_GAP:
+                continue
+            entry_a = route[ra, min(np.int64(j_in[a] / SPACING), last)]
+            if not np.hypot(entry_a[0] - entry_e[0], entry_a[1] - entry_e[1]) > 1.0:
+                continue
+            if not ego_curve > MAIN_PATH_RATIO * _curve_speed(route, ra, j_in[a], j_out[a]):
+                continue
+            start_a = max(front[a], j_in[a])
+            first = _first_conflict(route, ra, start_a, j_out[a], extent[ra], e, max(rear, e_in), e_out, extent[e])
+            if first < CONFLICT_POINTS:
+                v = speed[ra]
+                committed = v * v / (2.0 * COMMIT_BRAKE) > d_entry[a]
+                d_conflict = start_a + (first - 1) * CONFLICT_STEP - (front[a] - extent[ra, 0])
+                hold[a] = True
+                hold_gap[a] = min(hold_gap[a], d_conflict if committed else d_entry[a])
 
 
-def _curve_speed(f: Fleet, rows: np.ndarray, s_in: np.ndarray, s_out: np.ndarray) -> np.ndarray:
-    """The lowest curve speed (its sharpest bend) of each route between ``s_in`` and ``s_out``."""
-    s = np.minimum(s_in[:, None] + np.arange(CONFLICT_POINTS) * CONFLICT_STEP, s_out[:, None])
-    points = f.points(rows[:, None], np.minimum((s / SPACING).astype(np.int64), f.route_points - 1))
-    return points[..., R_VCURVE].min(axis=1)
+@njit(cache=True)
+def _curve_speed(route, row, s_in, s_out):
+    """The lowest curve speed (the sharpest bend) of a route between ``s_in`` and ``s_out``."""
+    last = route.shape[1] - 1
+    lowest = np.inf
+    for i in range(CONFLICT_POINTS):
+        s = min(s_in + i * CONFLICT_STEP, s_out)
+        lowest = min(lowest, route[row, min(np.int64(s / SPACING), last), R_VCURVE])
+    return lowest
 
 
-def _first_conflict(f: Fleet, rows_a: np.ndarray, start_a: np.ndarray, end_a: np.ndarray, ext_a: np.ndarray,
-                    rows_b: np.ndarray, start_b: np.ndarray, end_b: np.ndarray,
-                    ext_b: np.ndarray) -> np.ndarray:
-    """Per pair, the first of A's path samples (every ``CONFLICT_STEP`` m from ``start_a`` up to
-    ``end_a``) whose box, inflated by ``CONFLICT_MARGIN``, overlaps B's box at one of its samples
-    (from ``start_b`` up to ``end_b``); ``CONFLICT_POINTS`` where the two paths do not conflict."""
-    last = f.route_points - 1
-    steps = np.arange(CONFLICT_POINTS) * CONFLICT_STEP
-    sa, sb = start_a[:, None] + steps, start_b[:, None] + steps
-    valid_a, valid_b = sa <= end_a[:, None] + 1.0, sb <= end_b[:, None] + 1.0
-    ra = f.points(rows_a[:, None], np.minimum((sa / SPACING).astype(np.int64), last))
-    rb = f.points(rows_b[:, None], np.minimum((sb / SPACING).astype(np.int64), last))
-    pa, pb = ra[..., :2], rb[..., :2]
-    # broad phase on sample pairs, then the boxes each vehicle would occupy at its two samples
-    d = pa[:, :, None, :] - pb[:, None, :, :]
-    reach = bounding_radius(ext_a, CONFLICT_MARGIN) + bounding_radius(ext_b, CONFLICT_MARGIN)
-    close = (np.einsum("pijc,pijc->pij", d, d) < (reach**2)[:, None, None]) & valid_a[:, :, None] & valid_b[:, None, :]
-    p, ka, kb = np.nonzero(close)
-    hit = boxes_overlap(pa[p, ka], ra[p, ka, R_HEADING], ext_a[p], pb[p, kb], rb[p, kb, R_HEADING], ext_b[p],
-                        CONFLICT_MARGIN)
-    first = np.full(len(rows_a), CONFLICT_POINTS)
-    np.minimum.at(first, p[hit], ka[hit])
-    return first
+@njit(cache=True)
+def _first_conflict(route, row_a, start_a, end_a, ext_a, row_b, start_b, end_b, ext_b):
+    """The first of A's path samples (every ``CONFLICT_STEP`` m from ``start_a`` up to ``end_a``)
+    whose box, inflated by ``CONFLICT_MARGIN``, overlaps B's box at one of its samples (from
+    ``start_b`` up to ``end_b``); ``CONFLICT_POINTS`` where the two paths do not conflict."""
+    last = route.shape[1] - 1
+    la, wa = ext_a[0] + CONFLICT_MARGIN, ext_a[1] + CONFLICT_MARGIN
+    lb, wb = ext_b[0] + CONFLICT_MARGIN, ext_b[1] + CONFLICT_MARGIN
+    reach = np.hypot(la, wa) + np.hypot(lb, wb)
+    for ka in range(CONFLICT_POINTS):
+        sa = start_a + ka * CONFLICT_STEP
+        if not sa <= end_a + 1.0:
+            continue
+        pa = route[row_a, min(np.int64(sa / SPACING), last)]
+        for kb in range(CONFLICT_POINTS):
+            sb = start_b + kb * CONFLICT_STEP
+            if not sb <= end_b + 1.0:
+                continue
+            pb = route[row_b, min(np.int64(sb / SPACING), last)]
+            dx, dy = pa[0] - pb[0], pa[1] - pb[1]
+            if dx * dx + dy * dy < reach**2 and boxes_overlap(pa[0], pa[1], pa[R_HEADING], la, wa, pb[0], pb[1],
+                                                              pb[R_HEADING], lb, wb):
+                return ka
+    return CONFLICT_POINTS

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from numba import njit
 
 from cardreamer.roadmap import RoadMap
+from cardreamer.world.embedded.compiled_geometry import box_corners
 
 RESOLUTION = 0.5  # m per cell
 SHIFT = 3         # fixed-point bits of the sub-cell polygon coordinates
@@ -41,3 +43,32 @@ class LaneRaster:
         out = np.full(cell.shape[:-1], -1, dtype=np.int64)
         out[valid] = self.grid[cell[..., 1][valid], cell[..., 0][valid]]
         return out
+
+    def lanes_under_boxes(self, xy: np.ndarray, yaw: np.ndarray, extent: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For boxes (N,): their corners (N, 4, 2) as ``geometry.box_corners`` gives them, the lane
+        under each corner (N, 4) and the lane under each centre (N,) as ``lanes_at`` gives them."""
+        return _lanes_under_boxes(self.grid, self.origin, self.resolution, xy, yaw, extent)
+
+
+@njit(cache=True)
+def _lane_cell(grid, origin, resolution, x, y):
+    i = np.int64(np.floor((x - origin[0]) / resolution))
+    j = np.int64(np.floor((y - origin[1]) / resolution))
+    if 0 <= i < grid.shape[1] and 0 <= j < grid.shape[0]:
+        return np.int64(grid[j, i])
+    return np.int64(-1)
+
+
+@njit(cache=True)
+def _lanes_under_boxes(grid, origin, resolution, xy, yaw, extent):
+    n = len(xy)
+    corners = np.empty((n, 4, 2))
+    lanes = np.empty((n, 4), dtype=np.int64)
+    centre = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        box_corners(corners[k], xy[k, 0], xy[k, 1], np.cos(yaw[k]), np.sin(yaw[k]), extent[k, 0], extent[k, 1])
+        for c in range(4):
+            lanes[k, c] = _lane_cell(grid, origin, resolution, corners[k, c, 0], corners[k, c, 1])
+        centre[k] = _lane_cell(grid, origin, resolution, xy[k, 0], xy[k, 1])
+    return corners, lanes, centre

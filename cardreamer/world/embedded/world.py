@@ -5,8 +5,9 @@ import weakref
 
 import carla
 import numpy as np
+from numba import njit
 
-from cardreamer.geometry import box_corners, boxes_overlap, overlapping_pairs
+from cardreamer.geometry import box_corners, boxes_overlap
 from cardreamer.roadmap import MapError, RoadMap, Route
 from cardreamer.roadmap.route import random_route
 from cardreamer.world.api import (
@@ -21,6 +22,7 @@ from cardreamer.world.api import (
     WorldError,
 )
 from cardreamer.world.embedded import autopilot
+from cardreamer.world.embedded.compiled_geometry import overlapping_pairs
 from cardreamer.world.embedded.dynamics import MAX_STEER, ego_acceleration, integrate, resistance_stops
 from cardreamer.world.embedded.fleet import R_HEADING, R_Z, Fleet
 from cardreamer.world.embedded.lane_change import LaneChanger
@@ -33,7 +35,6 @@ EXTEND_AHEAD = 60.0     # m: a "continue" route is extended when less than this 
 KEEP_BEHIND = 10.0      # m of the old route kept behind the vehicle when extending
 SPAWN_CLEARANCE = 0.5   # m between bounding circles of vehicles placed by spawn_traffic
 ROLES = ("ego", "background")
-_WINDOW = np.arange(-1, 3)  # the segments before, at and after the predicted one
 DEFAULT_EXTENT = (2.4, 1.05)
 
 _MAP_CACHE: weakref.WeakKeyDictionary[RoadMap, tuple[MapIndex, LaneRaster]] = weakref.WeakKeyDictionary()
@@ -284,25 +285,8 @@ class EmbeddedWorld(World):
     def _advance_route_progress(self) -> None:
         """Move each routed vehicle's route s to the closest route point near its predicted s."""
         f = self.fleet
-        rows = self._routed
-        if not len(rows):
-            return
-        last = f.route_points - 2
-        s = f.route_s[rows]
-        i_now = np.minimum((s / SPACING).astype(np.int64), last)
-        along = f.speed[rows] * self.dt * np.cos(f.yaw[rows] - f.points(rows, i_now)[:, R_HEADING])
-        guess = np.clip(((s + along) / SPACING).astype(np.int64), 1, last - 1)
-        seg = guess[:, None] + _WINDOW                                      # (R, 4): 3 segments' ends
-        ends = f.points(rows[:, None], seg)[..., :2]
-        a, d = ends[:, :-1], ends[:, 1:] - ends[:, :-1]
-        rx = f.xy[rows, 0, None] - a[..., 0]
-        ry = f.xy[rows, 1, None] - a[..., 1]
-        dx, dy = d[..., 0], d[..., 1]
-        t = np.clip((rx * dx + ry * dy) / np.maximum(dx * dx + dy * dy, 1e-9), 0.0, 1.0)
-        ox, oy = rx - t * dx, ry - t * dy
-        best = (ox * ox + oy * oy).argmin(axis=1)
-        pick = np.arange(len(rows))
-        f.route_s[rows] = (seg[pick, best] + t[pick, best]) * SPACING
+        if len(self._routed):
+            _route_progress(f.route, f.xy, f.yaw, f.speed, f.route_s, self._routed, self.dt)
 
     def _update_heights(self) -> None:
         """Road height under each vehicle: from its route, or (unrouted egos) from the lane under it."""
@@ -340,9 +324,8 @@ class EmbeddedWorld(World):
     def _detect_lane_events(self) -> None:
         f = self.fleet
         ego = self._ego
-        corners = self._corners(ego)                                  # (E, 4, 2)
-        lanes = self.raster.lanes_at(corners)                         # (E, 4)
-        f.off_road[ego] = self.raster.lanes_at(f.xy[ego]) < 0
+        corners, lanes, centre = self.raster.lanes_under_boxes(f.xy[ego], f.yaw[ego], f.extent[ego])
+        f.off_road[ego] = centre < 0
         previous = f.corner_lanes[ego]
         f.corner_lanes[ego] = lanes
         self._invasions = {}
@@ -462,3 +445,27 @@ class EmbeddedWorld(World):
             return bool(self.raster.lanes_at(f.xy[row][None])[0] < 0)
         return bool(f.off_road[row])
 
+
+
+@njit(cache=True)
+def _route_progress(route, xy, yaw, speed, route_s, rows, dt):
+    """Per routed row: predict the route s a tick on from the speed along the route's heading, then
+    take the closest point of the segments before, at and after the predicted one."""
+    last = route.shape[1] - 2
+    for r in rows:
+        s = route_s[r]
+        i_now = min(np.int64(s / SPACING), last)
+        along = speed[r] * dt * np.cos(yaw[r] - route[r, i_now, R_HEADING])
+        guess = min(max(np.int64((s + along) / SPACING), 1), last - 1)
+        best, best_d2, best_seg, best_t = -1, np.inf, 0, 0.0
+        for w in range(3):
+            seg = guess - 1 + w
+            ax, ay = route[r, seg, 0], route[r, seg, 1]
+            dx, dy = route[r, seg + 1, 0] - ax, route[r, seg + 1, 1] - ay
+            rx, ry = xy[r, 0] - ax, xy[r, 1] - ay
+            t = min(max((rx * dx + ry * dy) / max(dx * dx + dy * dy, 1e-9), 0.0), 1.0)
+            ox, oy = rx - t * dx, ry - t * dy
+            d2 = ox * ox + oy * oy
+            if d2 < best_d2 or best < 0:
+                best, best_d2, best_seg, best_t = w, d2, seg, t
+        route_s[r] = (best_seg + best_t) * SPACING
