@@ -2,8 +2,9 @@
 
     python bench/plot_learning.py docs/learning_runs/*_trail_ent3e4_s* --out docs/img/learning/success_curves.png
 
-A run directory's task is read from its config.yaml (``env.task``); the runs of one task are its
-seeds (thin lines) and their mean (thick), as ``cardreamer experiment report`` draws variants.
+Each run is one line, labelled with its task and seed from its config.yaml (``env.task``, ``seed``);
+runs stop at different steps (when they reached the target and were evaluated), so a mean over
+seeds would mix runs in and out.
 """
 from __future__ import annotations
 
@@ -25,12 +26,13 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, list[RunResult]] = {}
     for run in sorted(args.runs):
-        task = yaml.safe_load((run / "config.yaml").read_text())["env"]["task"]
-        results.setdefault(task, []).append(RunResult(run=None, final={}, curve=success_curve(run / "scores.jsonl")))
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        name = f"{config['env']['task']} seed {config['seed']}"
+        results[name] = [RunResult(run=None, final={}, curve=success_curve(run / "scores.jsonl"))]
     ok, png = cv2.imencode(".png", plot_success(results, args.title))
     with atomic_output(str(args.out), "wb") as f:
         f.write(png.tobytes())
-    print(f"wrote {args.out}: {', '.join(f'{t} ({len(r)})' for t, r in results.items())}")
+    print(f"wrote {args.out}: {', '.join(results)}")
 
 
 if __name__ == "__main__":
