@@ -211,3 +211,86 @@ def test_cli_train_with_parallel_envs_and_eval(tmp_path, capsys):
     args = parse(["train", "--task", "t", "--logdir", str(tmp_path), "--model.lrr=1"])
     with pytest.raises(ConfigError, match=r"^command line: unknown config key 'model.lrr'.*model\.lr"):
         args.func(args)
+
+
+class StatusPublisher(RecordingPublisher):
+    def __init__(self):
+        super().__init__()
+        self.statuses = []
+
+    def publish_status(self, status):
+        self.statuses.append(status)
+
+
+def test_trainer_publishes_its_phase_counters_and_rates(tmp_path):
+    publisher = StatusPublisher()
+    train(_config(tmp_path, "random", 400, "run.eval_every=200", "run.eval_episodes=2", "run.save_every_steps=300"),
+          env_fn=ReachEnv, publisher=publisher)
+    phases = [s["phase"] for s in publisher.statuses]
+    first = {phase: phases.index(phase) for phase in dict.fromkeys(phases)}
+    # filling the replay, then the first train step (the one that compiles), training, and the rest
+    assert list(first)[:3] == ["filling", "compiling", "training"] and phases[-1] == "done"
+    assert {"evaluating", "saving"} <= set(first)
+    compiling = publisher.statuses[first["compiling"]]
+    assert compiling["label"] == "compiling the train step" and compiling["updates"] == 0
+    assert compiling["env_steps"] >= 100 and compiling["steps"] == 400
+    details = [s["detail"] for s in publisher.statuses if s["phase"] == "evaluating"]
+    assert details[:3] == ["episode 0/2", "episode 1/2", "episode 2/2"]
+    done = publisher.statuses[-1]
+    assert done["env_steps"] == 400 and done["updates"] > 0 and done["fps"] > 0 and done["eta"] == 0
+    # training episodes say why they ended, in scores.jsonl and to the page; scores also as episode/score
+    scores = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    episodes = [row for row in scores if "episode/return" in row]
+    assert episodes and all(row["episode/terminal_reason"] == "time_limit" for row in episodes)
+    assert all(row["episode/score"] == row["episode/return"] for row in episodes)
+    assert publisher.episodes[0]["terminal_reason"] == "time_limit"
+
+
+def _tensorboard_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of the TensorBoard event files in ``logdir``, read as TFRecords of Event protos."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_tensorboard_output_holds_the_logged_scalars(tmp_path):
+    train(_config(tmp_path, "random", 300, "run.eval_every=150", "run.eval_episodes=2", "run.log_every=0",
+                  "run.loggers=[tensorboard]"), env_fn=ReachEnv)
+    scalars = _tensorboard_scalars(tmp_path)
+    def rows_of(name):
+        return [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+
+    # an evaluation's row is in both files, and once in TensorBoard
+    rows = rows_of("metrics.jsonl") + [row for row in rows_of("scores.jsonl") if "eval/return" not in row]
+    expected: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                expected.setdefault(key, []).append((row["step"], value))
+    assert {"eval/return", "episode/return", "fps/env", "env_steps"} <= set(scalars)
+    assert set(scalars) == set(expected)
+    for key, points in expected.items():
+        assert [s for s, _ in scalars[key]] == [s for s, _ in points], key
+        np.testing.assert_allclose([v for _, v in scalars[key]], [v for _, v in points], rtol=1e-6, err_msg=key)
+
+
+def test_loggers_are_checked_and_a_missing_wandb_is_one_line(tmp_path, monkeypatch, capsys):
+    with pytest.raises(ConfigError, match=r"run.loggers.*unknown logger 'tensorbord'.*tensorboard, wandb"):
+        _config(tmp_path, "random", 10, "run.loggers=[tensorbord]")
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
+    train(_config(tmp_path, "random", 50, "run.loggers=[wandb]"), env_fn=ReachEnv)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "wandb" in line]
+    assert lines == ["cardreamer: warning: run.loggers lists wandb, but the wandb package is not installed "
+                     "(pip install wandb); training without it"]
