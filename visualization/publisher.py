@@ -91,7 +91,7 @@ class Publisher:
         return None
 
     def close(self) -> None:
-        """Flush queued episodes/metrics briefly and disconnect."""
+        """Flush queued episodes, metrics and the run status briefly and disconnect."""
 
     def __enter__(self) -> Publisher:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
@@ -230,7 +230,7 @@ class SocketPublisher(Publisher):
         deadline = time.monotonic() + flush_seconds
         while self._connected.is_set() and time.monotonic() < deadline:
             with self._lock:
-                if not self._events and self._in_flight == 0:
+                if not self._events and STATUS_SLOT not in self._latest and self._in_flight == 0:
                     break
             time.sleep(0.01)
         self._closed.set()

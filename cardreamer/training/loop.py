@@ -44,8 +44,8 @@ from .status import RunStatus
 EPISODE_KEYS = ("success", "collision", "route_completion", "mean_speed")
 
 
-def _info_at(info: dict, index: int) -> dict[str, float]:
-    """Scalar entries of env ``index`` in a vector env's info dict."""
+def _info_at(info: dict, index: int) -> dict[str, float | str]:
+    """Scalar entries of env ``index`` in a vector env's info dict, and its ``terminal_reason``."""
     out = {}
     for key, values in info.items():
         if key.startswith("_") or not isinstance(values, np.ndarray) or values.ndim != 1:
@@ -56,6 +56,9 @@ def _info_at(info: dict, index: int) -> dict[str, float]:
         value = values[index]
         if isinstance(value, (np.bool_, bool, np.integer, np.floating, int, float)):
             out[key] = float(value)
+    reason = info.get("terminal_reason")
+    if reason is not None and info.get("_terminal_reason", np.ones(len(reason), bool))[index] and reason[index]:
+        out["terminal_reason"] = str(reason[index])
     return out
 
 
@@ -74,6 +77,7 @@ class Collector:
         self.is_last = np.zeros(n, bool)
         self.is_terminal = np.zeros(n, bool)
         self.end_info: list[dict] = [{} for _ in range(n)]
+        self.info: dict = {}  # the vector env's info of the newest step
         self.ep_return = np.zeros(n, np.float64)
         self.ep_length = np.zeros(n, np.int64)
         self.policy_state: Any = None
@@ -93,6 +97,7 @@ class Collector:
             finished.append((int(i), episode))
             self.ep_return[i], self.ep_length[i] = 0.0, 0
         obs, reward, terminated, truncated, info = self.envs.step(action)
+        self.info = info
         restarted = self.is_last.copy()  # these envs were reset by this step
         self.obs = obs
         self.reward = np.where(restarted, 0.0, reward).astype(np.float32)
@@ -101,9 +106,6 @@ class Collector:
         self.is_last = ~restarted & (terminated | truncated)
         for i in np.flatnonzero(self.is_last):
             self.end_info[i] = _info_at(info, int(i))
-            reason = info.get("terminal_reason")
-            if reason is not None and info.get("_terminal_reason", np.ones(len(reason), bool))[i]:
-                self.end_info[i]["terminal_reason"] = str(reason[i])
         return steps, finished
 
 
@@ -314,10 +316,13 @@ class Trainer:
 
     def _collect(self, collector: Collector) -> None:
         steps, finished = collector.step(self.agent, "train")
+        publish_step = getattr(self.publisher, "publish_step", None)  # optional publisher method
         for i in range(self.envs.num_envs):
             self.replay.add({k: v[i] for k, v in steps.items()}, env=i)
             for key in self.video_keys:
                 self.publisher.publish_frame(key, steps[key][i], i)
+            if publish_step:  # the step the env just took: its reward, r_* terms, speed, terminal reason
+                publish_step({"reward": float(collector.reward[i]), **_info_at(collector.info, i)}, i)
         self.counters["env_steps"] += self.envs.num_envs
         for env, episode in finished:
             self.counters["episodes"] += 1

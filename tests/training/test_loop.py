@@ -216,10 +216,13 @@ def test_cli_train_with_parallel_envs_and_eval(tmp_path, capsys):
 class StatusPublisher(RecordingPublisher):
     def __init__(self):
         super().__init__()
-        self.statuses = []
+        self.statuses, self.steps = [], []
 
     def publish_status(self, status):
         self.statuses.append(status)
+
+    def publish_step(self, info, env_index=0):
+        self.steps.append((env_index, info))
 
 
 def test_trainer_publishes_its_phase_counters_and_rates(tmp_path):
@@ -244,6 +247,11 @@ def test_trainer_publishes_its_phase_counters_and_rates(tmp_path):
     assert episodes and all(row["episode/terminal_reason"] == "time_limit" for row in episodes)
     assert all(row["episode/score"] == row["episode/return"] for row in episodes)
     assert publisher.episodes[0]["terminal_reason"] == "time_limit"
+    # live step info of the training env: every step's reward, the episode-end info on the last one
+    assert len(publisher.steps) == 400 and {env for env, _ in publisher.steps} == {0}
+    assert sum(info["reward"] for _, info in publisher.steps[:20]) == episodes[0]["episode/return"]
+    ends = [info for _, info in publisher.steps if "terminal_reason" in info]
+    assert len(ends) == len(episodes) and ends[0]["terminal_reason"] == "time_limit" and "success" in ends[0]
 
 
 def _tensorboard_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
@@ -287,7 +295,7 @@ def test_tensorboard_output_holds_the_logged_scalars(tmp_path):
 
 
 def test_loggers_are_checked_and_a_missing_wandb_is_one_line(tmp_path, monkeypatch, capsys):
-    with pytest.raises(ConfigError, match=r"run.loggers.*unknown logger 'tensorbord'.*tensorboard, wandb"):
+    with pytest.raises(ValueError, match=r"^config key 'run.loggers': unknown logger 'tensorbord'.*tensorboard, wandb"):
         _config(tmp_path, "random", 10, "run.loggers=[tensorbord]")
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
     train(_config(tmp_path, "random", 50, "run.loggers=[wandb]"), env_fn=ReachEnv)
