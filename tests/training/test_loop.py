@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import numpy as np
+import pydantic
 import pytest
 import yaml
 from small_envs import ReachEnv
@@ -19,6 +20,7 @@ from cardreamer.config_loading import ConfigError
 from cardreamer.training import evaluate, make_config, register_backbone, train
 from cardreamer.training.checkpoint import checkpoint_dirs, load_counters
 from cardreamer.training.cli import config_from_args, register
+from cardreamer.training.random_backbone import RandomBackbone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -302,3 +304,39 @@ def test_loggers_are_checked_and_a_missing_wandb_is_one_line(tmp_path, monkeypat
     lines = [line for line in capsys.readouterr().err.splitlines() if "wandb" in line]
     assert lines == ["cardreamer: warning: run.loggers lists wandb, but the wandb package is not installed "
                      "(pip install wandb); training without it"]
+
+
+class DreamingConfig(pydantic.BaseModel):
+    report_context: int = 3
+
+
+class Dreaming(RandomBackbone):
+    """Reports an open-loop video as DreamerV3 does: two replay samples stacked, real | imagined."""
+
+    def policy(self, obs, state=None, mode="train"):
+        time.sleep(0.002)  # 1500 steps last over 3 s: a report (every second) is due
+        return super().policy(obs, state, mode)
+
+    def report(self, batch):
+        real = batch["image"][:2]  # (2, T, 16, 16, 3)
+        frames = np.concatenate([real, 255 - real], 3)  # (2, T, 16, 32, 3)
+        return {"openloop/image": np.concatenate(list(frames), 1)}  # (T, 32, 32, 3)
+
+
+register_backbone("test_dreaming", Dreaming, config=DreamingConfig)
+
+
+def test_dreams_carry_their_step_context_and_samples(tmp_path):
+    class DreamPublisher(RecordingPublisher):
+        dreams = []
+
+        def publish_dream(self, real, imagined, step=None, context=None, rows=1):
+            self.dreams.append((real, imagined, step, context, rows))
+
+    publisher = DreamPublisher()
+    train(_config(tmp_path, "test_dreaming", 1500, "run.report_every=1", "model.report_context=4"),
+          env_fn=ReachEnv, publisher=publisher)
+    assert publisher.dreams
+    real, imagined, step, context, rows = publisher.dreams[0]
+    assert real.shape[1:] == (32, 16, 3) and imagined.shape == real.shape and np.all(imagined == 255 - real)
+    assert 100 <= step <= 1500 and context == 4 and rows == 2
