@@ -199,7 +199,7 @@ class SocketPublisher(Publisher):
 
     def publish_status(self, status: dict[str, Any]) -> None:
         if not isinstance(status, dict) or not isinstance(status.get("phase"), str):
-            raise ValueError(f"publish_status: expected a dict with a 'phase' string, got {status!r:.80}")
+            raise TypeError(f"publish_status: expected a dict with a 'phase' string, got {status!r:.80}")
         with self._lock:
             # Sent again on each (re)connection: a phase such as the first jit can last minutes
             # without a newer status.

@@ -302,8 +302,8 @@ def test_loggers_are_checked_and_a_missing_wandb_is_one_line(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
     train(_config(tmp_path, "random", 50, "run.loggers=[wandb]"), env_fn=ReachEnv)
     lines = [line for line in capsys.readouterr().err.splitlines() if "wandb" in line]
-    assert lines == ["cardreamer: warning: run.loggers lists wandb, but the wandb package is not installed "
-                     "(pip install wandb); training without it"]
+    assert lines == [("cardreamer: warning: run.loggers lists wandb, but the wandb package is not installed "
+                      "(pip install wandb); training without it")]
 
 
 class DreamingConfig(pydantic.BaseModel):
@@ -328,7 +328,9 @@ register_backbone("test_dreaming", Dreaming, config=DreamingConfig)
 
 def test_dreams_carry_their_step_context_and_samples(tmp_path):
     class DreamPublisher(RecordingPublisher):
-        dreams = []
+        def __init__(self):
+            super().__init__()
+            self.dreams = []
 
         def publish_dream(self, real, imagined, step=None, context=None, rows=1):
             self.dreams.append((real, imagined, step, context, rows))

@@ -276,7 +276,7 @@ def test_header_says_what_the_trainer_is_doing(server, page, tmp_path):
         no_sideways_scroll(page)
         screenshot(page, "status-compiling", tmp_path)
         publisher.publish_status({"phase": "training", "label": "training", "since": time.time(), "eta": 7380.0,
-                                  **{**counters, "env_steps": 52_300, "updates": 1600, "fps": 6.4, "ups": 0.2}})
+                                  **counters, "env_steps": 52_300, "updates": 1600, "fps": 6.4, "ups": 0.2})
         assert wait_until(lambda: phase.inner_text() == "training", timeout=5)
         text = page.inner_text("#run-status-text")
         assert text == "52.3k / 100.0k env steps · 1600 updates · 6.4 env steps/s · 0.20 updates/s · ETA 2 h 3 min"

@@ -4,18 +4,14 @@ the run's status (phase, counters, rates), its episodes with their terminal reas
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 from conftest import Viewer, wait_until
+from small_envs import ReachEnv
 
 from cardreamer.config_loading import ConfigError
 from cardreamer.training.cli import register
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/small_envs.py
-from small_envs import ReachEnv  # noqa: E402
 
 ENV_ID = "cardreamer-test/Reach-v0"
 
