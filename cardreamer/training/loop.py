@@ -255,8 +255,9 @@ class Trainer:
     def _update(self, online: bool) -> None:
         """One update on a sampled batch; the latents it returns go back into the replay."""
         batch, positions = self.replay.sample_with_positions(self.batch_size, online)
-        compiling = self.status.during("compiling", then="training" if online else None)
-        with compiling if not self.compiled else contextlib.nullcontext():
+        first = contextlib.nullcontext() if self.compiled else self.status.during(
+            "compiling", then="training" if online else None)  # the first train step compiles it
+        with first:
             outputs, metrics = self.agent.train(batch, None)
         self.compiled = True
         if isinstance(outputs, Mapping) and "replay" in outputs:
