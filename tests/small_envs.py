@@ -11,7 +11,8 @@ class ReachEnv(gym.Env):
     on the rightmost cell earns 1. Episodes last 20 steps from a random cell, so going right at once
     earns 16.5 on average and a random policy about 3. Observations: the track as a 16x16 image and/or the
     position as a one-hot vector. Episode-end info has the driving keys: success (goal reached),
-    collision (pushed into the left wall), route_completion (furthest cell / 7), mean_speed."""
+    collision (pushed into the left wall), route_completion (furthest cell / 7), mean_speed,
+    terminal_reason (always time_limit)."""
 
     def __init__(self, image: bool = True, vector: bool = True, length: int = 20):
         self.length, self.use_image, self.use_vector = length, image, vector
@@ -51,7 +52,7 @@ class ReachEnv(gym.Env):
         info = {}
         if done:
             info = {"success": self.best == 7, "collision": self.bumped, "route_completion": self.best / 7,
-                    "mean_speed": self.moved / self.t}
+                    "mean_speed": self.moved / self.t, "terminal_reason": "time_limit"}
         return self._obs(), float(self.x == 7), False, done, info
 
 

@@ -58,6 +58,7 @@ class LiveRun:
     publishers: dict[str, bool] = field(default_factory=dict)  # sid -> accepts driving controls
     slots: dict[str, Slot] = field(default_factory=dict)
     dream: dict[str, Any] | None = None
+    status: dict[str, Any] | None = None  # what a trainer says it is doing (publish_status)
     last_update: float = 0.0
 
 
@@ -129,6 +130,20 @@ class LiveHub:
         with self._lock:
             live = self._runs.get(run)
             return live.dream if live else None
+
+    def set_status(self, run: str, status: dict[str, Any]) -> bool:
+        """Keep the run's newest status; return True if its phase changed (the run list shows it)."""
+        with self._lock:
+            live = self._runs.setdefault(run, LiveRun(run))
+            changed = live.status is None or live.status.get("phase") != status.get("phase")
+            live.status = status
+            live.last_update = time.time()
+            return changed
+
+    def status(self, run: str) -> dict[str, Any] | None:
+        with self._lock:
+            live = self._runs.get(run)
+            return live.status if live else None
 
     # -- viewers ----------------------------------------------------------------------------
     def add_viewer(self, sid: str) -> None:
@@ -209,6 +224,7 @@ class LiveHub:
                     "interactive": any(live.publishers.values()),
                     "envs": {str(env): sorted(streams) for env, streams in sorted(envs.items())},
                     "has_dream": live.dream is not None,
+                    "phase": live.status.get("phase") if live.status else None,
                     "last_update": live.last_update,
                 }
             return result

@@ -19,6 +19,7 @@ PUBLISH_NAMESPACE = "/publish"
 VIEW_NAMESPACE = "/view"
 
 STEP_SLOT = "@step"
+STATUS_SLOT = "@status"  # the publisher's slot for the run's status (one per run, not per env)
 MAX_ENVS = 1024
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")

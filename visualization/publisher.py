@@ -1,4 +1,4 @@
-"""Publish live frames, step info, episodes, metrics and dreams to the visualization server.
+"""Publish live frames, step info, run status, episodes, metrics and dreams to the visualization server.
 
 ``make_publisher(url, token, run)`` returns a :class:`SocketPublisher`, or a :class:`NullPublisher`
 that does nothing when ``url`` is None. The socket publisher never blocks or slows its caller: each
@@ -25,6 +25,7 @@ import socketio
 
 from visualization.protocol import (
     PUBLISH_NAMESPACE,
+    STATUS_SLOT,
     STEP_SLOT,
     check_env_index,
     check_image,
@@ -67,6 +68,9 @@ class Publisher:
     def publish_step(self, info: dict[str, Any], env_index: int = 0) -> None:
         """Show live step info (speed, reward, ``r_*`` terms, terminal reason...)."""
 
+    def publish_status(self, status: dict[str, Any]) -> None:
+        """Show what the run is doing (phase, counters, rates: see ``cardreamer.training.status``)."""
+
     def publish_episode(self, metrics: dict[str, Any], env_index: int = 0) -> None:
         """Report a finished episode (return, length, success, collision...); also ends its recording."""
 
@@ -87,7 +91,7 @@ class Publisher:
         return None
 
     def close(self) -> None:
-        """Flush queued episodes/metrics briefly and disconnect."""
+        """Flush queued episodes, metrics and the run status briefly and disconnect."""
 
     def __enter__(self) -> Publisher:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
@@ -124,6 +128,7 @@ class SocketPublisher(Publisher):
         self._events: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(maxlen=EVENT_QUEUE)
         self._controls: dict[int, tuple[float, Control]] = {}
         self._reset_requested: set[int] = set()
+        self._status: dict[str, Any] | None = None  # the newest run status
         self._in_flight = 0
         self._generation = 0
         self._connected = threading.Event()
@@ -192,6 +197,15 @@ class SocketPublisher(Publisher):
             layout = {"rows": rows, "stride": stride, "context": None if context is None else int(context)}
             self._store("dream", "dream", (real[::stride].copy(), imagined[::stride].copy(), step, layout))
 
+    def publish_status(self, status: dict[str, Any]) -> None:
+        if not isinstance(status, dict) or not isinstance(status.get("phase"), str):
+            raise TypeError(f"publish_status: expected a dict with a 'phase' string, got {status!r:.80}")
+        with self._lock:
+            # Sent again on each (re)connection: a phase such as the first jit can last minutes
+            # without a newer status.
+            self._status = {**status, "t": time.time()}
+        self._store(STATUS_SLOT, "status", self._status)
+
     def publish_episode(self, metrics: dict[str, Any], env_index: int = 0) -> None:
         env = check_env_index(env_index)
         with self._lock:
@@ -216,7 +230,7 @@ class SocketPublisher(Publisher):
         deadline = time.monotonic() + flush_seconds
         while self._connected.is_set() and time.monotonic() < deadline:
             with self._lock:
-                if not self._events and self._in_flight == 0:
+                if not self._events and STATUS_SLOT not in self._latest and self._in_flight == 0:
                     break
             time.sleep(0.01)
         self._closed.set()
@@ -271,6 +285,8 @@ class SocketPublisher(Publisher):
             self._generation += 1
             self._in_flight = 0
             self._accepted_at.clear()
+            if self._status is not None:
+                self._latest[STATUS_SLOT] = ("status", self._status)
         self._connected.set()
         log.info("publishing run %r to %s", self.run, self.url)
         return True
@@ -312,6 +328,8 @@ class SocketPublisher(Publisher):
                     "t": item.time, "w": width, "h": height}
         if event == "step":
             return {**item, "info": to_jsonable(item["info"])}
+        if event == "status":
+            return to_jsonable(item)
         real, imagined, step, layout = item
         fmt = "png" if real.shape[1] * real.shape[2] <= 128 * 128 else "jpeg"
         # Each sequence travels as one binary blob of concatenated images plus their sizes: the

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import importlib.util
 import ipaddress
+import json
 import logging
 import os
 import secrets
@@ -53,6 +54,7 @@ FILE_POLL_SECONDS = 1.0
 CONTROL_KEYS = ("up", "down", "left", "right")
 MAX_WATCHED_STREAMS = 256
 MAX_PROBLEM_CHARS = 300
+MAX_STATUS_CHARS = 4000  # a run status is a handful of counters and words
 # What a malformed message raises while it is read; anything else is a bug in the server.
 MESSAGE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 
@@ -215,7 +217,7 @@ class VisualizationServer:
         runs = []
         for name in set(on_disk) | set(live):
             info = live.get(name, {"live": False, "interactive": False, "envs": {}, "has_dream": False,
-                                   "last_update": 0.0})
+                                   "phase": None, "last_update": 0.0})
             runs.append({"name": name, "on_disk": name in on_disk,
                          **info, "last_update": max(info["last_update"], on_disk.get(name, 0.0))})
         # Live runs first, in a stable order; then the others, most recently written first.
@@ -245,6 +247,9 @@ class VisualizationServer:
         dream = self.hub.dream(run)
         if dream is not None:
             self.hub.send("dream", dream, to=sid)
+        status = self.hub.status(run)
+        if status is not None:
+            self.hub.send("status", status, to=sid)
 
     def refresh_histories(self) -> None:
         """Drop idle histories, send new file records to viewers, and histories to viewers that
@@ -389,6 +394,21 @@ class VisualizationServer:
                 self._problem(ns, request.sid, "metrics", f"metrics: {history.refusal(refused)}")
             return True
 
+        def status(data: dict[str, Any]) -> bool:
+            run = self.hub.run_of_publisher(request.sid)
+            record = to_jsonable(data)
+            if not isinstance(record.get("phase"), str) or not record["phase"]:
+                raise ValueError(f"status needs a non-empty string 'phase', got {shown(record.get('phase'))}")
+            if len(json.dumps(record)) > MAX_STATUS_CHARS:
+                raise ValueError(f"a status of more than {MAX_STATUS_CHARS} characters of JSON is too large")
+            payload = {**record, "run": run}
+            with self._replay_lock:
+                changed = self.hub.set_status(run, payload)
+                self.hub.send_to_run("status", payload, run)
+            if changed:
+                self.broadcast_runs()
+            return True
+
         def dream(data: dict[str, Any]) -> bool:
             run = self.hub.run_of_publisher(request.sid)
             payload = {"run": run, "fmt": field(data, "fmt"), "step": to_jsonable(data.get("step")),
@@ -418,8 +438,8 @@ class VisualizationServer:
 
         self.socketio.on_event("connect", connect, namespace=ns)
         self.socketio.on_event("disconnect", disconnect, namespace=ns)
-        for name, handler in [("frame", frame), ("step", step), ("episode", episode), ("metrics", metrics),
-                              ("dream", dream)]:
+        for name, handler in [("frame", frame), ("step", step), ("status", status), ("episode", episode),
+                              ("metrics", metrics), ("dream", dream)]:
             self.socketio.on_event(name, self._guarded(ns, name, handler), namespace=ns)
 
     # -- viewers ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@
     cardreamer train --task right_turn_simple --size cpu --logdir runs/rt --model.batch_size=8
     cardreamer train --import my_backbones --backbone mine --task CartPole-v1 --logdir runs/mine
     cardreamer train --task right_turn_hard --from-checkpoint runs/rt --logdir runs/rt-hard
+    cardreamer train --task four_lane --logdir runs/fl --url 'http://127.0.0.1:9000/?token=...'
     cardreamer eval --logdir runs/rt --episodes 20 --json results.json
 """
 
@@ -15,6 +16,7 @@ import errno
 import os
 import signal
 import sys
+from urllib.parse import parse_qs, urlsplit
 
 from cardreamer.config_loading import ConfigError
 
@@ -55,7 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, help=f"seed of the envs, the backbone and the replay{_default('seed')}")
     train.add_argument("--eval-every", type=int, help=f"env steps between evaluations, 0: never{_default('eval_every')}")
     train.add_argument("--eval-episodes", type=int, help=f"episodes per evaluation{_default('eval_episodes')}")
-    train.add_argument("--serve", action="store_true", help="start the visualizer and publish metrics and frames to it")
+    served = train.add_mutually_exclusive_group()
+    served.add_argument("--serve", action="store_true", help="start the visualizer and publish metrics and frames to it")
+    served.add_argument("--url", help="publish to the visualizer already running at URL (as `cardreamer serve` "
+                                      "prints it, with ?token=...; default: none)")
+    train.add_argument("--token", help="the token of the visualizer at --url, if its URL does not carry one "
+                                       "(default: none)")
     train.add_argument("--pretrain-data", help="a dataset folder from `cardreamer collect` to pre-train on first "
                                                "(default: none)")
     train.add_argument("--from-checkpoint", metavar="PATH",
@@ -89,6 +96,11 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
     overrides += [f"{key}={getattr(args, flag)}" for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None]
     if args.serve:
         overrides.append("run.serve=true")
+    if getattr(args, "url", None):
+        _check_url(args.url, getattr(args, "token", None))
+        overrides += ["run.serve=true", f"run.serve_url={args.url}"]
+    if getattr(args, "token", None):
+        overrides.append(f"run.serve_token={args.token}")
     if getattr(args, "pretrain_data", None):
         overrides.append(f"run.pretrain_data={args.pretrain_data}")
     if getattr(args, "from_checkpoint", None):
@@ -109,6 +121,15 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
     if env_overrides:
         config = apply_overrides(config, {"env": {"overrides": list(config.env.overrides) + env_overrides}})
     return config
+
+
+def _check_url(url: str, token: str | None) -> None:
+    """Refuse a --url that is not a visualizer address or has no token (one line, before training)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"--url {url!r}: expected the visualizer's address, like http://127.0.0.1:9000/?token=...")
+    if not token and not parse_qs(parts.query).get("token"):
+        raise ValueError(f"--url {url!r} has no ?token=...: copy the URL `cardreamer serve` printed, or add --token")
 
 
 def check_env_config(config: TrainingConfig) -> None:
@@ -146,7 +167,7 @@ def run_train(args: argparse.Namespace) -> int:
               f"override with --KEY=VALUE)")
     use_compilation_cache()
     server = None
-    if config.run.serve:  # start the visualizer next to the run and publish to it
+    if config.run.serve and not getattr(args, "url", None):  # start the visualizer next to the run
         from pathlib import Path
 
         from visualization.cli import start_server_subprocess

@@ -33,6 +33,7 @@ from .protocol import BackboneSpec, Preset, backbone_spec
 CONFIG_VERSION = 2
 DEFAULT_BACKBONE = "dreamerv3"
 CHECKPOINT_PARTS = ("agent", "replay")
+LOGGERS = ("tensorboard", "wandb")  # scalar outputs besides metrics.jsonl and scores.jsonl
 """What ``run.from_checkpoint`` can take from another run: the backbone's saved state (weights and
 optimizer, one file) and the replay."""
 
@@ -80,10 +81,20 @@ class RunSettings(_Settings):
     serve_url: str = "http://127.0.0.1:9000"  # the visualizer (cardreamer serve); may carry ?token=
     serve_token: str = ""  # or in serve_url
     progress: bool = True
+    loggers: list[str] = []  # also write the logged scalars to: tensorboard (event files), wandb
     pretrain_data: str = ""  # a dataset from `cardreamer collect`: fills the replay of a fresh run
     pretrain_updates: int = Field(1000, ge=0)  # updates on that data before collection starts
     from_checkpoint: str = ""  # another run dir (its newest checkpoint) or checkpoint folder a fresh run starts from
     from_checkpoint_parts: str = "agent"  # what it takes: agent (the backbone's state), replay; comma-separated
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers(cls, names: list[str]) -> list[str]:
+        wrong = [n for n in names if n not in LOGGERS]
+        if wrong:
+            raise ValueError(f"unknown logger {wrong[0]!r}; expected a list of {', '.join(LOGGERS)} "
+                             "(metrics.jsonl is always written)")
+        return list(dict.fromkeys(names))
 
     @field_validator("from_checkpoint_parts")
     @classmethod

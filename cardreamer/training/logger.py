@@ -1,11 +1,17 @@
-"""Run-directory outputs: metrics.jsonl, scores.jsonl, mp4 videos, and the live publisher."""
+"""Run-directory outputs: metrics.jsonl, scores.jsonl, mp4 videos, the live publisher, and the
+optional scalar outputs of ``run.loggers``: TensorBoard event files (tensorboardX, no TensorFlow)
+in the run directory, and Weights & Biases when the ``wandb`` package is installed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import re
+import sys
 import tempfile
-from typing import Any
+from typing import Any, Protocol
 
 import imageio.v2 as imageio
 import numpy as np
@@ -73,17 +79,92 @@ def _row_step(line: str) -> int | None:
         return None
 
 
-class Logger:
-    """Appends rows to metrics.jsonl and scores.jsonl and forwards metrics to the publisher."""
+class ScalarOutput(Protocol):
+    """Somewhere the scalars of metrics.jsonl and scores.jsonl rows also go."""
 
-    def __init__(self, logdir: str, publisher):
-        self.logdir, self.publisher = logdir, publisher
+    def write(self, step: int, scalars: dict[str, float]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class TensorBoardOutput:
+    """TensorBoard event files in the run directory. A resumed run purges the events logged after
+    its checkpoint's step, as the jsonl files drop those rows."""
+
+    def __init__(self, logdir: str, resume_step: int):
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(logdir, purge_step=resume_step + 1 if resume_step else None, flush_secs=30)
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbOutput:
+    """A Weights & Biases run (project $WANDB_PROJECT, default cardreamer) whose id is derived from
+    the run directory, so a resumed run continues it; $WANDB_MODE=offline needs no network."""
+
+    def __init__(self, wandb: Any, logdir: str, config: dict):
+        name = os.path.basename(logdir)
+        run_id = re.sub(r"[^A-Za-z0-9_-]", "-", name)[:40] + "-" + hashlib.sha1(logdir.encode()).hexdigest()[:8]
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "cardreamer"), name=name, id=run_id,
+                              dir=logdir, config=config, resume="allow")
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        self.run.log(scalars, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def make_outputs(names: list[str], logdir: str, config: dict, resume_step: int) -> list[ScalarOutput]:
+    """The scalar outputs ``names`` (of ``run.loggers``) for the run in ``logdir``; wandb, when not
+    installed, is left out with one line on stderr."""
+    outputs: list[ScalarOutput] = []
+    if "tensorboard" in names:
+        outputs.append(TensorBoardOutput(logdir, resume_step))
+    if "wandb" in names:
+        try:
+            import wandb
+        except ImportError:
+            print("cardreamer: warning: run.loggers lists wandb, but the wandb package is not installed "
+                  "(pip install wandb); training without it", file=sys.stderr)
+        else:
+            outputs.append(WandbOutput(wandb, logdir, config))
+    return outputs
+
+
+def _scalars(row: dict) -> dict[str, float]:
+    """The finite numbers of a log row (counters, losses, rates), as floats."""
+    return {k: float(v) for k, v in row.items()
+            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+class Logger:
+    """Appends rows to metrics.jsonl and scores.jsonl, writes their scalars to ``outputs`` too, and
+    forwards metrics, episodes and dreams to the publisher."""
+
+    def __init__(self, logdir: str, publisher, outputs: list[ScalarOutput] | None = None):
+        self.logdir, self.publisher, self.outputs = logdir, publisher, list(outputs or [])
         os.makedirs(os.path.join(logdir, "videos"), exist_ok=True)
 
-    def _append(self, name: str, step: int, row: dict) -> None:
+    def _append(self, name: str, step: int, row: dict, outputs: bool = True) -> None:
         row = {"step": int(step), **{k: _jsonable(v) for k, v in row.items()}}
         with open(os.path.join(self.logdir, name), "a") as f:
             f.write(json.dumps(row) + "\n")
+        if not outputs:
+            return
+        scalars = _scalars({k: v for k, v in row.items() if k != "step"})
+        for output in self.outputs:
+            output.write(int(step), scalars)
+
+    def close(self) -> None:
+        for output in self.outputs:
+            output.close()
 
     def truncate(self, step: int) -> None:
         """Drop the rows of metrics.jsonl and scores.jsonl logged after ``step`` (a resumed run
@@ -106,17 +187,23 @@ class Logger:
     def score(self, step: int, row: dict) -> None:
         self._append("scores.jsonl", step, row)
 
+    def evaluation(self, step: int, row: dict) -> None:
+        """An evaluation's summary: a row of both files (its scalars go to the outputs once)."""
+        self._append("scores.jsonl", step, row, outputs=False)
+        self.metrics(step, row)
+
     def episode(self, episode: dict, env_index: int) -> None:
         publish = getattr(self.publisher, "publish_episode", None)  # optional publisher method
         if publish:
             publish(dict(episode), env_index)
 
-    def dream(self, step: int, frames: np.ndarray) -> None:
-        """Hand open-loop frames (real left half, imagined right half) to the publisher."""
+    def dream(self, step: int, frames: np.ndarray, context: int | None, rows: int) -> None:
+        """Hand open-loop frames (real left half, imagined right half; ``rows`` replay samples stacked
+        vertically, the first ``context`` frames observed) to the publisher."""
         publish = getattr(self.publisher, "publish_dream", None)  # optional publisher method
         if publish:
             width = frames.shape[2] // 2
-            publish(frames[:, :, :width], frames[:, :, width:], int(step))
+            publish(frames[:, :, :width], frames[:, :, width:], int(step), context=context, rows=rows)
 
     def video(self, name: str, step: int, frames: np.ndarray, fps: int) -> str:
         path = os.path.join(self.logdir, "videos", f"{name}-{int(step):010d}.mp4")

@@ -21,8 +21,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import gymnasium as gym
 import numpy as np
@@ -36,15 +37,16 @@ from cardreamer.world.slot import evaluation_slot, training_slots
 from . import checkpoint
 from .config import TrainingConfig, apply_overrides, load_config, make_config
 from .envs import EnvFn, StandardObs, default_env_fn, make_vector_env, with_task_config
-from .logger import Logger, make_publisher
+from .logger import Logger, make_outputs, make_publisher
 from .protocol import batch_shape, make_backbone
 from .replay import Replay, available_memory, check_memory, step_bytes
+from .status import RunStatus
 
 EPISODE_KEYS = ("success", "collision", "route_completion", "mean_speed")
 
 
-def _info_at(info: dict, index: int) -> dict[str, float]:
-    """Scalar entries of env ``index`` in a vector env's info dict."""
+def _info_at(info: dict, index: int) -> dict[str, float | str]:
+    """Scalar entries of env ``index`` in a vector env's info dict, and its ``terminal_reason``."""
     out = {}
     for key, values in info.items():
         if key.startswith("_") or not isinstance(values, np.ndarray) or values.ndim != 1:
@@ -55,6 +57,9 @@ def _info_at(info: dict, index: int) -> dict[str, float]:
         value = values[index]
         if isinstance(value, (np.bool_, bool, np.integer, np.floating, int, float)):
             out[key] = float(value)
+    reason = info.get("terminal_reason")
+    if reason is not None and info.get("_terminal_reason", np.ones(len(reason), bool))[index] and reason[index]:
+        out["terminal_reason"] = str(reason[index])
     return out
 
 
@@ -73,6 +78,7 @@ class Collector:
         self.is_last = np.zeros(n, bool)
         self.is_terminal = np.zeros(n, bool)
         self.end_info: list[dict] = [{} for _ in range(n)]
+        self.info: dict = {}  # the vector env's info of the newest step
         self.ep_return = np.zeros(n, np.float64)
         self.ep_length = np.zeros(n, np.int64)
         self.policy_state: Any = None
@@ -92,6 +98,7 @@ class Collector:
             finished.append((int(i), episode))
             self.ep_return[i], self.ep_length[i] = 0.0, 0
         obs, reward, terminated, truncated, info = self.envs.step(action)
+        self.info = info
         restarted = self.is_last.copy()  # these envs were reset by this step
         self.obs = obs
         self.reward = np.where(restarted, 0.0, reward).astype(np.float32)
@@ -100,16 +107,15 @@ class Collector:
         self.is_last = ~restarted & (terminated | truncated)
         for i in np.flatnonzero(self.is_last):
             self.end_info[i] = _info_at(info, int(i))
-            reason = info.get("terminal_reason")
-            if reason is not None and info.get("_terminal_reason", np.ones(len(reason), bool))[i]:
-                self.end_info[i]["terminal_reason"] = str(reason[i])
         return steps, finished
 
 
 def run_episodes(agent, envs: gym.vector.VectorEnv, episodes: int, mode: str, seed: int,
-                 video_keys: tuple[str, ...] = (), max_frames: int = 1000) -> tuple[list[dict], dict]:
+                 video_keys: tuple[str, ...] = (), max_frames: int = 1000,
+                 on_episode: Callable[[int], None] | None = None) -> tuple[list[dict], dict]:
     """Play ``episodes`` complete episodes (counted in the order they end); returns their stats and
-    the frames of env 0's first episode for each of ``video_keys``."""
+    the frames of env 0's first episode for each of ``video_keys``. ``on_episode(n)`` is called
+    with the number of episodes done after each one ends."""
     collector = Collector(envs, seed)
     results: list[dict] = []
     frames: dict[str, list] = {k: [] for k in video_keys}
@@ -124,6 +130,8 @@ def run_episodes(agent, envs: gym.vector.VectorEnv, episodes: int, mode: str, se
             recording = recording and env != 0
             if len(results) < episodes:
                 results.append(episode)
+                if on_episode:
+                    on_episode(len(results))
     return results, {k: np.stack(v) for k, v in frames.items() if v}
 
 
@@ -141,9 +149,17 @@ def summarize(episodes: list[dict]) -> dict[str, float | None]:
     return out
 
 
+def recorded_config(config: TrainingConfig) -> dict[str, Any]:
+    """``config`` as config.yaml (and W&B) record it: without the visualizer's token."""
+    data = config.to_dict()
+    data["run"]["serve_url"] = urlsplit(data["run"]["serve_url"])._replace(query="").geturl()
+    data["run"]["serve_token"] = ""
+    return data
+
+
 def _write_config(logdir: str, config: TrainingConfig) -> None:
     with atomic_output(os.path.join(logdir, "config.yaml"), "w") as f:
-        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+        yaml.safe_dump(recorded_config(config), f, sort_keys=False)
 
 
 def _as_config(config: TrainingConfig | Mapping | None) -> TrainingConfig:
@@ -194,7 +210,8 @@ class Trainer:
         check_memory(step_bytes(envs.single_observation_space, envs.single_action_space, self.replay.latents),
                      config.replay.capacity, len(self.replay), self.run_cfg.steps - self.counters["env_steps"],
                      envs.num_envs, config.replay.chunk_size, available_memory())
-        self.logger = Logger(logdir, publisher)
+        self.logger = Logger(logdir, publisher, make_outputs(self.run_cfg.loggers, logdir, recorded_config(config),
+                                                             self.counters["env_steps"]))
         self.logger.truncate(self.counters["env_steps"])  # rows written after the restored checkpoint
         self.publisher = publisher
         self.video_keys = video_keys(envs.single_observation_space)
@@ -202,6 +219,9 @@ class Trainer:
         self.train_metrics: dict[str, list[float]] = collections.defaultdict(list)
         self.owed_updates = 0.0
         self.training = False
+        self.compiled = False  # whether this process has run a train step (the first one compiles it)
+        self.status = RunStatus(publisher, counters=self.counters, total_steps=self.run_cfg.steps,
+                                name=os.path.basename(logdir))
         self.last_eval: dict = {}
         self.eval_envs: gym.vector.VectorEnv | None = None
         self.stop_signal: str | None = None  # set by SIGINT/SIGTERM: save and stop
@@ -231,6 +251,7 @@ class Trainer:
 
     def _pretrain(self) -> None:
         """Offline updates on the replay filled from a dataset (world model and behaviour)."""
+        self.status.set("pretraining", f"{self.pretrain_updates} updates")
         for _ in tqdm(range(self.pretrain_updates), desc="pretrain", unit="update", disable=not self.run_cfg.progress):
             self._update(online=False)
         self.pretrain_updates = 0
@@ -238,7 +259,11 @@ class Trainer:
     def _update(self, online: bool) -> None:
         """One update on a sampled batch; the latents it returns go back into the replay."""
         batch, positions = self.replay.sample_with_positions(self.batch_size, online)
-        outputs, metrics = self.agent.train(batch, None)
+        first = contextlib.nullcontext() if self.compiled else self.status.during(
+            "compiling", then="training" if online else None)  # the first train step compiles it
+        with first:
+            outputs, metrics = self.agent.train(batch, None)
+        self.compiled = True
         if isinstance(outputs, Mapping) and "replay" in outputs:
             self.replay.update(positions, outputs["replay"], offset=self.context)
         for key, value in metrics.items():
@@ -247,11 +272,14 @@ class Trainer:
 
     def run(self) -> dict:
         run, counters = self.run_cfg, self.counters
-        if self.pretrain_updates:
-            self._pretrain()
-        collector = Collector(self.envs, self.config.seed + counters["env_steps"])
         bar = tqdm(total=run.steps, initial=counters["env_steps"], unit="step", disable=not run.progress,
                    dynamic_ncols=True, desc=os.path.basename(self.logdir))
+        self.status.bar = bar
+        if self.pretrain_updates:
+            self._pretrain()
+        ready = counters["env_steps"] >= run.train_fill and self.replay.ready()
+        self.status.set("training" if ready else "filling")
+        collector = Collector(self.envs, self.config.seed + counters["env_steps"])
         now = time.time()
         last = {"log": now, "save": now, "report": now, "bar": now}
         marks = {"log": (counters["env_steps"], counters["updates"]), "bar": (counters["env_steps"], counters["updates"])}
@@ -261,6 +289,7 @@ class Trainer:
             bar.update(self.envs.num_envs)
             self._train()
             now = time.time()
+            self.status.tick()
             if now - last["bar"] >= 1.0:
                 bar.set_postfix(_postfix(*self._rates(marks, last, "bar", now), self.recent), refresh=False)
             if run.report_every and counters["updates"] and now - last["report"] >= run.report_every:
@@ -277,6 +306,7 @@ class Trainer:
                 last["save"], saved_at = now, counters["env_steps"]
                 self.save()
         self.save()
+        self.status.set("done")
         bar.close()
         recent = float(np.mean([e["return"] for e in self.recent])) if self.recent else None
         return {"logdir": self.logdir, **counters, "recent_return": recent, "eval": self.last_eval,
@@ -291,17 +321,21 @@ class Trainer:
 
     def _collect(self, collector: Collector) -> None:
         steps, finished = collector.step(self.agent, "train")
+        publish_step = getattr(self.publisher, "publish_step", None)  # optional publisher method
         for i in range(self.envs.num_envs):
             self.replay.add({k: v[i] for k, v in steps.items()}, env=i)
             for key in self.video_keys:
                 self.publisher.publish_frame(key, steps[key][i], i)
+            if publish_step:  # the step the env just took: its reward, r_* terms, speed, terminal reason
+                publish_step({"reward": float(collector.reward[i]), **_info_at(collector.info, i)}, i)
         self.counters["env_steps"] += self.envs.num_envs
         for env, episode in finished:
             self.counters["episodes"] += 1
             self.recent.append(episode)
-            numbers = {k: v for k, v in episode.items() if k != "terminal_reason"}
-            self.logger.score(self.counters["env_steps"], {f"episode/{k}": v for k, v in numbers.items()})
-            self.logger.episode(numbers, env)
+            # episode/score too: the key DreamerV3's own plotting reads
+            row = {**{f"episode/{k}": v for k, v in episode.items()}, "episode/score": episode["return"]}
+            self.logger.score(self.counters["env_steps"], row)
+            self.logger.episode(episode, env)
 
     def _train(self) -> None:
         """Updates so that replayed steps per env step match the train ratio."""
@@ -317,10 +351,19 @@ class Trainer:
 
     def _report(self) -> None:
         step = self.counters["env_steps"]
-        for name, value in self.agent.report(self.replay.sample(self.batch_size, online=False)).items():
+        with self.status.during("reporting"):
+            report = self.agent.report(self.replay.sample(self.batch_size, online=False))
+        # Open-loop videos stack replay samples of an observation key vertically; the frames the
+        # model observed first are the backbone's report_context, if its config has one.
+        context = getattr(self.config.model, "report_context", None)
+        spaces = self.envs.single_observation_space.spaces
+        for name, value in report.items():
             if np.ndim(value) == 4:
                 self.logger.video(name.replace("/", "-"), step, value, self.run_cfg.video_fps)
-                self.logger.dream(step, value)
+                space = spaces.get(name.split("/", 1)[-1])
+                height = space.shape[0] if space is not None and len(space.shape) == 3 else 0
+                rows = value.shape[1] // height if height and value.shape[1] % height == 0 else 1
+                self.logger.dream(step, value, context, rows)
             elif np.ndim(value) == 0:
                 self.train_metrics[name].append(float(value))
 
@@ -329,13 +372,14 @@ class Trainer:
         if self.eval_envs is None:
             self.eval_envs = make_vector_env(self.env_fn, 1, False, self.config.env.image_size,
                                              [evaluation_slot(self.envs.num_envs)])
-        episodes, frames = run_episodes(self.agent, self.eval_envs, self.run_cfg.eval_episodes, "eval",
-                                        self.config.seed + 10_000 + step, self.video_keys,
-                                        self.run_cfg.max_video_frames)
+        total = self.run_cfg.eval_episodes
+        with self.status.during("evaluating", f"episode 0/{total}"):
+            episodes, frames = run_episodes(
+                self.agent, self.eval_envs, total, "eval", self.config.seed + 10_000 + step, self.video_keys,
+                self.run_cfg.max_video_frames, on_episode=lambda n: self.status.set("evaluating", f"episode {n}/{total}"))
         self.last_eval = summarize(episodes)
         row = {f"eval/{k}": v for k, v in self.last_eval.items()}
-        self.logger.score(step, row)
-        self.logger.metrics(step, row)
+        self.logger.evaluation(step, row)
         for key, video in frames.items():
             self.logger.video(f"eval-{key}", step, video, self.run_cfg.video_fps)
 
@@ -348,11 +392,13 @@ class Trainer:
         self.train_metrics.clear()
 
     def save(self) -> None:
-        self.replay.save(os.path.join(self.logdir, "replay"))
-        checkpoint.save_checkpoint(self.logdir, self.counters["env_steps"], self.agent.save, self.counters,
-                                   self.run_cfg.keep_checkpoints, self.layout)
+        with self.status.during("saving"):
+            self.replay.save(os.path.join(self.logdir, "replay"))
+            checkpoint.save_checkpoint(self.logdir, self.counters["env_steps"], self.agent.save, self.counters,
+                                       self.run_cfg.keep_checkpoints, self.layout)
 
     def close(self) -> None:
+        self.logger.close()
         if self.eval_envs is not None:
             self.eval_envs.close()
 

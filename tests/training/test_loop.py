@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import numpy as np
+import pydantic
 import pytest
 import yaml
 from small_envs import ReachEnv
@@ -19,6 +20,7 @@ from cardreamer.config_loading import ConfigError
 from cardreamer.training import evaluate, make_config, register_backbone, train
 from cardreamer.training.checkpoint import checkpoint_dirs, load_counters
 from cardreamer.training.cli import config_from_args, register
+from cardreamer.training.random_backbone import RandomBackbone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -211,3 +213,132 @@ def test_cli_train_with_parallel_envs_and_eval(tmp_path, capsys):
     args = parse(["train", "--task", "t", "--logdir", str(tmp_path), "--model.lrr=1"])
     with pytest.raises(ConfigError, match=r"^command line: unknown config key 'model.lrr'.*model\.lr"):
         args.func(args)
+
+
+class StatusPublisher(RecordingPublisher):
+    def __init__(self):
+        super().__init__()
+        self.statuses, self.steps = [], []
+
+    def publish_status(self, status):
+        self.statuses.append(status)
+
+    def publish_step(self, info, env_index=0):
+        self.steps.append((env_index, info))
+
+
+def test_trainer_publishes_its_phase_counters_and_rates(tmp_path):
+    publisher = StatusPublisher()
+    train(_config(tmp_path, "random", 400, "run.eval_every=200", "run.eval_episodes=2", "run.save_every_steps=300"),
+          env_fn=ReachEnv, publisher=publisher)
+    phases = [s["phase"] for s in publisher.statuses]
+    first = {phase: phases.index(phase) for phase in dict.fromkeys(phases)}
+    # filling the replay, then the first train step (the one that compiles), training, and the rest
+    assert list(first)[:3] == ["filling", "compiling", "training"] and phases[-1] == "done"
+    assert {"evaluating", "saving"} <= set(first)
+    compiling = publisher.statuses[first["compiling"]]
+    assert compiling["label"] == "compiling the train step" and compiling["updates"] == 0
+    assert compiling["env_steps"] >= 100 and compiling["steps"] == 400
+    details = [s["detail"] for s in publisher.statuses if s["phase"] == "evaluating"]
+    assert details[:3] == ["episode 0/2", "episode 1/2", "episode 2/2"]
+    done = publisher.statuses[-1]
+    assert done["env_steps"] == 400 and done["updates"] > 0 and done["fps"] > 0 and done["eta"] == 0
+    # training episodes say why they ended, in scores.jsonl and to the page; scores also as episode/score
+    scores = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    episodes = [row for row in scores if "episode/return" in row]
+    assert episodes and all(row["episode/terminal_reason"] == "time_limit" for row in episodes)
+    assert all(row["episode/score"] == row["episode/return"] for row in episodes)
+    assert publisher.episodes[0]["terminal_reason"] == "time_limit"
+    # live step info of the training env: every step's reward, the episode-end info on the last one
+    assert len(publisher.steps) == 400 and {env for env, _ in publisher.steps} == {0}
+    assert sum(info["reward"] for _, info in publisher.steps[:20]) == episodes[0]["episode/return"]
+    ends = [info for _, info in publisher.steps if "terminal_reason" in info]
+    assert len(ends) == len(episodes) and ends[0]["terminal_reason"] == "time_limit" and "success" in ends[0]
+
+
+def _tensorboard_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of the TensorBoard event files in ``logdir``, read as TFRecords of Event protos."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_tensorboard_output_holds_the_logged_scalars(tmp_path):
+    train(_config(tmp_path, "random", 300, "run.eval_every=150", "run.eval_episodes=2", "run.log_every=0",
+                  "run.loggers=[tensorboard]"), env_fn=ReachEnv)
+    scalars = _tensorboard_scalars(tmp_path)
+    def rows_of(name):
+        return [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+
+    # an evaluation's row is in both files, and once in TensorBoard
+    rows = rows_of("metrics.jsonl") + [row for row in rows_of("scores.jsonl") if "eval/return" not in row]
+    expected: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                expected.setdefault(key, []).append((row["step"], value))
+    assert {"eval/return", "episode/return", "fps/env", "env_steps"} <= set(scalars)
+    assert set(scalars) == set(expected)
+    for key, points in expected.items():
+        assert [s for s, _ in scalars[key]] == [s for s, _ in points], key
+        np.testing.assert_allclose([v for _, v in scalars[key]], [v for _, v in points], rtol=1e-6, err_msg=key)
+
+
+def test_loggers_are_checked_and_a_missing_wandb_is_one_line(tmp_path, monkeypatch, capsys):
+    with pytest.raises(ValueError, match=r"^config key 'run.loggers': unknown logger 'tensorbord'.*tensorboard, wandb"):
+        _config(tmp_path, "random", 10, "run.loggers=[tensorbord]")
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
+    train(_config(tmp_path, "random", 50, "run.loggers=[wandb]"), env_fn=ReachEnv)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "wandb" in line]
+    assert lines == [("cardreamer: warning: run.loggers lists wandb, but the wandb package is not installed "
+                      "(pip install wandb); training without it")]
+
+
+class DreamingConfig(pydantic.BaseModel):
+    report_context: int = 3
+
+
+class Dreaming(RandomBackbone):
+    """Reports an open-loop video as DreamerV3 does: two replay samples stacked, real | imagined."""
+
+    def policy(self, obs, state=None, mode="train"):
+        time.sleep(0.002)  # 1500 steps last over 3 s: a report (every second) is due
+        return super().policy(obs, state, mode)
+
+    def report(self, batch):
+        real = batch["image"][:2]  # (2, T, 16, 16, 3)
+        frames = np.concatenate([real, 255 - real], 3)  # (2, T, 16, 32, 3)
+        return {"openloop/image": np.concatenate(list(frames), 1)}  # (T, 32, 32, 3)
+
+
+register_backbone("test_dreaming", Dreaming, config=DreamingConfig)
+
+
+def test_dreams_carry_their_step_context_and_samples(tmp_path):
+    class DreamPublisher(RecordingPublisher):
+        def __init__(self):
+            super().__init__()
+            self.dreams = []
+
+        def publish_dream(self, real, imagined, step=None, context=None, rows=1):
+            self.dreams.append((real, imagined, step, context, rows))
+
+    publisher = DreamPublisher()
+    train(_config(tmp_path, "test_dreaming", 1500, "run.report_every=1", "model.report_context=4"),
+          env_fn=ReachEnv, publisher=publisher)
+    assert publisher.dreams
+    real, imagined, step, context, rows = publisher.dreams[0]
+    assert real.shape[1:] == (32, 16, 3) and imagined.shape == real.shape and np.all(imagined == 255 - real)
+    assert 100 <= step <= 1500 and context == 4 and rows == 2

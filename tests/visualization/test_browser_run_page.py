@@ -255,3 +255,35 @@ def test_dream_strips_and_live_view(server, page, tmp_path):
         screenshot(page, "live-dream", tmp_path)
     finally:
         publisher.close()
+
+
+def test_header_says_what_the_trainer_is_doing(server, page, tmp_path):
+    """During the first jit the trainer blocks for minutes: the header's clock keeps counting."""
+    publisher = make_publisher(server["url"], None, RUN)
+    assert publisher.wait_connected(5)
+    try:
+        counters = {"detail": "", "env_steps": 1024, "updates": 0, "steps": 100_000, "fps": 40.0, "ups": 0.0}
+        publisher.publish_status({"phase": "compiling", "label": "compiling the train step",
+                                  "since": time.time() - 65, "eta": None, **counters})
+        page.goto(server["url"] + f"&run={RUN}")
+        page.wait_for_selector("#run-status:not([hidden])", timeout=10_000)
+        phase = page.locator("#run-phase")
+        assert wait_until(lambda: phase.inner_text().startswith("compiling the train step… 1:0"), timeout=5)
+        first = phase.inner_text()
+        assert wait_until(lambda: phase.inner_text() != first, timeout=3), "the clock stopped"
+        assert page.inner_text("#run-status-text") == "1024 / 100.0k env steps · 0 updates · 40.0 env steps/s"
+        assert "compiling" in page.inner_text(f'li.run[data-run="{RUN}"] .run-meta')
+        no_sideways_scroll(page)
+        screenshot(page, "status-compiling", tmp_path)
+        publisher.publish_status({"phase": "training", "label": "training", "since": time.time(), "eta": 7380.0,
+                                  **counters, "env_steps": 52_300, "updates": 1600, "fps": 6.4, "ups": 0.2})
+        assert wait_until(lambda: phase.inner_text() == "training", timeout=5)
+        text = page.inner_text("#run-status-text")
+        assert text == "52.3k / 100.0k env steps · 1600 updates · 6.4 env steps/s · 0.20 updates/s · ETA 2 h 3 min"
+        width = page.eval_on_selector("#run-progress", "e => e.getBoundingClientRect().width / e.parentElement.getBoundingClientRect().width")
+        assert abs(width - 0.523) < 0.01
+        no_sideways_scroll(page)
+    finally:
+        publisher.close()
+    # Once the trainer is gone, the header does not claim it is still at work.
+    page.wait_for_selector("#run-status", state="hidden", timeout=10_000)

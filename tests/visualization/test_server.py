@@ -239,3 +239,19 @@ def test_record_saves_the_episode_as_mp4(vis, tmp_path):
     expected = camera_frame(0.0, 96)
     assert np.abs(frames[0].astype(int) - expected.astype(int)).mean() < 12
     assert not [p for p in (tmp_path / "run-a" / "videos").iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_run_status_reaches_viewers_late_joiners_and_the_run_list(vis):
+    pub = publisher(vis)
+    page = Inbox(viewer(vis, "run-a"))
+    status = {"phase": "compiling", "label": "compiling the train step", "detail": "", "since": 100.0,
+              "env_steps": 1024, "updates": 0, "steps": 5000, "fps": 30.5, "ups": 0.0, "eta": 130.0}
+    assert pub.emit("status", status, namespace=PUB, callback=True) is True
+    received = page.wait("status")[0]
+    assert {k: received[k] for k in status} == status and received["run"] == "run-a"
+    assert [r["phase"] for r in vis.runs() if r["name"] == "run-a"] == ["compiling"]
+    assert page.wait("runs", where=lambda d: any(r.get("phase") == "compiling" for r in d["runs"]))
+    late = Inbox(viewer(vis, "run-a")).wait("status")
+    assert late and late[0]["phase"] == "compiling"  # a page opened mid-compile says so at once
+    assert pub.emit("status", {"env_steps": 3}, namespace=PUB, callback=True) is False
+    assert pub.emit("status", {"phase": "x" * 5000}, namespace=PUB, callback=True) is False

@@ -18,6 +18,7 @@
     streamsByEnv: {}, // env -> [stream]
     live: false,
     interactive: false,
+    status: null, // the trainer's newest run status (phase, counters, rates)
   };
   // Exposed for tests and curious users: frames drawn per slot, last latency, chart points.
   const stats = (window.visStats = { frames: {}, latencyMs: {}, chartPoints: 0, episodes: 0 });
@@ -67,7 +68,7 @@
       <div class="run-body"><div class="run-name"><span class="live-dot ${run.live ? "on" : ""}"></span>
         <span class="run-label"></span>${run.interactive ? '<span class="badge">drive</span>' : ""}</div>
       <div class="run-meta">${run.live ? "live" : "idle"}${envs ? ` · ${envs} env${envs > 1 ? "s" : ""}` : ""}
-        ${run.last_update ? " · " + ago(run.last_update) : ""}</div></div>`;
+        ${run.live && run.phase ? " · " + run.phase : run.last_update ? " · " + ago(run.last_update) : ""}</div></div>`;
     li.querySelector(".run-label").textContent = depthName;
     li.title = run.name;
     const box = li.querySelector(".compare");
@@ -140,6 +141,7 @@
   function updateRunInfo() {
     const run = currentRun();
     $("topbar-run").textContent = state.run || "";
+    renderStatus();
     document.title = state.run ? `${state.run} · CarDreamer visualizer` : "CarDreamer visualizer";
     state.live = !!(run && run.live);
     state.interactive = !!(run && run.interactive);
@@ -245,7 +247,52 @@
     }
   }
 
+  // ---------------------------------------------------------------- run status (the trainer's phase)
+  const BUSY_PHASES = new Set(["compiling", "reporting", "evaluating", "saving", "filling", "pretraining"]);
+
+  function clock(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    return h ? `${h}:${String(m).padStart(2, "0")}:${String(r).padStart(2, "0")}` : `${m}:${String(r).padStart(2, "0")}`;
+  }
+
+  function duration(seconds) {
+    if (seconds < 60) return Math.round(seconds) + " s";
+    if (seconds < 3600) return Math.round(seconds / 60) + " min";
+    return Math.floor(seconds / 3600) + " h " + Math.round((seconds % 3600) / 60) + " min";
+  }
+
+  const count = (n) => n >= 1e6 ? (n / 1e6).toFixed(2) + "M" : n >= 1e4 ? (n / 1e3).toFixed(1) + "k" : String(n);
+
+  // Shown while the run's trainer is connected; the phase's clock runs here, so a phase that blocks
+  // the trainer (the first jit takes minutes on a CPU) keeps counting instead of looking frozen.
+  function renderStatus() {
+    const run = currentRun(), s = state.status, bar = $("run-status");
+    if (!s || !run || !run.live) { bar.hidden = true; return; }
+    bar.hidden = false;
+    const busy = BUSY_PHASES.has(s.phase);
+    const phase = $("run-phase");
+    phase.className = "phase" + (busy ? " busy" : "");
+    phase.textContent = (busy ? s.label + "… " + clock(Date.now() / 1000 - s.since) : s.label)
+      + (s.detail ? " · " + s.detail : "");
+    const parts = [`${count(s.env_steps)} / ${count(s.steps)} env steps`, `${count(s.updates)} updates`];
+    if (s.fps) parts.push(`${s.fps.toFixed(1)} env steps/s`);
+    if (s.ups) parts.push(`${s.ups.toFixed(2)} updates/s`);
+    if (s.eta != null && s.phase !== "done") parts.push("ETA " + duration(s.eta));
+    $("run-status-text").textContent = parts.join(" · ");
+    $("run-progress").style.width = (s.steps ? Math.min(100, 100 * s.env_steps / s.steps) : 0) + "%";
+  }
+  setInterval(renderStatus, 1000);
+
+  socket.on("status", (msg) => {
+    if (msg.run !== state.run) return;
+    state.status = msg;
+    renderStatus();
+  });
+
   function resetRunView() {
+    state.status = null;
+    renderStatus();
     for (const panel of panels.values()) panel.root.remove();
     panels.clear();
     lastStep = {};
