@@ -103,13 +103,14 @@ class SourcedConfig:
         self.data: dict = data or {}
         self.origin: dict[str, tuple[str, int, int]] = {}
         self.plugins: list[tuple[str, str]] = []  # (module or absolute .py path, where the file names it)
-        self._overridden: set[str] = set()
+        self._overridden: dict[str, None] = {}  # keys set by overrides, in the order given (an ordered set)
 
     def where(self, dotted: str) -> str:
         """'file:line:col' of a dotted key (or of its nearest ancestor that has a position).
 
         A key set in whole or in part by a command-line override names that override (a spawn moved
-        by ``--task.ego.spawn.x=300`` is off the road because of the override).
+        by ``--task.ego.spawn.x=300`` is off the road because of the override), the first one given
+        when several set parts of it.
         """
         below = next((key for key in self._overridden if key.startswith(dotted + ".")), None)
         if below is not None:
@@ -167,7 +168,7 @@ class SourcedConfig:
     def _forget_below(self, dotted: str) -> None:
         for key in [k for k in self.origin if k.startswith(dotted + ".")]:
             del self.origin[key]
-            self._overridden.discard(key)
+            self._overridden.pop(key, None)
 
     def apply_overrides(self, overrides: list[str]) -> None:
         """Apply ``--a.b.c=value`` (or ``a.b.c=value``) overrides; values are parsed as YAML."""
@@ -205,7 +206,7 @@ class SourcedConfig:
         self._forget_below(dotted)
         for key in (dotted, *(key for key, _ in _dotted_items(value, dotted))):
             self.origin[key] = (source, 0, 0)
-            self._overridden.add(key)
+            self._overridden[key] = None
 
 
 def _base_file(path: Path, name: Any, position: tuple[int, int], extends_dirs: tuple[Path, ...],

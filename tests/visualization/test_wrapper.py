@@ -3,8 +3,6 @@ imports the visualizer."""
 
 from __future__ import annotations
 
-import re
-
 import subprocess
 import sys
 import time
@@ -99,12 +97,10 @@ def test_the_old_display_section_is_refused_in_one_line_naming_its_replacements(
     with pytest.raises(ConfigError) as error:
         build_config("wpt", ["env.display.enable=true", "env.display.url=http://127.0.0.1:9000"])
     message = str(error.value)
-    assert re.match(r"command line: --env\.display\.(enable=true|url=http://127\.0\.0\.1:9000): env\.display: removed:",
-                    message)  # either override names the section
+    assert message.startswith("command line: --env.display.enable=true: env.display: removed:")
     assert "cardreamer train --serve" in message and "LiveDisplay" in message and "\n" not in message
     assert cardreamer_main(["run", "--task", "wpt", "--episodes", "1", "--env.display.enable=true"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("cardreamer: error: command line: --env.display.") and err.endswith(message.split(": ", 2)[2])
+    assert capsys.readouterr().err.strip() == f"cardreamer: error: {message}"
 
 
 def test_a_task_file_with_the_old_display_section_is_refused_at_its_line(tmp_path):
