@@ -53,3 +53,25 @@ def park_ahead():
         x, y = xy + distance * np.array([np.cos(yaw), np.sin(yaw)])
         return world.spawn_vehicle(Pose(float(x), float(y), yaw), behavior=Behavior(desired_speed=0.0))
     return park
+
+
+@pytest.fixture
+def lane_task(tmp_path, carla_maps_dir):
+    """lane_task(background): a task file driving Town04's lane x = 5.8 from y = 100 to -58 for 30 steps."""
+    def write(background: int):
+        task = tmp_path / "lane_on_carla.yaml"
+        task.write_text(f"""
+task:
+  name: lane_on_carla
+  map: {carla_maps_dir / "Town04.xodr"}
+  ego:
+    spawn: [{{x: 5.8, y: 100}}]
+    route: [[5.8, -58]]
+  traffic: {{background: {background}}}
+  terminal: {{time_limit: 30}}
+env:
+  observation: {{enabled: [birdeye_wpt]}}
+""")
+        return task
+
+    return write

@@ -175,8 +175,8 @@ def test_a_reset_that_keeps_losing_the_world_fails_after_the_bound():
     assert env.unwrapped.recovered == 3
 
 
-def test_an_env_reset_after_its_worker_died_between_episodes_runs_on_a_fresh_worker(process_world, tmp_path,  # noqa: F811
-                                                                                     carla_maps_dir, monkeypatch):
+def test_an_env_reset_after_its_worker_died_between_episodes_runs_on_a_fresh_worker(process_world, lane_task,  # noqa: F811
+                                                                                     monkeypatch):
     worlds = []
 
     def carla_world(config, road_map, seed=0):
@@ -184,19 +184,7 @@ def test_an_env_reset_after_its_worker_died_between_episodes_runs_on_a_fresh_wor
         return worlds[-1]
 
     monkeypatch.setattr(env_module, "make_world", carla_world)
-    task = tmp_path / "lane_on_carla.yaml"
-    task.write_text(f"""
-task:
-  name: lane_on_carla
-  map: {carla_maps_dir / "Town04.xodr"}
-  ego:
-    spawn: [{{x: 5.8, y: 100}}]
-    route: [[5.8, -58]]
-  traffic: {{background: 2}}
-  terminal: {{time_limit: 30}}
-env:
-  observation: {{enabled: [birdeye_wpt]}}
-""")
+    task = lane_task(2)
     env = RecoverOnReset(env_module.make_env(str(task)), pause=0.0)
     env.reset(seed=3)
     pid = worlds[0].worker_pid

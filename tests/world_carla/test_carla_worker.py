@@ -97,8 +97,8 @@ def test_errors_in_the_worker_reach_the_caller_as_one_line(process_world):
     assert world.route_of(background) is not None and world.route_of(ego) is None
 
 
-def test_an_env_whose_worker_is_killed_mid_step_truncates_and_resets_on_a_fresh_worker(process_world, tmp_path,
-                                                                                        carla_maps_dir, monkeypatch):
+def test_an_env_whose_worker_is_killed_mid_step_truncates_and_resets_on_a_fresh_worker(process_world, lane_task,
+                                                                                        monkeypatch):
     worlds = []
 
     def carla_world(config, road_map, seed=0):
@@ -106,19 +106,7 @@ def test_an_env_whose_worker_is_killed_mid_step_truncates_and_resets_on_a_fresh_
         return worlds[-1]
 
     monkeypatch.setattr(env_module, "make_world", carla_world)
-    task = tmp_path / "lane_on_carla.yaml"
-    task.write_text(f"""
-task:
-  name: lane_on_carla
-  map: {carla_maps_dir / "Town04.xodr"}
-  ego:
-    spawn: [{{x: 5.8, y: 100}}]
-    route: [[5.8, -58]]
-  traffic: {{background: 4}}
-  terminal: {{time_limit: 30}}
-env:
-  observation: {{enabled: [birdeye_wpt]}}
-""")
+    task = lane_task(4)
     env = env_module.make_env(str(task))
     env.reset(seed=3)
     env.step(env.action_space.sample())
