@@ -15,7 +15,7 @@ import cv2
 import yaml
 
 from cardreamer.atomic import atomic_output
-from cardreamer.training.experiment import RunResult, plot_success, success_curve
+from cardreamer.training.experiment import plot_success, success_curve
 
 
 def main() -> None:
@@ -24,15 +24,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     parser.add_argument("--title", default="eval success rate, 10 sampled episodes per evaluation")
     args = parser.parse_args()
-    results: dict[str, list[RunResult]] = {}
+    curves: dict[str, list[list[tuple[int, float]]]] = {}
     for run in sorted(args.runs):
         config = yaml.safe_load((run / "config.yaml").read_text())
         name = f"{config['env']['task']} seed {config['seed']}"
-        results[name] = [RunResult(run=None, final={}, curve=success_curve(run / "scores.jsonl"))]
-    ok, png = cv2.imencode(".png", plot_success(results, args.title))
+        curves[name] = [success_curve(run / "scores.jsonl")]
+    ok, png = cv2.imencode(".png", plot_success(curves, args.title))
     with atomic_output(str(args.out), "wb") as f:
         f.write(png.tobytes())
-    print(f"wrote {args.out}: {', '.join(results)}")
+    print(f"wrote {args.out}: {', '.join(curves)}")
 
 
 if __name__ == "__main__":

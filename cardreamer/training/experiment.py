@@ -557,12 +557,12 @@ PALETTE = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 1
            (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]  # BGR
 
 
-def plot_success(results: dict[str, list[RunResult]], title: str) -> np.ndarray:
+def plot_success(curves: dict[str, list[list[tuple[int, float]]]], title: str) -> np.ndarray:
     """A PNG-ready BGR image: eval success rate vs env steps, the mean over seeds per variant
-    (thick) and each seed (thin), with the target drawn dashed."""
+    (thick) and each seed's (step, success) curve (thin), with the target drawn dashed."""
     width, height, left, right, top, bottom = 1080, 580, 80, 330, 75, 60
     image = np.full((height, width, 3), 255, np.uint8)
-    steps = [s for runs in results.values() for r in runs for s, _ in r.curve]
+    steps = [s for runs in curves.values() for curve in runs for s, _ in curve]
     x_max = max(steps, default=1) or 1
 
     def point(step: float, value: float) -> tuple[int, int]:
@@ -587,15 +587,15 @@ def plot_success(results: dict[str, list[RunResult]], title: str) -> np.ndarray:
                 cv2.LINE_AA)
     cv2.putText(image, "eval success rate", (8, top - 16), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(image, title, (left, 28), font, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
-    for index, (name, runs) in enumerate(results.items()):
+    for index, (name, runs) in enumerate(curves.items()):
         color = PALETTE[index % len(PALETTE)]
         light = tuple(int(c + (255 - c) * 0.6) for c in color)
         by_step: dict[int, list[float]] = collections.defaultdict(list)
-        for run in runs:
-            if len(run.curve) > 1:
-                cv2.polylines(image, [np.array([point(s, v) for s, v in run.curve], np.int32)], False, light, 1,
+        for curve in runs:
+            if len(curve) > 1:
+                cv2.polylines(image, [np.array([point(s, v) for s, v in curve], np.int32)], False, light, 1,
                               cv2.LINE_AA)
-            for step, value in run.curve:
+            for step, value in curve:
                 by_step[step].append(value)
         mean = [point(step, float(np.mean(values))) for step, values in sorted(by_step.items())]
         if len(mean) > 1:
@@ -644,7 +644,8 @@ def cmd_report(args: argparse.Namespace) -> int:
               f"run `cardreamer experiment run {args.file}` first", file=sys.stderr)
         return 1
     plot_path, report_path = root / "success_curve.png", root / "report.md"
-    ok, png = cv2.imencode(".png", plot_success(results, f"{loaded.spec.name}: eval success vs env steps"))
+    ok, png = cv2.imencode(".png", plot_success({name: [r.curve for r in runs] for name, runs in results.items()},
+                                            f"{loaded.spec.name}: eval success vs env steps"))
     if not ok:
         raise RuntimeError("OpenCV could not encode the plot as PNG")
     text = report_markdown(loaded, results, plot_path.name)
