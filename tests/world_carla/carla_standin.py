@@ -16,6 +16,7 @@ backend's translation of the API, not CARLA's physics.
 from __future__ import annotations
 
 import fnmatch
+from collections import Counter
 import os
 import sys
 import threading
@@ -191,10 +192,15 @@ class Sensor(Actor):
 
     def listen(self, callback: Callable[[Any], None]) -> None:
         """Server-side sensors stream to ``callback``; a lane-invasion sensor, as in CARLA 0.9.16, is
-        client-side: an on-tick callback of the world that reports the markings its parent crossed."""
+        client-side: an on-tick callback of the world that compares its parent's place in each snapshot with
+        the one in the snapshot before (a new listener, replacing the old one, starts without one), so a
+        vehicle teleported between ticks is reported crossing every marking between its old and new place."""
         self._server.check()
         self.callback = callback
         if self.type_id == "sensor.other.lane_invasion":
+            self.stop()
+            self.callback = callback
+            self._last_place: tuple[int, np.ndarray] | None = None
             self.on_tick_id = self._server.world.on_tick(self._report_invasion)
 
     def stop(self) -> None:
@@ -204,7 +210,15 @@ class Sensor(Actor):
             self.on_tick_id = None
 
     def _report_invasion(self, snapshot: Snapshot) -> None:
-        markings = self._server.world.crossed.get((self.parent.id, snapshot.frame))
+        parent = snapshot.find(self.parent.id)
+        if parent is None:
+            return
+        place = parent.get_transform().location
+        xy, last = np.array([place.x, place.y]), self._last_place
+        self._last_place = (snapshot.frame, xy)
+        if last is None or last[0] >= snapshot.frame:
+            return
+        markings = self._server.world.crossed_markings(last[1], xy, place.z)
         if markings:
             self.emit(LaneInvasionData(snapshot.frame, self.parent, markings))
 
@@ -376,6 +390,7 @@ class StandInServer:
         self.batches: list[list[Any]] = []  # every command batch received, for inspection
         self.physics_warnings: list[str] = []
         self.generations = 0  # settings whose physics substeps do not cover the step
+        self.spawned: Counter[str] = Counter()  # actors ever spawned, by blueprint
         self.epoch = 0
         self.restart()
 
@@ -595,7 +610,6 @@ class StandInWorld:
         self._snapshot = Snapshot(self.frame, [])
         self._on_tick: dict[int, Callable[[Snapshot], None]] = {}  # run in registration order, as CARLA's CallbackList
         self._next_callback = 1
-        self.crossed: dict[tuple[int, int], list[Any]] = {}  # (vehicle id, frame) -> markings crossed in that frame
         for landmark in {lm.id: lm for lm in self.carla_map.get_all_landmarks_of_type("1000001")}.values():
             light = TrafficLight(server, server.new_id(), "traffic.traffic_light", landmark.transform, {},
                                  opendrive_id=str(landmark.id))
@@ -696,6 +710,8 @@ class StandInWorld:
         elif isinstance(command, carla.command.ApplyTargetVelocity):
             actor.velocity = np.array([command.velocity.x, command.velocity.y])
             actor.speed = float(np.linalg.norm(actor.velocity))
+        elif isinstance(command, carla.command.ApplyTargetAngularVelocity):
+            pass  # the stand-in's vehicles do not spin
         else:
             return Response(error=f"the stand-in does not know {type(command).__name__}")
         return Response(actor.id)
@@ -715,6 +731,7 @@ class StandInWorld:
             return Response(error=f"cannot spawn {blueprint.id}")
         actor.id = server.new_id()
         server.actors[actor.id] = actor
+        server.spawned[blueprint.id] += 1
         for follower in command.followers:
             follower.actor_id = actor.id  # FutureActor resolved, as the server does
             response = self.execute(follower)
@@ -821,14 +838,8 @@ class StandInWorld:
 
     def _send_sensor_data(self, before: dict) -> None:
         frame = self.frame
-        self.crossed = {key: m for key, m in self.crossed.items() if key[1] > frame - 100}  # long delivered
         for sensor in self.server.live("sensor."):
-            parent = sensor.parent
-            if sensor.type_id == "sensor.other.lane_invasion" and parent is not None and parent.id in before:
-                markings = self._crossed_markings(before[parent.id][0], parent.xy, parent.z)
-                if markings:
-                    self.crossed[parent.id, frame] = markings
-            elif sensor.type_id in ("sensor.camera.rgb", "sensor.lidar.ray_cast") and frame not in self.server.drop_frames:
+            if sensor.type_id in ("sensor.camera.rgb", "sensor.lidar.ray_cast") and frame not in self.server.drop_frames:
                 self._send_reading(sensor, frame, before)
 
     def _send_reading(self, sensor: Sensor, frame: int, before: dict) -> None:
@@ -851,7 +862,7 @@ class StandInWorld:
             for reading in readings:
                 sensor.emit(reading)
 
-    def _crossed_markings(self, xy_from: np.ndarray, xy_to: np.ndarray, z: float) -> list[Any]:
+    def crossed_markings(self, xy_from: np.ndarray, xy_to: np.ndarray, z: float) -> list[Any]:
         """The marking between two driving lanes of one road that the vehicle moved across (at its height)."""
         def waypoint(xy):
             return self.carla_map.get_waypoint(carla.Location(x=float(xy[0]), y=float(xy[1]), z=float(z)))

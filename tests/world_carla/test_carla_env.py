@@ -60,7 +60,8 @@ def test_four_lane_task_runs_on_the_carla_backend(carla_env, server):
         done = terminated or truncated
     assert steps <= 30 and "terminal_reason" in info
     env.reset(seed=4)
-    assert len(server.live("vehicle.")) == 21 and ego not in server.actors
+    assert len(server.live("vehicle.")) == 21 and env.ego_id == ego  # the ego is kept, teleported to its start
+    assert server.spawned["vehicle.tesla.model3"] == 41 and server.spawned["sensor.other.collision"] == 1
     env.close()
     assert server.live() == [] and server.world.settings["synchronous_mode"] is False
 

@@ -94,14 +94,17 @@ def test_unknown_or_duplicate_sensor_names_are_errors(ego_world):
         SensorSpec("radar")
 
 
-def test_sensors_are_destroyed_with_their_vehicle_and_on_reset(ego_world, server):
+def test_sensors_are_destroyed_with_their_vehicle_and_kept_with_the_ego_on_reset(ego_world, server):
     world, ego = ego_world()
     world.attach_sensor("camera", SensorSpec("camera", width=8, height=8))
     assert len(server.live("sensor.")) == 3  # camera + collision + lane invasion
     world.destroy(ego)
     assert server.live("sensor.") == [] and world.sensors.sensors == {}
     world.tick()  # no sensor left to wait for
-    world.spawn_vehicle(Pose(5.8, 60.0, -np.pi / 2), role="ego")
+    ego = world.spawn_vehicle(Pose(5.8, 60.0, -np.pi / 2), role="ego")
     world.attach_sensor("camera", SensorSpec("camera", width=8, height=8))
     world.reset(1)
+    assert sorted(a.id for a in server.live()) == sorted([ego, *world._sensor_parent])  # kept for the next episode
+    assert len(server.live("sensor.")) == 3
+    world.close()
     assert server.live() == []

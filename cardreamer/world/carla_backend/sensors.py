@@ -4,7 +4,8 @@ CARLA delivers sensor data on its own threads, possibly late and possibly for an
 Each data sensor therefore feeds a queue; after every ``world.tick()`` the manager waits for the
 reading whose ``frame`` equals the tick's frame, dropping stale ones, and raises SensorTimeout when
 it does not come. Collision and lane-invasion sensors report events only when something happens;
-their events are gathered per tick.
+their events are gathered per tick. Sensors outlive episodes (their vehicle is kept and teleported):
+each has the first frame of its current episode, and nothing of an earlier frame reaches the caller.
 """
 from __future__ import annotations
 
@@ -73,6 +74,8 @@ class SyncedSensor:
         self.readings: queue.Queue = queue.Queue()
         self.latest: np.ndarray | None = None
         self.latest_frame = -1
+        self.since = -1        # the first frame of the sensor's current episode
+        self.claimed = True    # attached (again) in the current episode
         actor.listen(self.readings.put)
 
     def collect(self, frame: int, timeout: float) -> None:
@@ -114,6 +117,34 @@ class SensorManager:
         self.sensors[name] = SyncedSensor(name, spec, actor, parent.id)
         return actor.id
 
+    def reclaim(self, name: str, spec: SensorSpec, parent_id: int, since: int) -> int | None:
+        """The actor id of sensor ``name`` kept from an earlier episode when it is ``spec`` on ``parent_id``: claimed
+        for this episode, whose readings start at frame ``since``. None when there is no such sensor."""
+        sensor = self.sensors.get(name)
+        if sensor is None or sensor.claimed or sensor.spec != spec or sensor.parent_id != parent_id:
+            return None
+        sensor.claimed, sensor.since = True, since
+        return sensor.actor.id
+
+    def unclaimed(self, name: str) -> Any | None:
+        """Forget sensor ``name`` when it is a kept one not claimed in this episode; returns its actor."""
+        sensor = self.sensors.get(name)
+        if sensor is None or sensor.claimed:
+            return None
+        sensor.actor.stop()
+        return self.sensors.pop(name).actor
+
+    def keep(self, parent_ids: set[int]) -> list[Any]:
+        """At a reset: keep the sensors claimed in the ending episode on ``parent_ids`` (unclaimed for the next one);
+        forget and return the actors of the others."""
+        dropped = [name for name, sensor in self.sensors.items()
+                   if sensor.parent_id not in parent_ids or not sensor.claimed]
+        for sensor in self.sensors.values():
+            sensor.claimed = False
+        for name in dropped:
+            self.sensors[name].actor.stop()
+        return [self.sensors.pop(name).actor for name in dropped]
+
     def collect(self, frame: int) -> None:
         for sensor in self.sensors.values():
             sensor.collect(frame, self.timeout)
@@ -122,8 +153,11 @@ class SensorManager:
         sensor = self.sensors.get(name)
         if sensor is None:
             raise WorldError(f"no sensor named {name!r}; attached sensors: {', '.join(self.sensors) or 'none'}")
-        if sensor.latest_frame != frame:
-            raise WorldError(f"sensor {name!r} has no reading for frame {frame} yet (attached after the last tick?)")
+        if not sensor.claimed:
+            raise WorldError(f"sensor {name!r} was kept from the last episode but not attached in this one")
+        if sensor.latest_frame != frame or frame < sensor.since:
+            raise WorldError(f"sensor {name!r} has no reading for frame {frame} of this episode yet (attached after "
+                             f"the last tick?)")
         return sensor.latest
 
     def detach(self, parent_id: int) -> list[Any]:
@@ -172,6 +206,7 @@ class EventSensors:
         self._barrier: tuple[Any, int] | None = None  # (world, on_tick callback id)
         self._collisions: list[RawCollision] = []
         self._invasions: list[LaneInvasionEvent] = []
+        self._since: dict[int, int] = {}        # vehicle id -> the first frame of its current episode
         self.actors: dict[int, list[Any]] = {}  # vehicle id -> its two sensors
 
     def attach(self, world: Any, vehicle: Any) -> list[int]:
@@ -179,13 +214,31 @@ class EventSensors:
         collision = spawn_sensor(world, "sensor.other.collision", carla.Transform(), vehicle)
         invasion = spawn_sensor(world, "sensor.other.lane_invasion", carla.Transform(), vehicle)
         collision.listen(lambda event: self._on_collision(parent_id, event))
-        invasion.listen(lambda event: self._on_invasion(parent_id, event))
         self.actors[parent_id] = [collision, invasion]
-        self._remove_barrier()
-        self._barrier = (world, world.on_tick(self._on_tick))  # after this invasion sensor's own callback
+        self._listen_for_invasions(world, parent_id)
         return [collision.id, invasion.id]
 
+    def _listen_for_invasions(self, world: Any, parent_id: int) -> None:
+        """(Re)start the lane-invasion callback, then the barrier after it (on-tick callbacks run in order)."""
+        self.actors[parent_id][1].listen(lambda event: self._on_invasion(parent_id, event))
+        self._remove_barrier()
+        self._barrier = (world, world.on_tick(self._on_tick))
+
+    def restart(self, world: Any, parent_id: int, since: int) -> None:
+        """A kept vehicle starts a new episode (teleported): its events start at frame ``since``.
+
+        The lane-invasion sensor listens afresh: CARLA's client-side callback compares each frame's box corners with
+        the previous frame's, so after a teleport it would report every marking between the old and new place;
+        a new listener starts without a previous frame. Events of earlier frames still queued are dropped.
+        """
+        self._listen_for_invasions(world, parent_id)
+        with self._done:
+            self._since[parent_id] = since
+            self._collisions = [c for c in self._collisions if c.actor_id != parent_id]
+            self._invasions = [i for i in self._invasions if i.actor_id != parent_id]
+
     def detach(self, parent_id: int) -> list[Any]:
+        self._since.pop(parent_id, None)
         return self.actors.pop(parent_id, [])
 
     def _remove_barrier(self) -> None:
@@ -204,12 +257,16 @@ class EventSensors:
         is_mover = other is not None and str(other.type_id).startswith(("vehicle.", "walker."))
         impulse = event.normal_impulse
         with self._done:
+            if int(event.frame) < self._since.get(parent_id, -1):
+                return  # streamed late from the vehicle's previous episode
             self._collisions.append(RawCollision(int(event.frame), parent_id, int(other.id) if is_mover else -1,
                                                  float(np.sqrt(impulse.x ** 2 + impulse.y ** 2 + impulse.z ** 2))))
 
     def _on_invasion(self, parent_id: int, event: Any) -> None:
         markings = tuple(str(marking.type) for marking in event.crossed_lane_markings)
         with self._done:
+            if int(event.frame) < self._since.get(parent_id, -1):
+                return
             self._invasions.append(LaneInvasionEvent(int(event.frame), parent_id, markings))
 
     def drain(self, frame: int) -> tuple[list[RawCollision], list[LaneInvasionEvent]]:
@@ -232,6 +289,7 @@ class EventSensors:
             for actor in pair:
                 actor.stop()
         self.actors.clear()
+        self._since.clear()
         self._remove_barrier()
         with self._done:
             self._collisions, self._invasions = [], []

@@ -55,7 +55,8 @@ class ShapeCache:
 def vehicle_arrays(snapshot: Any, shapes: ShapeCache, egos: set[int], hidden: set[int],
                    pending: dict[int, tuple[Pose, float, Shape]]) -> VehicleArrays:
     """VehicleArrays of the snapshot's vehicles (minus ``hidden``) plus vehicles spawned since it was taken."""
-    rows = [a for a in snapshot if shapes.shapes.get(a.id) is not None and a.id not in hidden]
+    rows = [a for a in snapshot if shapes.shapes.get(a.id) is not None and a.id not in hidden
+            and a.id not in pending]  # a kept vehicle moved since the snapshot is where it was put
     n = len(rows) + len(pending)
     ids = np.empty(n, dtype=np.int64)
     pose = np.empty((n, 3))           # origin x, y, yaw (radians)

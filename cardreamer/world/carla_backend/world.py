@@ -4,7 +4,9 @@ The server runs in synchronous mode with a fixed step, so one ``tick`` is one ``
 are spawned and destroyed in batches; background vehicles drive on the Traffic Manager along the
 routes this backend plans on the shared RoadMap. Every actor spawned here is recorded and
 destroyed on ``reset`` and ``close`` (which also runs at interpreter exit if never called), so
-nothing accumulates on the server across resets and no server is left synchronous. When
+nothing accumulates on the server across resets and no server is left synchronous; only the ego
+and its sensors outlive a reset, stopped, to be teleported to the next episode's start (sensors
+created and destroyed every episode leak on CARLA's server). When
 the server stops answering, calls raise CarlaServerLost; ``reconnect`` brings the world back.
 """
 from __future__ import annotations
@@ -323,13 +325,14 @@ class CarlaWorld(World, SensorWorld):
         self._pending: dict[int, tuple[Pose, float, Shape]] = {}   # spawned since the last tick
         self._hidden: set[int] = set()                             # destroyed since the last tick
         self._sensor_parent: dict[int, int] = {}                   # sensor actor id -> vehicle id
+        self._parked: dict[int, _Vehicle] = {}                     # egos kept from the last episode, not yet reused
         self._collisions: dict[int, list[CollisionEvent]] = {}
         self._invasions: dict[int, list[LaneInvasionEvent]] = {}
         self._arrays: VehicleArrays | None = None
 
     def _tracked_actor_ids(self) -> list[int]:
         """Every actor this world spawned and still owns: sensors first, then vehicles."""
-        return list(self._sensor_parent) + list(self._vehicles)
+        return list(self._sensor_parent) + list(self._vehicles) + list(self._parked)
 
     def _forget_listeners(self) -> None:
         for stop in (self.sensors.clear, self.events.clear):
@@ -353,15 +356,77 @@ class CarlaWorld(World, SensorWorld):
         if fresh_client:
             self._fresh_client(relaunch)
         with self._server_calls("reset"):
-            self.sensors.clear()
-            self.events.clear()
-            self._destroy_batch(self._tracked_actor_ids())
-            self._clear_bookkeeping()
+            self._park_egos()
             self._seed = seed
             self.rng = np.random.default_rng(seed)
             self.tm.set_random_device_seed(seed)
             self.world.reset_all_traffic_lights()
             self._advance()
+
+    def _park_egos(self) -> None:
+        """End the episode: background vehicles and their sensors are destroyed; ego vehicles are stopped where they
+        are (brakes on, no velocity) and hidden, with the sensors attached to them this episode, until the next ego
+        spawn teleports one to its start. Spawning and destroying sensors every episode leaks on CARLA's server
+        (carla #7156, #7413, #7987) and grows the client's actor cache."""
+        kept = {i: v for i, v in {**self._parked, **self._vehicles}.items() if v.role == "ego"}
+        doomed = self.sensors.keep(set(kept))
+        for parent in [p for p in self.events.actors if p not in kept]:
+            doomed += self.events.detach(parent)
+        for sensor in doomed:
+            sensor.stop()
+        doomed_ids = {a.id for a in doomed}
+        self._destroy_batch(sorted(doomed_ids) + [i for i in self._vehicles if i not in kept])
+        self._apply_checked([command for i in kept for command in (
+            carla.command.ApplyVehicleControl(i, carla.VehicleControl(brake=1.0)),
+            carla.command.ApplyTargetVelocity(i, carla.Vector3D()),
+            carla.command.ApplyTargetAngularVelocity(i, carla.Vector3D()))])
+        sensor_parent = {s: p for s, p in self._sensor_parent.items() if s not in doomed_ids}
+        self._clear_bookkeeping()
+        self._sensor_parent, self._parked = sensor_parent, kept
+
+    def _apply_checked(self, commands: list[Any]) -> list[str]:
+        """Run commands in one batch; the error of each (empty when it worked)."""
+        if not commands:
+            return []
+        return [r.error for r in self.client.apply_batch_sync(commands, False)]
+
+    def _reuse_ego(self, request: _SpawnRequest) -> int | None:
+        """Teleport a kept ego to ``request``'s start, at rest (or at its speed) with neutral controls; None when no
+        kept ego is alive (one destroyed meanwhile is forgotten, its sensors destroyed: a new one is spawned)."""
+        while self._parked:
+            actor_id, vehicle = self._parked.popitem()
+            shape = self.shapes.shapes.get(actor_id)
+            pose, speed = request.pose, request.speed
+            velocity = carla.Vector3D(x=speed * float(np.cos(pose.yaw)), y=speed * float(np.sin(pose.yaw)), z=0.0)
+            errors = ["gone"] if shape is None or self._snapshot.find(actor_id) is None else self._apply_checked([
+                carla.command.ApplyTransform(actor_id, self._origin_transform(request, shape.offset)),
+                carla.command.ApplyTargetVelocity(actor_id, velocity),
+                carla.command.ApplyTargetAngularVelocity(actor_id, carla.Vector3D()),
+                carla.command.ApplyVehicleControl(actor_id, carla.VehicleControl())])
+            if any(errors):
+                log.info("the kept ego %d is gone (%s); spawning a new one", actor_id, next(e for e in errors if e))
+                self._forget_vehicle(actor_id)
+                continue
+            self._vehicles[actor_id] = _Vehicle(vehicle.actor, "ego", request.route, request.behavior,
+                                                self._spawn_height(request))
+            self._pending[actor_id] = (pose, speed, shape)
+            self._collisions.pop(actor_id, None)
+            self._invasions.pop(actor_id, None)
+            self.events.restart(self.world, actor_id, self.frame + 1)
+            return actor_id
+        return None
+
+    def _forget_vehicle(self, actor_id: int) -> None:
+        """Destroy a vehicle and its sensors and drop its bookkeeping."""
+        sensors = [s for s, parent in self._sensor_parent.items() if parent == actor_id]
+        for sensor in self.events.detach(actor_id) + self.sensors.detach(actor_id):
+            sensor.stop()
+        self._destroy_batch(sensors + [actor_id])
+        for sensor in sensors:
+            del self._sensor_parent[sensor]
+        for table in (self._vehicles, self._parked, self._controls, self._pending):
+            table.pop(actor_id, None)
+        self._arrays = None
 
     def close(self) -> None:
         if self._closed:
@@ -447,8 +512,15 @@ class CarlaWorld(World, SensorWorld):
                     continue
             if request.route is None and request.role == "background":
                 request.route = random_route(self.road_map, self.rng, request.lane, request.s, NEXT_ROUTE_LENGTH)
+            if request.role == "ego" and self._parked:
+                with self._server_calls("moving the kept ego"):
+                    reused = self._reuse_ego(request)
+                if reused is not None:
+                    results[k] = reused
+                    continue
             commands.append(self._spawn_command(request))
             slots.append(k)
+        self._arrays = None
         if not commands:
             return results
         with self._server_calls("spawning vehicles"):
@@ -519,25 +591,16 @@ class CarlaWorld(World, SensorWorld):
     def _height(self, actor_id: int) -> float:
         """The vehicle's height in the last tick's snapshot (its spawn height before it was ticked): map queries
         at this height match the deck it drives on where roads cross over each other."""
-        actor = self._snapshot.find(actor_id)
+        actor = None if actor_id in self._pending else self._snapshot.find(actor_id)
         if actor is not None:
             return float(actor.get_transform().location.z)
         return self._vehicles[actor_id].spawn_z
 
     def destroy(self, actor_id: int) -> None:
         self._vehicle(actor_id)
-        sensors = [s for s, parent in self._sensor_parent.items() if parent == actor_id]
         with self._server_calls("destroying a vehicle"):
-            for sensor in self.events.detach(actor_id) + self.sensors.detach(actor_id):
-                sensor.stop()
-            self._destroy_batch(sensors + [actor_id])
-        for sensor in sensors:
-            del self._sensor_parent[sensor]
-        del self._vehicles[actor_id]
-        self._controls.pop(actor_id, None)
-        self._pending.pop(actor_id, None)
+            self._forget_vehicle(actor_id)
         self._hidden.add(actor_id)
-        self._arrays = None
 
     def _vehicle(self, actor_id: int) -> _Vehicle:
         vehicle = self._vehicles.get(actor_id)
@@ -617,7 +680,8 @@ class CarlaWorld(World, SensorWorld):
     def vehicles(self) -> VehicleArrays:
         if self._arrays is None:
             egos = {i for i, v in self._vehicles.items() if v.role == "ego"}
-            self._arrays = vehicle_arrays(self._snapshot, self.shapes, egos, self._hidden, self._pending)
+            self._arrays = vehicle_arrays(self._snapshot, self.shapes, egos, self._hidden | set(self._parked),
+                                          self._pending)
         return self._arrays
 
     def route_of(self, actor_id: int) -> Route | None:
@@ -664,10 +728,16 @@ class CarlaWorld(World, SensorWorld):
             actor_id = egos[0]
         vehicle = self._vehicle(actor_id)
         with self._server_calls(f"attaching sensor {name!r}"):
-            sensor_id = self.sensors.attach(self.world, name, spec, vehicle.actor, self.dt,
-                                            self.shapes.shapes[actor_id].offset)
-            self._sensor_parent[sensor_id] = actor_id
-        self.tick()
+            sensor_id = self.sensors.reclaim(name, spec, actor_id, since=self.frame + 1)  # kept with its ego
+            if sensor_id is None:
+                stale = self.sensors.unclaimed(name)  # kept, but now wanted elsewhere or otherwise
+                if stale is not None:
+                    self._destroy_batch([stale.id])
+                    del self._sensor_parent[stale.id]
+                sensor_id = self.sensors.attach(self.world, name, spec, vehicle.actor, self.dt,
+                                                self.shapes.shapes[actor_id].offset)
+                self._sensor_parent[sensor_id] = actor_id
+        self.tick()  # its first reading of this episode (a kept sensor's frames before this one are not returned)
         return sensor_id
 
     def sensor_data(self, name: str) -> np.ndarray:
