@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 import warnings
 
+import fake_rpc_server
 import pytest
 from fake_rpc_server import serve_in_thread
 
@@ -76,7 +78,7 @@ def test_auto_falls_back_to_embedded_when_nothing_answers(closed_port, caplog):
     config = WorldConfig(backend="auto", carla=CarlaServer(port=closed_port, timeout=1.0))
     with caplog.at_level(logging.INFO, logger="cardreamer.world.carla_backend.connection"):
         assert choose_backend(config) == "embedded"
-    assert f"no CARLA server at 127.0.0.1:{closed_port}" in caplog.text
+    assert f"no CARLA server at 127.0.0.1 port {closed_port}" in caplog.text
 
 
 def test_auto_chooses_carla_when_a_server_answers(caplog):
@@ -86,7 +88,51 @@ def test_auto_chooses_carla_when_a_server_answers(caplog):
             assert choose_backend(WorldConfig(backend="auto", carla=CarlaServer(port=port, timeout=2.0))) == "carla"
     finally:
         listening.close()
-    assert "using it" in caplog.text
+    assert f"answered at 127.0.0.1: port {port} (CARLA 0.9.16); using them" in caplog.text
+
+
+def _two_servers(answering: tuple[bool, bool]) -> tuple[CarlaServer, list[socket.socket]]:
+    """A config of two servers (port, port + stride) of which those marked ``answering`` answer."""
+    first, listening = serve_in_thread("0.9.16")
+    sockets = [listening]
+    for stride in range(3, 200):
+        try:
+            second = fake_rpc_server.listen(first + stride)
+            break
+        except OSError:
+            continue
+    sockets.append(second)
+    threading.Thread(target=fake_rpc_server.serve, args=(second, "0.9.16"), daemon=True).start()
+    for up, sock in zip(answering, sockets):
+        if not up:
+            sock.close()
+    return CarlaServer(port=first, servers=2, port_stride=stride, timeout=2.0), sockets
+
+
+@pytest.mark.parametrize("answering", [(True, False), (False, True)])
+def test_auto_probes_every_server_of_the_run_and_names_the_missing_ones(answering):
+    """Each env's world resolves ``auto`` alike: probing only the first server let the second env pick CARLA on a
+    port where nothing runs (or the embedded simulator beside CARLA envs)."""
+    config, sockets = _two_servers(answering)
+    ports = config.ports()
+    up, down = (ports[0], ports[1]) if answering[0] else (ports[1], ports[0])
+    try:
+        with pytest.raises(WorldError, match=rf"answered at 127.0.0.1 port {up} but not at port {down}; start"):
+            choose_backend(WorldConfig(backend="auto", carla=config))
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_auto_chooses_carla_when_every_server_answers(caplog):
+    config, sockets = _two_servers((True, True))
+    try:
+        with caplog.at_level(logging.INFO, logger="cardreamer.world.carla_backend.connection"):
+            assert choose_backend(WorldConfig(backend="auto", carla=config)) == "carla"
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert all(f"port {p} (CARLA 0.9.16)" in caplog.text for p in config.ports())
 
 
 def test_explicit_backends_are_not_probed():

@@ -88,3 +88,22 @@ def test_cli_start_without_root_says_how_to_give_one(monkeypatch):
     args = parser.parse_args(["carla", "start"])
     with pytest.raises(CarlaLaunchError, match=r"--root .*\$CARLA_ROOT"):
         args.func(args)
+
+
+def test_the_wait_reuses_one_client_and_makes_it_again_only_once_the_port_opens(tmp_path):
+    """A real carla.Client made while nothing listened never connects later (libcarla 0.9.16), so the launcher makes
+    one before the server listens and one once it does, and reuses it; not a client per poll."""
+    import carla
+
+    made = []
+
+    def counting_client(host, port):
+        made.append(port)
+        return carla.Client(host, port)
+
+    root = fake_carla_root(tmp_path, f'sleep 3; exec "{sys.executable}" "{FAKE_RPC}" "$PORT" 0.9.16')
+    process = start_server(root, free_port(), timeout=30.0, client_factory=counting_client)
+    try:
+        assert process.poll() is None and len(made) == 2
+    finally:
+        stop(process)

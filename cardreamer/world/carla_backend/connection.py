@@ -59,20 +59,48 @@ def connect(config: CarlaServer, client_factory: ClientFactory = carla.Client,
     return client, server_version
 
 
+def accepts(host: str, port: int, timeout: float) -> bool:
+    """Whether something accepts TCP connections on host:port within ``timeout`` s.
+
+    A libcarla client made while nothing listened stays disconnected even once the server listens (checked with
+    carla 0.9.16), so whoever waits for a server makes its client again once the port opens.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def choose_backend(config: WorldConfig, client_factory: ClientFactory = carla.Client) -> str:
-    """Resolve ``backend: auto``: 'carla' when a server answers within the timeout, else 'embedded'."""
+    """Resolve ``backend: auto`` the same way for every env of a run: 'carla' when every configured server
+    (``env.world.carla.servers`` of them, one per env) answers within the timeout, 'embedded' when none does;
+    some but not all is an error naming which answered."""
     if config.backend != "auto":
         return config.backend
-    server = config.carla
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CarlaVersionWarning)
-            _, version = connect(server, client_factory)
-    except CarlaConnectionError:
-        log.info("backend auto: no CARLA server at %s:%d within %g s, using the embedded simulator",
-                 server.host, server.port, server.timeout)
+    answered: dict[int, str] = {}
+    for port in config.carla.ports():
+        server = config.carla.model_copy(update={"port": port, "servers": 1})
+        if not accepts(server.host, port, server.timeout):
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CarlaVersionWarning)
+                answered[port] = connect(server, client_factory)[1]
+        except CarlaConnectionError:
+            continue
+    host, ports = config.carla.host, config.carla.ports()
+    if not answered:
+        log.info("backend auto: no CARLA server at %s port %s within %g s, using the embedded simulator",
+                 host, ", ".join(map(str, ports)), config.carla.timeout)
         return "embedded"
-    log.info("backend auto: CARLA server %s answered at %s:%d, using it", version, server.host, server.port)
+    missing = [p for p in ports if p not in answered]
+    if missing:
+        raise WorldError(f"backend auto: env.world.carla.servers={len(ports)}, and CARLA servers answered at {host} "
+                         f"port {', '.join(map(str, answered))} but not at port {', '.join(map(str, missing))}; "
+                         f"start those (cardreamer carla start --port P), or set env.world.backend=carla or embedded")
+    log.info("backend auto: CARLA servers answered at %s: %s; using them", host,
+             ", ".join(f"port {p} (CARLA {v})" for p, v in answered.items()))
     return "carla"
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import carla
 
 from cardreamer.config import CarlaServer
-from cardreamer.world.carla_backend.connection import ClientFactory, connect
-from cardreamer.world.carla_backend.errors import CarlaConnectionError, CarlaLaunchError
+from cardreamer.world.carla_backend.connection import ClientFactory, accepts
+from cardreamer.world.carla_backend.errors import CarlaLaunchError
 
 SERVER_SCRIPT = "CarlaUE4.sh"
 POLL_TIMEOUT = 1.0  # s per "are you there" attempt (a server that is up answers in ms)
@@ -44,16 +44,23 @@ def launch(command: Sequence[str], host: str, port: int, timeout: float = 120.0,
         except OSError as exc:
             raise CarlaLaunchError(f"could not run {shlex.join(command)}: {exc}") from None
     deadline = time.monotonic() + timeout
-    server = CarlaServer(host=host, port=port, timeout=POLL_TIMEOUT)
+    # One client for the wait, made again only once the port opens: a libcarla client made while nothing listened
+    # stays disconnected for good, one made on an open port answers as soon as the server is ready.
+    client, made_while_closed = None, False
     while True:
         if process.poll() is not None:
             raise CarlaLaunchError(f"CARLA server exited with status {process.returncode} before answering on port "
                                    f"{port}; its output is in {log_file.name}")
-        try:  # a new client per poll: a libcarla client whose connection was refused never connects later
-            connect(server, client_factory, timeout=min(POLL_TIMEOUT, max(deadline - time.monotonic(), 0.1)))
+        poll = min(POLL_TIMEOUT, max(deadline - time.monotonic(), 0.1))
+        is_open = accepts(host, port, poll)
+        if client is None or (made_while_closed and is_open):
+            client, made_while_closed = client_factory(host, port), not is_open
+        client.set_timeout(poll)
+        try:
+            client.get_server_version()
             return process
-        except CarlaConnectionError:
-            pass
+        except RuntimeError:
+            pass  # not up, or listening but not answering yet (still loading its map)
         if time.monotonic() >= deadline:
             stop(process)
             raise CarlaLaunchError(f"CARLA server started by {shlex.join(command)} did not answer on {host}:{port} "
