@@ -489,12 +489,33 @@ class StandInClient:
         return TRAFFIC_MANAGERS[port]
 
     def apply_batch(self, commands: list[Any]) -> None:
-        self.apply_batch_sync(commands, False)
-
-    def apply_batch_sync(self, commands: list[Any], do_tick: bool = False) -> list[Response]:
+        """Commands without an answer; SetAutopilot among them registers nothing with a TM, as in libcarla."""
         self.server.check()
         self.server.batches.append(list(commands))
-        return [self.server.world.execute(command) for command in commands]
+        for command in commands:
+            self.server.world.execute(command)
+
+    def apply_batch_sync(self, commands: list[Any], do_tick: bool = False) -> list[Response]:
+        """As libcarla's Python binding: after the batch, vehicles of successful SetAutopilot commands (chained to a
+        spawn or not) are registered with ``get_trafficmanager(port)`` of the last such command's port (8000 when
+        none says), which makes a new, asynchronous TM there when the process has none."""
+        self.server.check()
+        self.server.batches.append(list(commands))
+        responses = [self.server.world.execute(command) for command in commands]
+        port, enable, disable = 8000, [], []
+        for command, response in zip(commands, responses):
+            chained = command.followers if isinstance(command, SpawnCommand) else [command]
+            for autopilot in (c for c in chained if isinstance(c, carla.command.SetAutopilot)):
+                port = autopilot.tm_port
+                if not response.error and response.actor_id in self.server.actors:
+                    (enable if autopilot.enabled else disable).append(self.server.actors[response.actor_id])
+        if enable or disable:
+            tm = self.get_trafficmanager(port)
+            for vehicle in enable:
+                vehicle.autopilot_port = tm.port
+            for vehicle in disable:
+                vehicle.autopilot_port = None
+        return responses
 
 
 def _tm_setting(name: str):
@@ -700,9 +721,7 @@ class StandInWorld:
         if isinstance(command, carla.command.ApplyVehicleControl):
             actor.control = command.control
         elif isinstance(command, carla.command.SetAutopilot):
-            if command.tm_port not in server.traffic_managers:
-                return Response(error=f"no Traffic Manager on port {command.tm_port}")
-            actor.autopilot_port = command.tm_port if command.enabled else None
+            pass  # the server does nothing: the client registers the vehicle with a TM (StandInClient.apply_batch_sync)
         elif isinstance(command, carla.command.ApplyTransform):
             actor.xy = np.array([command.transform.location.x, command.transform.location.y])
             actor.z = command.transform.location.z

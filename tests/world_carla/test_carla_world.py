@@ -6,11 +6,12 @@ import socket
 import carla
 import numpy as np
 import pytest
-from carla_standin import StandInServer
+from carla_standin import Response, StandInServer
 
 from cardreamer.config import CarlaServer
 from cardreamer.roadmap import MapError, RoadMap, plan_route
 from cardreamer.world.api import Behavior, Pose, SpawnError, TrafficLightStates, WorldError
+from cardreamer.world.carla_backend import CarlaConnectionError, CarlaServerLost
 from cardreamer.world.carla_backend.snapshot import ShapeCache, vehicle_arrays
 from cardreamer.world.carla_backend.world import CarlaWorld, clipped_control
 
@@ -142,12 +143,42 @@ def test_background_vehicles_get_autopilot_behaviour_and_route(make_world, serve
     assert world.route_progress(actor_id) == pytest.approx(7.0 * 3.0, abs=1.0)
 
 
-def test_a_failed_chained_command_leaves_no_vehicle_behind(make_world, server):
+def test_a_failed_chained_command_leaves_no_vehicle_behind(make_world, server, monkeypatch):
     world = make_world()
-    world.tm_port += 1  # no Traffic Manager there: SetAutopilot fails after the vehicle was created
-    with pytest.raises(SpawnError, match="no Traffic Manager on port"):
-        world.spawn_vehicle(lane_pose(world, 9.0, 80.0))
+    execute = server.world.execute
+
+    def refuse_velocity(command):
+        if isinstance(command, carla.command.ApplyTargetVelocity):
+            return Response(error="velocity refused")
+        return execute(command)
+
+    monkeypatch.setattr(server.world, "execute", refuse_velocity)  # fails after the vehicle was created
+    with pytest.raises(SpawnError, match="velocity refused"):
+        world.spawn_vehicle(lane_pose(world, 9.0, 80.0), speed=5.0)
     assert server.live() == [] and world.vehicles().ids.size == 0
+
+
+def test_vehicles_go_on_autopilot_only_with_the_worlds_own_traffic_manager(make_world, server):
+    """libcarla's apply_batch_sync registers autopilot vehicles with get_trafficmanager(port), which makes a new,
+    asynchronous TM when there is none: a world whose TM was shut down (a failed reconnect) must not spawn traffic."""
+    world = make_world()
+    world.spawn_traffic(2)
+    assert list(server.traffic_managers) == [world.tm_port] and server.traffic_managers[world.tm_port].synchronous
+    server.kill()
+    with pytest.raises(CarlaServerLost):
+        world.tick()
+    with pytest.raises(CarlaConnectionError):
+        world.reconnect(relaunch=False)  # still down: the old TM is shut down, no new one
+    server.restart()  # back, but this world has not reconnected
+    with pytest.raises(CarlaServerLost, match="call reconnect"):
+        world.spawn_traffic(2)
+    with pytest.raises(CarlaServerLost, match="call reconnect"):
+        world.reset(1)
+    assert server.traffic_managers == {}  # none made on the old port, none on 8000
+    world.reconnect(relaunch=False)
+    world.reset(1)
+    assert len(world.spawn_traffic(2)) == 2
+    assert list(server.traffic_managers) == [world.tm_port] and server.traffic_managers[world.tm_port].synchronous
 
 
 def test_spawn_traffic_is_one_batch_away_from_the_ego(make_world, server):

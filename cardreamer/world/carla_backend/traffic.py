@@ -47,7 +47,21 @@ def choose_tm_port(config: CarlaServer) -> int:
 
 
 def start_traffic_manager(client: Any, port: int, seed: int) -> Any:
-    tm = client.get_trafficmanager(port)
+    """This world's own Traffic Manager on ``port``, synchronous and seeded.
+
+    Always asked for by port: libcarla makes a TM on any port it is asked about (``get_trafficmanager``, and
+    ``apply_batch_sync`` for vehicles it sets on autopilot, default port 8000), asynchronous, and keeps it in the
+    process. A TM whose port is taken does not fail: its RPC server silently binds the next free port, so a taken
+    port is refused here.
+    """
+    if not port_is_free(port):
+        raise WorldError(f"Traffic Manager port {port} is in use on this machine (another env's Traffic Manager?); "
+                         f"set env.world.carla.tm_port: 0 (a free port per world) or a free port")
+    try:
+        tm = client.get_trafficmanager(port)
+    except RuntimeError as exc:
+        raise WorldError(f"could not start a Traffic Manager on port {port}: {exc}; set env.world.carla.tm_port: 0 "
+                         f"or another free port") from exc
     tm.set_synchronous_mode(True)
     tm.set_random_device_seed(seed)
     return tm

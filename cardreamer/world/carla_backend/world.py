@@ -173,6 +173,7 @@ class CarlaWorld(World, SensorWorld):
         self._closed = False
         self._lost = False
         self._resets = 0
+        self._survivors: list[int] = []  # actors of this world left on the server by a loss, until reconnected
         self._box_offset = (0.0, 0.0)  # the blueprint's box centre from its origin, learnt from the first vehicle
         self.road_map = road_map
         self._spawn_points: SpawnPoints | None = None
@@ -248,9 +249,7 @@ class CarlaWorld(World, SensorWorld):
     @contextmanager
     def _server_calls(self, what: str) -> Iterator[None]:
         """Turn libcarla's time-outs into CarlaServerLost (and refuse calls once the server is lost)."""
-        if self._lost:
-            raise CarlaServerLost(f"the CARLA server at {self.config.host}:{self.config.port} was lost; "
-                                  f"call reconnect() before {what}")
+        self._require_server(what)
         try:
             yield
         except RuntimeError as exc:
@@ -262,6 +261,11 @@ class CarlaWorld(World, SensorWorld):
                 f"Call world.reconnect() (it relaunches env.world.carla.launch_command when set) and reset the env"
             ) from exc
 
+    def _require_server(self, what: str) -> None:
+        if self._lost:
+            raise CarlaServerLost(f"the CARLA server at {self.config.host}:{self.config.port} was lost; "
+                                  f"call reconnect() before {what}")
+
     def recover(self) -> None:
         self.reconnect()
 
@@ -272,19 +276,25 @@ class CarlaWorld(World, SensorWorld):
         The caller then calls ``reset`` for a fresh episode.
         """
         relaunch = bool(self.config.launch_command) if relaunch is None else relaunch
-        survivors = self._tracked_actor_ids()
+        self._survivors += self._tracked_actor_ids()  # kept over failed attempts, removed once connected
         self._forget_listeners()
         self._shut_down_tm()  # left in the process's TM registry, the next tick would tick it: std::terminate
         self._clear_bookkeeping()
         self.shapes = ShapeCache()  # a restarted server hands out the same ids again
+        self._lost = True  # until connected: no call may reach a server without this world's Traffic Manager
         if relaunch:
             if self._launched is not None:
                 launcher.stop(self._launched)
             self._launched = launcher.launch_from_config(self.config, client_factory=self._client_factory)
+            self._survivors = []  # a relaunched server hands the old ids to its own actors
         self._lost = False
-        self._connect()
-        if not relaunch:  # a relaunched server hands the old ids to its own actors
-            self.remove_leftovers(survivors)
+        try:
+            self._connect()
+        except BaseException:
+            self._lost = True
+            raise
+        survivors, self._survivors = self._survivors, []
+        self.remove_leftovers(survivors)
 
     def _fresh_client(self, relaunch: bool) -> None:
         """Destroy this world's actors and connect with a new client (libcarla's client caches every actor it has
@@ -495,6 +505,7 @@ class CarlaWorld(World, SensorWorld):
 
         Background vehicles without a route get a random one, so every autopilot vehicle has an intention.
         """
+        self._require_server("spawning vehicles")
         results: list[int | str] = [""] * len(requests)
         commands, slots = [], []
         for k, request in enumerate(requests):
@@ -575,6 +586,9 @@ class CarlaWorld(World, SensorWorld):
         transform = self._origin_transform(request, self._box_offset)
         command = SpawnActor(self._blueprint, transform)
         if request.role == "background":
+            if self.tm is None:  # apply_batch_sync would register it with a new TM made on the spot (libcarla)
+                raise WorldError(f"no Traffic Manager on port {self.tm_port} for this world's vehicles (it was shut "
+                                 f"down); reconnect() before spawning traffic")
             command = command.then(carla.command.SetAutopilot(carla.command.FutureActor, True, self.tm_port))
         if speed > 0:
             velocity = carla.Vector3D(x=speed * float(np.cos(pose.yaw)), y=speed * float(np.sin(pose.yaw)), z=0.0)
