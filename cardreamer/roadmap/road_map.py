@@ -334,6 +334,10 @@ class RoadMap:
     def lane(self, key: LaneKey) -> Lane:
         return self.lanes[self._index[key]]
 
+    def index_of(self, key: LaneKey) -> int | None:
+        """The index of the driving lane with OpenDRIVE identity ``key``, None when the map has none."""
+        return self._index.get(key)
+
     def locate(self, xy: np.ndarray, max_distance: float = 3.0, z: float = 0.0) -> tuple[int, float, float]:
         """The driving lane under a world point at height ``z``: (lane index, s on it, lateral offset).
 

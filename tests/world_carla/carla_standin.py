@@ -35,6 +35,8 @@ VEHICLE_EXTENT = carla.Vector3D(x=2.4, y=1.05, z=0.75)
 DEFAULT_AUTOPILOT_SPEED = 30.0  # km/h, the TM's default on town roads
 VEHICLE_MASS = 1845.0           # kg, a Tesla Model 3 in CARLA
 EVENT_DELAY = 0.02              # s after a tick returns before its events reach the client's callbacks
+ACTION_SPACING = 2.0            # m between the waypoints of a stand-in TM's action buffer
+ACTION_HORIZON = 30.0           # m of path ahead the buffer holds
 
 TRAFFIC_MANAGERS: dict[int, StandInTrafficManager] = {}
 """Every Traffic Manager of this process by port, whichever server it was made for (CARLA's static
@@ -557,6 +559,21 @@ class StandInTrafficManager:
     def set_path(self, vehicle: Vehicle, locations: list[carla.Location]) -> None:
         vehicle.path = [np.array([loc.x, loc.y]) for loc in locations]
         vehicle.path_xyz = [(loc.x, loc.y, loc.z) for loc in locations]
+
+    def get_all_actions(self, vehicle: Vehicle) -> list[list[Any]]:
+        """What this TM will drive ``vehicle`` along: ``[road option, carla.Waypoint]`` pairs every ACTION_SPACING
+        metres of its remaining path (the straight chords the stand-in's autopilot drives) up to ACTION_HORIZON
+        ahead, as CARLA's get_all_actions lists its waypoint buffer; [] for a vehicle it does not drive."""
+        if vehicle.autopilot_port != self.port or not vehicle.path:
+            return []
+        corners = np.array([vehicle.xy, *vehicle.path])
+        s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(corners, axis=0), axis=1))])
+        ahead = np.arange(ACTION_SPACING, min(s[-1], ACTION_HORIZON) + 1e-9, ACTION_SPACING)
+        carla_map = self.server.world.carla_map
+        return [["LaneFollow", carla_map.get_waypoint(carla.Location(x=float(np.interp(d, s, corners[:, 0])),
+                                                                     y=float(np.interp(d, s, corners[:, 1])),
+                                                                     z=float(vehicle.z)))]
+                for d in ahead]
 
     ignore_lights_percentage = _tm_setting("ignore_lights_percentage")
     ignore_signs_percentage = _tm_setting("ignore_signs_percentage")

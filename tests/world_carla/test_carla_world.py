@@ -6,7 +6,7 @@ import socket
 import carla
 import numpy as np
 import pytest
-from carla_standin import Response, StandInServer
+from carla_standin import Response, StandInServer, StandInTrafficManager
 
 from cardreamer.config import CarlaServer
 from cardreamer.roadmap import MapError, RoadMap, plan_route
@@ -137,10 +137,47 @@ def test_background_vehicles_get_autopilot_behaviour_and_route(make_world, serve
     assert path[-1] == pytest.approx(route.points[-1], abs=1e-3)
     assert vehicle.velocity == pytest.approx([5.0 * np.cos(route.headings[0]), 5.0 * np.sin(route.headings[0])],
                                              abs=1e-3)
-    assert world.route_of(actor_id) is route
+    assert world.route_of(actor_id) is route  # not ticked yet: the TM has nothing buffered for it
     for _ in range(30):
         world.tick()
-    assert world.route_progress(actor_id) == pytest.approx(7.0 * 3.0, abs=1.0)
+    assert world._vehicles[actor_id].progress == pytest.approx(7.0 * 3.0, abs=1.0)  # along the planned route
+    assert world.route_progress(actor_id) == 0.0  # its intention now comes from the TM and starts where it is
+
+
+def test_background_intentions_are_what_the_traffic_manager_will_drive(make_world, server):
+    """The TM re-plans on its own waypoint graph (lane changes, junction branches): intentions are read from its action
+    buffer (get_all_actions), not from the path it was sent."""
+    world = make_world()
+    route = plan_route(world.road_map, (9.0, 60.0), (9.0, -58.0))
+    actor_id = world.spawn_vehicle(lane_pose(world, 9.0, 60.0), route=route, speed=5.0)
+    tm = server.traffic_managers[world.tm_port]
+    vehicle = server.actors[actor_id]
+    world.tick()
+    # the TM takes the vehicle one lane over (as its auto lane change would): lane x = 12.2
+    tm.set_path(vehicle, [carla.Location(x=12.2, y=float(y), z=0.0) for y in (45.0, 30.0, 15.0, 0.0)])
+    for _ in range(3):
+        world.tick()
+    intention = world.route_of(actor_id)
+    v = world.vehicles()
+    assert intention is not route and world.route_progress(actor_id) == 0.0
+    assert intention.points[0] == pytest.approx(v.xy[v.row(actor_id)])  # from where the vehicle is now
+    buffered = np.array([[wp.transform.location.x, wp.transform.location.y] for _, wp in tm.get_all_actions(vehicle)])
+    _, off = intention.project(buffered)
+    assert np.abs(off).max() < 0.1 and intention.length == pytest.approx(  # through every buffered waypoint
+        np.linalg.norm(buffered[-1] - intention.points[0]), rel=0.1)
+    lane_x = {lane: world.road_map.lanes[lane].position(0.0)[0] for lane in set(intention.lanes.tolist())}
+    assert intention.lanes[-1] in {lane for lane, x in lane_x.items() if abs(x - 12.2) < 1.0}  # the TM's lane
+    assert np.diff(intention.s).max() <= 1.0 + 1e-9
+
+
+def test_intentions_fall_back_to_the_planned_route_without_the_tms_actions(make_world, server, monkeypatch):
+    monkeypatch.delattr(StandInTrafficManager, "get_all_actions")  # a TM before CARLA 0.9.13
+    world = make_world()
+    route = plan_route(world.road_map, (9.0, 60.0), (9.0, -58.0))
+    actor_id = world.spawn_vehicle(lane_pose(world, 9.0, 60.0), route=route, speed=5.0)
+    for _ in range(5):
+        world.tick()
+    assert world.route_of(actor_id) is route and world.route_progress(actor_id) > 1.0
 
 
 def test_a_failed_chained_command_leaves_no_vehicle_behind(make_world, server, monkeypatch):

@@ -18,6 +18,7 @@ from cardreamer.world.api import Behavior, WorldError
 from cardreamer.world.carla_backend.connection import free_port, port_is_free
 
 PATH_SPACING = 10.0  # m between the locations handed to the TM's set_path
+INTENTION_STEP = 1.0  # m between the points of a route read from the TM's actions
 
 
 def check_tm_port(config: CarlaServer) -> None:
@@ -105,3 +106,39 @@ def path_arc_lengths(route: Route, road_map: RoadMap, spacing: float = PATH_SPAC
 def set_path(tm: Any, vehicle: Any, xy: np.ndarray, z: np.ndarray) -> None:
     """Make the Traffic Manager drive ``vehicle`` through these locations."""
     tm.set_path(vehicle, [carla.Location(x=float(x), y=float(y), z=float(h)) for (x, y), h in zip(xy, z)])
+
+
+def tm_intention(tm: Any, vehicle: Any, start: np.ndarray, road_map: RoadMap) -> Route | None:
+    """The route the Traffic Manager will drive ``vehicle`` along: from its box centre ``start`` through the waypoints
+    of the TM's action buffer, every INTENTION_STEP metres; None when the TM cannot tell (no ``get_all_actions``
+    before CARLA 0.9.13, a vehicle not in its buffer yet).
+
+    ``get_all_actions(actor)`` returns ``[road option, carla.Waypoint]`` pairs (``TrafficManager::GetActionBuffer``,
+    a ``std::pair<RoadOption, WaypointPtr>`` per buffered waypoint): where the TM's localization stage has planned
+    the vehicle's next stretch, after its own lane changes and junction choices, not the path it was sent.
+    """
+    if not hasattr(tm, "get_all_actions"):
+        return None
+    waypoints = [action[1] for action in tm.get_all_actions(vehicle) if len(action) > 1 and action[1] is not None]
+    xy, lanes = [np.asarray(start, float)], []
+    for waypoint in waypoints:
+        lane = road_map.index_of((waypoint.road_id, waypoint.section_id, waypoint.lane_id))
+        lane = lane if lane is not None else (lanes[-1] if lanes else None)
+        if lane is None:
+            continue  # not a driving lane of this map (yet): the next one says where it goes
+        location = waypoint.transform.location
+        xy.append(np.array([location.x, location.y]))
+        lanes.append(lane)
+    if not lanes:
+        return None
+    points = np.array(xy)
+    keep = np.concatenate([[True], np.linalg.norm(np.diff(points, axis=0), axis=1) > 1e-3])
+    points, lanes = points[keep], np.array([lanes[0], *lanes])[keep]
+    if len(points) < 2:
+        return None
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
+    samples = np.append(np.arange(0.0, s[-1], INTENTION_STEP), s[-1])
+    resampled = np.stack([np.interp(samples, s, points[:, 0]), np.interp(samples, s, points[:, 1])], axis=-1)
+    segment = np.clip(np.searchsorted(s, samples, side="right"), 1, len(s) - 1)  # the waypoint each sample heads to
+    direction = points[segment] - points[segment - 1]
+    return Route(resampled, np.arctan2(direction[:, 1], direction[:, 0]), lanes[segment])

@@ -55,6 +55,7 @@ from cardreamer.world.carla_backend.traffic import (
     path_arc_lengths,
     set_path,
     start_traffic_manager,
+    tm_intention,
 )
 
 log = logging.getLogger(__name__)
@@ -339,6 +340,7 @@ class CarlaWorld(World, SensorWorld):
         self._collisions: dict[int, list[CollisionEvent]] = {}
         self._invasions: dict[int, list[LaneInvasionEvent]] = {}
         self._arrays: VehicleArrays | None = None
+        self._intentions: dict[int, Route | None] = {}             # background routes read from the TM this tick
 
     def _tracked_actor_ids(self) -> list[int]:
         """Every actor this world spawned and still owns: sensors first, then vehicles."""
@@ -644,6 +646,7 @@ class CarlaWorld(World, SensorWorld):
         self._snapshot = self.world.get_snapshot()
         self._pending.clear()
         self._hidden.clear()
+        self._intentions.clear()
         self.shapes.update(self.world, [a.id for a in self._snapshot])
         self._arrays = None
         self.sensors.collect(self.frame)
@@ -699,10 +702,21 @@ class CarlaWorld(World, SensorWorld):
         return self._arrays
 
     def route_of(self, actor_id: int) -> Route | None:
-        return self._vehicle(actor_id).route
+        """A background vehicle's route as its Traffic Manager will drive it (from where it is now, read once per
+        tick; see ``tm_intention``), else the planned route (an ego's, or when the TM cannot tell)."""
+        vehicle = self._vehicle(actor_id)
+        if vehicle.role != "background" or actor_id in self._pending:
+            return vehicle.route
+        if actor_id not in self._intentions:
+            v = self.vehicles()
+            with self._server_calls("reading the Traffic Manager's actions"):
+                self._intentions[actor_id] = tm_intention(self.tm, vehicle.actor, v.xy[v.row(actor_id)], self.road_map)
+        return self._intentions[actor_id] or vehicle.route
 
     def route_progress(self, actor_id: int) -> float:
-        return self._vehicle(actor_id).progress
+        """Distance along ``route_of``: 0 on a route read from the Traffic Manager (it starts at the vehicle)."""
+        vehicle = self._vehicle(actor_id)
+        return 0.0 if self.route_of(actor_id) is not vehicle.route else vehicle.progress
 
     def traffic_lights(self) -> TrafficLightStates:
         return self.lights.states()
