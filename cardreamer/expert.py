@@ -239,13 +239,13 @@ class ExpertPolicy:
         for j in others.tolist():
             if np.min(np.linalg.norm(near_own - v.xy[j], axis=1)) < ON_PATH_DISTANCE:
                 continue  # a leader (handled by car following) or a follower
-            other_route = world.route_of(int(v.ids[j]))
-            if other_route is None:
+            intended = world.intended_route(int(v.ids[j]))
+            if intended is None:
                 continue
+            other_route, progress = intended
             v_j = max(float(v.speed[j]), 0.0)
             if v_j < STOPPED_SPEED:
                 continue  # waiting (for a light, a sign or the ego itself); car following covers one in the way
-            progress = world.route_progress(int(v.ids[j]))
             reach = max(15.0, v_j * OTHER_HORIZON_TIME)
             a, b = np.searchsorted(other_route.s, [progress, progress + reach])
             theirs = other_route.points[a:b + 1]

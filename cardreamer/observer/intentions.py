@@ -15,11 +15,11 @@ TURN_THRESHOLD = np.radians(30.0)
 
 
 def route_ahead(world: World, actor_id: int, length: float, behind: float = 0.0) -> tuple[Route, int, int] | None:
-    """(route, lo, hi): the slice of a vehicle's route from ``behind`` metres back to ``length`` ahead."""
-    route = world.route_of(actor_id)
-    if route is None or len(route.points) < 2:
+    """(route, lo, hi): the slice of a vehicle's intended route from ``behind`` metres back to ``length`` ahead."""
+    intended = world.intended_route(actor_id)
+    if intended is None or len(intended[0].points) < 2:
         return None
-    s = world.route_progress(actor_id)
+    route, s = intended
     lo, hi = np.searchsorted(route.s, [s - behind, s + length])
     hi = min(int(hi) + 1, len(route.s))
     lo = min(int(lo), hi - 1)

@@ -202,6 +202,13 @@ class World(ABC):
     def route_progress(self, actor_id: int) -> float:
         """Distance (m) the vehicle has travelled along its route."""
 
+    def intended_route(self, actor_id: int) -> tuple[Route, float] | None:
+        """What a vehicle will drive, as shared intentions report it: (route, distance along it where the vehicle is),
+        or None without a route. Here the planned route and the progress along it; a backend whose traffic is driven
+        by something else (CARLA's Traffic Manager) reports what that will do."""
+        route = self.route_of(actor_id)
+        return None if route is None else (route, self.route_progress(actor_id))
+
     @abstractmethod
     def traffic_lights(self) -> TrafficLightStates:
         """Current state of every traffic light."""

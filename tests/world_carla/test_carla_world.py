@@ -137,11 +137,12 @@ def test_background_vehicles_get_autopilot_behaviour_and_route(make_world, serve
     assert path[-1] == pytest.approx(route.points[-1], abs=1e-3)
     assert vehicle.velocity == pytest.approx([5.0 * np.cos(route.headings[0]), 5.0 * np.sin(route.headings[0])],
                                              abs=1e-3)
-    assert world.route_of(actor_id) is route  # not ticked yet: the TM has nothing buffered for it
+    intended = world.intended_route(actor_id)
+    assert world.route_of(actor_id) is route and intended[0] is route and intended[1] == 0.0  # nothing buffered
     for _ in range(30):
         world.tick()
-    assert world._vehicles[actor_id].progress == pytest.approx(7.0 * 3.0, abs=1.0)  # along the planned route
-    assert world.route_progress(actor_id) == 0.0  # its intention now comes from the TM and starts where it is
+    assert world.route_progress(actor_id) == pytest.approx(7.0 * 3.0, abs=1.0)
+    assert world.intended_route(actor_id)[1] == 0.0  # its intention now comes from the TM and starts where it is
 
 
 def test_background_intentions_are_what_the_traffic_manager_will_drive(make_world, server):
@@ -157,9 +158,9 @@ def test_background_intentions_are_what_the_traffic_manager_will_drive(make_worl
     tm.set_path(vehicle, [carla.Location(x=12.2, y=float(y), z=0.0) for y in (45.0, 30.0, 15.0, 0.0)])
     for _ in range(3):
         world.tick()
-    intention = world.route_of(actor_id)
+    intention, progress = world.intended_route(actor_id)
     v = world.vehicles()
-    assert intention is not route and world.route_progress(actor_id) == 0.0
+    assert intention is not route and progress == 0.0 and world.route_of(actor_id) is route  # the plan is kept
     assert intention.points[0] == pytest.approx(v.xy[v.row(actor_id)])  # from where the vehicle is now
     buffered = np.array([[wp.transform.location.x, wp.transform.location.y] for _, wp in tm.get_all_actions(vehicle)])
     _, off = intention.project(buffered)
@@ -177,7 +178,8 @@ def test_intentions_fall_back_to_the_planned_route_without_the_tms_actions(make_
     actor_id = world.spawn_vehicle(lane_pose(world, 9.0, 60.0), route=route, speed=5.0)
     for _ in range(5):
         world.tick()
-    assert world.route_of(actor_id) is route and world.route_progress(actor_id) > 1.0
+    intention, progress = world.intended_route(actor_id)
+    assert intention is route and progress == world.route_progress(actor_id) > 1.0
 
 
 def test_a_failed_chained_command_leaves_no_vehicle_behind(make_world, server, monkeypatch):

@@ -51,8 +51,8 @@ START_MARGIN = 120.0  # s for a fresh interpreter to import the backend and pars
 CALL_MARGIN = 10.0    # s a call may take beyond the client timeout and the sensors' wait before the worker counts as hung
 CLOSE_TIMEOUT = 30.0  # s a worker has to close its world before it is killed
 CONTROL_FIELDS = ("throttle", "steer", "brake", "hand_brake", "reverse", "manual_gear_shift", "gear")
-QUERIES = frozenset({"vehicles", "route_of", "route_progress", "traffic_lights", "collisions", "lane_invasions",
-                     "is_off_road", "sensor_data"})
+QUERIES = frozenset({"vehicles", "route_of", "route_progress", "intended_route", "traffic_lights", "collisions",
+                     "lane_invasions", "is_off_road", "sensor_data"})
 """Calls that change nothing: answered from the parent's memo until the next other call."""
 
 
@@ -338,6 +338,9 @@ class CarlaProcessWorld(World, SensorWorld):
 
     def route_progress(self, actor_id: int) -> float:
         return self._call("route_progress", actor_id)
+
+    def intended_route(self, actor_id: int) -> tuple[Route, float] | None:
+        return self._call("intended_route", actor_id)
 
     def traffic_lights(self) -> TrafficLightStates:
         return self._call("traffic_lights")

@@ -702,21 +702,24 @@ class CarlaWorld(World, SensorWorld):
         return self._arrays
 
     def route_of(self, actor_id: int) -> Route | None:
-        """A background vehicle's route as its Traffic Manager will drive it (from where it is now, read once per
-        tick; see ``tm_intention``), else the planned route (an ego's, or when the TM cannot tell)."""
-        vehicle = self._vehicle(actor_id)
-        if vehicle.role != "background" or actor_id in self._pending:
-            return vehicle.route
-        if actor_id not in self._intentions:
-            v = self.vehicles()
-            with self._server_calls("reading the Traffic Manager's actions"):
-                self._intentions[actor_id] = tm_intention(self.tm, vehicle.actor, v.xy[v.row(actor_id)], self.road_map)
-        return self._intentions[actor_id] or vehicle.route
+        return self._vehicle(actor_id).route
 
     def route_progress(self, actor_id: int) -> float:
-        """Distance along ``route_of``: 0 on a route read from the Traffic Manager (it starts at the vehicle)."""
+        return self._vehicle(actor_id).progress
+
+    def intended_route(self, actor_id: int) -> tuple[Route, float] | None:
+        """A background vehicle's route as its Traffic Manager will drive it, from where it is now (progress 0; read
+        once per tick, see ``tm_intention``), else the planned route (an ego's, or where the TM cannot tell)."""
         vehicle = self._vehicle(actor_id)
-        return 0.0 if self.route_of(actor_id) is not vehicle.route else vehicle.progress
+        if vehicle.role == "background" and actor_id not in self._pending:
+            if actor_id not in self._intentions:
+                v = self.vehicles()
+                with self._server_calls("reading the Traffic Manager's actions"):
+                    self._intentions[actor_id] = tm_intention(self.tm, vehicle.actor, v.xy[v.row(actor_id)],
+                                                              self.road_map)
+            if self._intentions[actor_id] is not None:
+                return self._intentions[actor_id], 0.0
+        return super().intended_route(actor_id)
 
     def traffic_lights(self) -> TrafficLightStates:
         return self.lights.states()
