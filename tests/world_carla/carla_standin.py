@@ -16,11 +16,11 @@ backend's translation of the API, not CARLA's physics.
 from __future__ import annotations
 
 import fnmatch
-from collections import Counter
 import os
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
