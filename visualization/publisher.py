@@ -78,12 +78,15 @@ class Publisher:
         """Report training scalars logged at ``step``."""
 
     def publish_dream(self, real: np.ndarray, imagined: np.ndarray, step: int | None = None,
-                      context: int | None = None, rows: int = 1) -> None:
+                      context: int | None = None, rows: int = 1, samples: list[dict] | None = None) -> None:
         """Show world-model open-loop predictions beside the real frames: (T,)HxWx3 uint8 each.
 
         ``context``: how many first frames the model observed before imagining the rest (None:
         the server reads ``report_context`` from the run's config.yaml); ``rows``: how many
-        sequences are stacked vertically in each frame (replay samples).
+        sequences are stacked vertically in each frame (replay samples); ``samples``: one dict
+        per row saying where it came from, shown beside it, e.g. ``{"env": 1, "env_steps":
+        [12340, 12592], "episodes": [{"number": 37, "steps": [40, 103]}]}`` (what
+        :func:`cardreamer.training.replay.provenance` returns).
         """
 
     def poll_control(self, env_index: int = 0, max_age: float = 1.0) -> Control | None:
@@ -180,7 +183,7 @@ class SocketPublisher(Publisher):
             self._store(key, "step", {"env": env, "info": dict(info), "t": time.time()})
 
     def publish_dream(self, real: np.ndarray, imagined: np.ndarray, step: int | None = None,
-                      context: int | None = None, rows: int = 1) -> None:
+                      context: int | None = None, rows: int = 1, samples: list[dict] | None = None) -> None:
         real, imagined = np.asarray(real), np.asarray(imagined)
         if real.shape != imagined.shape:
             raise ValueError(f"publish_dream: real {real.shape} and imagined {imagined.shape} differ in shape")
@@ -192,9 +195,12 @@ class SocketPublisher(Publisher):
         check_image("publish_dream imagined[0]", imagined[0])
         if not isinstance(rows, int) or rows < 1 or real.shape[1] % rows:
             raise ValueError(f"publish_dream: rows={rows!r} must be a positive divisor of the frame height {real.shape[1]}")
+        if samples is not None and (len(samples) != rows or not all(isinstance(s, dict) for s in samples)):
+            raise ValueError(f"publish_dream: samples must be one dict per row ({rows}), got {samples!r:.80}")
         if self._accept("dream", DREAM_INTERVAL):
             stride = max(1, int(np.ceil(len(real) / MAX_DREAM_FRAMES)))
-            layout = {"rows": rows, "stride": stride, "context": None if context is None else int(context)}
+            layout = {"rows": rows, "stride": stride, "context": None if context is None else int(context),
+                      "samples": None if samples is None else to_jsonable(samples)}
             self._store("dream", "dream", (real[::stride].copy(), imagined[::stride].copy(), step, layout))
 
     def publish_status(self, status: dict[str, Any]) -> None:

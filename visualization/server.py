@@ -55,6 +55,7 @@ CONTROL_KEYS = ("up", "down", "left", "right")
 MAX_WATCHED_STREAMS = 256
 MAX_PROBLEM_CHARS = 300
 MAX_STATUS_CHARS = 4000  # a run status is a handful of counters and words
+MAX_SAMPLES_CHARS = 8000  # where a dream's samples came from: a few numbers per sample
 # What a malformed message raises while it is read; anything else is a bug in the server.
 MESSAGE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 
@@ -427,7 +428,13 @@ class VisualizationServer:
             if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in counts):
                 raise ValueError("dream 'rows' and 'stride' must be positive integers and 'context' a "
                                  f"non-negative integer, got {rows!r}, {stride!r}, {context!r}")
-            payload.update(rows=rows, context=None if context is None else -(-context // stride))
+            samples = data.get("samples")
+            if samples is not None and (not isinstance(samples, list) or len(samples) != rows
+                                        or not all(isinstance(s, dict) for s in samples)
+                                        or len(json.dumps(samples)) > MAX_SAMPLES_CHARS):
+                raise ValueError(f"dream 'samples' must be one object per row ({rows}) of at most "
+                                 f"{MAX_SAMPLES_CHARS} characters of JSON together, got {shown(samples)}")
+            payload.update(rows=rows, context=None if context is None else -(-context // stride), samples=samples)
             first = self.hub.dream(run) is None
             with self._replay_lock:
                 self.hub.set_dream(run, payload)

@@ -39,7 +39,7 @@ from .config import TrainingConfig, apply_overrides, load_config, make_config
 from .envs import EnvFn, StandardObs, default_env_fn, make_vector_env, with_task_config
 from .logger import Logger, make_outputs, make_publisher
 from .protocol import batch_shape, make_backbone
-from .replay import Replay, available_memory, check_memory, step_bytes
+from .replay import Replay, available_memory, check_memory, provenance, step_bytes
 from .status import RunStatus
 
 EPISODE_KEYS = ("success", "collision", "route_completion", "mean_speed")
@@ -323,7 +323,7 @@ class Trainer:
         steps, finished = collector.step(self.agent, "train")
         publish_step = getattr(self.publisher, "publish_step", None)  # optional publisher method
         for i in range(self.envs.num_envs):
-            self.replay.add({k: v[i] for k, v in steps.items()}, env=i)
+            self.replay.add({k: v[i] for k, v in steps.items()}, env=i, env_step=self.counters["env_steps"] + i)
             for key in self.video_keys:
                 self.publisher.publish_frame(key, steps[key][i], i)
             if publish_step:  # the step the env just took: its reward, r_* terms, speed, terminal reason
@@ -331,10 +331,12 @@ class Trainer:
         self.counters["env_steps"] += self.envs.num_envs
         for env, episode in finished:
             self.counters["episodes"] += 1
+            # Its last step was just added: the replay's number of the episode, which dreams name too.
+            episode["number"] = self.replay.episode_of(env)
             self.recent.append(episode)
             # episode/score too: the key DreamerV3's own plotting reads
             row = {**{f"episode/{k}": v for k, v in episode.items()}, "episode/score": episode["return"]}
-            self.logger.score(self.counters["env_steps"], row)
+            self.logger.score(self.counters["env_steps"], row, labels=("episode/number",))
             self.logger.episode(episode, env)
 
     def _train(self) -> None:
@@ -352,9 +354,11 @@ class Trainer:
     def _report(self) -> None:
         step = self.counters["env_steps"]
         with self.status.during("reporting"):
-            report = self.agent.report(self.replay.sample(self.batch_size, online=False))
-        # Open-loop videos stack replay samples of an observation key vertically; the frames the
-        # model observed first are the backbone's report_context, if its config has one.
+            batch, positions = self.replay.sample_with_positions(self.batch_size, online=False)
+            report = self.agent.report(batch)
+        # Open-loop videos stack replay samples of an observation key vertically (the batch's
+        # first ones); the frames the model observed first are the backbone's report_context, if
+        # its config has one. Each sample is published with the env, episode and steps it shows.
         context = getattr(self.config.model, "report_context", None)
         spaces = self.envs.single_observation_space.spaces
         for name, value in report.items():
@@ -363,7 +367,8 @@ class Trainer:
                 space = spaces.get(name.split("/", 1)[-1])
                 height = space.shape[0] if space is not None and len(space.shape) == 3 else 0
                 rows = value.shape[1] // height if height and value.shape[1] % height == 0 else 1
-                self.logger.dream(step, value, context, rows)
+                origins = self.replay.origins(positions[:rows], min(len(value), self.replay.length))
+                self.logger.dream(step, value, context, rows, [provenance(o) for o in origins])
             elif np.ndim(value) == 0:
                 self.train_metrics[name].append(float(value))
 

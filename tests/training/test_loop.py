@@ -332,13 +332,29 @@ def test_dreams_carry_their_step_context_and_samples(tmp_path):
             super().__init__()
             self.dreams = []
 
-        def publish_dream(self, real, imagined, step=None, context=None, rows=1):
-            self.dreams.append((real, imagined, step, context, rows))
+        def publish_dream(self, real, imagined, step=None, context=None, rows=1, samples=None):
+            self.dreams.append((real, imagined, step, context, rows, samples))
 
     publisher = DreamPublisher()
-    train(_config(tmp_path, "test_dreaming", 1500, "run.report_every=1", "model.report_context=4"),
+    train(_config(tmp_path, "test_dreaming", 1500, "run.report_every=1", "model.report_context=4", "env.num_envs=2"),
           env_fn=ReachEnv, publisher=publisher)
     assert publisher.dreams
-    real, imagined, step, context, rows = publisher.dreams[0]
+    real, imagined, step, context, rows, samples = publisher.dreams[0]
     assert real.shape[1:] == (32, 16, 3) and imagined.shape == real.shape and np.all(imagined == 255 - real)
     assert 100 <= step <= 1500 and context == 4 and rows == 2
+    # Each sample names its env, its episode(s) and their steps, and the run's env steps it spans.
+    ended = {e["number"]: e for e in publisher.episodes}
+    scores = {json.loads(line)["episode/number"] for line in (tmp_path / "scores.jsonl").read_text().splitlines()}
+    assert scores == set(ended) and len(ended) == len(publisher.episodes)  # one number per episode
+    frames = len(real)
+    for _, _, step, _, _, samples in publisher.dreams:
+        for sample in samples:
+            assert sample["env"] in (0, 1)
+            first, last = sample["env_steps"]
+            assert last - first == 2 * (frames - 1) and last < step  # two envs: every other env step
+            covered = sum(e["steps"][1] - e["steps"][0] + 1 for e in sample["episodes"])
+            assert covered == frames and sample["episodes"]
+            for episode in sample["episodes"]:
+                assert 0 <= episode["steps"][0] <= episode["steps"][1] <= 20  # ReachEnv: 20 steps + first obs
+                if episode["number"] in ended:
+                    assert episode["steps"][1] <= ended[episode["number"]]["length"]

@@ -193,11 +193,11 @@ def test_episodes_one_row_each_and_eval_videos_play(server, page, tmp_path):
             with open(run_dir / "scores.jsonl", "a") as f:
                 f.write(json.dumps({"step": 13_000 + k, **{f"episode/{key}": v for key, v in episode.items()}}) + "\n")
         page.wait_for_function("n => window.visStats.episodes === n", arg=len(files) + 3, timeout=10_000)
-        assert wait_until(lambda: page.locator("#episode-rows tr").first.inner_text().split("\t")[1:3]
+        assert wait_until(lambda: page.locator("#episode-rows tr").first.inner_text().split("\t")[2:4]
                           == ["13002", "2"], timeout=5), page.locator("#episode-rows tr").first.inner_text()
         assert page.locator("#episode-rows tr").count() == len(files) + 3
         assert page.locator("#episode-rows tr.eval").count() == 2
-        assert page.locator("#episode-rows tr.eval").first.inner_text().startswith("eval ×4\t10000")
+        assert page.locator("#episode-rows tr.eval").first.inner_text().startswith("eval ×4\t—\t10000")
         page.click("#episode-rows tr.has-video")
         page.wait_for_selector("#episode-video:not([hidden])")
         page.wait_for_function("() => document.querySelector('#episode-video video').readyState >= 1", timeout=10_000)
@@ -224,7 +224,13 @@ def test_dream_strips_and_live_view(server, page, tmp_path):
         imagined = np.clip(real * (1 - drift / 150) + drift * (np.arange(12) >= 5)[:, None, None, None], 0, 255)
         page.goto(server["url"] + f"&run={RUN}")
         page.wait_for_selector(chart(page, "success rate") + " canvas", timeout=10_000)
-        publisher.publish_dream(real, imagined.astype(np.uint8), step=20_000)
+        with open(run_dir / "scores.jsonl", "a") as f:  # the episode the first sample replays has ended
+            f.write(json.dumps({"step": 19_500, "episode/number": 37, "episode/return": 12.5, "episode/length": 60,
+                                "episode/success": 0.0, "episode/collision": 1.0}) + "\n")
+        samples = [{"env": 1, "env_steps": [12_340, 12_362], "episodes": [{"number": 37, "steps": [40, 51]}]},
+                   {"env": 0, "env_steps": [18_001, 18_023], "episodes": [{"number": 41, "steps": [93, 99]},
+                                                                          {"number": 44, "steps": [0, 4]}]}]
+        publisher.publish_dream(real, imagined.astype(np.uint8), step=20_000, rows=2, samples=samples)
         for _ in range(15):
             publisher.publish_frame("birdeye_wpt", birdeye_frame(time.time(), 128))
             publisher.publish_step({"speed": 5.0, "reward": 0.3, "r_speed": 0.25, "r_lane": -0.05})
@@ -242,9 +248,16 @@ def test_dream_strips_and_live_view(server, page, tmp_path):
         assert abs(mark - strips[0][2] * 5 / 12) < 3
         assert page.locator("#dream-context-label").inner_text() == "observed 5 · imagined 7"
         assert page.locator("#dream-samples .tab").count() == 2
+        origin = page.locator("#dream-origin")
+        assert origin.inner_text() == "env 1 · episode #37, its steps 40–51 · collected at env steps 12,340–12,362"
+        assert page.locator("#episode-rows tr.dreamed").count() == 1
+        assert page.locator("#episode-rows tr.dreamed").inner_text().startswith("train\t#37\t19500")
         first = page.eval_on_selector("#dream-real", "c => c.toDataURL()")
         page.click("#dream-samples .tab:text('sample 2')")
         assert page.eval_on_selector("#dream-real", "c => c.toDataURL()") != first
+        assert origin.inner_text() == ("env 0 · episodes #41 (steps 93–99), #44 (0–4) · collected at env steps "
+                                       "18,001–18,023")
+        assert page.locator("#episode-rows tr.dreamed").count() == 0  # neither episode has ended
         page.wait_for_function("() => (window.visStats.frames['0/birdeye_wpt'] || 0) >= 1", timeout=10_000)
         panel = page.eval_on_selector('.panel[data-key="0/birdeye_wpt"]', "p => p.getBoundingClientRect().width")
         main = page.eval_on_selector("main", "m => m.clientWidth")

@@ -394,6 +394,7 @@
   const dream = { frames: null, sample: 0 };
   function resetDream() {
     dream.frames = null;
+    dreamEpisodes = [];
     $("dream-view").hidden = true;
     $("dream-empty").hidden = false;
     $("dream-label").textContent = "";
@@ -410,8 +411,22 @@
     }
   }
 
+  // Where a replay sample came from (publish_dream's samples): env, episode(s) and steps.
+  const num = (n) => n.toLocaleString("en-US");
+  function originText(origin) {
+    if (!origin) return "";
+    const parts = [];
+    if (origin.env != null) parts.push(`env ${origin.env}`);
+    const episodes = origin.episodes || [];
+    const span = (e) => `${num(e.steps[0])}–${num(e.steps[1])}`;
+    if (episodes.length === 1) parts.push(`episode #${episodes[0].number}, its steps ${span(episodes[0])}`);
+    else if (episodes.length) parts.push("episodes " + episodes.map((e, i) => `#${e.number} (${i ? "" : "steps "}${span(e)})`).join(", "));
+    if (origin.env_steps) parts.push(`collected at env steps ${num(origin.env_steps[0])}–${num(origin.env_steps[1])}`);
+    return parts.join(" · ");
+  }
+
   function drawDream() {
-    const { real, imagined, rows, context, step } = dream.frames;
+    const { real, imagined, rows, context, step, samples } = dream.frames;
     const w = real[0].width, h = real[0].height / rows, n = real.length;
     const sample = Math.min(dream.sample, rows - 1);
     const strips = { real: $("dream-real"), imagined: $("dream-imagined"), error: $("dream-error") };
@@ -441,9 +456,25 @@
       const btn = document.createElement("button");
       btn.className = "tab" + (r === sample ? " active" : "");
       btn.textContent = `sample ${r + 1}`;
+      const origin = samples && samples[r];
+      if (origin && origin.env != null && origin.episodes && origin.episodes.length)
+        btn.title = `env ${origin.env} · episode #${origin.episodes[0].number}`;
       btn.onclick = () => { dream.sample = r; drawDream(); };
       tabs.append(btn);
     }
+    const origin = $("dream-origin");
+    origin.textContent = originText(samples && samples[sample]);
+    origin.hidden = !origin.textContent;
+    origin.classList.remove("linked");
+    const numbers = ((samples && samples[sample] && samples[sample].episodes) || []).map((e) => e.number);
+    markDreamEpisodes(numbers);
+  }
+
+  // The Episodes table's rows of the episodes the shown dream sample replays (once they ended).
+  let dreamEpisodes = [];
+  function markDreamEpisodes(numbers) {
+    dreamEpisodes = numbers;
+    for (const tr of $("episode-rows").children) tr.classList.toggle("dreamed", numbers.includes(Number(tr.dataset.number)));
   }
 
   socket.on("dream", async (msg) => {
@@ -460,7 +491,7 @@
     const { width, height } = real[0];
     // Publishers that do not say how many samples a frame stacks: square images stacked vertically.
     const rows = msg.rows > 1 ? msg.rows : height > width && height % width === 0 ? height / width : 1;
-    dream.frames = { real, imagined, rows, context: msg.context ?? null, step: msg.step };
+    dream.frames = { real, imagined, rows, context: msg.context ?? null, step: msg.step, samples: msg.samples || null };
     $("dream-view").hidden = false;
     $("dream-empty").hidden = true;
     drawDream();
@@ -768,10 +799,11 @@
       const tr = document.createElement("tr");
       const evaluation = e.kind === "eval";
       const urls = (typeof e.step === "number" && videosByStep[String(e.step)]) || [];
-      tr.className = e.kind + (urls.length ? " has-video" : "");
+      tr.className = e.kind + (urls.length ? " has-video" : "") + (dreamEpisodes.includes(e.number) ? " dreamed" : "");
+      if (e.number != null) tr.dataset.number = e.number;
       const kind = cell(evaluation ? `eval${e.episodes ? " ×" + e.episodes : ""}` : "train");
       kind.className = "kind";
-      tr.append(kind, cell(e.step), cell(e.env), cell(e["return"]), cell(e.length),
+      tr.append(kind, cell(e.number != null ? "#" + e.number : "—"), cell(e.step), cell(e.env), cell(e["return"]), cell(e.length),
         cell(e.success, evaluation ? "rate" : "bool"), cell(e.collision, evaluation ? "rate" : "hit"),
         cell(e.route_completion, "rate"), cell(e.terminal_reason ?? "—"), cell(urls.length ? "▶" : ""));
       if (urls.length) { tr.title = "play the recorded video"; tr.onclick = () => playEpisode(e, urls); }
