@@ -30,6 +30,11 @@ FLAG_KEYS = {"steps": "run.steps", "envs": "env.num_envs", "train_ratio": "run.t
 """``train`` options that set a config key (left out: the config's value)."""
 
 
+STARTED_SERVERS: list = []
+"""Visualizer processes ``train --serve`` started; each ends by itself once this process is gone
+and no run publishes to it."""
+
+
 def _default(flag: str) -> str:
     """`` (default: KEY=VALUE)`` of a train option, the config's default of the key it sets."""
     key = FLAG_KEYS[flag]
@@ -58,7 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--eval-every", type=int, help=f"env steps between evaluations, 0: never{_default('eval_every')}")
     train.add_argument("--eval-episodes", type=int, help=f"episodes per evaluation{_default('eval_episodes')}")
     served = train.add_mutually_exclusive_group()
-    served.add_argument("--serve", action="store_true", help="start the visualizer and publish metrics and frames to it")
+    served.add_argument("--serve", action="store_true",
+                        help="publish metrics and frames to the visualizer on run.serve_url's port (default 9000): "
+                             "the one already running there, else a new one serving the logdir's parent folder")
     served.add_argument("--url", help="publish to the visualizer already running at URL (as `cardreamer serve` "
                                       "prints it, with ?token=...; default: none)")
     train.add_argument("--token", help="the token of the visualizer at --url, if its URL does not carry one "
@@ -166,13 +173,19 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"size preset {config.size!r} of {config.backbone} sets {settings} (recorded in config.yaml; "
               f"override with --KEY=VALUE)")
     use_compilation_cache()
-    server = None
-    if config.run.serve and not getattr(args, "url", None):  # start the visualizer next to the run
+    if config.run.serve and not getattr(args, "url", None):  # the visualizer on run.serve_url's port, or a new one
         from pathlib import Path
 
-        from visualization.cli import start_server_subprocess
+        from visualization.cli import serve_for_run
 
-        server, url = start_server_subprocess(Path(config.logdir).expanduser().resolve().parent)
+        try:
+            server, url, what = serve_for_run(config.run.serve_url, Path(config.logdir).expanduser().resolve().parent)
+        except RuntimeError as error:
+            print(f"cardreamer: error: --serve: {error}", file=sys.stderr)
+            return 2
+        print(f"CarDreamer visualizer: {what}", flush=True)
+        if server is not None:  # it outlives this call while other runs publish to it: not stopped here
+            STARTED_SERVERS.append(server)
         config = apply_overrides(config, {"run": {"serve_url": url}})
     try:
         summary = train(config)
@@ -185,9 +198,6 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"cardreamer: error: disk full writing {error.filename or config.logdir}; the newest complete "
               f"checkpoint is intact: free space and run the same command to resume", file=sys.stderr)
         return 2
-    finally:
-        if server is not None:
-            server.terminate()
     if summary["stopped_by"]:
         print(f"stopped by {summary['stopped_by']} at {summary['env_steps']} env steps, checkpoint saved -> "
               f"{summary['logdir']}; run the same command to resume")
