@@ -1,4 +1,4 @@
-"""Publish live frames, step info, run status, episodes, metrics and dreams to the visualization server.
+"""Publish live frames, step info, run status, episodes, metrics, log lines and dreams to the visualization server.
 
 ``make_publisher(url, token, run)`` returns a :class:`SocketPublisher`, or a :class:`NullPublisher`
 that does nothing when ``url`` is None. The socket publisher never blocks or slows its caller: each
@@ -70,6 +70,9 @@ class Publisher:
 
     def publish_status(self, status: dict[str, Any]) -> None:
         """Show what the run is doing (phase, counters, rates: see ``cardreamer.training.status``)."""
+
+    def publish_log(self, lines: list[str]) -> None:
+        """Show lines of the run's log (what ``train.log`` holds) in the page's Log panel."""
 
     def publish_episode(self, metrics: dict[str, Any], env_index: int = 0) -> None:
         """Report a finished episode (return, length, success, collision...); also ends its recording."""
@@ -218,6 +221,11 @@ class SocketPublisher(Publisher):
             self._events.append(("episode", {"env": env, "metrics": dict(metrics), "t": time.time()}))
             self._lock.notify()
 
+    def publish_log(self, lines: list[str]) -> None:
+        with self._lock:
+            self._events.append(("log", {"lines": [str(line) for line in lines]}))
+            self._lock.notify()
+
     def publish_metrics(self, step: int, metrics: dict[str, Any]) -> None:
         with self._lock:
             self._events.append(("metrics", {"step": int(step), "metrics": dict(metrics)}))
@@ -327,6 +335,8 @@ class SocketPublisher(Publisher):
     def _encode(self, event: str, item: Any) -> dict[str, Any]:
         if event in ("episode", "metrics"):
             return {**item, "metrics": to_jsonable(item["metrics"])}
+        if event == "log":
+            return item
         if event == "frame":
             fmt = image_format(item.stream)
             height, width = item.image.shape[:2]

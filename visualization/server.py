@@ -59,6 +59,7 @@ CONTROL_KEYS = ("up", "down", "left", "right")
 MAX_WATCHED_STREAMS = 256
 MAX_PROBLEM_CHARS = 300
 MAX_STATUS_CHARS = 4000  # a run status is a handful of counters and words
+MAX_LOG_MESSAGE_LINES = 500  # lines of the run log in one publisher message
 MAX_SAMPLES_CHARS = 8000  # where a dream's samples came from: a few numbers per sample
 # What a malformed message raises while it is read; anything else is a bug in the server.
 MESSAGE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
@@ -244,6 +245,9 @@ class VisualizationServer:
             self.hub.send_to_run("metrics", {"run": run, "records": metrics}, run)
         if episodes:
             self.hub.send_to_run("episodes", {"run": run, "records": episodes}, run)
+        lines, replaced = history.poll_log()
+        if lines or replaced:
+            self.hub.send_to_run("log", {"run": run, "lines": lines, "reset": replaced}, run)
 
     def _send_history(self, sid: str, run: str, history: RunHistory) -> None:
         """Send a viewer the whole history of ``run`` and its newest dream (replay lock held)."""
@@ -401,6 +405,17 @@ class VisualizationServer:
                 self._problem(ns, request.sid, "metrics", f"metrics: {history.refusal(refused)}")
             return True
 
+        def log_lines(data: dict[str, Any]) -> bool:
+            run = self.hub.run_of_publisher(request.sid)
+            lines = list_field(data, "lines", MAX_LOG_MESSAGE_LINES)
+            if not lines or not all(isinstance(line, str) for line in lines):
+                raise ValueError(f"log needs 'lines', a list of 1 to {MAX_LOG_MESSAGE_LINES} strings")
+            with self._replay_lock:
+                kept = self.history(run).add_live_log(lines)
+                if kept:
+                    self.hub.send_to_run("log", {"run": run, "lines": kept, "reset": False}, run)
+            return True
+
         def status(data: dict[str, Any]) -> bool:
             run = self.hub.run_of_publisher(request.sid)
             record = to_jsonable(data)
@@ -452,7 +467,7 @@ class VisualizationServer:
         self.socketio.on_event("connect", connect, namespace=ns)
         self.socketio.on_event("disconnect", disconnect, namespace=ns)
         for name, handler in [("frame", frame), ("step", step), ("status", status), ("episode", episode),
-                              ("metrics", metrics), ("dream", dream)]:
+                              ("metrics", metrics), ("log", log_lines), ("dream", dream)]:
             self.socketio.on_event(name, self._guarded(ns, name, handler), namespace=ns)
 
     # -- viewers ----------------------------------------------------------------------------

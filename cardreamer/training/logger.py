@@ -9,8 +9,8 @@ import json
 import math
 import os
 import re
-import sys
 import tempfile
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import imageio.v2 as imageio
@@ -121,9 +121,10 @@ class WandbOutput:
         self.run.finish()
 
 
-def make_outputs(names: list[str], logdir: str, config: dict, resume_step: int) -> list[ScalarOutput]:
+def make_outputs(names: list[str], logdir: str, config: dict, resume_step: int,
+                 warn: Callable[[str], None]) -> list[ScalarOutput]:
     """The scalar outputs ``names`` (of ``run.loggers``) for the run in ``logdir``; wandb, when not
-    installed, is left out with one line on stderr."""
+    installed, is left out with one line to ``warn``."""
     outputs: list[ScalarOutput] = []
     if "tensorboard" in names:
         outputs.append(TensorBoardOutput(logdir, resume_step))
@@ -131,8 +132,8 @@ def make_outputs(names: list[str], logdir: str, config: dict, resume_step: int) 
         try:
             import wandb
         except ImportError:
-            print("cardreamer: warning: run.loggers lists wandb, but the wandb package is not installed "
-                  "(pip install wandb); training without it", file=sys.stderr)
+            warn("run.loggers lists wandb, but the wandb package is not installed (pip install wandb); "
+                            "training without it")
         else:
             outputs.append(WandbOutput(wandb, logdir, config))
     return outputs

@@ -31,6 +31,7 @@ import yaml
 from tqdm import tqdm
 
 from cardreamer.atomic import atomic_output
+from cardreamer.config_loading import ConfigError
 from cardreamer.plugins import imported_modules
 from cardreamer.world.slot import evaluation_slot, training_slots
 
@@ -40,6 +41,7 @@ from .envs import EnvFn, StandardObs, default_env_fn, make_vector_env, with_task
 from .logger import Logger, make_outputs, make_publisher
 from .protocol import batch_shape, make_backbone
 from .replay import Replay, available_memory, check_memory, provenance, step_bytes
+from .runlog import RunLog
 from .status import RunStatus
 
 EPISODE_KEYS = ("success", "collision", "route_completion", "mean_speed")
@@ -185,8 +187,9 @@ class Trainer:
     one starts from ``start`` (see :func:`starting_checkpoint`) if given."""
 
     def __init__(self, config: TrainingConfig, logdir: str, env_fn: EnvFn, envs: gym.vector.VectorEnv, publisher,
-                 start: tuple[str, str] | None = None):
+                 start: tuple[str, str] | None = None, run_log: RunLog | None = None):
         self.config, self.logdir, self.env_fn, self.envs = config, logdir, env_fn, envs
+        self.run_log = run_log or RunLog(logdir)
         self.run_cfg = config.run
         self.agent = make_backbone(config.backbone, envs.single_observation_space, envs.single_action_space, config)
         self.batch_size, self.batch_length = batch_shape(self.agent)
@@ -204,6 +207,10 @@ class Trainer:
             self.replay.load(os.path.join(logdir, "replay"))
         elif start is not None:
             self._start_from(*start)
+        begun = (f"resumed at {self.counters['env_steps']:,} env steps" if loaded else
+                 f"fresh, from the checkpoint {start[1]}" if start else "fresh")
+        size, task = f" ({config.size})" if config.size else "", f" on {config.env.task}" if config.env.task else ""
+        self.run_log.info(f"start: {config.backbone}{size}{task}, {self.run_cfg.steps:,} env steps, {begun}")
         self.pretrain_updates = 0
         if not loaded and self.run_cfg.pretrain_data:
             self._fill_from_dataset(self.run_cfg.pretrain_data)
@@ -211,7 +218,7 @@ class Trainer:
                      config.replay.capacity, len(self.replay), self.run_cfg.steps - self.counters["env_steps"],
                      envs.num_envs, config.replay.chunk_size, available_memory())
         self.logger = Logger(logdir, publisher, make_outputs(self.run_cfg.loggers, logdir, recorded_config(config),
-                                                             self.counters["env_steps"]))
+                                                             self.counters["env_steps"], self.run_log.warning))
         self.logger.truncate(self.counters["env_steps"])  # rows written after the restored checkpoint
         self.publisher = publisher
         self.video_keys = video_keys(envs.single_observation_space)
@@ -221,7 +228,7 @@ class Trainer:
         self.training = False
         self.compiled = False  # whether this process has run a train step (the first one compiles it)
         self.status = RunStatus(publisher, counters=self.counters, total_steps=self.run_cfg.steps,
-                                name=os.path.basename(logdir))
+                                name=os.path.basename(logdir), log=self.run_log.info)
         self.last_eval: dict = {}
         self.eval_envs: gym.vector.VectorEnv | None = None
         self.stop_signal: str | None = None  # set by SIGINT/SIGTERM: save and stop
@@ -306,6 +313,8 @@ class Trainer:
                 last["save"], saved_at = now, counters["env_steps"]
                 self.save()
         self.save()
+        if self.stop_signal:
+            self.run_log.info(f"stopped by {self.stop_signal} at {counters['env_steps']:,} env steps, checkpoint saved")
         self.status.set("done")
         bar.close()
         recent = float(np.mean([e["return"] for e in self.recent])) if self.recent else None
@@ -383,6 +392,7 @@ class Trainer:
                 self.agent, self.eval_envs, total, "eval", self.config.seed + 10_000 + step, self.video_keys,
                 self.run_cfg.max_video_frames, on_episode=lambda n: self.status.set("evaluating", f"episode {n}/{total}"))
         self.last_eval = summarize(episodes)
+        self.run_log.info(f"evaluation at {step:,} env steps: " + _eval_line(self.last_eval))
         row = {f"eval/{k}": v for k, v in self.last_eval.items()}
         self.logger.evaluation(step, row)
         for key, video in frames.items():
@@ -454,9 +464,17 @@ def train(config: TrainingConfig | Mapping, env_fn: EnvFn | None = None, publish
         start = starting_checkpoint(config, logdir, layout)  # refused before anything is written
         os.makedirs(logdir, exist_ok=True)
         _write_config(logdir, config)
-        trainer = Trainer(config, logdir, env_fn, envs, publisher, start)
-        with _stop_on_signals(trainer):
-            return trainer.run()
+        run_log = RunLog(logdir, publisher)
+        try:
+            with run_log.capture():
+                trainer = Trainer(config, logdir, env_fn, envs, publisher, start, run_log)
+                with _stop_on_signals(trainer):
+                    return trainer.run()
+        except BaseException as error:
+            run_log.error(error, brief=isinstance(error, (ConfigError, checkpoint.CheckpointError)))
+            raise
+        finally:
+            run_log.close()
     finally:
         if trainer is not None:
             trainer.close()
@@ -484,6 +502,15 @@ def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _eval_line(summary: dict) -> str:
+    """An evaluation's summary in words: episodes, return, and the driving rates it has."""
+    parts = [f"{summary['episodes']} episodes", f"return {summary['return']:.1f} ± {summary['return_std']:.1f}"]
+    for key, name in (("success_rate", "success"), ("collision_rate", "collisions"), ("route_completion", "route")):
+        if summary.get(key) is not None:
+            parts.append(f"{name} {summary[key]:.0%}")
+    return ", ".join(parts)
 
 
 def _postfix(fps: float, ups: float, recent) -> dict[str, str]:

@@ -300,3 +300,48 @@ def test_header_says_what_the_trainer_is_doing(server, page, tmp_path):
         publisher.close()
     # Once the trainer is gone, the header does not claim it is still at work.
     page.wait_for_selector("#run-status", state="hidden", timeout=10_000)
+
+
+def test_log_panel_streams_the_run_log(server, page, tmp_path):
+    """The trainer's train.log, in the Log panel: lines coloured by level, new lines as they are appended,
+    warnings and errors only on request; a run outside the server's logdir sends its lines live."""
+    run_dir = server["logdir"] / RUN
+    write_training_run(run_dir, steps=10)
+    lines = ["2026-12-04T03:00:00Z INFO    start: dreamerv3 (cpu) on wpt, 100,000 env steps, fresh",
+             "2026-12-04T03:00:01Z INFO    filling the replay at 0 env steps",
+             "2026-12-04T03:02:11Z INFO    compiling the train step: 68.2 s, at 1,024 env steps",
+             "2026-12-04T03:02:11Z INFO    training at 1,024 env steps"]
+    (run_dir / "train.log").write_text("".join(line + "\n" for line in lines))
+    page.goto(server["url"] + f"&run={RUN}")
+    page.wait_for_function("() => window.visStats.logLines === 4", timeout=10_000)
+    assert page.locator("#log-lines .log-line").all_inner_texts() == lines
+    more = ["2026-12-04T03:05:40Z WARNING env reset: the world was lost; recovering the world in 10 s (1 of 5)",
+            "2026-12-04T03:10:00Z INFO    evaluation at 10,000 env steps: 4 episodes, return 41.0 ± 3.2, success 75%",
+            "2026-12-04T03:12:00Z ERROR   Traceback (most recent call last):",
+            "2026-12-04T03:12:00Z ERROR   RuntimeError: the update broke"]
+    with open(run_dir / "train.log", "a") as f:
+        f.write("".join(line + "\n" for line in more))
+    page.wait_for_function("() => window.visStats.logLines === 8", timeout=10_000)
+    assert page.locator("#log-lines .log-line.warning").all_inner_texts() == more[:1]
+    assert page.locator("#log-lines .log-line.error").count() == 2
+    assert page.inner_text("#log-summary") == "8 lines · 1 warning · 2 errors"
+    colors = page.eval_on_selector_all("#log-lines .log-line", "ls => ls.map(l => getComputedStyle(l).color)")
+    assert len({colors[0], colors[4], colors[6]}) == 3  # info, warning and error lines look different
+    page.check("#log-problems")
+    assert page.locator("#log-lines .log-line").count() == 3
+    no_sideways_scroll(page)
+    page.locator("#log-card").scroll_into_view_if_needed()
+    screenshot(page, "log", tmp_path)
+    page.uncheck("#log-problems")
+
+    # A run whose directory this server does not hold: its trainer's lines arrive live.
+    publisher = make_publisher(server["url"], None, "elsewhere")
+    assert publisher.wait_connected(5)
+    try:
+        page.goto(server["url"] + "&run=elsewhere")
+        page.wait_for_selector("#log-empty:not([hidden])", timeout=10_000)
+        publisher.publish_log(lines[:2])
+        page.wait_for_function("() => window.visStats.logLines === 2", timeout=10_000)
+        assert page.locator("#log-lines .log-line").all_inner_texts() == lines[:2]
+    finally:
+        publisher.close()

@@ -300,6 +300,8 @@
     resetCharts();
     resetEpisodes();
     resetDream();
+    logLines = [];
+    renderLog();
     $("record-status").hidden = true;
   }
 
@@ -830,6 +832,7 @@
     runData.set(state.run, data);
     renderEpisodes();
     fetchVideos();
+    addLog(msg.log || [], true);
   });
   socket.on("metrics", (msg) => {
     const data = runData.get(msg.run);
@@ -843,6 +846,52 @@
     renderEpisodes();
     if (msg.records.some((e) => e.kind === "eval")) setTimeout(fetchVideos, 3000); // videos follow the scores
   });
+
+  // ---------------------------------------------------------------- log
+  // The run's train.log: "<time> <LEVEL> <text>" lines, newest at the bottom; the view follows new
+  // lines while it is scrolled to the bottom.
+  const MAX_LOG_LINES = 2000;
+  let logLines = [];
+  const LEVEL = /^(\S+)\s+(INFO|WARNING|ERROR)\s/;
+  function logLevel(line) { const m = LEVEL.exec(line); return m ? m[2].toLowerCase() : "info"; }
+
+  function renderLog() {
+    const box = $("log-lines");
+    const follow = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+    const problemsOnly = $("log-problems").checked;
+    box.replaceChildren();
+    let warnings = 0, errors = 0;
+    for (const line of logLines) {
+      const level = logLevel(line);
+      warnings += level === "warning"; errors += level === "error";
+      if (problemsOnly && level === "info") continue;
+      const div = document.createElement("div");
+      div.className = "log-line " + level;
+      div.textContent = line;
+      box.append(div);
+    }
+    const has = logLines.length > 0;
+    $("log-card").hidden = !has;
+    const empty = $("log-empty");
+    empty.hidden = has;
+    empty.innerHTML = "No log yet. A trainer writes what it does (phases, evaluations, warnings, errors) to <code></code>.";
+    empty.querySelector("code").textContent = `${state.run || "<run>"}/train.log`;
+    const parts = [`${logLines.length} line${logLines.length === 1 ? "" : "s"}`];
+    if (warnings) parts.push(`${warnings} warning${warnings > 1 ? "s" : ""}`);
+    if (errors) parts.push(`${errors} error${errors > 1 ? "s" : ""}`);
+    $("log-summary").textContent = has ? parts.join(" · ") : "";
+    $("log-summary").classList.toggle("has-errors", errors > 0);
+    stats.logLines = logLines.length;
+    if (follow) box.scrollTop = box.scrollHeight;
+  }
+  $("log-problems").onchange = renderLog;
+
+  function addLog(lines, reset) {
+    logLines = (reset ? [] : logLines).concat(lines);
+    if (logLines.length > MAX_LOG_LINES) logLines = logLines.slice(-MAX_LOG_LINES);
+    renderLog();
+  }
+  socket.on("log", (msg) => { if (msg.run === state.run) addLog(msg.lines, msg.reset); });
 
   // ---------------------------------------------------------------- recording
   $("record-btn").onclick = () => {
@@ -884,4 +933,5 @@
   renderStep();
   updateCurvesEmpty(false);
   renderEpisodes();
+  renderLog();
 })();
