@@ -181,3 +181,19 @@ def test_provenance_names_the_env_the_episodes_and_the_steps():
         {"number": 36, "steps": [18, 19]}, {"number": 37, "steps": [0, 1]}]}
     unknown = np.full((3, 4), -1)  # steps of a replay saved before origins were kept
     assert provenance(unknown) == {"env": None, "env_steps": None, "episodes": []}
+
+
+def test_a_replay_saved_before_origins_were_kept_loads_without_them(tmp_path):
+    replay = Replay(length=4, capacity=100, chunk_size=8, online=False, seed=0)
+    _fill(replay, 12)
+    replay.save(str(tmp_path))
+    for path in tmp_path.glob("*.npz"):  # as an older version wrote it: no origins
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files if k != "__origin__"}
+        np.savez(path, **arrays)
+    restored = Replay(length=4, capacity=100, chunk_size=8, online=False, seed=0)
+    restored.load(str(tmp_path))
+    batch, positions = restored.sample_with_positions(5)
+    assert (restored.origins(positions) == -1).all() and batch["t"].shape == (5, 4)
+    restored.add({"t": np.int64(0), "image": np.zeros((2, 2, 1), np.uint8), "env": np.int64(0)}, env=0)
+    assert restored.episode_of(0) == 1
