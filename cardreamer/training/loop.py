@@ -189,6 +189,7 @@ class Trainer:
     def __init__(self, config: TrainingConfig, logdir: str, env_fn: EnvFn, envs: gym.vector.VectorEnv, publisher,
                  start: tuple[str, str] | None = None, run_log: RunLog | None = None):
         self.config, self.logdir, self.env_fn, self.envs = config, logdir, env_fn, envs
+        self.own_log = run_log is None  # a run log of its own, which close() closes
         self.run_log = run_log or RunLog(logdir)
         self.run_cfg = config.run
         self.agent = make_backbone(config.backbone, envs.single_observation_space, envs.single_action_space, config)
@@ -416,6 +417,8 @@ class Trainer:
         self.logger.close()
         if self.eval_envs is not None:
             self.eval_envs.close()
+        if self.own_log:
+            self.run_log.close()
 
 
 def starting_checkpoint(config: TrainingConfig, logdir: str, layout: dict) -> tuple[str, str] | None:

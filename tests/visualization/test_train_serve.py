@@ -126,6 +126,9 @@ def test_a_port_held_by_another_program_gets_a_server_on_a_free_port(tmp_path, m
                                                r"pass --url with the \?token=\.\.\. it printed"):
             serve_for_run(f"http://127.0.0.1:{new_port}", tmp_path / "runs")
         assert serve_for_run(url, tmp_path / "runs")[1] == url  # a URL with the token reuses it
+        (tmp_path / "rt" / "cardreamer" / f"visualizer-{new_port}.json").write_text(
+            json.dumps({"url": url, "pid": process.pid}))
     finally:
         process.terminate()
         process.wait(10)
+    assert not (tmp_path / "rt" / "cardreamer" / f"visualizer-{new_port}.json").exists()  # removed on SIGTERM
