@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from visualization.protocol import check_run_name
 from visualization.server import SERVICE, TOKEN_ENV_VAR, resolve_token, runtime_file, serve
 
 SERVER_LOG = "visualizer.log"  # the server subprocess's output, in the logdir
@@ -155,6 +156,17 @@ def _known_token(port: int, health: dict, given: str | None) -> str | None:
     except (OSError, ValueError, KeyError, AttributeError):
         pass
     return given or os.environ.get(TOKEN_ENV_VAR) or None
+
+
+def run_name_on(server_logdir: str | None, run_dir: Path) -> str:
+    """The name a server serving ``server_logdir`` lists the run in ``run_dir`` under: its path
+    there (``exp/base/seed0``) if it is inside, else its folder's name."""
+    if server_logdir:
+        try:
+            return check_run_name(run_dir.resolve().relative_to(Path(server_logdir).resolve()).as_posix())
+        except ValueError:  # not inside, or not a run name the server would list
+            pass
+    return run_dir.name
 
 
 def serve_for_run(url: str, logdir: str | os.PathLike) -> tuple[subprocess.Popen | None, str, str]:

@@ -160,6 +160,34 @@ def use_compilation_cache() -> None:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/cardreamer/jax"))
 
 
+def _connect_visualizer(config: TrainingConfig, served_here: bool) -> TrainingConfig | None:
+    """``config`` publishing to the visualizer: with ``served_here`` (``--serve``) the one on
+    run.serve_url's port or a new one (one line says which; None after a one-line error), else
+    the one at run.serve_url (``--url``); the run is named as that server lists its directory."""
+    from pathlib import Path
+
+    from visualization.cli import run_name_on, running_visualizer, serve_for_run
+
+    run_dir = Path(config.logdir).expanduser().resolve()
+    url = config.run.serve_url
+    if served_here:
+        try:
+            server, url, what = serve_for_run(url, run_dir.parent)
+        except RuntimeError as error:
+            print(f"cardreamer: error: --serve: {error}", file=sys.stderr)
+            return None
+        print(f"CarDreamer visualizer: {what}", flush=True)
+        if server is not None:  # it outlives this call while other runs publish to it: not stopped here
+            STARTED_SERVERS.append(server)
+    parts = urlsplit(url)
+    try:
+        health = running_visualizer(parts.hostname or "127.0.0.1", parts.port or 9000)
+    except OSError:
+        health = None  # not reachable now: the publisher retries quietly
+    name = config.run.serve_name or run_name_on((health or {}).get("logdir"), run_dir)
+    return apply_overrides(config, {"run": {"serve_url": url, "serve_name": name}})
+
+
 def run_train(args: argparse.Namespace) -> int:
     from .loop import train
 
@@ -173,20 +201,10 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"size preset {config.size!r} of {config.backbone} sets {settings} (recorded in config.yaml; "
               f"override with --KEY=VALUE)")
     use_compilation_cache()
-    if config.run.serve and not getattr(args, "url", None):  # the visualizer on run.serve_url's port, or a new one
-        from pathlib import Path
-
-        from visualization.cli import serve_for_run
-
-        try:
-            server, url, what = serve_for_run(config.run.serve_url, Path(config.logdir).expanduser().resolve().parent)
-        except RuntimeError as error:
-            print(f"cardreamer: error: --serve: {error}", file=sys.stderr)
+    if config.run.serve:
+        config = _connect_visualizer(config, served_here=not getattr(args, "url", None))
+        if config is None:
             return 2
-        print(f"CarDreamer visualizer: {what}", flush=True)
-        if server is not None:  # it outlives this call while other runs publish to it: not stopped here
-            STARTED_SERVERS.append(server)
-        config = apply_overrides(config, {"run": {"serve_url": url}})
     try:
         summary = train(config)
     except CheckpointError as error:

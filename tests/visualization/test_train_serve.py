@@ -68,20 +68,24 @@ def test_a_second_serve_reuses_the_running_server_which_outlives_the_first_run(t
         assert line.startswith(f"CarDreamer visualizer: started on port {port}: http://127.0.0.1:{port}/?token=")
         server_pid = _health(port)["pid"]
         assert json.loads((tmp_path / "rt" / "cardreamer" / f"visualizer-{port}.json").read_text())["pid"] == server_pid
-        second = _train(tmp_path, "b", port)
+        second = _train(tmp_path, "exp/b", port)  # a run folder below the server's logdir
         line = _first_line(second, "CarDreamer visualizer:")
         assert line == (f"CarDreamer visualizer: reusing the one already on port {port} "
                         f"(logdir {tmp_path / 'runs'}): http://127.0.0.1:{port}/?token={line.split('token=')[1]}")
-        viewer = Viewer(f"http://127.0.0.1:{port}", "b")
+        viewer = Viewer(f"http://127.0.0.1:{port}", "exp/b")
         statuses = []
         viewer.client.on("status", statuses.append, namespace="/view")
         try:
-            assert wait_until(lambda: {"a", "b"} <= {r["name"] for r in _runs(port) if r["live"]}, timeout=60)
+            # Published under the name the server lists its directory by: one entry per run.
+            assert wait_until(lambda: {"a", "exp/b"} <= {r["name"] for r in _runs(port) if r["live"]}, timeout=60)
+            runs = {r["name"]: r for r in _runs(port)}
+            assert set(runs) == {"a", "exp/b"} and runs["exp/b"]["on_disk"], runs
             _stop(first)  # the run that started the server ends; the other still publishes to it
             time.sleep(7)  # longer than the server's grace period
             assert _health(port)["pid"] == server_pid
             count = len(statuses)
             assert wait_until(lambda: len(statuses) > count + 2, timeout=20), "run b's status stopped coming"
+            assert viewer.history is not None and statuses[-1]["run"] == "exp/b"
         finally:
             viewer.close()
         _stop(second)
