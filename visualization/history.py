@@ -1,8 +1,8 @@
 """Run history read from the run directory and merged with live updates.
 
 A run directory holds ``metrics.jsonl`` (training scalars) and ``scores.jsonl`` (one line per
-finished episode), one JSON object per line with a ``step`` key. The server reads both files
-incrementally, merges in what publishers send live, drops duplicates (a trainer usually writes a
+finished episode), one JSON object per line with a ``step`` key, and ``train.log`` (the trainer's
+run log, whose newest lines are kept). The server reads the files incrementally, merges in what publishers send live, drops duplicates (a trainer usually writes a
 record to the file *and* publishes it), and replays the merged history to each new viewer, so a
 browser opened late or a server restarted mid-run shows the whole run. What one history holds is
 bounded (see :class:`RunHistory`), so neither a long run nor a hostile publisher grows it without end.
