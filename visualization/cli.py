@@ -8,17 +8,19 @@ runs the same commands on their own.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
-from visualization.server import TOKEN_ENV_VAR, resolve_token, serve
+from visualization.protocol import check_run_name
+from visualization.server import SERVICE, TOKEN_ENV_VAR, resolve_token, runtime_file, serve
 
 SERVER_LOG = "visualizer.log"  # the server subprocess's output, in the logdir
 
@@ -55,9 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve_command(args: argparse.Namespace) -> None:
-    if args.parent_pid is not None:
-        _exit_with_parent(args.parent_pid)
-    serve(args.logdir, host=args.host, port=args.port, token=args.token, max_fps=args.max_fps, quiet=args.quiet)
+    serve(args.logdir, host=args.host, port=args.port, token=args.token, max_fps=args.max_fps, quiet=args.quiet,
+          parent_pid=args.parent_pid)
 
 
 def _drive_command(args: argparse.Namespace) -> None:
@@ -85,16 +86,6 @@ def _drive_command(args: argparse.Namespace) -> None:
             process.wait(timeout=10)
 
 
-def _exit_with_parent(parent_pid: int) -> None:
-    """End this server process when the process that started it is gone (POSIX re-parenting)."""
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -108,8 +99,8 @@ def start_server_subprocess(logdir: str | os.PathLike, port: int | None = None, 
 
     The URL carries the token (``http://127.0.0.1:PORT/?token=...``) and can be given as is to
     :func:`visualization.publisher.make_publisher` and to a browser. The child's output goes to
-    ``<logdir>/visualizer.log``; it exits when this process does (on POSIX). The caller stops it
-    with ``process.terminate()``.
+    ``<logdir>/visualizer.log``; it exits once this process is gone and no publisher is connected
+    to it (on POSIX). The caller stops it with ``process.terminate()``.
     """
     token = resolve_token(token)
     Path(logdir).mkdir(parents=True, exist_ok=True)
@@ -136,6 +127,74 @@ def start_server_subprocess(logdir: str | os.PathLike, port: int | None = None, 
         raise RuntimeError(f"the visualization server on port {chosen} exited with code {process.returncode}:\n"
                            f"{error[-2000:]}")
     raise RuntimeError("could not find a free port for the visualization server")
+
+
+def running_visualizer(host: str, port: int) -> dict | None:
+    """What the visualizer answering at host:port says of itself (/healthz: its pid and logdir);
+    None if nothing listens there. Raises ``OSError`` if something that is not a visualizer does."""
+    try:
+        socket.create_connection((host, port), timeout=1.0).close()
+    except OSError:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=2.0) as response:
+            health = json.loads(response.read())
+    except (OSError, ValueError) as error:
+        raise OSError(f"port {port} is taken by a program that is not a CarDreamer visualizer ({error})") from None
+    if not isinstance(health, dict) or health.get("service") != SERVICE:
+        raise OSError(f"port {port} is taken by a program that is not a CarDreamer visualizer")
+    return health
+
+
+def _known_token(port: int, health: dict, given: str | None) -> str | None:
+    """The token of the visualizer on ``port``: from its runtime file if that is the answering
+    process's, else the ``given`` one (a URL's ?token= or $CARDREAMER_VIS_TOKEN)."""
+    try:
+        record = json.loads(runtime_file(port).read_text())
+        if record.get("pid") == health.get("pid"):
+            return parse_qs(urlsplit(record["url"]).query)["token"][0]
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    return given or os.environ.get(TOKEN_ENV_VAR) or None
+
+
+def run_name_on(server_logdir: str | None, run_dir: Path) -> str:
+    """The name a server serving ``server_logdir`` lists the run in ``run_dir`` under: its path
+    there (``exp/base/seed0``) if it is inside, else its folder's name."""
+    if server_logdir:
+        try:
+            return check_run_name(run_dir.resolve().relative_to(Path(server_logdir).resolve()).as_posix())
+        except ValueError:  # not inside, or not a run name the server would list
+            pass
+    return run_dir.name
+
+
+def serve_for_run(url: str, logdir: str | os.PathLike) -> tuple[subprocess.Popen | None, str, str]:
+    """A visualizer for a training run at ``url``'s host and port: the one already answering
+    there, else a new one serving ``logdir`` (on a free port if another program holds that one).
+    Returns (the new server's process or None, its URL with the token, one line saying which)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 9000
+    given = parse_qs(parts.query).get("token", [None])[0]
+    try:
+        health = running_visualizer(host, port)
+    except OSError as taken:
+        process, started = start_server_subprocess(logdir, host=host, token=given, announce=False)
+        return process, started, f"{taken}: started one on port {urlsplit(started).port}: {started}"
+    if health is None:
+        try:
+            process, started = start_server_subprocess(logdir, port=port, host=host, token=given, announce=False)
+            return process, started, f"started on port {port}: {started}  (server log: {Path(logdir) / SERVER_LOG})"
+        except RuntimeError:
+            health = running_visualizer(host, port)  # another run may have started one there meanwhile
+            if health is None:
+                raise
+    token = _known_token(port, health, given)
+    if token is None:
+        raise RuntimeError(f"a CarDreamer visualizer answers on port {port}, but its token is not known here: "
+                           f"pass --url with the ?token=... it printed instead of --serve")
+    reused = f"http://{host}:{port}/?token={token}"
+    return None, reused, f"reusing the one already on port {port} (logdir {health.get('logdir')}): {reused}"
 
 
 def _wait_until_serving(process: subprocess.Popen, health_url: str, timeout: float) -> bool:

@@ -1,8 +1,8 @@
 """Run history read from the run directory and merged with live updates.
 
 A run directory holds ``metrics.jsonl`` (training scalars) and ``scores.jsonl`` (one line per
-finished episode), one JSON object per line with a ``step`` key. The server reads both files
-incrementally, merges in what publishers send live, drops duplicates (a trainer usually writes a
+finished episode), one JSON object per line with a ``step`` key, and ``train.log`` (the trainer's
+run log, whose newest lines are kept). The server reads the files incrementally, merges in what publishers send live, drops duplicates (a trainer usually writes a
 record to the file *and* publishes it), and replays the merged history to each new viewer, so a
 browser opened late or a server restarted mid-run shows the whole run. What one history holds is
 bounded (see :class:`RunHistory`), so neither a long run nor a hostile publisher grows it without end.
@@ -11,6 +11,7 @@ bounded (see :class:`RunHistory`), so neither a long run nor a hostile publisher
 from __future__ import annotations
 
 import bisect
+import collections
 import json
 import logging
 import math
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 SCORES_FILE = "scores.jsonl"
+LOG_FILE = "train.log"  # the trainer's run log (cardreamer.training.runlog)
+MAX_LOG_LINES = 2000  # the newest lines of a run's log kept and sent to a joining viewer
+MAX_LOG_LINE_CHARS = 2000
 RUN_MARKERS = (METRICS_FILE, SCORES_FILE, "config.yaml")
 MAX_METRIC_KEYS = 256  # a training run logs about 40
 MAX_KEY_CHARS = 200
@@ -37,28 +41,29 @@ MAX_EPISODES = 10_000
 MAX_EPISODE_CHARS = 4096
 
 
-class JsonlTail:
-    """Reads the complete lines appended to a JSONL file since the previous call.
+class LineTail:
+    """Reads the complete lines appended to a file since the previous call.
 
     A partially written last line is left for the next call; a file that was replaced or
-    truncated is read again from its start. Lines that are not JSON objects are skipped with a
-    warning naming the file and line.
+    truncated is read again from its start (``restarted`` says so).
     """
 
     def __init__(self, path: Path):
         self.path = path
         self._offset = 0
-        self._line_number = 0
         self._identity: tuple[int, int] | None = None
+        self.restarted = False
 
-    def read_new(self) -> list[dict[str, Any]]:
+    def read_lines(self) -> list[bytes]:
+        self.restarted = False
         try:
             stat = self.path.stat()
         except FileNotFoundError:
             return []
         identity = (stat.st_dev, stat.st_ino)
         if identity != self._identity or stat.st_size < self._offset:
-            self._identity, self._offset, self._line_number = identity, 0, 0
+            self.restarted = self._identity is not None
+            self._identity, self._offset = identity, 0
         if stat.st_size == self._offset:
             return []
         with open(self.path, "rb") as file:
@@ -68,8 +73,25 @@ class JsonlTail:
         if end < 0:
             return []
         self._offset += end + 1
+        return chunk[: end + 1].splitlines()
+
+
+class JsonlTail(LineTail):
+    """Reads the JSON objects appended to a JSONL file since the previous call (see :class:`LineTail`).
+
+    Lines that are not JSON objects are skipped with a warning naming the file and line.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self._line_number = 0
+
+    def read_new(self) -> list[dict[str, Any]]:
+        lines = self.read_lines()
+        if self.restarted:
+            self._line_number = 0
         records = []
-        for raw in chunk[: end + 1].splitlines():
+        for raw in lines:
             self._line_number += 1
             if not raw.strip():
                 continue
@@ -251,6 +273,8 @@ class RunHistory:
         self._next_id = 0
         self._metrics_tail = JsonlTail(run_dir / METRICS_FILE)
         self._scores_tail = JsonlTail(run_dir / SCORES_FILE)
+        self._log_tail = LineTail(run_dir / LOG_FILE)
+        self._log: collections.deque[str] = collections.deque(maxlen=MAX_LOG_LINES)
 
     def add_metrics(self, record: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
         """Merge one metrics record.
@@ -318,6 +342,26 @@ class RunHistory:
                     self._by_identity.setdefault(hash(_episode_identity(e)), []).append(e["id"])
             return dict(episode)
 
+    def add_live_log(self, lines: list[str]) -> list[str]:
+        """Keep log lines a publisher sent, unless the run's train.log is on disk (it holds them
+        too and is read instead); return the lines kept."""
+        if (self.run_dir / LOG_FILE).exists():
+            return []
+        kept = [line[:MAX_LOG_LINE_CHARS] for line in lines]
+        with self._lock:
+            self._log.extend(kept)
+        return kept
+
+    def poll_log(self) -> tuple[list[str], bool]:
+        """Read the lines appended to the run's train.log; return them, and whether the file was
+        replaced (then the lines held before were dropped)."""
+        lines = [raw.decode("utf-8", "replace")[:MAX_LOG_LINE_CHARS] for raw in self._log_tail.read_lines()]
+        with self._lock:
+            if self._log_tail.restarted:
+                self._log.clear()
+            self._log.extend(lines)
+        return lines[-MAX_LOG_LINES:], self._log_tail.restarted
+
     def poll_files(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Read lines appended to the run's files; return the new metrics and episodes."""
         new_metrics = []
@@ -341,8 +385,9 @@ class RunHistory:
         with self._lock:
             return sum(len(series) for series in self._series.values())
 
-    def snapshot(self, max_points: int = 2000) -> dict[str, list[dict[str, Any]]]:
-        """The whole history, thinned to the records of at most ``max_points`` steps and episodes."""
+    def snapshot(self, max_points: int = 2000) -> dict[str, list[Any]]:
+        """The whole history, thinned to the records of at most ``max_points`` steps and episodes,
+        and the newest lines of the run's log."""
         with self._lock:
             steps = sorted(set().union(*(series.steps for series in self._series.values())))
             chosen = {step: {"step": step} for step in _thin(steps, max_points)}
@@ -351,7 +396,8 @@ class RunHistory:
                     if step in chosen:
                         chosen[step][key] = value
             episodes = [dict(e) for e in _thin(list(self._episodes.values()), max_points)]
-        return {"metrics": list(chosen.values()), "episodes": episodes}
+            log_lines = list(self._log)
+        return {"metrics": list(chosen.values()), "episodes": episodes, "log": log_lines}
 
 
 def config_value(run_dir: Path, key: str) -> Any:

@@ -97,6 +97,11 @@ class LiveHub:
                 self._runs[run].publishers.pop(sid, None)
             return run
 
+    def publisher_count(self) -> int:
+        """How many publishers are connected (to any run)."""
+        with self._lock:
+            return len(self._publisher_runs)
+
     def run_of_publisher(self, sid: str) -> str | None:
         with self._lock:
             return self._publisher_runs.get(sid)

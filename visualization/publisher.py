@@ -1,4 +1,4 @@
-"""Publish live frames, step info, run status, episodes, metrics and dreams to the visualization server.
+"""Publish live frames, step info, run status, episodes, metrics, log lines and dreams to the visualization server.
 
 ``make_publisher(url, token, run)`` returns a :class:`SocketPublisher`, or a :class:`NullPublisher`
 that does nothing when ``url`` is None. The socket publisher never blocks or slows its caller: each
@@ -71,6 +71,9 @@ class Publisher:
     def publish_status(self, status: dict[str, Any]) -> None:
         """Show what the run is doing (phase, counters, rates: see ``cardreamer.training.status``)."""
 
+    def publish_log(self, lines: list[str]) -> None:
+        """Show lines of the run's log (what ``train.log`` holds) in the page's Log panel."""
+
     def publish_episode(self, metrics: dict[str, Any], env_index: int = 0) -> None:
         """Report a finished episode (return, length, success, collision...); also ends its recording."""
 
@@ -78,12 +81,15 @@ class Publisher:
         """Report training scalars logged at ``step``."""
 
     def publish_dream(self, real: np.ndarray, imagined: np.ndarray, step: int | None = None,
-                      context: int | None = None, rows: int = 1) -> None:
+                      context: int | None = None, rows: int = 1, samples: list[dict] | None = None) -> None:
         """Show world-model open-loop predictions beside the real frames: (T,)HxWx3 uint8 each.
 
         ``context``: how many first frames the model observed before imagining the rest (None:
         the server reads ``report_context`` from the run's config.yaml); ``rows``: how many
-        sequences are stacked vertically in each frame (replay samples).
+        sequences are stacked vertically in each frame (replay samples); ``samples``: one dict
+        per row saying where it came from, shown beside it, e.g. ``{"env": 1, "env_steps":
+        [12340, 12592], "episodes": [{"number": 37, "steps": [40, 103]}]}`` (what
+        :func:`cardreamer.training.replay.provenance` returns).
         """
 
     def poll_control(self, env_index: int = 0, max_age: float = 1.0) -> Control | None:
@@ -180,7 +186,7 @@ class SocketPublisher(Publisher):
             self._store(key, "step", {"env": env, "info": dict(info), "t": time.time()})
 
     def publish_dream(self, real: np.ndarray, imagined: np.ndarray, step: int | None = None,
-                      context: int | None = None, rows: int = 1) -> None:
+                      context: int | None = None, rows: int = 1, samples: list[dict] | None = None) -> None:
         real, imagined = np.asarray(real), np.asarray(imagined)
         if real.shape != imagined.shape:
             raise ValueError(f"publish_dream: real {real.shape} and imagined {imagined.shape} differ in shape")
@@ -192,9 +198,12 @@ class SocketPublisher(Publisher):
         check_image("publish_dream imagined[0]", imagined[0])
         if not isinstance(rows, int) or rows < 1 or real.shape[1] % rows:
             raise ValueError(f"publish_dream: rows={rows!r} must be a positive divisor of the frame height {real.shape[1]}")
+        if samples is not None and (len(samples) != rows or not all(isinstance(s, dict) for s in samples)):
+            raise ValueError(f"publish_dream: samples must be one dict per row ({rows}), got {samples!r:.80}")
         if self._accept("dream", DREAM_INTERVAL):
             stride = max(1, int(np.ceil(len(real) / MAX_DREAM_FRAMES)))
-            layout = {"rows": rows, "stride": stride, "context": None if context is None else int(context)}
+            layout = {"rows": rows, "stride": stride, "context": None if context is None else int(context),
+                      "samples": None if samples is None else to_jsonable(samples)}
             self._store("dream", "dream", (real[::stride].copy(), imagined[::stride].copy(), step, layout))
 
     def publish_status(self, status: dict[str, Any]) -> None:
@@ -210,6 +219,11 @@ class SocketPublisher(Publisher):
         env = check_env_index(env_index)
         with self._lock:
             self._events.append(("episode", {"env": env, "metrics": dict(metrics), "t": time.time()}))
+            self._lock.notify()
+
+    def publish_log(self, lines: list[str]) -> None:
+        with self._lock:
+            self._events.append(("log", {"lines": [str(line) for line in lines]}))
             self._lock.notify()
 
     def publish_metrics(self, step: int, metrics: dict[str, Any]) -> None:
@@ -321,6 +335,8 @@ class SocketPublisher(Publisher):
     def _encode(self, event: str, item: Any) -> dict[str, Any]:
         if event in ("episode", "metrics"):
             return {**item, "metrics": to_jsonable(item["metrics"])}
+        if event == "log":
+            return item
         if event == "frame":
             fmt = image_format(item.stream)
             height, width = item.image.shape[:2]

@@ -20,7 +20,9 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from flask import Flask, abort, jsonify, render_template, request, send_from_dir
 from flask_socketio import SocketIO
 from socketio.exceptions import ConnectionRefusedError as ConnectionRefused
 
+from cardreamer.atomic import write_atomic
 from visualization.history import RunHistory, config_value, eval_videos, list_run_dirs, run_mtime
 from visualization.hub import LiveHub
 from visualization.protocol import (
@@ -50,11 +53,14 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 << 20
 TOKEN_ENV_VAR = "CARDREAMER_VIS_TOKEN"
+SERVICE = "cardreamer-visualizer"  # what /healthz says this server is
 FILE_POLL_SECONDS = 1.0
 CONTROL_KEYS = ("up", "down", "left", "right")
 MAX_WATCHED_STREAMS = 256
 MAX_PROBLEM_CHARS = 300
 MAX_STATUS_CHARS = 4000  # a run status is a handful of counters and words
+MAX_LOG_MESSAGE_LINES = 500  # lines of the run log in one publisher message
+MAX_SAMPLES_CHARS = 8000  # where a dream's samples came from: a few numbers per sample
 # What a malformed message raises while it is read; anything else is a bug in the server.
 MESSAGE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 
@@ -239,6 +245,9 @@ class VisualizationServer:
             self.hub.send_to_run("metrics", {"run": run, "records": metrics}, run)
         if episodes:
             self.hub.send_to_run("episodes", {"run": run, "records": episodes}, run)
+        lines, replaced = history.poll_log()
+        if lines or replaced:
+            self.hub.send_to_run("log", {"run": run, "lines": lines, "reset": replaced}, run)
 
     def _send_history(self, sid: str, run: str, history: RunHistory) -> None:
         """Send a viewer the whole history of ``run`` and its newest dream (replay lock held)."""
@@ -293,7 +302,9 @@ class VisualizationServer:
 
         @self.app.get("/healthz")
         def healthz():
-            return jsonify(ok=True, **self.history_stats())
+            """That this is a visualizer: its process and logdir (``train --serve`` reuses it), and its histories."""
+            return jsonify(ok=True, service=SERVICE, pid=os.getpid(), logdir=str(self.logdir.resolve()),
+                           **self.history_stats())
 
         @self.app.get("/api/history")
         def run_history():
@@ -394,6 +405,17 @@ class VisualizationServer:
                 self._problem(ns, request.sid, "metrics", f"metrics: {history.refusal(refused)}")
             return True
 
+        def log_lines(data: dict[str, Any]) -> bool:
+            run = self.hub.run_of_publisher(request.sid)
+            lines = list_field(data, "lines", MAX_LOG_MESSAGE_LINES)
+            if not lines or not all(isinstance(line, str) for line in lines):
+                raise ValueError(f"log needs 'lines', a list of 1 to {MAX_LOG_MESSAGE_LINES} strings")
+            with self._replay_lock:
+                kept = self.history(run).add_live_log(lines)
+                if kept:
+                    self.hub.send_to_run("log", {"run": run, "lines": kept, "reset": False}, run)
+            return True
+
         def status(data: dict[str, Any]) -> bool:
             run = self.hub.run_of_publisher(request.sid)
             record = to_jsonable(data)
@@ -427,7 +449,13 @@ class VisualizationServer:
             if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in counts):
                 raise ValueError("dream 'rows' and 'stride' must be positive integers and 'context' a "
                                  f"non-negative integer, got {rows!r}, {stride!r}, {context!r}")
-            payload.update(rows=rows, context=None if context is None else -(-context // stride))
+            samples = data.get("samples")
+            if samples is not None and (not isinstance(samples, list) or len(samples) != rows
+                                        or not all(isinstance(s, dict) for s in samples)
+                                        or len(json.dumps(samples)) > MAX_SAMPLES_CHARS):
+                raise ValueError(f"dream 'samples' must be one object per row ({rows}) of at most "
+                                 f"{MAX_SAMPLES_CHARS} characters of JSON together, got {shown(samples)}")
+            payload.update(rows=rows, context=None if context is None else -(-context // stride), samples=samples)
             first = self.hub.dream(run) is None
             with self._replay_lock:
                 self.hub.set_dream(run, payload)
@@ -439,7 +467,7 @@ class VisualizationServer:
         self.socketio.on_event("connect", connect, namespace=ns)
         self.socketio.on_event("disconnect", disconnect, namespace=ns)
         for name, handler in [("frame", frame), ("step", step), ("status", status), ("episode", episode),
-                              ("metrics", metrics), ("dream", dream)]:
+                              ("metrics", metrics), ("log", log_lines), ("dream", dream)]:
             self.socketio.on_event(name, self._guarded(ns, name, handler), namespace=ns)
 
     # -- viewers ----------------------------------------------------------------------------
@@ -535,11 +563,56 @@ def _check_port_free(host: str, port: int) -> None:
                              "choose another --port or --host") from None
 
 
+def runtime_file(port: int) -> Path:
+    """Where the server on ``port`` keeps its URL with its token, for ``train --serve`` to reuse it:
+    ``$XDG_RUNTIME_DIR/cardreamer/visualizer-<port>.json`` (else under ``~/.cache``), in a folder
+    only this user can read (the token lets anyone who holds it publish)."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.expanduser("~/.cache")
+    return Path(base) / "cardreamer" / f"visualizer-{port}.json"
+
+
+def _write_runtime_file(port: int, url: str, logdir: Path) -> Path:
+    path = runtime_file(port)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    write_atomic(path, json.dumps({"url": url, "pid": os.getpid(), "logdir": str(logdir.resolve())}))
+    return path
+
+
+def _remove_runtime_file(port: int) -> None:
+    """Remove the runtime file of ``port`` if it is this process's."""
+    path = runtime_file(port)
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _exit_when_unused(server: VisualizationServer, parent_pid: int, port: int, grace: float = 5.0) -> None:
+    """End this server process once the process that started it is gone (POSIX re-parenting) and
+    no publisher has been connected for ``grace`` seconds: other runs that reuse it keep it."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < grace:
+            time.sleep(0.5)
+            if server.hub.publisher_count():
+                idle_since = time.monotonic()
+        _remove_runtime_file(port)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def serve(logdir: str | os.PathLike, host: str = "127.0.0.1", port: int = 9000, token: str | None = None,
-          max_fps: float = 30.0, quiet: bool = False) -> None:
+          max_fps: float = 30.0, quiet: bool = False, parent_pid: int | None = None) -> None:
     """Serve the visualizer until interrupted; prints the URL (with its token) unless ``quiet``.
 
-    Binding to a non-loopback ``host`` makes viewers need the token as well as publishers.
+    Binding to a non-loopback ``host`` makes viewers need the token as well as publishers. The URL
+    is also written to :func:`runtime_file` while serving. With ``parent_pid``, the server stops
+    once that process is gone and no publisher is left.
     """
     from werkzeug.serving import WSGIRequestHandler
 
@@ -550,11 +623,17 @@ def serve(logdir: str | os.PathLike, host: str = "127.0.0.1", port: int = 9000, 
     token = resolve_token(token)
     server = VisualizationServer(logdir, token, max_fps=max_fps, viewer_token_required=not is_loopback(host))
     server.start_background()
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}/?token={token}"
     if not quiet:
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        print(f"CarDreamer visualizer: http://{shown}:{port}/?token={token}  (logdir {server.logdir.resolve()})",
-              flush=True)
+        print(f"CarDreamer visualizer: {url}  (logdir {server.logdir.resolve()})", flush=True)
+    _write_runtime_file(port, url, server.logdir)
+    if parent_pid is not None:
+        _exit_when_unused(server, parent_pid, port)
+    if threading.current_thread() is threading.main_thread():  # SIGTERM ends it through the finally below
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.socketio.run(server.app, host=host, port=port, allow_unsafe_werkzeug=True, log_output=False)
     finally:
         server.stop_background()
+        _remove_runtime_file(port)

@@ -30,6 +30,11 @@ FLAG_KEYS = {"steps": "run.steps", "envs": "env.num_envs", "train_ratio": "run.t
 """``train`` options that set a config key (left out: the config's value)."""
 
 
+STARTED_SERVERS: list = []
+"""Visualizer processes ``train --serve`` started; each ends by itself once this process is gone
+and no run publishes to it."""
+
+
 def _default(flag: str) -> str:
     """`` (default: KEY=VALUE)`` of a train option, the config's default of the key it sets."""
     key = FLAG_KEYS[flag]
@@ -58,7 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--eval-every", type=int, help=f"env steps between evaluations, 0: never{_default('eval_every')}")
     train.add_argument("--eval-episodes", type=int, help=f"episodes per evaluation{_default('eval_episodes')}")
     served = train.add_mutually_exclusive_group()
-    served.add_argument("--serve", action="store_true", help="start the visualizer and publish metrics and frames to it")
+    served.add_argument("--serve", action="store_true",
+                        help="publish metrics and frames to the visualizer on run.serve_url's port (default 9000): "
+                             "the one already running there, else a new one serving the logdir's parent folder")
     served.add_argument("--url", help="publish to the visualizer already running at URL (as `cardreamer serve` "
                                       "prints it, with ?token=...; default: none)")
     train.add_argument("--token", help="the token of the visualizer at --url, if its URL does not carry one "
@@ -153,6 +160,34 @@ def use_compilation_cache() -> None:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/cardreamer/jax"))
 
 
+def _connect_visualizer(config: TrainingConfig, served_here: bool) -> TrainingConfig | None:
+    """``config`` publishing to the visualizer: with ``served_here`` (``--serve``) the one on
+    run.serve_url's port or a new one (one line says which; None after a one-line error), else
+    the one at run.serve_url (``--url``); the run is named as that server lists its directory."""
+    from pathlib import Path
+
+    from visualization.cli import run_name_on, running_visualizer, serve_for_run
+
+    run_dir = Path(config.logdir).expanduser().resolve()
+    url = config.run.serve_url
+    if served_here:
+        try:
+            server, url, what = serve_for_run(url, run_dir.parent)
+        except RuntimeError as error:
+            print(f"cardreamer: error: --serve: {error}", file=sys.stderr)
+            return None
+        print(f"CarDreamer visualizer: {what}", flush=True)
+        if server is not None:  # it outlives this call while other runs publish to it: not stopped here
+            STARTED_SERVERS.append(server)
+    parts = urlsplit(url)
+    try:
+        health = running_visualizer(parts.hostname or "127.0.0.1", parts.port or 9000)
+    except OSError:
+        health = None  # not reachable now: the publisher retries quietly
+    name = config.run.serve_name or run_name_on((health or {}).get("logdir"), run_dir)
+    return apply_overrides(config, {"run": {"serve_url": url, "serve_name": name}})
+
+
 def run_train(args: argparse.Namespace) -> int:
     from .loop import train
 
@@ -166,14 +201,10 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"size preset {config.size!r} of {config.backbone} sets {settings} (recorded in config.yaml; "
               f"override with --KEY=VALUE)")
     use_compilation_cache()
-    server = None
-    if config.run.serve and not getattr(args, "url", None):  # start the visualizer next to the run
-        from pathlib import Path
-
-        from visualization.cli import start_server_subprocess
-
-        server, url = start_server_subprocess(Path(config.logdir).expanduser().resolve().parent)
-        config = apply_overrides(config, {"run": {"serve_url": url}})
+    if config.run.serve:
+        config = _connect_visualizer(config, served_here=not getattr(args, "url", None))
+        if config is None:
+            return 2
     try:
         summary = train(config)
     except CheckpointError as error:
@@ -185,9 +216,6 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"cardreamer: error: disk full writing {error.filename or config.logdir}; the newest complete "
               f"checkpoint is intact: free space and run the same command to resume", file=sys.stderr)
         return 2
-    finally:
-        if server is not None:
-            server.terminate()
     if summary["stopped_by"]:
         print(f"stopped by {summary['stopped_by']} at {summary['env_steps']} env steps, checkpoint saved -> "
               f"{summary['logdir']}; run the same command to resume")

@@ -80,6 +80,7 @@ class RunSettings(_Settings):
     serve: bool = False  # publish metrics and frames to the visualizer
     serve_url: str = "http://127.0.0.1:9000"  # the visualizer (cardreamer serve); may carry ?token=
     serve_token: str = ""  # or in serve_url
+    serve_name: str = ""  # the run's name on the visualizer; "": its folder's name (train: its path in the server's logdir)
     progress: bool = True
     loggers: list[str] = []  # also write the logged scalars to: tensorboard (event files), wandb
     pretrain_data: str = ""  # a dataset from `cardreamer collect`: fills the replay of a fresh run

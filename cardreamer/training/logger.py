@@ -9,8 +9,8 @@ import json
 import math
 import os
 import re
-import sys
 import tempfile
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import imageio.v2 as imageio
@@ -121,9 +121,10 @@ class WandbOutput:
         self.run.finish()
 
 
-def make_outputs(names: list[str], logdir: str, config: dict, resume_step: int) -> list[ScalarOutput]:
+def make_outputs(names: list[str], logdir: str, config: dict, resume_step: int,
+                 warn: Callable[[str], None]) -> list[ScalarOutput]:
     """The scalar outputs ``names`` (of ``run.loggers``) for the run in ``logdir``; wandb, when not
-    installed, is left out with one line on stderr."""
+    installed, is left out with one line to ``warn``."""
     outputs: list[ScalarOutput] = []
     if "tensorboard" in names:
         outputs.append(TensorBoardOutput(logdir, resume_step))
@@ -131,8 +132,8 @@ def make_outputs(names: list[str], logdir: str, config: dict, resume_step: int) 
         try:
             import wandb
         except ImportError:
-            print("cardreamer: warning: run.loggers lists wandb, but the wandb package is not installed "
-                  "(pip install wandb); training without it", file=sys.stderr)
+            warn("run.loggers lists wandb, but the wandb package is not installed (pip install wandb); "
+                            "training without it")
         else:
             outputs.append(WandbOutput(wandb, logdir, config))
     return outputs
@@ -152,13 +153,14 @@ class Logger:
         self.logdir, self.publisher, self.outputs = logdir, publisher, list(outputs or [])
         os.makedirs(os.path.join(logdir, "videos"), exist_ok=True)
 
-    def _append(self, name: str, step: int, row: dict, outputs: bool = True) -> None:
+    def _append(self, name: str, step: int, row: dict, outputs: bool = True, labels: tuple[str, ...] = ()) -> None:
+        """Append ``row`` to the file ``name``; its scalars but ``labels`` go to the outputs too."""
         row = {"step": int(step), **{k: _jsonable(v) for k, v in row.items()}}
         with open(os.path.join(self.logdir, name), "a") as f:
             f.write(json.dumps(row) + "\n")
         if not outputs:
             return
-        scalars = _scalars({k: v for k, v in row.items() if k != "step"})
+        scalars = _scalars({k: v for k, v in row.items() if k != "step" and k not in labels})
         for output in self.outputs:
             output.write(int(step), scalars)
 
@@ -184,8 +186,9 @@ class Logger:
         self._append("metrics.jsonl", step, metrics)
         self.publisher.publish_metrics(int(step), dict(metrics))
 
-    def score(self, step: int, row: dict) -> None:
-        self._append("scores.jsonl", step, row)
+    def score(self, step: int, row: dict, labels: tuple[str, ...] = ()) -> None:
+        """A training episode's row; ``labels`` name numbers that are not scalars to plot (its number)."""
+        self._append("scores.jsonl", step, row, labels=labels)
 
     def evaluation(self, step: int, row: dict) -> None:
         """An evaluation's summary: a row of both files (its scalars go to the outputs once)."""
@@ -197,13 +200,16 @@ class Logger:
         if publish:
             publish(dict(episode), env_index)
 
-    def dream(self, step: int, frames: np.ndarray, context: int | None, rows: int) -> None:
+    def dream(self, step: int, frames: np.ndarray, context: int | None, rows: int,
+              samples: list[dict] | None = None) -> None:
         """Hand open-loop frames (real left half, imagined right half; ``rows`` replay samples stacked
-        vertically, the first ``context`` frames observed) to the publisher."""
+        vertically, the first ``context`` frames observed; ``samples``: where each one came from,
+        see :func:`cardreamer.training.replay.provenance`) to the publisher."""
         publish = getattr(self.publisher, "publish_dream", None)  # optional publisher method
         if publish:
             width = frames.shape[2] // 2
-            publish(frames[:, :, :width], frames[:, :, width:], int(step), context=context, rows=rows)
+            publish(frames[:, :, :width], frames[:, :, width:], int(step), context=context, rows=rows,
+                    samples=samples)
 
     def video(self, name: str, step: int, frames: np.ndarray, fps: int) -> str:
         path = os.path.join(self.logdir, "videos", f"{name}-{int(step):010d}.mp4")

@@ -31,6 +31,7 @@ import yaml
 from tqdm import tqdm
 
 from cardreamer.atomic import atomic_output
+from cardreamer.config_loading import ConfigError
 from cardreamer.plugins import imported_modules
 from cardreamer.world.slot import evaluation_slot, training_slots
 
@@ -39,7 +40,8 @@ from .config import TrainingConfig, apply_overrides, load_config, make_config
 from .envs import EnvFn, StandardObs, default_env_fn, make_vector_env, with_task_config
 from .logger import Logger, make_outputs, make_publisher
 from .protocol import batch_shape, make_backbone
-from .replay import Replay, available_memory, check_memory, step_bytes
+from .replay import Replay, available_memory, check_memory, provenance, step_bytes
+from .runlog import RunLog
 from .status import RunStatus
 
 EPISODE_KEYS = ("success", "collision", "route_completion", "mean_speed")
@@ -185,8 +187,10 @@ class Trainer:
     one starts from ``start`` (see :func:`starting_checkpoint`) if given."""
 
     def __init__(self, config: TrainingConfig, logdir: str, env_fn: EnvFn, envs: gym.vector.VectorEnv, publisher,
-                 start: tuple[str, str] | None = None):
+                 start: tuple[str, str] | None = None, run_log: RunLog | None = None):
         self.config, self.logdir, self.env_fn, self.envs = config, logdir, env_fn, envs
+        self.own_log = run_log is None  # a run log of its own, which close() closes
+        self.run_log = run_log or RunLog(logdir)
         self.run_cfg = config.run
         self.agent = make_backbone(config.backbone, envs.single_observation_space, envs.single_action_space, config)
         self.batch_size, self.batch_length = batch_shape(self.agent)
@@ -204,6 +208,10 @@ class Trainer:
             self.replay.load(os.path.join(logdir, "replay"))
         elif start is not None:
             self._start_from(*start)
+        begun = (f"resumed at {self.counters['env_steps']:,} env steps" if loaded else
+                 f"fresh, from the checkpoint {start[1]}" if start else "fresh")
+        size, task = f" ({config.size})" if config.size else "", f" on {config.env.task}" if config.env.task else ""
+        self.run_log.info(f"start: {config.backbone}{size}{task}, {self.run_cfg.steps:,} env steps, {begun}")
         self.pretrain_updates = 0
         if not loaded and self.run_cfg.pretrain_data:
             self._fill_from_dataset(self.run_cfg.pretrain_data)
@@ -211,7 +219,7 @@ class Trainer:
                      config.replay.capacity, len(self.replay), self.run_cfg.steps - self.counters["env_steps"],
                      envs.num_envs, config.replay.chunk_size, available_memory())
         self.logger = Logger(logdir, publisher, make_outputs(self.run_cfg.loggers, logdir, recorded_config(config),
-                                                             self.counters["env_steps"]))
+                                                             self.counters["env_steps"], self.run_log.warning))
         self.logger.truncate(self.counters["env_steps"])  # rows written after the restored checkpoint
         self.publisher = publisher
         self.video_keys = video_keys(envs.single_observation_space)
@@ -221,7 +229,7 @@ class Trainer:
         self.training = False
         self.compiled = False  # whether this process has run a train step (the first one compiles it)
         self.status = RunStatus(publisher, counters=self.counters, total_steps=self.run_cfg.steps,
-                                name=os.path.basename(logdir))
+                                name=os.path.basename(logdir), log=self.run_log.info)
         self.last_eval: dict = {}
         self.eval_envs: gym.vector.VectorEnv | None = None
         self.stop_signal: str | None = None  # set by SIGINT/SIGTERM: save and stop
@@ -306,6 +314,8 @@ class Trainer:
                 last["save"], saved_at = now, counters["env_steps"]
                 self.save()
         self.save()
+        if self.stop_signal:
+            self.run_log.info(f"stopped by {self.stop_signal} at {counters['env_steps']:,} env steps, checkpoint saved")
         self.status.set("done")
         bar.close()
         recent = float(np.mean([e["return"] for e in self.recent])) if self.recent else None
@@ -323,7 +333,7 @@ class Trainer:
         steps, finished = collector.step(self.agent, "train")
         publish_step = getattr(self.publisher, "publish_step", None)  # optional publisher method
         for i in range(self.envs.num_envs):
-            self.replay.add({k: v[i] for k, v in steps.items()}, env=i)
+            self.replay.add({k: v[i] for k, v in steps.items()}, env=i, env_step=self.counters["env_steps"] + i)
             for key in self.video_keys:
                 self.publisher.publish_frame(key, steps[key][i], i)
             if publish_step:  # the step the env just took: its reward, r_* terms, speed, terminal reason
@@ -331,10 +341,12 @@ class Trainer:
         self.counters["env_steps"] += self.envs.num_envs
         for env, episode in finished:
             self.counters["episodes"] += 1
+            # Its last step was just added: the replay's number of the episode, which dreams name too.
+            episode["number"] = self.replay.episode_of(env)
             self.recent.append(episode)
             # episode/score too: the key DreamerV3's own plotting reads
             row = {**{f"episode/{k}": v for k, v in episode.items()}, "episode/score": episode["return"]}
-            self.logger.score(self.counters["env_steps"], row)
+            self.logger.score(self.counters["env_steps"], row, labels=("episode/number",))
             self.logger.episode(episode, env)
 
     def _train(self) -> None:
@@ -352,9 +364,11 @@ class Trainer:
     def _report(self) -> None:
         step = self.counters["env_steps"]
         with self.status.during("reporting"):
-            report = self.agent.report(self.replay.sample(self.batch_size, online=False))
-        # Open-loop videos stack replay samples of an observation key vertically; the frames the
-        # model observed first are the backbone's report_context, if its config has one.
+            batch, positions = self.replay.sample_with_positions(self.batch_size, online=False)
+            report = self.agent.report(batch)
+        # Open-loop videos stack replay samples of an observation key vertically (the batch's
+        # first ones); the frames the model observed first are the backbone's report_context, if
+        # its config has one. Each sample is published with the env, episode and steps it shows.
         context = getattr(self.config.model, "report_context", None)
         spaces = self.envs.single_observation_space.spaces
         for name, value in report.items():
@@ -363,7 +377,8 @@ class Trainer:
                 space = spaces.get(name.split("/", 1)[-1])
                 height = space.shape[0] if space is not None and len(space.shape) == 3 else 0
                 rows = value.shape[1] // height if height and value.shape[1] % height == 0 else 1
-                self.logger.dream(step, value, context, rows)
+                origins = self.replay.origins(positions[:rows], min(len(value), self.replay.length))
+                self.logger.dream(step, value, context, rows, [provenance(o) for o in origins])
             elif np.ndim(value) == 0:
                 self.train_metrics[name].append(float(value))
 
@@ -378,6 +393,7 @@ class Trainer:
                 self.agent, self.eval_envs, total, "eval", self.config.seed + 10_000 + step, self.video_keys,
                 self.run_cfg.max_video_frames, on_episode=lambda n: self.status.set("evaluating", f"episode {n}/{total}"))
         self.last_eval = summarize(episodes)
+        self.run_log.info(f"evaluation at {step:,} env steps: " + _eval_line(self.last_eval))
         row = {f"eval/{k}": v for k, v in self.last_eval.items()}
         self.logger.evaluation(step, row)
         for key, video in frames.items():
@@ -401,6 +417,8 @@ class Trainer:
         self.logger.close()
         if self.eval_envs is not None:
             self.eval_envs.close()
+        if self.own_log:
+            self.run_log.close()
 
 
 def starting_checkpoint(config: TrainingConfig, logdir: str, layout: dict) -> tuple[str, str] | None:
@@ -440,7 +458,7 @@ def train(config: TrainingConfig | Mapping, env_fn: EnvFn | None = None, publish
     logdir = os.path.abspath(os.path.expanduser(config.logdir))
     env_fn = env_fn or default_env_fn(config)
     own_publisher = publisher is None
-    publisher = publisher or make_publisher(config, os.path.basename(logdir))
+    publisher = publisher or make_publisher(config, config.run.serve_name or os.path.basename(logdir))
     envs = make_vector_env(env_fn, config.env.num_envs, config.env.parallel, config.env.image_size,
                            training_slots(config.env.num_envs, evaluation=bool(config.run.eval_every)))
     trainer = None
@@ -449,9 +467,17 @@ def train(config: TrainingConfig | Mapping, env_fn: EnvFn | None = None, publish
         start = starting_checkpoint(config, logdir, layout)  # refused before anything is written
         os.makedirs(logdir, exist_ok=True)
         _write_config(logdir, config)
-        trainer = Trainer(config, logdir, env_fn, envs, publisher, start)
-        with _stop_on_signals(trainer):
-            return trainer.run()
+        run_log = RunLog(logdir, publisher)
+        try:
+            with run_log.capture():
+                trainer = Trainer(config, logdir, env_fn, envs, publisher, start, run_log)
+                with _stop_on_signals(trainer):
+                    return trainer.run()
+        except BaseException as error:
+            run_log.error(error, brief=isinstance(error, (ConfigError, checkpoint.CheckpointError)))
+            raise
+        finally:
+            run_log.close()
     finally:
         if trainer is not None:
             trainer.close()
@@ -479,6 +505,15 @@ def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _eval_line(summary: dict) -> str:
+    """An evaluation's summary in words: episodes, return, and the driving rates it has."""
+    parts = [f"{summary['episodes']} episodes", f"return {summary['return']:.1f} ± {summary['return_std']:.1f}"]
+    for key, name in (("success_rate", "success"), ("collision_rate", "collisions"), ("route_completion", "route")):
+        if summary.get(key) is not None:
+            parts.append(f"{name} {summary[key]:.0%}")
+    return ", ".join(parts)
 
 
 def _postfix(fps: float, ups: float, recent) -> dict[str, str]:

@@ -10,6 +10,11 @@ With ``latents``, every stored step also keeps per-step arrays that are not part
 (the agent's posterior latent state, for replay context): they start at the given fill values,
 ``sample_with_positions`` says where each sequence came from, and ``update`` writes new values back.
 
+Every stored step also records where it came from (its *origin*): the env index, the episode (numbered
+1, 2, ... in the order episodes start, across envs and resumes), the step's index in that episode
+and the run's env-step counter when it was collected; ``origins`` reads them for sampled
+sequences and :func:`provenance` summarises one, so that a report can say which episode it shows.
+
 Chunks are saved to and loaded from a folder as ``.npz`` files so training can resume; the latents
 of a chunk go to a companion ``.latent.npz`` file, so that rewriting them (after every update)
 does not rewrite the observations.
@@ -34,6 +39,8 @@ from cardreamer.atomic import atomic_output
 from cardreamer.config_loading import ConfigError
 
 LATENT_SUFFIX = ".latent.npz"
+ORIGIN_KEY = "__origin__"  # the origins of a chunk's steps, in its .npz beside the observations
+ORIGIN_FIELDS = ("env", "episode", "episode_step", "env_step")  # columns of an origin row; -1: unknown
 Position = tuple[str, int]  # (stream, index of a sequence's first step)
 
 
@@ -52,6 +59,9 @@ class Replay:
         self.env_stream: dict[int, str] = {}  # env index -> its current stream
         self.queue: collections.deque[tuple[str, int]] = collections.deque(maxlen=max(1, capacity // length))
         self.fresh: dict[str, int] = collections.defaultdict(int)
+        self.origin: dict[tuple[str, int], np.ndarray] = {}  # chunk -> (chunk_size, 4) int64 origins
+        self.env_episode: dict[int, tuple[int, int]] = {}  # env -> (its episode, index of its last step)
+        self.next_episode = 1
         self.stored = 0
         self.dirty: set[tuple[str, int]] = set()  # chunks whose steps changed since the last save
         self.latent_dirty: set[tuple[str, int]] = set()  # chunks whose latents changed
@@ -59,8 +69,10 @@ class Replay:
     def __len__(self) -> int:
         return self.stored
 
-    def add(self, step: dict[str, np.ndarray], env: int = 0) -> None:
-        """Append one step (a dict of arrays without batch axis) to the stream of ``env``."""
+    def add(self, step: dict[str, np.ndarray], env: int = 0, env_step: int = -1) -> None:
+        """Append one step (a dict of arrays without batch axis) to the stream of ``env``;
+        ``env_step``: the run's env-step counter when it was collected (-1: unknown). A step with
+        ``is_first`` (or an env's first step) starts a new episode."""
         if set(step) & set(self.latents):
             raise KeyError(f"replay step keys {sorted(set(step) & set(self.latents))} are latent keys, "
                            f"which only Replay.update writes")
@@ -73,12 +85,19 @@ class Replay:
         if chunk_key not in self.chunks:
             self.chunks[chunk_key] = {**{k: np.empty((self.chunk_size, *np.shape(v)), np.asarray(v).dtype)
                                          for k, v in step.items()}, **self._fresh_latents()}
+            self.origin[chunk_key] = np.full((self.chunk_size, len(ORIGIN_FIELDS)), -1, np.int64)
         chunk = self.chunks[chunk_key]
         if set(chunk) != set(step) | set(self.latents):
             stored = sorted(set(chunk) - set(self.latents))
             raise KeyError(f"replay step keys {sorted(step)} differ from the stored keys {stored}")
         for key, value in step.items():
             chunk[key][index % self.chunk_size] = value
+        episode, episode_step = self.env_episode.get(env, (0, -1))
+        if not episode or bool(step.get("is_first", False)):
+            episode, episode_step = self.next_episode, -1
+            self.next_episode += 1
+        self.env_episode[env] = (episode, episode_step + 1)
+        self.origin[chunk_key][index % self.chunk_size] = (env, episode, episode_step + 1, env_step)
         self.dirty.add(chunk_key)
         self.latent_dirty.add(chunk_key)
         self.stream_len[stream] = index + 1
@@ -91,8 +110,13 @@ class Replay:
         while self.stored > self.capacity:
             self._evict()
 
+    def episode_of(self, env: int) -> int | None:
+        """The number of the episode ``env`` last added a step to (None before its first step)."""
+        return self.env_episode[env][0] if env in self.env_episode else None
+
     def _evict(self) -> None:
         (stream, number), _ = self.chunks.popitem(last=False)
+        self.origin.pop((stream, number), None)
         start = number * self.chunk_size
         self.stored -= min(self.chunk_size, self.stream_len[stream] - start)
         self.dirty.discard((stream, number))
@@ -162,6 +186,17 @@ class Replay:
                 positions.append(position)
         return {k: np.stack([s[k] for s in seqs]) for k in seqs[0]}, positions
 
+    def origins(self, positions: list[Position], length: int | None = None) -> np.ndarray:
+        """(batch, length, 4) int64 origins (:data:`ORIGIN_FIELDS`) of the first ``length`` steps
+        (default: the sequence length) of the sequences at ``positions``; -1 where unknown."""
+        length = self.length if length is None else length
+        out = np.full((len(positions), length, len(ORIGIN_FIELDS)), -1, np.int64)
+        for row, (stream, start) in enumerate(positions):
+            for key, lo, hi, at in self._segments(stream, start, start + length):
+                if key in self.origin:
+                    out[row, at:at + hi - lo] = self.origin[key][lo:hi]
+        return out
+
     def update(self, positions: list[Position], values: Mapping[str, np.ndarray], offset: int = 0) -> None:
         """Write (batch, n, ...) latent ``values`` at steps offset..offset+n-1 of the sequences at
         ``positions`` (from ``sample_with_positions``); steps of chunks dropped since are skipped."""
@@ -192,7 +227,8 @@ class Replay:
             # Steps before latents: a chunk whose data file exists always has its latents next to it.
             if key in self.dirty:
                 _write_npz(os.path.join(folder, f"{stream}-{number:08d}.npz"),
-                           {k: v[:size] for k, v in chunk.items() if k not in self.latents})
+                           {**{k: v[:size] for k, v in chunk.items() if k not in self.latents},
+                            ORIGIN_KEY: self.origin[key][:size]})
             if self.latents:
                 _write_npz(os.path.join(folder, f"{stream}-{number:08d}{LATENT_SUFFIX}"),
                            {k: chunk[k][:size] for k in self.latents})
@@ -212,6 +248,7 @@ class Replay:
         for path in paths:
             stream, _, number = os.path.basename(path)[:-4].rpartition("-")
             arrays = _read_npz(path)
+            origin = arrays.pop(ORIGIN_KEY, None)  # absent in replays saved before origins were kept
             size = len(next(iter(arrays.values())))
             chunk = {k: np.empty((self.chunk_size, *v.shape[1:]), v.dtype) for k, v in arrays.items()}
             for k, v in arrays.items():
@@ -224,6 +261,10 @@ class Replay:
                 if value is not None and value.shape == (size, *fill.shape) and value.dtype == fill.dtype:
                     chunk[k][:size] = value
             self.chunks[(stream, int(number))] = chunk
+            self.origin[(stream, int(number))] = np.full((self.chunk_size, len(ORIGIN_FIELDS)), -1, np.int64)
+            if origin is not None and origin.shape == (size, len(ORIGIN_FIELDS)):
+                self.origin[(stream, int(number))][:size] = origin
+                self.next_episode = max(self.next_episode, int(origin[:, 1].max(initial=0)) + 1)
             self.stream_len[stream] = max(self.stream_len.get(stream, 0), int(number) * self.chunk_size + size)
             self.stored += size
         while self.stored > self.capacity:
@@ -240,14 +281,32 @@ MEMORY_SHARE = 0.8
 """The share of the available memory a replay may take; the rest is left to the model, the envs
 and the system."""
 FLAG_BYTES = 4 + 3  # reward (float32), is_first, is_last, is_terminal (bool)
+ORIGIN_BYTES = 8 * len(ORIGIN_FIELDS)
 
 
 def step_bytes(obs_space: gym.spaces.Dict, act_space: gym.Space, latents: Mapping[str, np.ndarray]) -> int:
-    """Bytes one stored step takes: its observations, the action, reward and flags, and the
-    latents kept for replay context."""
+    """Bytes one stored step takes: its observations, the action, reward and flags, its origin,
+    and the latents kept for replay context."""
     arrays = [(s.shape, s.dtype) for s in obs_space.spaces.values()] + [(act_space.shape, act_space.dtype)]
     arrays += [(np.shape(v), np.asarray(v).dtype) for v in latents.values()]
-    return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize for shape, dtype in arrays) + FLAG_BYTES
+    return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize for shape, dtype in arrays) + FLAG_BYTES + ORIGIN_BYTES
+
+
+def provenance(origin: np.ndarray) -> dict:
+    """Where a sequence of steps came from, from its (T, 4) ``origin`` rows (see ``origins``):
+    ``{"env": 1, "env_steps": [first, last], "episodes": [{"number": 37, "steps": [first, last]}]}``;
+    a sequence that crosses an episode's end lists both episodes; unknown fields are None or left out."""
+    known = origin[origin[:, 1] > 0]
+    envs = sorted(set(known[:, 0].tolist()))
+    steps = known[known[:, 3] >= 0, 3]
+    episodes = []
+    for env, number, step, _ in known.tolist():
+        if episodes and episodes[-1]["number"] == number:
+            episodes[-1]["steps"][1] = step
+        else:
+            episodes.append({"number": number, "steps": [step, step]})
+    return {"env": envs[0] if len(envs) == 1 else None,
+            "env_steps": [int(steps.min()), int(steps.max())] if len(steps) else None, "episodes": episodes}
 
 
 def available_memory() -> tuple[int, str] | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 PHASES = {
@@ -30,17 +30,21 @@ PHASES = {
     "saving": "saving a checkpoint",
     "done": "done",
 }
+BUSY = ("pretraining", "compiling", "reporting", "evaluating", "saving")  # phases the run log times
 RATE_WINDOW = 60.0  # seconds of counters the rates are measured over
 PUBLISH_INTERVAL = 1.0  # seconds between status records within one phase
 
 
 class RunStatus:
     """The phase, counters and rates of a run, published to ``publisher`` and shown on ``bar`` (a
-    tqdm bar, once set)."""
+    tqdm bar, once set). ``log`` gets a line when the replay starts filling, when training starts,
+    when the run is done, and when each busy phase (compiling, evaluating...) ends, with its duration."""
 
-    def __init__(self, publisher: Any, counters: dict[str, int], total_steps: int, name: str, bar: Any = None):
+    def __init__(self, publisher: Any, counters: dict[str, int], total_steps: int, name: str, bar: Any = None,
+                 log: Callable[[str], None] | None = None):
         self.publish = getattr(publisher, "publish_status", None)  # optional publisher method
-        self.bar, self.counters, self.total_steps, self.name = bar, counters, total_steps, name
+        self.bar, self.counters, self.total_steps, self.name, self.log = bar, counters, total_steps, name, log
+        self.trained = False  # whether the training phase was entered
         self.phase, self.detail, self.since = "", "", time.time()
         self.samples: collections.deque[tuple[float, int, int]] = collections.deque()
         self.published_at = 0.0
@@ -50,12 +54,24 @@ class RunStatus:
         if phase not in PHASES:
             raise ValueError(f"unknown run phase {phase!r}; expected one of {', '.join(PHASES)}")
         if phase != self.phase:
+            self._log_change(phase)
             self.phase, self.since = phase, time.time()
             label = self.name if phase == "training" else f"{self.name} · {PHASES[phase]}…"
             if self.bar is not None:
                 self.bar.set_description_str(label, refresh=True)
         self.detail = detail
         self._publish()
+
+    def _log_change(self, phase: str) -> None:
+        if self.log is None:
+            return
+        at = f"at {self.counters['env_steps']:,} env steps"
+        if self.phase in BUSY:
+            detail = f" ({self.detail})" if self.detail else ""
+            self.log(f"{PHASES[self.phase]}{detail}: {time.time() - self.since:.1f} s, {at}")
+        if phase in ("filling", "done") or (phase == "training" and not self.trained):
+            self.log(f"{PHASES[phase]} {at}")
+        self.trained |= phase == "training"
 
     @contextlib.contextmanager
     def during(self, phase: str, detail: str = "", then: str | None = None) -> Iterator[None]:

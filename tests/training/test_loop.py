@@ -275,25 +275,79 @@ def _tensorboard_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
     return scalars
 
 
-def test_tensorboard_output_holds_the_logged_scalars(tmp_path):
-    train(_config(tmp_path, "random", 300, "run.eval_every=150", "run.eval_episodes=2", "run.log_every=0",
-                  "run.loggers=[tensorboard]"), env_fn=ReachEnv)
-    scalars = _tensorboard_scalars(tmp_path)
+def _logged_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
+    """The scalars the run's jsonl files hold, as the outputs should have them: an evaluation's row
+    is in both files and goes to the outputs once; an episode's number is a label, not a scalar."""
     def rows_of(name):
-        return [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+        return [json.loads(line) for line in (logdir / name).read_text().splitlines()]
 
-    # an evaluation's row is in both files, and once in TensorBoard
     rows = rows_of("metrics.jsonl") + [row for row in rows_of("scores.jsonl") if "eval/return" not in row]
     expected: dict[str, list[tuple[int, float]]] = {}
     for row in rows:
         for key, value in row.items():
-            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key not in ("step", "episode/number") and isinstance(value, (int, float)) and not isinstance(value, bool):
                 expected.setdefault(key, []).append((row["step"], value))
-    assert {"eval/return", "episode/return", "fps/env", "env_steps"} <= set(scalars)
-    assert set(scalars) == set(expected)
+    return expected
+
+
+def _assert_same_scalars(got: dict, expected: dict) -> None:
+    assert {"eval/return", "episode/return", "fps/env", "env_steps"} <= set(got)
+    assert set(got) == set(expected)
     for key, points in expected.items():
-        assert [s for s, _ in scalars[key]] == [s for s, _ in points], key
-        np.testing.assert_allclose([v for _, v in scalars[key]], [v for _, v in points], rtol=1e-6, err_msg=key)
+        assert [s for s, _ in got[key]] == [s for s, _ in points], key
+        np.testing.assert_allclose([v for _, v in got[key]], [v for _, v in points], rtol=1e-6, err_msg=key)
+
+
+def test_tensorboard_output_holds_the_logged_scalars(tmp_path):
+    train(_config(tmp_path, "random", 300, "run.eval_every=150", "run.eval_episodes=2", "run.log_every=0",
+                  "run.loggers=[tensorboard]"), env_fn=ReachEnv)
+    _assert_same_scalars(_tensorboard_scalars(tmp_path), _logged_scalars(tmp_path))
+
+
+def _wandb_history(logdir) -> tuple[dict[str, list[tuple[int, float]]], dict]:
+    """The history and config of the offline W&B run in ``logdir``: its .wandb file is a LevelDB-style
+    log (7-byte header, 32 KiB blocks of records with a 7-byte header each) of wandb Record protos."""
+    import struct
+
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    (path,) = logdir.glob("wandb/offline-run-*/run-*.wandb")
+    data, block = path.read_bytes(), 32768
+    offset, pending, records = 7, b"", []
+    while offset + 7 <= len(data):
+        left = block - offset % block
+        if left < 7:  # a block's tail too short for a record header is padding
+            offset += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[offset:offset + 7])
+        payload, offset = data[offset + 7:offset + 7 + length], offset + 7 + length
+        pending = payload if kind in (1, 2) else pending + payload  # full/first, then middle/last
+        if kind in (1, 4):
+            records.append(Record.FromString(pending))
+    history: dict[str, list[tuple[int, float]]] = {}
+    config = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            row = {item.nested_key[0] if item.nested_key else item.key: json.loads(item.value_json)
+                   for item in record.history.item}
+            for key, value in row.items():
+                if not key.startswith("_"):
+                    history.setdefault(key, []).append((row["_step"], value))
+        elif record.WhichOneof("record_type") == "run":
+            config = {item.key: json.loads(item.value_json) for item in record.run.config.update}
+    return history, config
+
+
+def test_wandb_offline_run_holds_the_logged_scalars(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is not installed (pip install wandb)")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = _config(tmp_path, "random", 300, "run.eval_every=150", "run.eval_episodes=2", "run.log_every=0",
+                     "run.loggers=[wandb]", "run.serve_url=http://127.0.0.1:9/?token=secret")
+    train(config, env_fn=ReachEnv)
+    history, recorded = _wandb_history(tmp_path)
+    _assert_same_scalars(history, _logged_scalars(tmp_path))
+    assert recorded["backbone"] == "random" and "secret" not in json.dumps(recorded)
 
 
 def test_loggers_are_checked_and_a_missing_wandb_is_one_line(tmp_path, monkeypatch, capsys):
@@ -332,13 +386,29 @@ def test_dreams_carry_their_step_context_and_samples(tmp_path):
             super().__init__()
             self.dreams = []
 
-        def publish_dream(self, real, imagined, step=None, context=None, rows=1):
-            self.dreams.append((real, imagined, step, context, rows))
+        def publish_dream(self, real, imagined, step=None, context=None, rows=1, samples=None):
+            self.dreams.append((real, imagined, step, context, rows, samples))
 
     publisher = DreamPublisher()
-    train(_config(tmp_path, "test_dreaming", 1500, "run.report_every=1", "model.report_context=4"),
+    train(_config(tmp_path, "test_dreaming", 1500, "run.report_every=1", "model.report_context=4", "env.num_envs=2"),
           env_fn=ReachEnv, publisher=publisher)
     assert publisher.dreams
-    real, imagined, step, context, rows = publisher.dreams[0]
+    real, imagined, step, context, rows, samples = publisher.dreams[0]
     assert real.shape[1:] == (32, 16, 3) and imagined.shape == real.shape and np.all(imagined == 255 - real)
     assert 100 <= step <= 1500 and context == 4 and rows == 2
+    # Each sample names its env, its episode(s) and their steps, and the run's env steps it spans.
+    ended = {e["number"]: e for e in publisher.episodes}
+    scores = {json.loads(line)["episode/number"] for line in (tmp_path / "scores.jsonl").read_text().splitlines()}
+    assert scores == set(ended) and len(ended) == len(publisher.episodes)  # one number per episode
+    frames = len(real)
+    for _, _, step, _, _, samples in publisher.dreams:
+        for sample in samples:
+            assert sample["env"] in (0, 1)
+            first, last = sample["env_steps"]
+            assert last - first == 2 * (frames - 1) and last < step  # two envs: every other env step
+            covered = sum(e["steps"][1] - e["steps"][0] + 1 for e in sample["episodes"])
+            assert covered == frames and sample["episodes"]
+            for episode in sample["episodes"]:
+                assert 0 <= episode["steps"][0] <= episode["steps"][1] <= 20  # ReachEnv: 20 steps + first obs
+                if episode["number"] in ended:
+                    assert episode["steps"][1] <= ended[episode["number"]]["length"]

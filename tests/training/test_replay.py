@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cardreamer.training.replay import Replay
+from cardreamer.training.replay import Replay, provenance
 
 
 def _fill(replay, steps, env=0, start=0):
@@ -142,3 +142,58 @@ def test_latents_survive_save_and_load_and_only_their_files_are_rewritten(tmp_pa
     with_latents.load(str(plain_dir))
     batch = with_latents.sample(3)
     assert (batch["deter"] == 0).all() and (batch["stoch"] == 255).all() and batch["t"].max() <= 9
+
+
+def test_each_step_keeps_its_env_episode_and_env_step_across_save_and_load(tmp_path):
+    """Two envs with episodes of 7 and 5 steps; each sampled step's origin matches what was added."""
+    replay = Replay(length=6, capacity=1000, chunk_size=8, online=False, seed=0)
+    truth = {}  # (env, t in its stream) -> (episode number, step in the episode, env step)
+    numbers = {}  # (env, k-th episode of the env) -> number
+    for i in range(40):
+        for env, length in ((0, 7), (1, 5)):
+            k, step = divmod(i, length)
+            if step == 0:
+                numbers[env, k] = len(numbers) + 1
+            replay.add({"t": np.int64(i), "env": np.int64(env), "is_first": np.bool_(step == 0)}, env=env,
+                       env_step=2 * i + env)
+            truth[env, i] = (numbers[env, k], step, 2 * i + env)
+    batch, positions = replay.sample_with_positions(64)
+    assert "__origin__" not in batch  # a backbone's batch holds what was added, nothing else
+    origins = replay.origins(positions)
+    assert origins.shape == (64, 6, 4)
+    for row in range(64):
+        for t in range(6):
+            env, i = int(batch["env"][row, t]), int(batch["t"][row, t])
+            assert origins[row, t].tolist() == [env, *truth[env, i]]
+    assert replay.episode_of(0) == numbers[0, 39 // 7] and replay.episode_of(5) is None
+    replay.save(str(tmp_path))
+    restored = Replay(length=6, capacity=1000, chunk_size=8, online=False, seed=0)
+    restored.load(str(tmp_path))
+    again = restored.origins(positions)
+    assert (again == origins).all()
+    restored.add({"t": np.int64(0), "env": np.int64(0), "is_first": np.bool_(True)}, env=0, env_step=100)
+    assert restored.episode_of(0) == len(numbers) + 1  # numbers go on after the loaded ones
+
+
+def test_provenance_names_the_env_the_episodes_and_the_steps():
+    origin = np.array([[1, 36, 18, 400], [1, 36, 19, 403], [1, 37, 0, 406], [1, 37, 1, 409]])
+    assert provenance(origin) == {"env": 1, "env_steps": [400, 409], "episodes": [
+        {"number": 36, "steps": [18, 19]}, {"number": 37, "steps": [0, 1]}]}
+    unknown = np.full((3, 4), -1)  # steps of a replay saved before origins were kept
+    assert provenance(unknown) == {"env": None, "env_steps": None, "episodes": []}
+
+
+def test_a_replay_saved_before_origins_were_kept_loads_without_them(tmp_path):
+    replay = Replay(length=4, capacity=100, chunk_size=8, online=False, seed=0)
+    _fill(replay, 12)
+    replay.save(str(tmp_path))
+    for path in tmp_path.glob("*.npz"):  # as an older version wrote it: no origins
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files if k != "__origin__"}
+        np.savez(path, **arrays)
+    restored = Replay(length=4, capacity=100, chunk_size=8, online=False, seed=0)
+    restored.load(str(tmp_path))
+    batch, positions = restored.sample_with_positions(5)
+    assert (restored.origins(positions) == -1).all() and batch["t"].shape == (5, 4)
+    restored.add({"t": np.int64(0), "image": np.zeros((2, 2, 1), np.uint8), "env": np.int64(0)}, env=0)
+    assert restored.episode_of(0) == 1

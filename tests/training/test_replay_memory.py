@@ -14,7 +14,7 @@ from cardreamer.config_loading import ConfigError
 from cardreamer.training import loop, make_config, train
 from cardreamer.training.replay import MEMORY_SHARE, available_memory, check_memory, step_bytes
 
-STEP = 16 * 16 * 3 + 8 * 4 + 8 + 4 + 3  # ReachEnv: image, position, Discrete action (int64), reward, flags
+STEP = 16 * 16 * 3 + 8 * 4 + 8 + 4 + 3 + 32  # ReachEnv: image, position, Discrete action (int64), reward, flags, origin
 
 
 def _config(logdir, *extra: str):
@@ -26,8 +26,8 @@ def test_step_bytes_counts_observations_action_flags_and_latents():
     obs = gym.spaces.Dict({"birdeye": gym.spaces.Box(0, 255, (128, 128, 3), np.uint8),
                            "state": gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)})
     latents = {"latent/deter": np.zeros(512, np.float16), "latent/stoch": np.zeros(32, np.uint8)}
-    assert step_bytes(obs, gym.spaces.Box(-1, 1, (2,), np.float32), latents) == 49_152 + 20 + 8 + 7 + 1024 + 32
-    assert step_bytes(obs, gym.spaces.Discrete(15), {}) == 49_152 + 20 + 8 + 7
+    assert step_bytes(obs, gym.spaces.Box(-1, 1, (2,), np.float32), latents) == 49_152 + 20 + 8 + 7 + 1024 + 32 + 32
+    assert step_bytes(obs, gym.spaces.Discrete(15), {}) == 49_152 + 20 + 8 + 7 + 32
 
 
 def test_step_bytes_is_what_the_replay_allocates(tmp_path):
@@ -35,6 +35,7 @@ def test_step_bytes_is_what_the_replay_allocates(tmp_path):
     replay = loop.Replay(4, 1000, 64)
     replay.load(str(tmp_path / "replay"))
     allocated = sum(a.nbytes for chunk in replay.chunks.values() for a in chunk.values())
+    allocated += sum(origin.nbytes for origin in replay.origin.values())
     assert allocated == len(replay.chunks) * 64 * STEP
 
 
@@ -44,7 +45,7 @@ def test_a_replay_too_large_is_refused_with_the_figures_and_a_capacity_that_fits
         train(_config(tmp_path, "run.steps=10000000"), env_fn=ReachEnv)
     message = str(refused.value)
     assert "\n" not in message and message.startswith("replay.capacity=5000000: ")
-    assert "would grow to 4.1 GB (5000064 steps of 815 B) but 80.0 MB may be used" in message
+    assert "would grow to 4.2 GB (5000064 steps of 847 B) but 80.0 MB may be used" in message
     assert f"({MEMORY_SHARE:.0%} of 100.0 MB available, test figure)" in message
     fits = int(re.search(r"replay\.capacity=(\d+) fits", message).group(1))
     assert 0.99 * (10**8 * MEMORY_SHARE / STEP - 64) < fits <= 10**8 * MEMORY_SHARE / STEP - 64
@@ -57,7 +58,7 @@ def test_a_replay_too_large_is_refused_with_the_figures_and_a_capacity_that_fits
 def test_a_run_shorter_than_the_capacity_needs_only_its_steps(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "available_memory", lambda: (10**6, "test figure"))  # ~1200 steps fit
     assert train(_config(tmp_path, "run.steps=300"), env_fn=ReachEnv)["env_steps"] == 300
-    with pytest.raises(ConfigError, match=r"grow to 1\.7 MB \(2064 steps of 815 B, 0\.2 MB of them held now\)"):
+    with pytest.raises(ConfigError, match=r"grow to 1\.7 MB \(2064 steps of 847 B, 0\.3 MB of them held now\)"):
         train(_config(tmp_path, "run.steps=2000"), env_fn=ReachEnv)  # resumed: 300 held, 1700 more
 
 

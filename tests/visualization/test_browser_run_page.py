@@ -193,11 +193,11 @@ def test_episodes_one_row_each_and_eval_videos_play(server, page, tmp_path):
             with open(run_dir / "scores.jsonl", "a") as f:
                 f.write(json.dumps({"step": 13_000 + k, **{f"episode/{key}": v for key, v in episode.items()}}) + "\n")
         page.wait_for_function("n => window.visStats.episodes === n", arg=len(files) + 3, timeout=10_000)
-        assert wait_until(lambda: page.locator("#episode-rows tr").first.inner_text().split("\t")[1:3]
+        assert wait_until(lambda: page.locator("#episode-rows tr").first.inner_text().split("\t")[2:4]
                           == ["13002", "2"], timeout=5), page.locator("#episode-rows tr").first.inner_text()
         assert page.locator("#episode-rows tr").count() == len(files) + 3
         assert page.locator("#episode-rows tr.eval").count() == 2
-        assert page.locator("#episode-rows tr.eval").first.inner_text().startswith("eval ×4\t10000")
+        assert page.locator("#episode-rows tr.eval").first.inner_text().startswith("eval ×4\t—\t10000")
         page.click("#episode-rows tr.has-video")
         page.wait_for_selector("#episode-video:not([hidden])")
         page.wait_for_function("() => document.querySelector('#episode-video video').readyState >= 1", timeout=10_000)
@@ -224,7 +224,13 @@ def test_dream_strips_and_live_view(server, page, tmp_path):
         imagined = np.clip(real * (1 - drift / 150) + drift * (np.arange(12) >= 5)[:, None, None, None], 0, 255)
         page.goto(server["url"] + f"&run={RUN}")
         page.wait_for_selector(chart(page, "success rate") + " canvas", timeout=10_000)
-        publisher.publish_dream(real, imagined.astype(np.uint8), step=20_000)
+        with open(run_dir / "scores.jsonl", "a") as f:  # the episode the first sample replays has ended
+            f.write(json.dumps({"step": 19_500, "episode/number": 37, "episode/return": 12.5, "episode/length": 60,
+                                "episode/success": 0.0, "episode/collision": 1.0}) + "\n")
+        samples = [{"env": 1, "env_steps": [12_340, 12_362], "episodes": [{"number": 37, "steps": [40, 51]}]},
+                   {"env": 0, "env_steps": [18_001, 18_023], "episodes": [{"number": 41, "steps": [93, 99]},
+                                                                          {"number": 44, "steps": [0, 4]}]}]
+        publisher.publish_dream(real, imagined.astype(np.uint8), step=20_000, rows=2, samples=samples)
         for _ in range(15):
             publisher.publish_frame("birdeye_wpt", birdeye_frame(time.time(), 128))
             publisher.publish_step({"speed": 5.0, "reward": 0.3, "r_speed": 0.25, "r_lane": -0.05})
@@ -242,9 +248,16 @@ def test_dream_strips_and_live_view(server, page, tmp_path):
         assert abs(mark - strips[0][2] * 5 / 12) < 3
         assert page.locator("#dream-context-label").inner_text() == "observed 5 · imagined 7"
         assert page.locator("#dream-samples .tab").count() == 2
+        origin = page.locator("#dream-origin")
+        assert origin.inner_text() == "env 1 · episode #37, its steps 40–51 · collected at env steps 12,340–12,362"
+        assert page.locator("#episode-rows tr.dreamed").count() == 1
+        assert page.locator("#episode-rows tr.dreamed").inner_text().startswith("train\t#37\t19500")
         first = page.eval_on_selector("#dream-real", "c => c.toDataURL()")
         page.click("#dream-samples .tab:text('sample 2')")
         assert page.eval_on_selector("#dream-real", "c => c.toDataURL()") != first
+        assert origin.inner_text() == ("env 0 · episodes #41 (steps 93–99), #44 (0–4) · collected at env steps "
+                                       "18,001–18,023")
+        assert page.locator("#episode-rows tr.dreamed").count() == 0  # neither episode has ended
         page.wait_for_function("() => (window.visStats.frames['0/birdeye_wpt'] || 0) >= 1", timeout=10_000)
         panel = page.eval_on_selector('.panel[data-key="0/birdeye_wpt"]', "p => p.getBoundingClientRect().width")
         main = page.eval_on_selector("main", "m => m.clientWidth")
@@ -287,3 +300,48 @@ def test_header_says_what_the_trainer_is_doing(server, page, tmp_path):
         publisher.close()
     # Once the trainer is gone, the header does not claim it is still at work.
     page.wait_for_selector("#run-status", state="hidden", timeout=10_000)
+
+
+def test_log_panel_streams_the_run_log(server, page, tmp_path):
+    """The trainer's train.log, in the Log panel: lines coloured by level, new lines as they are appended,
+    warnings and errors only on request; a run outside the server's logdir sends its lines live."""
+    run_dir = server["logdir"] / RUN
+    write_training_run(run_dir, steps=10)
+    lines = ["2026-12-04T03:00:00Z INFO    start: dreamerv3 (cpu) on wpt, 100,000 env steps, fresh",
+             "2026-12-04T03:00:01Z INFO    filling the replay at 0 env steps",
+             "2026-12-04T03:02:11Z INFO    compiling the train step: 68.2 s, at 1,024 env steps",
+             "2026-12-04T03:02:11Z INFO    training at 1,024 env steps"]
+    (run_dir / "train.log").write_text("".join(line + "\n" for line in lines))
+    page.goto(server["url"] + f"&run={RUN}")
+    page.wait_for_function("() => window.visStats.logLines === 4", timeout=10_000)
+    assert page.locator("#log-lines .log-line").all_inner_texts() == lines
+    more = ["2026-12-04T03:05:40Z WARNING env reset: the world was lost; recovering the world in 10 s (1 of 5)",
+            "2026-12-04T03:10:00Z INFO    evaluation at 10,000 env steps: 4 episodes, return 41.0 ± 3.2, success 75%",
+            "2026-12-04T03:12:00Z ERROR   Traceback (most recent call last):",
+            "2026-12-04T03:12:00Z ERROR   RuntimeError: the update broke"]
+    with open(run_dir / "train.log", "a") as f:
+        f.write("".join(line + "\n" for line in more))
+    page.wait_for_function("() => window.visStats.logLines === 8", timeout=10_000)
+    assert page.locator("#log-lines .log-line.warning").all_inner_texts() == more[:1]
+    assert page.locator("#log-lines .log-line.error").count() == 2
+    assert page.inner_text("#log-summary") == "8 lines · 1 warning · 2 errors"
+    colors = page.eval_on_selector_all("#log-lines .log-line", "ls => ls.map(l => getComputedStyle(l).color)")
+    assert len({colors[0], colors[4], colors[6]}) == 3  # info, warning and error lines look different
+    page.check("#log-problems")
+    assert page.locator("#log-lines .log-line").count() == 3
+    no_sideways_scroll(page)
+    page.locator("#log-card").scroll_into_view_if_needed()
+    screenshot(page, "log", tmp_path)
+    page.uncheck("#log-problems")
+
+    # A run whose directory this server does not hold: its trainer's lines arrive live.
+    publisher = make_publisher(server["url"], None, "elsewhere")
+    assert publisher.wait_connected(5)
+    try:
+        page.goto(server["url"] + "&run=elsewhere")
+        page.wait_for_selector("#log-empty:not([hidden])", timeout=10_000)
+        publisher.publish_log(lines[:2])
+        page.wait_for_function("() => window.visStats.logLines === 2", timeout=10_000)
+        assert page.locator("#log-lines .log-line").all_inner_texts() == lines[:2]
+    finally:
+        publisher.close()

@@ -159,3 +159,27 @@ def test_list_run_dirs(tmp_path):
     (tmp_path / ".hidden" / "config.yaml").write_text("")
     assert list(list_run_dirs(tmp_path)) == ["run-a"]
     assert list_run_dirs(tmp_path / "missing") == {}
+
+
+def test_run_log_is_read_from_train_log_or_kept_from_publishers_when_there_is_none(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    history = RunHistory(run_dir)
+    assert history.add_live_log(["2026-12-04T03:00:00Z INFO    start"]) == ["2026-12-04T03:00:00Z INFO    start"]
+    assert history.snapshot()["log"] == ["2026-12-04T03:00:00Z INFO    start"]
+    (run_dir / "train.log").write_text("a\nb\nhalf")  # the file is there: it is read, live lines are not kept
+    assert history.poll_log() == (["a", "b"], False)
+    assert history.add_live_log(["b"]) == []
+    with open(run_dir / "train.log", "a") as f:
+        f.write(" line\n")
+    assert history.poll_log() == (["half line"], False)
+    assert history.snapshot()["log"][-3:] == ["a", "b", "half line"]
+    replacement = tmp_path / "new.log"
+    replacement.write_text("c\n")
+    replacement.replace(run_dir / "train.log")
+    assert history.poll_log() == (["c"], True) and history.snapshot()["log"] == ["c"]
+    with open(run_dir / "train.log", "a") as f:
+        f.writelines(f"line {i}\n" for i in range(3000))
+    history.poll_log()
+    kept = history.snapshot()["log"]
+    assert len(kept) == 2000 and kept[-1] == "line 2999"  # the newest lines of a long log

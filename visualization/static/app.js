@@ -300,6 +300,8 @@
     resetCharts();
     resetEpisodes();
     resetDream();
+    logLines = [];
+    renderLog();
     $("record-status").hidden = true;
   }
 
@@ -394,6 +396,7 @@
   const dream = { frames: null, sample: 0 };
   function resetDream() {
     dream.frames = null;
+    dreamEpisodes = [];
     $("dream-view").hidden = true;
     $("dream-empty").hidden = false;
     $("dream-label").textContent = "";
@@ -410,8 +413,22 @@
     }
   }
 
+  // Where a replay sample came from (publish_dream's samples): env, episode(s) and steps.
+  const num = (n) => n.toLocaleString("en-US");
+  function originText(origin) {
+    if (!origin) return "";
+    const parts = [];
+    if (origin.env != null) parts.push(`env ${origin.env}`);
+    const episodes = origin.episodes || [];
+    const span = (e) => `${num(e.steps[0])}–${num(e.steps[1])}`;
+    if (episodes.length === 1) parts.push(`episode #${episodes[0].number}, its steps ${span(episodes[0])}`);
+    else if (episodes.length) parts.push("episodes " + episodes.map((e, i) => `#${e.number} (${i ? "" : "steps "}${span(e)})`).join(", "));
+    if (origin.env_steps) parts.push(`collected at env steps ${num(origin.env_steps[0])}–${num(origin.env_steps[1])}`);
+    return parts.join(" · ");
+  }
+
   function drawDream() {
-    const { real, imagined, rows, context, step } = dream.frames;
+    const { real, imagined, rows, context, step, samples } = dream.frames;
     const w = real[0].width, h = real[0].height / rows, n = real.length;
     const sample = Math.min(dream.sample, rows - 1);
     const strips = { real: $("dream-real"), imagined: $("dream-imagined"), error: $("dream-error") };
@@ -441,9 +458,25 @@
       const btn = document.createElement("button");
       btn.className = "tab" + (r === sample ? " active" : "");
       btn.textContent = `sample ${r + 1}`;
+      const origin = samples && samples[r];
+      if (origin && origin.env != null && origin.episodes && origin.episodes.length)
+        btn.title = `env ${origin.env} · episode #${origin.episodes[0].number}`;
       btn.onclick = () => { dream.sample = r; drawDream(); };
       tabs.append(btn);
     }
+    const origin = $("dream-origin");
+    origin.textContent = originText(samples && samples[sample]);
+    origin.hidden = !origin.textContent;
+    origin.classList.remove("linked");
+    const numbers = ((samples && samples[sample] && samples[sample].episodes) || []).map((e) => e.number);
+    markDreamEpisodes(numbers);
+  }
+
+  // The Episodes table's rows of the episodes the shown dream sample replays (once they ended).
+  let dreamEpisodes = [];
+  function markDreamEpisodes(numbers) {
+    dreamEpisodes = numbers;
+    for (const tr of $("episode-rows").children) tr.classList.toggle("dreamed", numbers.includes(Number(tr.dataset.number)));
   }
 
   socket.on("dream", async (msg) => {
@@ -460,7 +493,7 @@
     const { width, height } = real[0];
     // Publishers that do not say how many samples a frame stacks: square images stacked vertically.
     const rows = msg.rows > 1 ? msg.rows : height > width && height % width === 0 ? height / width : 1;
-    dream.frames = { real, imagined, rows, context: msg.context ?? null, step: msg.step };
+    dream.frames = { real, imagined, rows, context: msg.context ?? null, step: msg.step, samples: msg.samples || null };
     $("dream-view").hidden = false;
     $("dream-empty").hidden = true;
     drawDream();
@@ -768,10 +801,11 @@
       const tr = document.createElement("tr");
       const evaluation = e.kind === "eval";
       const urls = (typeof e.step === "number" && videosByStep[String(e.step)]) || [];
-      tr.className = e.kind + (urls.length ? " has-video" : "");
+      tr.className = e.kind + (urls.length ? " has-video" : "") + (dreamEpisodes.includes(e.number) ? " dreamed" : "");
+      if (e.number != null) tr.dataset.number = e.number;
       const kind = cell(evaluation ? `eval${e.episodes ? " ×" + e.episodes : ""}` : "train");
       kind.className = "kind";
-      tr.append(kind, cell(e.step), cell(e.env), cell(e["return"]), cell(e.length),
+      tr.append(kind, cell(e.number != null ? "#" + e.number : "—"), cell(e.step), cell(e.env), cell(e["return"]), cell(e.length),
         cell(e.success, evaluation ? "rate" : "bool"), cell(e.collision, evaluation ? "rate" : "hit"),
         cell(e.route_completion, "rate"), cell(e.terminal_reason ?? "—"), cell(urls.length ? "▶" : ""));
       if (urls.length) { tr.title = "play the recorded video"; tr.onclick = () => playEpisode(e, urls); }
@@ -798,6 +832,7 @@
     runData.set(state.run, data);
     renderEpisodes();
     fetchVideos();
+    addLog(msg.log || [], true);
   });
   socket.on("metrics", (msg) => {
     const data = runData.get(msg.run);
@@ -811,6 +846,52 @@
     renderEpisodes();
     if (msg.records.some((e) => e.kind === "eval")) setTimeout(fetchVideos, 3000); // videos follow the scores
   });
+
+  // ---------------------------------------------------------------- log
+  // The run's train.log: "<time> <LEVEL> <text>" lines, newest at the bottom; the view follows new
+  // lines while it is scrolled to the bottom.
+  const MAX_LOG_LINES = 2000;
+  let logLines = [];
+  const LEVEL = /^(\S+)\s+(INFO|WARNING|ERROR)\s/;
+  function logLevel(line) { const m = LEVEL.exec(line); return m ? m[2].toLowerCase() : "info"; }
+
+  function renderLog() {
+    const box = $("log-lines");
+    const follow = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+    const problemsOnly = $("log-problems").checked;
+    box.replaceChildren();
+    let warnings = 0, errors = 0;
+    for (const line of logLines) {
+      const level = logLevel(line);
+      warnings += level === "warning"; errors += level === "error";
+      if (problemsOnly && level === "info") continue;
+      const div = document.createElement("div");
+      div.className = "log-line " + level;
+      div.textContent = line;
+      box.append(div);
+    }
+    const has = logLines.length > 0;
+    $("log-card").hidden = !has;
+    const empty = $("log-empty");
+    empty.hidden = has;
+    empty.innerHTML = "No log yet. A trainer writes what it does (phases, evaluations, warnings, errors) to <code></code>.";
+    empty.querySelector("code").textContent = `${state.run || "<run>"}/train.log`;
+    const parts = [`${logLines.length} line${logLines.length === 1 ? "" : "s"}`];
+    if (warnings) parts.push(`${warnings} warning${warnings > 1 ? "s" : ""}`);
+    if (errors) parts.push(`${errors} error${errors > 1 ? "s" : ""}`);
+    $("log-summary").textContent = has ? parts.join(" · ") : "";
+    $("log-summary").classList.toggle("has-errors", errors > 0);
+    stats.logLines = logLines.length;
+    if (follow) box.scrollTop = box.scrollHeight;
+  }
+  $("log-problems").onchange = renderLog;
+
+  function addLog(lines, reset) {
+    logLines = (reset ? [] : logLines).concat(lines);
+    if (logLines.length > MAX_LOG_LINES) logLines = logLines.slice(-MAX_LOG_LINES);
+    renderLog();
+  }
+  socket.on("log", (msg) => { if (msg.run === state.run) addLog(msg.lines, msg.reset); });
 
   // ---------------------------------------------------------------- recording
   $("record-btn").onclick = () => {
@@ -852,4 +933,5 @@
   renderStep();
   updateCurvesEmpty(false);
   renderEpisodes();
+  renderLog();
 })();
