@@ -128,7 +128,9 @@ class CarDreamerEnv(gymnasium.Env):
 class EpisodeEndInfo(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
     """Completes the last step's ``info`` when a wrapper below ends the episode early (the
     TimeLimit of ``gymnasium.make(id, max_episode_steps=N)``): ``terminal_reason`` ``time_limit``
-    and the episode metrics, as the env reports them at its own ends. Registered ids apply it."""
+    and the episode metrics, as the env reports them at its own ends. Apply it over that TimeLimit
+    (``EpisodeEndInfo(gymnasium.make(id, max_episode_steps=N))``); registered ids do not, as
+    ``make_vec`` refuses a vector entry point on ids with additional wrappers."""
 
     def __init__(self, env: gymnasium.Env):
         gymnasium.utils.RecordConstructorArgs.__init__(self)

@@ -92,12 +92,13 @@ class CarDreamerVectorEnv(gymnasium.vector.VectorEnv):
         """Step every env with its action (or autoreset it, see the class docstring)."""
         infos: list[dict[str, Any] | None] = [None] * self.num_envs
         for i, (env, action) in enumerate(zip(self.envs, iterate(self.action_space, actions), strict=True)):
-            if self._autoreset_envs[i] and self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            ended = self._autoreset_envs[i]  # its last step was the previous one
+            if ended and self.autoreset_mode == AutoresetMode.NEXT_STEP:
                 self._env_obs[i], infos[i] = env.reset()
                 self._rewards[i] = 0.0
                 self._terminations[i] = self._truncations[i] = False
                 continue
-            if self._autoreset_envs[i]:  # DISABLED (SAME_STEP never leaves an env due)
+            if ended and self.autoreset_mode == AutoresetMode.DISABLED:
                 raise RuntimeError(f"env {i}'s episode has ended: reset it with reset(options={{'reset_mask': ...}}) "
                                    f"before stepping (autoreset_mode=DISABLED)")
             obs, self._rewards[i], self._terminations[i], self._truncations[i], info = env.step(action)
