@@ -2,9 +2,10 @@
 
 ``gymnasium.make_vec("CarDreamer/FourLane-v0", num_envs=K, vectorization_mode="vector_entry_point")``
 builds a :class:`CarDreamerVectorEnv`: K independent envs of one task, built from one validated
-config and stepped in this process, with no subprocesses and no per-env wrappers. It follows the
-``VectorEnv`` API of ``gymnasium.vector.SyncVectorEnv`` step for step (spaces, seeding, autoreset
-modes, the info layout), so it can stand in for it; a test compares the two bit for bit.
+config and stepped in this process, with no subprocesses and no per-env wrappers; embedded worlds
+tick as one batch (the numpy motion of all their vehicles in one pass). It follows the API of
+``gymnasium.vector.SyncVectorEnv`` step for step (spaces, seeding, autoreset modes, the info
+layout), so it can stand in for it; a test compares the two bit for bit.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array,
 from cardreamer.config import Config, build_config
 from cardreamer.env import CarDreamerEnv
 from cardreamer.rewards import terminal_defaults
+from cardreamer.world.embedded.world import EmbeddedWorld, tick_worlds
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class CarDreamerVectorEnv(gymnasium.vector.VectorEnv):
         shared = config if isinstance(config, Config) else build_config(task, overrides, config)[0]
         shared = _with_episode_limit(shared, max_episode_steps)
         self.envs = [CarDreamerEnv(config=shared, render_mode=render_mode) for _ in range(num_envs)]
+        self._batched = all(isinstance(env.world, EmbeddedWorld) for env in self.envs)
         self.num_envs = num_envs
         self.copy = copy
         self.render_mode = render_mode
@@ -89,22 +92,33 @@ class CarDreamerVectorEnv(gymnasium.vector.VectorEnv):
         return self._batched_obs(), self._merge_infos(infos)
 
     def step(self, actions):
-        """Step every env with its action (or autoreset it, see the class docstring)."""
+        """Step every env with its action (or autoreset it, see the class docstring). Embedded
+        worlds tick as one batch (``tick_worlds``); each env's results are the same as its own step's."""
         infos: list[dict[str, Any] | None] = [None] * self.num_envs
-        for i, (env, action) in enumerate(zip(self.envs, iterate(self.action_space, actions), strict=True)):
+        stepping = []
+        for i, action in enumerate(iterate(self.action_space, actions)):
             ended = self._autoreset_envs[i]  # its last step was the previous one
-            if ended and self.autoreset_mode == AutoresetMode.NEXT_STEP:
-                self._env_obs[i], infos[i] = env.reset()
-                self._rewards[i] = 0.0
-                self._terminations[i] = self._truncations[i] = False
-                continue
             if ended and self.autoreset_mode == AutoresetMode.DISABLED:
                 raise RuntimeError(f"env {i}'s episode has ended: reset it with reset(options={{'reset_mask': ...}}) "
                                    f"before stepping (autoreset_mode=DISABLED)")
-            obs, self._rewards[i], self._terminations[i], self._truncations[i], info = env.step(action)
-            if self.autoreset_mode == AutoresetMode.SAME_STEP and (self._terminations[i] or self._truncations[i]):
+            if ended and self.autoreset_mode == AutoresetMode.NEXT_STEP:
+                self._env_obs[i], infos[i] = self.envs[i].reset()
+                self._rewards[i] = 0.0
+                self._terminations[i] = self._truncations[i] = False
+            else:
+                stepping.append((i, action))
+        if self._batched:
+            for i, action in stepping:
+                self.envs[i].apply_action(action)
+            tick_worlds([self.envs[i].world for i, _ in stepping])
+            results = [self.envs[i].after_tick() for i, _ in stepping]
+        else:
+            results = [self.envs[i].step(action) for i, action in stepping]
+        for (i, _), (obs, reward, terminated, truncated, info) in zip(stepping, results):
+            self._rewards[i], self._terminations[i], self._truncations[i] = reward, terminated, truncated
+            if self.autoreset_mode == AutoresetMode.SAME_STEP and (terminated or truncated):
                 final = {"final_obs": obs, "final_info": info}
-                obs, info = env.reset()
+                obs, info = self.envs[i].reset()
                 info = {**final, **info}
             self._env_obs[i], infos[i] = obs, info
         self._autoreset_envs = self._terminations | self._truncations

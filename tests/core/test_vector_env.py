@@ -101,6 +101,25 @@ def test_steps_equal_sync_vector_env_bit_for_bit(mode):
     assert ends >= 6
 
 
+def test_batched_tick_moves_every_vehicle_as_its_own_world_would():
+    """four_lane (50 vehicles, lane changes, route extensions): after every step, each world's vehicles
+    (ids, poses, speeds, velocities) equal those of the same env stepped alone by SyncVectorEnv."""
+    ours = gymnasium.make_vec("CarDreamer/FourLane-v0", num_envs=3, vectorization_mode="vector_entry_point")
+    sync = gymnasium.make_vec("CarDreamer/FourLane-v0", num_envs=3, vectorization_mode="sync")
+    ours.reset(seed=2)
+    sync.reset(seed=2)
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        actions = rng.integers(ours.single_action_space.n, size=3)
+        ours.step(actions)
+        sync.step(actions)
+        for mine, theirs in zip(ours.unwrapped.envs, sync.envs):
+            a, b = mine.world.vehicles(), theirs.unwrapped.world.vehicles()
+            assert len(a.ids) > 40
+            for field in ("ids", "xy", "yaw", "speed", "velocity", "acceleration"):
+                assert np.array_equal(getattr(a, field), getattr(b, field)), field
+
+
 def test_disabled_autoreset_refuses_to_step_an_ended_env():
     envs = CarDreamerVectorEnv(2, "wpt", config=SHORT, autoreset_mode="Disabled")
     envs.reset(seed=0)
