@@ -89,7 +89,7 @@ class CarDreamerVectorEnv(gymnasium.vector.VectorEnv):
         infos: list[dict[str, Any] | None] = [None] * self.num_envs
         for i in np.flatnonzero(mask).tolist():
             self._env_obs[i], infos[i] = self.envs[i].reset(seed=seeds[i], options=options or None)
-        return self._batched_obs(), self._merge_infos(infos)
+        return self._batched_obs(), _merge(infos, self.num_envs)
 
     def step(self, actions):
         """Step every env with its action (or autoreset it, see the class docstring). Embedded
@@ -123,16 +123,11 @@ class CarDreamerVectorEnv(gymnasium.vector.VectorEnv):
             self._env_obs[i], infos[i] = obs, info
         self._autoreset_envs = self._terminations | self._truncations
         return (self._batched_obs(), self._rewards.copy(), self._terminations.copy(), self._truncations.copy(),
-                self._merge_infos(infos))
+                _merge(infos, self.num_envs))
 
     def _batched_obs(self):
         self._observations = concatenate(self.single_observation_space, self._env_obs, self._observations)
         return deepcopy(self._observations) if self.copy else self._observations
-
-    def _merge_infos(self, infos: list[dict[str, Any] | None]) -> dict[str, Any]:
-        """The envs' infos in Gymnasium's vector layout (an array per key and a ``_key`` mask of the
-        envs that have it), built once per key rather than once per env and key."""
-        return _merge(infos, self.num_envs)
 
     def render(self) -> tuple[np.ndarray | None, ...]:
         return tuple(env.render() for env in self.envs)
@@ -169,9 +164,11 @@ def _with_episode_limit(config: Config, max_episode_steps: int | None) -> Config
 
 
 def _merge(infos: Sequence[Mapping[str, Any] | None], n: int) -> dict[str, Any]:
-    """What ``VectorEnv._add_info`` builds from ``infos[i]`` for every env ``i`` in turn: the first
-    value of a key fixes its array's type (int, float, bool and numpy numbers: that dtype; arrays:
-    their shape and dtype; dicts: merged the same way; anything else and ``final_obs``: objects)."""
+    """The envs' infos in Gymnasium's vector layout (an array per key and a ``_key`` mask of the envs
+    that have it), built once per key rather than once per env and key: what ``VectorEnv._add_info``
+    builds from ``infos[i]`` for every env ``i`` in turn. The first value of a key fixes its array's
+    type (int, float, bool and numpy numbers: that dtype; arrays: their shape and dtype; dicts:
+    merged the same way; anything else and ``final_obs``: objects)."""
     rows: dict[str, tuple[list[int], list[Any]]] = {}
     for i, info in enumerate(infos):
         for key, value in (info or {}).items():
