@@ -500,8 +500,8 @@ def tick_worlds(worlds: Sequence[EmbeddedWorld]) -> None:
         f = w.fleet
         n, end = f.n, start + f.n
         f.prev_velocity[:n] = f.velocity[:n]
-        f.xy[:n], f.yaw[:n], f.speed[:n], f.velocity[:n] = xy[start:end], yaw[start:end], speed[start:end], \
-            velocity[start:end]
+        f.xy[:n], f.yaw[:n] = xy[start:end], yaw[start:end]
+        f.speed[:n], f.velocity[:n] = speed[start:end], velocity[start:end]
         start = end
         w._after_motion()
 
