@@ -81,8 +81,20 @@ class CarDreamerEnv(gymnasium.Env):
 
     def step(self, action):
         try:
-            self.world.apply_control(self.ego_id, self.actions.to_control(action))
+            self.apply_action(action)
             self.world.tick()
+        except WorldLost as lost:
+            return self._recover(lost)
+        return self.after_tick()
+
+    def apply_action(self, action) -> None:
+        """The first part of ``step``: the action becomes the ego's control (the world ticks next)."""
+        self.world.apply_control(self.ego_id, self.actions.to_control(action))
+
+    def after_tick(self):
+        """The rest of ``step`` once the world has ticked: the task's parts, reward, ends and the
+        observation. A vector env that ticks several worlds at once calls the two parts itself."""
+        try:
             self.task.after_tick(self.world)
             reward, terms, reason, ctx = self.task.evaluate(self.world)
         except WorldLost as lost:
@@ -128,7 +140,9 @@ class CarDreamerEnv(gymnasium.Env):
 class EpisodeEndInfo(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
     """Completes the last step's ``info`` when a wrapper below ends the episode early (the
     TimeLimit of ``gymnasium.make(id, max_episode_steps=N)``): ``terminal_reason`` ``time_limit``
-    and the episode metrics, as the env reports them at its own ends. Registered ids apply it."""
+    and the episode metrics, as the env reports them at its own ends. Apply it over that TimeLimit
+    (``EpisodeEndInfo(gymnasium.make(id, max_episode_steps=N))``); registered ids do not, as
+    ``make_vec`` refuses a vector entry point on ids with additional wrappers."""
 
     def __init__(self, env: gymnasium.Env):
         gymnasium.utils.RecordConstructorArgs.__init__(self)

@@ -44,16 +44,18 @@ def env_id(name: str) -> str:
 
 
 def register_envs() -> None:
-    """Register every built-in task as ``CarDreamer/<Task>-v0`` (idempotent).
+    """Register every built-in task as ``CarDreamer/<Task>-v0`` (idempotent), with
+    ``cardreamer.vector:CarDreamerVectorEnv`` as its vector entry point (``gymnasium.make_vec(id,
+    num_envs=K, vectorization_mode="vector_entry_point")``: K worlds in this process).
 
     No ``max_episode_steps``: the env truncates at its task's ``time_limit`` (which ``config=`` or
-    ``overrides=`` may change) and reports it in the made env's ``spec``; a TimeLimit of the user's
-    (``max_episode_steps=N``) is completed by EpisodeEndInfo with the last step's metrics.
+    ``overrides=`` may change) and reports it in the made env's ``spec``. No additional wrappers
+    (``make_vec`` refuses a vector entry point with them): a TimeLimit of the user's
+    (``max_episode_steps=N``) cuts episodes without the end-of-episode info unless the env is
+    wrapped in :class:`cardreamer.env.EpisodeEndInfo`.
     """
-    end_info = gymnasium.envs.registration.WrapperSpec(
-        name="EpisodeEndInfo", entry_point="cardreamer.env:EpisodeEndInfo", kwargs={})
     for name in task_names():
         gid = env_id(name)
         if gid not in gymnasium.registry:
             gymnasium.register(id=gid, entry_point="cardreamer.env:CarDreamerEnv", kwargs={"task": name},
-                               additional_wrappers=(end_info,))
+                               vector_entry_point="cardreamer.vector:CarDreamerVectorEnv")

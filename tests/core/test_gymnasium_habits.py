@@ -6,7 +6,7 @@ import pytest
 import cardreamer  # noqa: F401  (registers CarDreamer/<Task>-v0)
 from cardreamer.cli import build_parser
 from cardreamer.config_loading import ConfigError
-from cardreamer.env import make_env
+from cardreamer.env import EpisodeEndInfo, make_env
 
 WPT = "CarDreamer/Wpt-v0"
 SHORT = {"task": {"terminal": {"time_limit": 12, "stall_time": None}, "traffic": {"background": 4}},
@@ -92,8 +92,11 @@ def test_spec_reports_the_time_limit_and_the_env_truncates_once():
     assert {"success", "collision", "route_completion", "mean_speed", "episode_return"} <= set(info)
 
 
-def test_users_max_episode_steps_truncates_with_the_episode_metrics():
-    env = gymnasium.make(WPT, max_episode_steps=5, config=SHORT)
+def test_users_max_episode_steps_truncates_with_the_episode_metrics_under_episode_end_info():
+    plain = gymnasium.make(WPT, max_episode_steps=5, config=SHORT)
+    length, _, info = run_episode(plain)
+    assert length == 5 and "terminal_reason" not in info  # the TimeLimit cut it, the env did not end it
+    env = EpisodeEndInfo(gymnasium.make(WPT, max_episode_steps=5, config=SHORT))
     assert env.spec.max_episode_steps == 5 and wrappers(env).count("TimeLimit") == 1
     length, truncations, info = run_episode(env)
     assert length == 5 and truncations == [False] * 4 + [True]
@@ -104,7 +107,7 @@ def test_users_max_episode_steps_truncates_with_the_episode_metrics():
 
 
 def test_a_longer_max_episode_steps_says_the_task_limit_still_ends_episodes(caplog):
-    env = gymnasium.make(WPT, max_episode_steps=40, config=SHORT)
+    env = EpisodeEndInfo(gymnasium.make(WPT, max_episode_steps=40, config=SHORT))
     assert "max_episode_steps=40 is beyond the task's time limit: episodes still end at 12 steps" in caplog.text
     assert run_episode(env)[0] == 12
 

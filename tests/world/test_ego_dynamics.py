@@ -96,3 +96,46 @@ def test_autopilot_vehicles_refuse_apply_control(straight):
     other = world.spawn_vehicle(pose_on_lane(world.road_map, lane.index, 50.0))
     with pytest.raises(Exception, match="autopilot"):
         world.apply_control(other, carla.VehicleControl(throttle=1.0))
+
+
+def numpy_ego_acceleration(speed, throttle, brake, reverse, hand_brake):
+    """The reference: the vectorized numpy form the compiled ``ego_acceleration`` replaced."""
+    from cardreamer.world.embedded.dynamics import (
+        AERO,
+        ENGINE_ACCEL,
+        ENGINE_BRAKE,
+        ENGINE_TOP_SPEED,
+        HAND_BRAKE,
+        MAX_BRAKE,
+        REVERSE_ACCEL,
+        REVERSE_TOP_SPEED,
+        ROLLING,
+    )
+
+    gear = np.where(reverse, -1.0, 1.0)
+    along = speed * gear
+    drive = np.where(reverse,
+                     REVERSE_ACCEL * throttle * np.clip(1 - along / REVERSE_TOP_SPEED, 0, 1),
+                     ENGINE_ACCEL * throttle * np.clip(1 - along / ENGINE_TOP_SPEED, 0, 1))
+    drive = np.where(hand_brake, 0.0, drive) * gear
+    moving = np.abs(speed) > 1e-3
+    resist = (ROLLING + AERO * speed**2 + ENGINE_BRAKE * (1 - throttle) * moving
+              + MAX_BRAKE * brake + HAND_BRAKE * hand_brake)
+    at_rest = np.sign(drive) * np.maximum(np.abs(drive) - resist, 0.0)
+    return np.where(moving, drive - np.sign(speed) * resist, at_rest)
+
+
+def test_compiled_ego_acceleration_equals_numpy_bit_for_bit():
+    from cardreamer.world.embedded.dynamics import ego_acceleration
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    speed = rng.normal(size=n) * rng.choice([1e-4, 1.0, 30.0], size=n)
+    speed[:50] = 0.0
+    throttle = np.where(rng.uniform(size=n) < 0.3, 0.0, rng.uniform(size=n))
+    brake = np.where(rng.uniform(size=n) < 0.5, 0.0, rng.uniform(size=n))
+    reverse, hand_brake = rng.uniform(size=n) < 0.3, rng.uniform(size=n) < 0.1
+    got = ego_acceleration(speed, throttle, brake, reverse, hand_brake)
+    want = numpy_ego_acceleration(speed, throttle, brake, reverse, hand_brake)
+    assert np.array_equal(got, want)
+    assert (got == 0).sum() > 10 and (got > 0).sum() > 100 and (got < 0).sum() > 100

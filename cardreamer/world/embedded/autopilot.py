@@ -84,6 +84,25 @@ class AutopilotCommand:
     steer: np.ndarray
 
 
+@dataclass
+class DriveTerms:
+    """Per autopilot vehicle: speed, behaviour row, IDM desired speed, IDM interaction term, whether
+    it is at a standstill target, and the pure-pursuit arc tangent argument."""
+    speed: np.ndarray
+    behavior: np.ndarray
+    v0: np.ndarray
+    interaction: np.ndarray
+    at_target: np.ndarray
+    pursuit: np.ndarray
+
+    @classmethod
+    def concatenate(cls, parts: list[DriveTerms]) -> DriveTerms:
+        if len(parts) == 1:
+            return parts[0]
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in
+                     ("speed", "behavior", "v0", "interaction", "at_target", "pursuit")))
+
+
 def _idm_interaction(v, dv, gap, s0, headway, a_max, b_comf):
     """IDM interaction term (s*/gap)^2."""
     s_star = s0 + np.maximum(0.0, v * headway + v * dv / (2.0 * np.sqrt(a_max * b_comf)))
@@ -105,24 +124,28 @@ def _interaction(v, dv, gap, s0, headway, a_max, b_comf):
     return ratio * ratio
 
 
-def drive(f: Fleet, auto: np.ndarray, signal_state: np.ndarray, dt: float, levels: bool = False) -> AutopilotCommand:
-    """Acceleration and steering of the autopilot rows ``auto``; updates their stop-sign memory.
+def drive_terms(f: Fleet, auto: np.ndarray, signal_state: np.ndarray, dt: float, levels: bool = False) -> DriveTerms:
+    """The compiled part of driving the autopilot rows ``auto``; updates their stop-sign memory.
 
     ``levels``: the map has roads above others, so vehicles more than ``LEVEL_GAP`` apart in height
-    ignore each other. The per-vehicle work is one compiled kernel; the powers and arc tangents stay
-    in numpy, whose SIMD forms differ in the last bit from the C library's.
+    ignore each other. :func:`commands` turns the terms into accelerations and steering.
     """
-    v = f.speed[auto]
-    behavior = f.behavior[auto]
-    a_max, b_comf = behavior[:, B_A_MAX], behavior[:, B_B_COMF]
-    v0, interaction, at_target, pursuit = _drive_kernel(
+    return DriveTerms(f.speed[auto], f.behavior[auto], *_drive_kernel(
         f.route, f.n, f.xy, f.yaw, f.speed, f.z, f.extent, f.wheelbase, f.behavior, f.route_s, f.is_ego,
         f.has_route, f.ignore_lights, f.ignore_signs, f.ignore_vehicles, f.sign_wait, f.sign_cleared_s,
-        auto, signal_state, float(dt), bool(levels))
-    steer = np.clip(np.arctan(pursuit), -MAX_STEER, MAX_STEER)
-    accel = a_max * (1.0 - (v / np.maximum(v0, 0.1)) ** 4 - interaction)
+        auto, signal_state, float(dt), bool(levels)))
+
+
+def commands(terms: DriveTerms) -> AutopilotCommand:
+    """Acceleration and steering from the drive terms of any set of vehicles (one world's or the
+    rows of several worlds concatenated). The powers and arc tangents are numpy's, whose SIMD
+    forms differ in the last bit from the C library's the kernel would use, and elementwise: each
+    vehicle gets the same bits however the rows are grouped."""
+    v, a_max, b_comf = terms.speed, terms.behavior[:, B_A_MAX], terms.behavior[:, B_B_COMF]
+    steer = np.clip(np.arctan(terms.pursuit), -MAX_STEER, MAX_STEER)
+    accel = a_max * (1.0 - (v / np.maximum(terms.v0, 0.1)) ** 4 - terms.interaction)
     # IDM only creeps up to a standstill target: close to one, brake to a full stop
-    accel = np.where(at_target & (v < 2.0), np.minimum(accel, -b_comf), accel)
+    accel = np.where(terms.at_target & (v < 2.0), np.minimum(accel, -b_comf), accel)
     return AutopilotCommand(np.clip(accel, -MAX_BRAKE, a_max), steer)
 
 

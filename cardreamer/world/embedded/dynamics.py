@@ -5,6 +5,7 @@ All functions work on arrays (one entry per vehicle).
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 MAX_STEER = np.radians(35.0)   # road-wheel angle at steer = +-1
 MAX_LATERAL_ACCEL = 8.5        # m/s^2: tyre grip; steering beyond it understeers
@@ -19,19 +20,35 @@ AERO = 4e-4                    # 1/m: aerodynamic drag coefficient (a = AERO * v
 ENGINE_BRAKE = 0.3             # m/s^2 with the throttle released
 
 
+@njit(cache=True)
 def ego_acceleration(speed, throttle, brake, reverse, hand_brake) -> np.ndarray:
-    """Longitudinal acceleration (m/s^2, along the heading) of ego vehicles from their pedals."""
-    gear = np.where(reverse, -1.0, 1.0)
-    along = speed * gear  # speed in the gear's own direction
-    drive = np.where(reverse,
-                     REVERSE_ACCEL * throttle * np.clip(1 - along / REVERSE_TOP_SPEED, 0, 1),
-                     ENGINE_ACCEL * throttle * np.clip(1 - along / ENGINE_TOP_SPEED, 0, 1))
-    drive = np.where(hand_brake, 0.0, drive) * gear
-    moving = np.abs(speed) > 1e-3
-    resist = (ROLLING + AERO * speed**2 + ENGINE_BRAKE * (1 - throttle) * moving
-              + MAX_BRAKE * brake + HAND_BRAKE * hand_brake)
-    at_rest = np.sign(drive) * np.maximum(np.abs(drive) - resist, 0.0)  # resistance cannot push backwards
-    return np.where(moving, drive - np.sign(speed) * resist, at_rest)
+    """Longitudinal acceleration (m/s^2, along the heading) of ego vehicles from their pedals.
+
+    Compiled; every operation is exact arithmetic in the order of the numpy form it replaced
+    (tests/world/test_ego_dynamics.py keeps that form and compares them bit for bit)."""
+    accel = np.empty(len(speed))
+    for k in range(len(speed)):
+        v, pedal = speed[k], throttle[k]
+        gear = -1.0 if reverse[k] else 1.0
+        along = v * gear  # speed in the gear's own direction
+        if reverse[k]:
+            drive = REVERSE_ACCEL * pedal * min(max(1 - along / REVERSE_TOP_SPEED, 0.0), 1.0)
+        else:
+            drive = ENGINE_ACCEL * pedal * min(max(1 - along / ENGINE_TOP_SPEED, 0.0), 1.0)
+        drive = (0.0 if hand_brake[k] else drive) * gear
+        moving = abs(v) > 1e-3
+        resist = (ROLLING + AERO * (v * v) + ENGINE_BRAKE * (1 - pedal) * (1.0 if moving else 0.0)
+                  + MAX_BRAKE * brake[k] + HAND_BRAKE * (1.0 if hand_brake[k] else 0.0))
+        if moving:
+            accel[k] = drive - _sign(v) * resist
+        else:  # resistance cannot push backwards
+            accel[k] = _sign(drive) * max(abs(drive) - resist, 0.0)
+    return accel
+
+
+@njit(cache=True, inline="always")
+def _sign(x: float) -> float:
+    return 1.0 if x > 0 else (-1.0 if x < 0 else 0.0)
 
 
 def resistance_stops(speed, throttle, reverse) -> np.ndarray:

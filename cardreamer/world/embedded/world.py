@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 
 import carla
 import numpy as np
@@ -245,33 +246,18 @@ class EmbeddedWorld(World):
     def tick(self) -> int:
         """Drive (autopilot and ego controls), move, track routes, advance lights, then detect
         collisions and lane events, extend or end routes, and let traffic change lanes."""
-        f = self.fleet
-        n = f.n
-        self._update_rows()
-        auto, ego = self._auto, self._ego
-        accel = np.empty(n)
-        steer = np.empty(n)
-        stop_at_zero = np.ones(n, dtype=bool)
-        if len(auto):
-            command = autopilot.drive(f, auto, self.lights.signal_state, self.dt, self.map_index.has_levels)
-            accel[auto] = command.accel
-            steer[auto] = command.steer
-        if len(ego):
-            speed = f.speed[ego]
-            accel[ego] = ego_acceleration(speed, f.throttle[ego], f.brake[ego], f.reverse[ego], f.hand_brake[ego])
-            steer[ego] = f.steer_cmd[ego] * MAX_STEER
-            stop_at_zero[ego] = resistance_stops(speed, f.throttle[ego], f.reverse[ego])
-        xy, yaw, speed = integrate(f.xy[:n], f.yaw[:n], f.speed[:n], accel, steer, f.wheelbase[:n], self.dt,
-                                   stop_at_zero, ~f.is_ego[:n])
-        f.prev_velocity[:n] = f.velocity[:n]
-        f.xy[:n], f.yaw[:n], f.speed[:n] = xy, yaw, speed
-        f.velocity[:n] = speed[:, None] * np.stack([np.cos(yaw), np.sin(yaw)], -1)
+        tick_worlds([self])
+        return self.frame
+
+    def _after_motion(self) -> None:
+        """The rest of a tick once every vehicle has moved: routes, heights, lights, events, route
+        ends and lane changes."""
         self._advance_route_progress()
         self._update_heights()
         self.lights.advance(self.dt)
         self.frame += 1
         self._detect_collisions()
-        if len(ego):
+        if len(self._ego):
             self._detect_lane_events()
         elif self._invasions:
             self._invasions = {}
@@ -280,7 +266,6 @@ class EmbeddedWorld(World):
         if len(self._auto):
             self.lane_changer.consider(self, self._auto)
         self._snapshot = None
-        return self.frame
 
     def _advance_route_progress(self) -> None:
         """Move each routed vehicle's route s to the closest route point near its predicted s."""
@@ -469,3 +454,57 @@ def _route_progress(route, xy, yaw, speed, route_s, rows, dt):
             if d2 < best_d2 or best < 0:
                 best, best_d2, best_seg, best_t = w, d2, seg, t
         route_s[r] = (best_seg + best_t) * SPACING
+
+
+def tick_worlds(worlds: Sequence[EmbeddedWorld]) -> None:
+    """``tick()`` every world (all with the same ``dt``) as one batch: the autopilot kernel runs
+    per world, the numpy motion (autopilot commands, the egos' pedals, the bicycle model) once over
+    the vehicles of all worlds, then each world handles its own events. Every numpy operation here
+    is elementwise, so each vehicle gets the same bits as when its world ticks alone."""
+    if not worlds:
+        return
+    dt = worlds[0].dt
+    if any(w.dt != dt for w in worlds):
+        raise WorldError(f"worlds ticked together need one dt, got {sorted({w.dt for w in worlds})}")
+    terms, auto, ego, offset = [], [], [], 0
+    for w in worlds:
+        w._update_rows()
+        if len(w._auto):
+            terms.append(autopilot.drive_terms(w.fleet, w._auto, w.lights.signal_state, dt, w.map_index.has_levels))
+        auto.append(w._auto + offset)
+        ego.append(w._ego + offset)
+        offset += w.fleet.n
+    auto, ego = _cat(auto), _cat(ego)
+
+    def rows(name: str) -> np.ndarray:
+        return _cat([w.fleet.arrays[name][: w.fleet.n] for w in worlds])
+
+    speed, is_ego = rows("speed"), rows("is_ego")
+    accel = np.empty(offset)
+    steer = np.empty(offset)
+    stop_at_zero = np.ones(offset, dtype=bool)
+    if len(auto):
+        command = autopilot.commands(autopilot.DriveTerms.concatenate(terms))
+        accel[auto] = command.accel
+        steer[auto] = command.steer
+    if len(ego):
+        ego_speed, throttle, reverse = speed[ego], rows("throttle")[ego], rows("reverse")[ego]
+        accel[ego] = ego_acceleration(ego_speed, throttle, rows("brake")[ego], reverse, rows("hand_brake")[ego])
+        steer[ego] = rows("steer_cmd")[ego] * MAX_STEER
+        stop_at_zero[ego] = resistance_stops(ego_speed, throttle, reverse)
+    xy, yaw, speed = integrate(rows("xy"), rows("yaw"), speed, accel, steer, rows("wheelbase"), dt, stop_at_zero,
+                               ~is_ego)
+    velocity = speed[:, None] * np.stack([np.cos(yaw), np.sin(yaw)], -1)
+    start = 0
+    for w in worlds:
+        f = w.fleet
+        n, end = f.n, start + f.n
+        f.prev_velocity[:n] = f.velocity[:n]
+        f.xy[:n], f.yaw[:n] = xy[start:end], yaw[start:end]
+        f.speed[:n], f.velocity[:n] = speed[start:end], velocity[start:end]
+        start = end
+        w._after_motion()
+
+
+def _cat(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
