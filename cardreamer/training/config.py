@@ -208,6 +208,20 @@ def _items(overrides: Overrides) -> list[tuple[str, Any]]:
     return items
 
 
+def split_overrides(items: Iterable[str], known: set[str]) -> tuple[list[str], list[str]]:
+    """Dotted ``[--]key=value`` overrides as ``key=value`` strings, split into the run's config keys
+    (``known``, e.g. ``model.lr=1e-4``) and the CarDreamer env's (other ``env.`` and ``task.`` keys,
+    such as ``env.world.backend=carla``)."""
+    training, env = [], []
+    for item in items:
+        text = item.removeprefix("--")
+        if "=" not in text:
+            raise ValueError(f"unrecognised argument {item!r}: overrides look like --model.lr=1e-4")
+        key = text.split("=", 1)[0]
+        (env if key not in known and key.startswith(("env.", "task.")) else training).append(text)
+    return training, env
+
+
 def defaults(spec: BackboneSpec) -> dict[str, Any]:
     """The default config tree of a backbone: training defaults plus its config's defaults."""
     tree = TrainingConfig(backbone=spec.name).to_dict()
