@@ -9,6 +9,12 @@ bytes per step) and the rest (RSS less the replay), so the replay filling is tol
 growth.
 
     nice -n 19 python bench/train_memory.py --task four_lane --size tiny --minutes 25
+
+``--probe RUN_DIR`` instead resumes a run (give it a copy: it saves into it) in this process and
+calls the trainer's ``save()`` six times and ``_report()`` three times, printing each call's RSS and
+Python-heap change (tracemalloc), to tell which of them grows memory.
+
+    cp -r /tmp/run /tmp/probe && nice -n 19 python bench/train_memory.py --probe /tmp/probe
 """
 
 from __future__ import annotations
@@ -68,6 +74,32 @@ def replay_step_bytes(logdir: Path) -> float:
     return total / steps if steps else float("nan")
 
 
+def probe(logdir: Path) -> None:
+    """RSS and Python-heap change of each ``save()`` and ``_report()`` of a resumed run."""
+    import gc
+    import tracemalloc
+
+    sys.path.insert(0, str(HERE))  # this tree's packages, as the train subprocess gets them
+    from cardreamer.training.config import load_config
+    from cardreamer.training.envs import default_env_fn, make_vector_env
+    from cardreamer.training.logger import NullPublisher
+    from cardreamer.training.loop import Trainer
+
+    config = load_config(str(logdir / "config.yaml"))
+    env_fn = default_env_fn(config)
+    trainer = Trainer(config, str(logdir), env_fn, make_vector_env(env_fn, 1, False, config.env.image_size),
+                      NullPublisher())
+    print(f"resumed {len(trainer.replay)} replay steps, RSS {rss_mb(os.getpid()):.0f} MB", flush=True)
+    tracemalloc.start()
+    for name in ["save"] * 6 + ["report"] * 3:
+        before, rss_before, start = tracemalloc.take_snapshot(), rss_mb(os.getpid()), time.time()
+        trainer.save() if name == "save" else trainer._report()
+        gc.collect()
+        heap = sum(d.size_diff for d in tracemalloc.take_snapshot().compare_to(before, "filename"))
+        print(f"{name}: RSS {rss_before:.0f} -> {rss_mb(os.getpid()):.0f} MB, Python heap {heap / 1e6:+.2f} MB, "
+              f"{time.time() - start:.0f} s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="four_lane")
@@ -76,7 +108,11 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=15.0, help="seconds between samples")
     parser.add_argument("--logdir", type=Path, help="run directory (default: a fresh temporary one)")
     parser.add_argument("--json", type=Path, help="also write the samples here")
+    parser.add_argument("--probe", type=Path, metavar="RUN_DIR", help="probe save() and _report() of this run")
     args, extra = parser.parse_known_args()
+    if args.probe:
+        probe(args.probe)
+        return
     logdir = args.logdir or Path(tempfile.mkdtemp(prefix="train_memory_")) / "run"
     command = [sys.executable, "-m", "cardreamer.cli", "train", "--task", args.task, "--size", args.size,
                "--steps", "100000000", "--logdir", str(logdir), "--run.progress=false", *extra]

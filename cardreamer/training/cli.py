@@ -21,9 +21,15 @@ from urllib.parse import parse_qs, urlsplit
 from cardreamer.config_loading import ConfigError
 
 from .checkpoint import CheckpointError
-from .config import DEFAULT_BACKBONE, TrainingConfig, apply_overrides, config_keys, make_config, split_overrides
+from .config import (
+    DEFAULT_BACKBONE,
+    TrainingConfig,
+    apply_overrides,
+    config_keys,
+    make_config,
+    split_overrides,
+)
 from .protocol import backbone_spec
-
 
 FLAG_KEYS = {"steps": "run.steps", "envs": "env.num_envs", "train_ratio": "run.train_ratio", "seed": "seed",
              "eval_every": "run.eval_every", "eval_episodes": "run.eval_episodes"}

@@ -48,16 +48,16 @@ def test_a_task_override_changes_the_evaluated_task_and_is_recorded(run):
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("--task.trafic.background=3", "command line: --task.trafic.background=3: task.trafic: unknown key 'trafic' "
-                                   "(did you mean 'traffic'?)"),
-    ("--task.terminal.time_limit=0", "command line: --task.terminal.time_limit=0: task.terminal.time_limit: Input "
-                                     "should be greater than or equal to 1 (got 0)"),
-    ("--run.steps=5", "command line: --run.steps=5: eval takes overrides of the run's task (--task.* and --env.* "
+    ("--task.trafic.background=3", ("command line: --task.trafic.background=3: task.trafic: unknown key 'trafic' "
+                                   "(did you mean 'traffic'?)")),
+    ("--task.terminal.time_limit=0", ("command line: --task.terminal.time_limit=0: task.terminal.time_limit: Input "
+                                     "should be greater than or equal to 1 (got 0)")),
+    ("--run.steps=5", ("command line: --run.steps=5: eval takes overrides of the run's task (--task.* and --env.* "
                       "keys of its task config), not of the run's own settings, which its checkpoint was trained "
-                      "with"),
-    ("--env.image_size=[64,64]", "command line: --env.image_size=[64,64]: eval takes overrides of the run's task "
+                      "with")),
+    ("--env.image_size=[64,64]", ("command line: --env.image_size=[64,64]: eval takes overrides of the run's task "
                                  "(--task.* and --env.* keys of its task config), not of the run's own settings, "
-                                 "which its checkpoint was trained with"),
+                                 "which its checkpoint was trained with")),
 ])
 def test_a_bad_eval_override_is_one_line_and_writes_nothing(run, tmp_path, override, message):
     copy = tmp_path / "run"

@@ -29,8 +29,8 @@ CASES = [
     ("--model.compute_dtype=float16",
      "config key 'model.compute_dtype': Input should be 'auto', 'float32' or 'bfloat16' (got 'float16')"),
     ("--model.imag_last=1", "config key 'model.imag_last': must be 0 (all states) or at least 2 (got 1)"),
-    ("--model.cnn_keys=[", "config key 'model.cnn_keys': not a regular expression: unterminated character set "
-                           "at position 0 (got '[')"),
+    ("--model.cnn_keys=[", ("config key 'model.cnn_keys': not a regular expression: unterminated character set "
+                           "at position 0 (got '[')")),
     ("--replay.chunk_size=0", "config key 'replay.chunk_size': Input should be greater than or equal to 1 (got 0)"),
     ("--replay.capacity=0", "config key 'replay.capacity': Input should be greater than or equal to 1 (got 0)"),
 ]
