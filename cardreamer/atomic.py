@@ -3,7 +3,8 @@
 Every file the project writes for later reading (configs, checkpoints, logs rewritten on resume,
 maps, datasets, videos, reports) goes through :func:`atomic_output` or :func:`write_atomic`: the
 data is written to a temporary file in the same directory, flushed to disk, and renamed over the
-target; on any error the temporary file is removed and the target is untouched.
+target; on any error the temporary file is removed and the target is untouched, and an ``OSError``
+that names no file (a full disk: ``ENOSPC`` from a write) is given the target's path.
 """
 from __future__ import annotations
 
@@ -38,9 +39,11 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)
         raise
 
 

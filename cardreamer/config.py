@@ -549,13 +549,15 @@ def merge_mapping(sourced: SourcedConfig, config: Mapping[str, Any]) -> None:
     sourced.merge(data, CONFIG_SOURCE)
 
 
-def recorded_config(data: Mapping[str, Any], where: str) -> Config:
+def recorded_config(data: Mapping[str, Any], where: str, overrides: list[str] | None = None) -> Config:
     """A configuration recorded as plain data (``Config.model_dump(mode="json")``, e.g. a run
-    directory's ``env.task_config``), validated again; errors name ``where``."""
+    directory's ``env.task_config``) with dotted ``overrides`` on top, validated again; errors name
+    ``where`` or the override."""
     import cardreamer.tasks  # noqa: F401  (registers the built-in parts, reward terms and terminal settings)
 
     sourced = SourcedConfig()
     sourced.merge(dict(data), where)
+    sourced.apply_overrides(overrides or [])
     return validate(sourced)
 
 

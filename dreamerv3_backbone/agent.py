@@ -28,13 +28,13 @@ from flax import nnx
 from cardreamer.training import checkpoint
 
 from . import dists, returns
+from .config import NO_CLASS
 from .nets import Decoder, Encoder, Head
 from .optim import make_optimizer
 from .rssm import RSSM
 
 CHECKPOINT_FORMAT = "cardreamer-dreamerv3-2"
 LATENT_KEYS = ("latent/deter", "latent/stoch")
-NO_CLASS = 255  # stored stoch index of 'no latent yet': decodes to an all-zero (initial) stoch
 
 
 def _leaf_name(path: tuple) -> str:
@@ -112,17 +112,6 @@ class Model:
         """With ``abstract``, parameters are shape/dtype placeholders (nothing is allocated)."""
         if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise TypeError(f"action space {act_space}: only Discrete(n) and Box are supported")
-        if cfg.imag_last == 1:
-            raise ValueError("model.imag_last must be 0 (all states) or at least 2")
-        if cfg.eval_policy not in ("sample", "greedy"):
-            raise ValueError(f"model.eval_policy must be 'sample' or 'greedy', got {cfg.eval_policy!r}")
-        if cfg.twohot_space not in ("raw", "symlog"):
-            raise ValueError(f"model.twohot_space must be 'raw' or 'symlog', got {cfg.twohot_space!r}")
-        if cfg.replay_context < 0:
-            raise ValueError(f"model.replay_context must be 0 (no context) or more steps, got {cfg.replay_context}")
-        if cfg.replay_context and cfg.classes > NO_CLASS:
-            raise ValueError(f"model.classes={cfg.classes}: replay context stores class indices as uint8, "
-                             f"which needs classes <= {NO_CLASS} (or model.replay_context=0)")
         self.cfg, self.obs_space, self.act_space = cfg, obs_space, act_space
         self._key = (repr(sorted(cfg.model_dump().items())), repr(obs_space), repr(act_space))
         nets = nnx.eval_shape(lambda: self.build(seed))

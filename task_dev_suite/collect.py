@@ -13,6 +13,7 @@ a run directory or one of its checkpoint folders) and ``human`` (keyboard, in th
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -276,10 +277,18 @@ def write_index(out: Path, entries: list[dict]) -> None:
 
 
 def append_index(out: Path, entry: dict) -> None:
-    with open(out / INDEX_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one line to the index; a failed append (a full disk) is cut off, leaving whole lines."""
+    path = out / INDEX_FILE
+    with open(path, "a", encoding="utf-8") as f:
+        size = f.tell()
+        try:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        except OSError as error:
+            os.truncate(path, size)
+            error.filename = error.filename or str(path)
+            raise
 
 
 def new_seeds(start: int, count: int, used: set[int]) -> list[int]:
@@ -343,6 +352,11 @@ def _worker(job: Job, seeds: mp.Queue, results: mp.Queue, parent: int) -> None:
             results.put(("episode", _record(job, env, agent, seed, alive)))
         env.close()
         results.put(("done", None))
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            results.put(("error", traceback.format_exc()))
+        else:  # a full disk is the parent's one-line error, not a worker's traceback
+            results.put(("disk full", error.filename))
     except BaseException:  # noqa: BLE001  (any failure goes to the parent, which raises it)
         results.put(("error", traceback.format_exc()))
 
@@ -369,6 +383,8 @@ def _episodes_parallel(job: Job, seeds: list[int], envs: int) -> Iterator[dict]:
                 continue
             if kind == "error":
                 raise RuntimeError(f"a collection worker failed:\n{payload}")
+            if kind == "disk full":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), payload)
             if kind == "done":
                 running -= 1
             else:
@@ -426,11 +442,21 @@ def collect(task: str, policy: str, episodes: int, out: str | Path, envs: int = 
         steps = 0
         with tqdm(total=episodes, unit="ep", desc=f"collect {report.config.task.name} ({policy})",
                   disable=not progress) as bar:
-            for entry in source:
-                append_index(out, entry)
-                written.append(entry)
-                steps += entry["length"]
-                bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - start):.0f}",
-                                success=f"{sum(e['success'] for e in written) / len(written):.0%}")
-                bar.update()
+            try:
+                for entry in source:
+                    append_index(out, entry)
+                    written.append(entry)
+                    steps += entry["length"]
+                    bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - start):.0f}",
+                                    success=f"{sum(e['success'] for e in written) / len(written):.0%}")
+                    bar.update()
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+                source.close()  # stops the workers, or closes the env, before the one-line error
+                repair_dataset(out)  # an episode written whole whose index line did not fit goes too
+                raise CollectError(f"disk full writing {error.filename or out}; the {len(written)} new episodes "
+                                   f"before it are complete and indexed, nothing half-written is left: free "
+                                   f"space and run the command again (seeds already in the dataset are "
+                                   f"skipped)") from None
     return written

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from visualization.protocol import check_run_name
-from visualization.server import SERVICE, TOKEN_ENV_VAR, resolve_token, runtime_file, serve
+from visualization.server import IDLE_RUN_SECONDS, SERVICE, TOKEN_ENV_VAR, resolve_token, runtime_file, serve
 
 SERVER_LOG = "visualizer.log"  # the server subprocess's output, in the logdir
 
@@ -38,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve_parser.add_argument("--port", type=int, default=9000, help="port (default 9000)")
     serve_parser.add_argument("--token", default=None, help=f"token (default: ${TOKEN_ENV_VAR} or a random one)")
     serve_parser.add_argument("--max-fps", type=float, default=30.0, help="frames per second per stream and viewer")
+    serve_parser.add_argument("--idle-run-seconds", type=float, default=IDLE_RUN_SECONDS,
+                              help="forget the live state (newest frames, status, dream) of a run that nobody "
+                                   "publishes or watches after it published nothing for this long; a run in "
+                                   "the logdir is read again from its files (default %(default)g)")
     serve_parser.add_argument("--quiet", action="store_true", help="do not print the URL")
     serve_parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     serve_parser.set_defaults(func=_serve_command)
@@ -58,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _serve_command(args: argparse.Namespace) -> None:
     serve(args.logdir, host=args.host, port=args.port, token=args.token, max_fps=args.max_fps, quiet=args.quiet,
-          parent_pid=args.parent_pid)
+          parent_pid=args.parent_pid, idle_run_seconds=args.idle_run_seconds)
 
 
 def _drive_command(args: argparse.Namespace) -> None:
@@ -94,7 +98,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def start_server_subprocess(logdir: str | os.PathLike, port: int | None = None, host: str = "127.0.0.1",
                             token: str | None = None, max_fps: float = 30.0, timeout: float = 30.0,
-                            announce: bool = True) -> tuple[subprocess.Popen, str]:
+                            announce: bool = True, idle_run_seconds: float = IDLE_RUN_SECONDS,
+                            ) -> tuple[subprocess.Popen, str]:
     """Start ``serve`` in a child process, wait until it answers, and return (process, url).
 
     The URL carries the token (``http://127.0.0.1:PORT/?token=...``) and can be given as is to
@@ -108,7 +113,8 @@ def start_server_subprocess(logdir: str | os.PathLike, port: int | None = None, 
     for _ in range(3 if port is None else 1):
         chosen = port or free_port(host)
         command = [sys.executable, "-m", "visualization", "serve", "--logdir", str(logdir), "--host", host,
-                   "--port", str(chosen), "--max-fps", str(max_fps), "--quiet", "--parent-pid", str(os.getpid())]
+                   "--port", str(chosen), "--max-fps", str(max_fps), "--idle-run-seconds", str(idle_run_seconds),
+                   "--quiet", "--parent-pid", str(os.getpid())]
         with open(log_path, "w") as log_file:
             process = subprocess.Popen(command, env={**os.environ, TOKEN_ENV_VAR: token}, stdout=log_file,
                                        stderr=subprocess.STDOUT)

@@ -5,6 +5,14 @@ of one env). A dispatcher thread sends a slot's newest item to a viewer once tha
 acknowledged the previous item of the same slot, and at most ``max_fps`` times per second, so a
 slow viewer receives fewer, always-current frames and the server never queues a backlog.
 
+A run has at most :data:`MAX_FRAME_SLOTS` frame streams (a frame of a further one is refused). A
+viewer that reads slowly or not at all cannot make the server queue frames for it: while more than
+:data:`MAX_VIEWER_BACKLOG` messages wait in its connection's send queue (the ``backlog`` function),
+it is sent no frames, and once it catches up it gets each stream's newest frame (older ones are
+dropped). Emitting only queues a message, so no viewer can block the dispatcher. The live state of
+a run with no publisher and no viewer that published nothing for a while is dropped
+(:meth:`LiveHub.forget_idle`).
+
 The dispatcher is also the only thread that sends anything to viewers (other messages go through
 :meth:`LiveHub.send`): python-socketio writes a message with binary data as several WebSocket
 frames without a lock, so two threads sending to one viewer can interleave them, and the browser
@@ -24,6 +32,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Emit = Callable[[str, dict[str, Any], "str | None"], None]
+Backlog = Callable[[str], int]
+
+MAX_FRAME_SLOTS = 64
+"""Frame streams (env and stream pairs) a run may have."""
+MAX_VIEWER_BACKLOG = 16
+"""Messages waiting to be written to a viewer above which it is sent no frames."""
+FRAME_PACKETS = 2
+"""Messages one frame adds to a viewer's send queue (the event and its binary attachment)."""
+BACKLOG_RECHECK = 0.05
+"""Seconds between looks at a backed-up viewer's send queue."""
 
 
 @dataclass
@@ -65,10 +83,13 @@ class LiveRun:
 class LiveHub:
     """Thread-safe live state: publishers, viewers, newest slot items, and the dispatcher."""
 
-    def __init__(self, emit: Emit, max_fps: float = 30.0, ack_timeout: float = 5.0):
+    def __init__(self, emit: Emit, max_fps: float = 30.0, ack_timeout: float = 5.0,
+                 backlog: Backlog = lambda sid: 0):
+        """``backlog(sid)``: how many messages wait to be written to that viewer's connection."""
         if max_fps <= 0:
             raise ValueError(f"max_fps must be positive, got {max_fps}")
         self._emit = emit
+        self._backlog = backlog
         self.min_interval = 1.0 / max_fps
         self.ack_timeout = ack_timeout
         self._lock = threading.Lock()
@@ -113,12 +134,16 @@ class LiveHub:
             return [sid for sid, interactive in live.publishers.items() if interactive] if live else []
 
     def put(self, run: str, env: int, stream: str, event: str, payload: dict[str, Any]) -> bool:
-        """Store the newest item of a slot; return True if the slot is new (the run list changed)."""
+        """Store the newest item of a slot; return True if the slot is new (the run list changed).
+        A frame of a new stream of a run that has :data:`MAX_FRAME_SLOTS` is refused (ValueError)."""
         key = f"{env}/{stream}"
         with self._wake:
-            self._seq += 1
             live = self._runs.setdefault(run, LiveRun(run))
             is_new = key not in live.slots
+            if is_new and event == "frame" and sum(s.event == "frame" for s in live.slots.values()) >= MAX_FRAME_SLOTS:
+                raise ValueError(f"run {run!r} has {MAX_FRAME_SLOTS} frame streams (env and stream pairs), the "
+                                 f"most a run may have: stream {stream!r} of env {env} is not kept")
+            self._seq += 1
             live.slots[key] = Slot(env, stream, event, self._seq, {**payload, "run": run, "key": key,
                                                                   "seq": self._seq})
             live.last_update = time.time()
@@ -203,6 +228,25 @@ class LiveHub:
         with self._lock:
             return sum(1 for v in self._viewers.values() if v.run == run)
 
+    def forget_idle(self, max_idle: float) -> list[str]:
+        """Drop the live state (newest frames and step info, dream, status) of the runs that no
+        publisher publishes, no viewer watches, and that got nothing for ``max_idle`` seconds;
+        return their names."""
+        cutoff = time.time() - max_idle
+        with self._lock:
+            watched = {v.run for v in self._viewers.values()}
+            idle = [name for name, live in self._runs.items()
+                    if not live.publishers and name not in watched and live.last_update < cutoff]
+            for name in idle:
+                del self._runs[name]
+            return idle
+
+    def max_backlog(self) -> int:
+        """The most messages waiting to be written to one viewer (0 without viewers)."""
+        with self._lock:
+            sids = list(self._viewers)
+        return max((self._backlog(sid) for sid in sids), default=0)
+
     def has_run(self, run: str) -> bool:
         """Whether ``run`` has been published to (now or earlier)."""
         with self._lock:
@@ -261,8 +305,13 @@ class LiveHub:
                 live = self._runs.get(viewer.run) if viewer.run else None
                 if live is None:
                     continue
+                queued = self._backlog(viewer.sid)
                 for key, slot in live.slots.items():
                     if slot.seq <= viewer.sent_seq.get(key, 0) or not viewer.wants(slot):
+                        continue
+                    if slot.event == "frame" and queued > MAX_VIEWER_BACKLOG - FRAME_PACKETS:
+                        recheck = now + BACKLOG_RECHECK  # it still reads what it was sent: look again soon
+                        next_time = recheck if next_time is None else min(next_time, recheck)
                         continue
                     sent_at = viewer.in_flight.get(key)
                     if sent_at is not None and now - sent_at < self.ack_timeout:
@@ -274,6 +323,7 @@ class LiveHub:
                     viewer.sent_seq[key] = slot.seq
                     viewer.in_flight[key] = now
                     viewer.last_sent[key] = now
+                    queued += FRAME_PACKETS
                     sends.append((slot.event, slot.payload, viewer.sid))
             if next_time is None and any(v.in_flight for v in self._viewers.values()):
                 next_time = now + self.ack_timeout  # re-check stale acks

@@ -51,6 +51,14 @@ class EpisodeRecorder:
             while ring and (self._bytes[key] > self.max_bytes or len(ring) > self.max_frames):
                 self._bytes[key] -= len(ring.popleft().data)
 
+    def forget(self, run: str) -> None:
+        """Drop every buffered frame of ``run``."""
+        with self._lock:
+            for key in [k for k in self._rings if k[0] == run]:
+                del self._rings[key], self._bytes[key]
+            for key in [k for k in self._episode if k[0] == run]:
+                del self._episode[key]
+
     def end_episode(self, run: str, env: int) -> None:
         """Mark the end of the current episode of (run, env); later frames start a new one."""
         with self._lock:

@@ -7,8 +7,11 @@ server listens on a non-loopback address.
 No client can make the server grow without bound or fail: a run gets a history only if it is in
 the logdir or has been published to; the history of a run in the logdir that nobody watches or
 publishes is dropped (and read again from the run's files when needed); each history is bounded (see
-:class:`visualization.history.RunHistory`); and every malformed message is answered with one
-``problem`` event, ``{"event": <the message's event>, "message": <one line>}``.
+:class:`visualization.history.RunHistory`); a run has at most 64 frame streams, and the live state
+(newest frames, step info, dream, status, recorded episode frames) of a run that nobody publishes
+or watches is dropped once it has published nothing for ``idle_run_seconds``; a viewer that stops
+reading is sent no more frames (:mod:`visualization.hub`); and every malformed message is answered
+with one ``problem`` event, ``{"event": <the message's event>, "message": <one line>}``.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ MAX_PROBLEM_CHARS = 300
 MAX_STATUS_CHARS = 4000  # a run status is a handful of counters and words
 MAX_LOG_MESSAGE_LINES = 500  # lines of the run log in one publisher message
 MAX_SAMPLES_CHARS = 8000  # where a dream's samples came from: a few numbers per sample
+IDLE_RUN_SECONDS = 600.0  # a run nobody publishes or watches keeps its live state this long
 # What a malformed message raises while it is read; anything else is a bug in the server.
 MESSAGE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 
@@ -100,7 +104,7 @@ class VisualizationServer:
     """The Flask app, its Socket.IO handlers, and the live state behind them."""
 
     def __init__(self, logdir: str | os.PathLike, token: str, max_fps: float = 30.0,
-                 viewer_token_required: bool = False):
+                 viewer_token_required: bool = False, idle_run_seconds: float = IDLE_RUN_SECONDS):
         if importlib.util.find_spec("simple_websocket") is None:
             raise RuntimeError("the visualization server needs the 'simple-websocket' package for WebSocket "
                                "transport: pip install simple-websocket")
@@ -114,7 +118,8 @@ class VisualizationServer:
         self.app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 0
         self.socketio = SocketIO(self.app, async_mode="threading", max_http_buffer_size=MAX_MESSAGE_BYTES,
                                  logger=False, engineio_logger=False)
-        self.hub = LiveHub(self._emit_to_viewer, max_fps=max_fps)
+        self.idle_run_seconds = idle_run_seconds
+        self.hub = LiveHub(self._emit_to_viewer, max_fps=max_fps, backlog=self._viewer_backlog)
         self.recorder = EpisodeRecorder()
         self._saving = threading.Lock()  # held while an episode is being saved: one at a time
         self._histories: dict[str, RunHistory] = {}
@@ -151,6 +156,12 @@ class VisualizationServer:
     def _emit_to_viewer(self, event: str, payload: dict[str, Any], to: str | None) -> None:
         # Only the hub's dispatcher thread calls this (see visualization.hub).
         self.socketio.emit(event, payload, to=to, namespace=VIEW_NAMESPACE)
+
+    def _viewer_backlog(self, sid: str) -> int:
+        """Messages queued for the viewer ``sid`` that its connection has not written yet."""
+        server = self.socketio.server
+        connection = server.eio.sockets.get(server.manager.eio_sid_from_sid(sid, VIEW_NAMESPACE))
+        return connection.queue.qsize() if connection is not None else 0
 
     def _token_ok(self, auth: object) -> bool:
         given = auth.get("token") if isinstance(auth, dict) else None
@@ -211,10 +222,12 @@ class VisualizationServer:
         return None
 
     def history_stats(self) -> dict[str, int]:
-        """How many run histories are held, and how many metric points they hold together."""
+        """How many run histories are held, how many metric points they hold together, how many
+        runs have live state, and the most messages waiting to be written to one viewer."""
         with self._histories_lock:
             histories = list(self._histories.values())
-        return {"histories": len(histories), "metric_points": sum(h.points() for h in histories)}
+        return {"histories": len(histories), "metric_points": sum(h.points() for h in histories),
+                "live_runs": len(self.hub.summary()), "viewer_backlog": self.hub.max_backlog()}
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run known from the logdir or from live publishers, most recently updated first."""
@@ -268,6 +281,8 @@ class VisualizationServer:
         was only published live (a driving session's episodes) is kept while the hub knows its run.
         """
         with self._replay_lock:
+            for run in self.hub.forget_idle(self.idle_run_seconds):
+                self.recorder.forget(run)
             active = self.hub.active_runs()
             with self._histories_lock:
                 idle = [run for run in self._histories if run not in active]
@@ -607,7 +622,8 @@ def _exit_when_unused(server: VisualizationServer, parent_pid: int, port: int, g
 
 
 def serve(logdir: str | os.PathLike, host: str = "127.0.0.1", port: int = 9000, token: str | None = None,
-          max_fps: float = 30.0, quiet: bool = False, parent_pid: int | None = None) -> None:
+          max_fps: float = 30.0, quiet: bool = False, parent_pid: int | None = None,
+          idle_run_seconds: float = IDLE_RUN_SECONDS) -> None:
     """Serve the visualizer until interrupted; prints the URL (with its token) unless ``quiet``.
 
     Binding to a non-loopback ``host`` makes viewers need the token as well as publishers. The URL
@@ -621,7 +637,8 @@ def serve(logdir: str | os.PathLike, host: str = "127.0.0.1", port: int = 9000, 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per HTTP request
     _check_port_free(host, port)
     token = resolve_token(token)
-    server = VisualizationServer(logdir, token, max_fps=max_fps, viewer_token_required=not is_loopback(host))
+    server = VisualizationServer(logdir, token, max_fps=max_fps, viewer_token_required=not is_loopback(host),
+                                 idle_run_seconds=idle_run_seconds)
     server.start_background()
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}/?token={token}"

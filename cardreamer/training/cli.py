@@ -21,9 +21,15 @@ from urllib.parse import parse_qs, urlsplit
 from cardreamer.config_loading import ConfigError
 
 from .checkpoint import CheckpointError
-from .config import DEFAULT_BACKBONE, TrainingConfig, apply_overrides, config_keys, make_config
+from .config import (
+    DEFAULT_BACKBONE,
+    TrainingConfig,
+    apply_overrides,
+    config_keys,
+    make_config,
+    split_overrides,
+)
 from .protocol import backbone_spec
-
 
 FLAG_KEYS = {"steps": "run.steps", "envs": "env.num_envs", "train_ratio": "run.train_ratio", "seed": "seed",
              "eval_every": "run.eval_every", "eval_episodes": "run.eval_episodes"}
@@ -81,7 +87,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "optimizer), replay (default: agent)")
     train.set_defaults(func=run_train, fast_allocator=True)
 
-    evaluate = subparsers.add_parser("eval", help="evaluate a trained backbone")
+    evaluate = subparsers.add_parser("eval", help="evaluate a trained backbone",
+                                     description="Extra dotted overrides of the task, such as "
+                                                 "--task.traffic.background=30 or --env.world.dt=0.05, change the "
+                                                 "task the run recorded (config.yaml's env.task_config) for this "
+                                                 "evaluation only, checked as train checks them; the results "
+                                                 "record them and go to <logdir>/eval/<step>+<hash>.json. The "
+                                                 "run's own settings (--model.*, --run.*, --env.image_size, ...) "
+                                                 "are refused: the checkpoint was trained with them.")
     evaluate.add_argument("--logdir", help="run directory (uses its newest checkpoint); this or --checkpoint")
     evaluate.add_argument("--checkpoint", help="a checkpoint folder, logdir/checkpoints/<step>; this or --logdir")
     evaluate.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
@@ -114,17 +127,8 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
         overrides.append(f"run.from_checkpoint={os.path.abspath(os.path.expanduser(args.from_checkpoint))}")
     if getattr(args, "from_checkpoint_parts", None):
         overrides.append(f"run.from_checkpoint_parts={args.from_checkpoint_parts}")
-    known = config_keys(args.backbone)
-    env_overrides = []
-    for item in getattr(args, "overrides", []):
-        if not item.startswith("--") or "=" not in item:
-            raise ValueError(f"unrecognised argument {item!r}: overrides look like --model.lr=1e-4")
-        key = item[2:].split("=", 1)[0]
-        if key not in known and key.startswith(("env.", "task.")):
-            env_overrides.append(item[2:])
-        else:
-            overrides.append(item[2:])
-    config = make_config(args.size or backbone_spec(args.backbone).command_preset, overrides)
+    training, env_overrides = split_overrides(getattr(args, "overrides", []), config_keys(args.backbone))
+    config = make_config(args.size or backbone_spec(args.backbone).command_preset, overrides + training)
     if env_overrides:
         config = apply_overrides(config, {"env": {"overrides": list(config.env.overrides) + env_overrides}})
     return config
@@ -232,7 +236,7 @@ def run_eval(args: argparse.Namespace) -> int:
     use_compilation_cache()
     try:
         evaluate(args.logdir or args.checkpoint, args.episodes, json_path=args.json, show=args.json != "-",
-                 seed=args.seed, policy=args.policy, progress=True)
+                 seed=args.seed, policy=args.policy, progress=True, overrides=args.overrides)
     except CheckpointError as error:
         print(f"cardreamer: error: {error}", file=sys.stderr)
         return 2

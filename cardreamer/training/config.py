@@ -43,7 +43,7 @@ WHOLE_VALUES = ("preset_settings", "task_config")
 
 
 class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class EnvSettings(_Settings):
@@ -64,19 +64,19 @@ class EnvSettings(_Settings):
 
 
 class RunSettings(_Settings):
-    steps: int = Field(100_000, ge=0)  # env steps, summed over envs
+    steps: int = Field(100_000, ge=1)  # env steps, summed over envs
     train_ratio: float = Field(32.0, ge=0)  # replayed steps per env step
     train_fill: int = Field(1024, ge=0)  # env steps collected before training starts
-    log_every: float = 30.0  # seconds between metrics.jsonl rows
-    save_every: float = 300.0  # seconds between checkpoints
+    log_every: float = Field(30.0, ge=0)  # seconds between metrics.jsonl rows; 0: every step
+    save_every: float = Field(300.0, gt=0)  # seconds between checkpoints
     save_every_steps: int = Field(10_000, ge=0)  # env steps between checkpoints (also); 0 disables
     keep_checkpoints: int = Field(3, ge=1)
     eval_every: int = Field(10_000, ge=0)  # env steps between evaluations; 0 disables
     eval_episodes: int = Field(4, ge=1)
-    report_every: float = 300.0  # seconds between open-loop prediction videos; 0 disables
-    video_every: int = 1  # record every n-th evaluation as mp4
-    video_fps: int = 10
-    max_video_frames: int = 1000
+    report_every: float = Field(300.0, ge=0)  # seconds between open-loop prediction videos; 0 disables
+    video_every: int = Field(1, ge=1)  # record every n-th evaluation as mp4
+    video_fps: int = Field(10, ge=1)
+    max_video_frames: int = Field(1000, ge=1)
     serve: bool = False  # publish metrics and frames to the visualizer
     serve_url: str = "http://127.0.0.1:9000"  # the visualizer (cardreamer serve); may carry ?token=
     serve_token: str = ""  # or in serve_url
@@ -207,6 +207,20 @@ def _items(overrides: Overrides) -> list[tuple[str, Any]]:
             raise ValueError(f"override {text!r} must look like key=value, e.g. run.steps=1000")
         items.append((key, value))
     return items
+
+
+def split_overrides(items: Iterable[str], known: set[str]) -> tuple[list[str], list[str]]:
+    """Dotted ``[--]key=value`` overrides as ``key=value`` strings, split into the run's config keys
+    (``known``, e.g. ``model.lr=1e-4``) and the CarDreamer env's (other ``env.`` and ``task.`` keys,
+    such as ``env.world.backend=carla``)."""
+    training, env = [], []
+    for item in items:
+        text = item.removeprefix("--")
+        if "=" not in text:
+            raise ValueError(f"unrecognised argument {item!r}: overrides look like --model.lr=1e-4")
+        key = text.split("=", 1)[0]
+        (env if key not in known and key.startswith(("env.", "task.")) else training).append(text)
+    return training, env
 
 
 def defaults(spec: BackboneSpec) -> dict[str, Any]:

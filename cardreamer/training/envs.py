@@ -18,6 +18,7 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
+from cardreamer.config_loading import ConfigError
 from cardreamer.plugins import imported_modules
 from cardreamer.world.api import WorldError, WorldLost
 from cardreamer.world.slot import EnvSlot, building, training_slots
@@ -132,6 +133,26 @@ def with_task_config(config: TrainingConfig) -> TrainingConfig:
     return apply_overrides(config, {"env": {"task_config": task_config.model_dump(mode="json"),
                                             "map_sha256": map_sha256(task_config.task.map,
                                                                      task_config.env.world.map_dir)}})
+
+
+def with_env_overrides(config: TrainingConfig, overrides: Sequence[str]) -> TrainingConfig:
+    """``config`` whose CarDreamer env has dotted ``overrides`` (``task.*``, ``env.*`` keys of the task
+    config, e.g. ``task.traffic.background=30``) applied on top of the task config it recorded (a
+    config.yaml of before that record: added to ``env.overrides``), checked now (ConfigError naming the
+    override). A gymnasium id has no such keys: refused."""
+    from cardreamer.config import build_config, recorded_config
+
+    if not overrides:
+        return config
+    if config.env.task_config:
+        task_config = recorded_config(config.env.task_config, "env.task_config", overrides)
+        return apply_overrides(config, {"env": {"task_config": task_config.model_dump(mode="json")}})
+    if is_gym_id(config.env.task, config.env.overrides):
+        raise ConfigError(f"command line: --{overrides[0]}: the run's env {config.env.task!r} is a gymnasium id, "
+                          f"which has no task.* or env.* keys to override")
+    merged = [*config.env.overrides, *overrides]
+    build_config(config.env.task, merged)
+    return apply_overrides(config, {"env": {"overrides": merged}})
 
 
 def map_changed(config: TrainingConfig) -> str | None:

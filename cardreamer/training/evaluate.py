@@ -7,13 +7,17 @@ summary, the seeds and one row per episode) are written to ``<logdir>/eval/<chec
 The env is built from the task config the run recorded (``env.task_config`` in config.yaml), so a
 task file changed since does not change what is evaluated; a map file changed since is used as it
 is now, with a warning. A config.yaml of before that record names the task and overrides only.
+Dotted ``task.*`` / ``env.*`` overrides change that task for one evaluation (the run's config.yaml is
+untouched): its results record them and go to ``eval/<checkpoint-step>+<hash of the overrides>.json``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -23,21 +27,23 @@ from cardreamer.atomic import write_atomic
 from cardreamer.config_loading import ConfigError
 
 from . import checkpoint
-from .config import apply_overrides, load_config
-from .envs import EnvFn, default_env_fn, make_vector_env, map_changed
+from .config import apply_overrides, config_keys, load_config, split_overrides
+from .envs import EnvFn, default_env_fn, make_vector_env, map_changed, with_env_overrides
 from .loop import EPISODE_KEYS, run_episodes, summarize
 from .protocol import make_backbone
 
 
 def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_path: str | None = None,
              show: bool = True, seed: int | None = None, policy: str | None = None,
-             progress: bool = False) -> dict:
+             progress: bool = False, overrides: Sequence[str] = ()) -> dict:
     """Run ``episodes`` evaluation episodes of a logdir's newest checkpoint (or a given checkpoint
     folder), write the results to the run's ``eval/<checkpoint-step>.json`` and return them; print
     them as a table when ``show``, also write them to ``json_path`` ('-': stdout); ``progress``
     shows a bar with success so far and an ETA. Episode ``i`` is seeded ``seed + i`` (default seed:
     the run's seed + 20000). ``policy`` ('sample' or 'greedy') overrides the run's
-    ``model.eval_policy``. The plugin modules the run recorded are imported first (see
+    ``model.eval_policy``. ``overrides`` (``task.*`` / ``env.*`` keys such as
+    ``task.traffic.background=30``) change the run's recorded task for this evaluation (see
+    :func:`.envs.with_env_overrides`). The plugin modules the run recorded are imported first (see
     :func:`.config.load_config`)."""
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
@@ -48,6 +54,15 @@ def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_pa
             raise ConfigError(f"--policy {policy}: backbone {config.backbone!r} has no eval policy setting "
                               f"(model.eval_policy)")
         config = apply_overrides(config, {"model": {"eval_policy": policy}})
+    try:
+        training, overrides = split_overrides(overrides, config_keys(config.backbone))
+    except ValueError as error:
+        raise ConfigError(f"command line: {error}") from None
+    if training:
+        raise ConfigError(f"command line: --{training[0]}: eval takes overrides of the run's task (--task.* and "
+                          f"--env.* keys of its task config), not of the run's own settings, which its checkpoint "
+                          f"was trained with")
+    config = with_env_overrides(config, overrides)
     changed = map_changed(config)
     if changed:
         print(f"cardreamer: warning: {changed}", file=sys.stderr)
@@ -61,9 +76,9 @@ def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_pa
     finally:
         envs.close()
     summary = {"checkpoint": ckpt, "task": config.env.task, "backbone": config.backbone,
-               "policy": policy, **summarize(rows), "seeds": seeds, "per_episode": rows}
+               "policy": policy, "overrides": overrides, **summarize(rows), "seeds": seeds, "per_episode": rows}
     text = json.dumps(summary, indent=2)
-    report = os.path.join(logdir, "eval", os.path.basename(ckpt) + ".json")
+    report = os.path.join(logdir, "eval", os.path.basename(ckpt) + _overrides_suffix(overrides) + ".json")
     try:
         write_atomic(report, text)
     except OSError as error:  # e.g. a read-only copy of a run: the results are still shown
@@ -78,6 +93,13 @@ def evaluate(path: str, episodes: int = 10, env_fn: EnvFn | None = None, json_pa
     elif json_path:
         write_atomic(json_path, text)
     return summary
+
+
+def _overrides_suffix(overrides: list[str]) -> str:
+    """``+<8 hex digits>`` naming a set of overrides in a report's file name; empty without any."""
+    if not overrides:
+        return ""
+    return "+" + hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8]
 
 
 def _play(agent, envs, seeds: list[int], progress: bool) -> list[dict]:

@@ -15,7 +15,8 @@ from cardreamer.training.config import make_config
 from cardreamer.training.envs import make_vector_env
 from cardreamer.training.logger import NullPublisher
 from cardreamer.training.loop import Collector, Trainer
-from dreamerv3_backbone.agent import NO_CLASS, DreamerV3, Model
+from dreamerv3_backbone.agent import DreamerV3, Model
+from dreamerv3_backbone.config import NO_CLASS
 
 OBS = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (4,), np.float32)})
 ACT = gym.spaces.Discrete(3)
