@@ -43,8 +43,11 @@ class RunLog:
             raise ValueError(f"run log level {level!r}: expected one of {', '.join(LEVELS)}")
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         lines = [f"{stamp} {level:<7} {text}" for text in message.rstrip("\n").splitlines() or [""]]
-        for line in lines:
-            os.write(self.fd, (line + "\n").encode("utf-8", "replace"))
+        try:
+            for line in lines:
+                os.write(self.fd, (line + "\n").encode("utf-8", "replace"))
+        except OSError as error:  # os.write names no file: a full disk must say which one
+            raise OSError(error.errno, error.strerror, self.path) from None
         if self.publish:
             self.publish(lines)
 
