@@ -37,7 +37,7 @@ Backlog = Callable[[str], int]
 MAX_FRAME_SLOTS = 64
 """Frame streams (env and stream pairs) a run may have."""
 MAX_VIEWER_BACKLOG = 16
-"""Messages waiting to be written to a viewer above which it is sent no frames."""
+"""Messages waiting to be written to a viewer above which an unacknowledged item is not sent again."""
 FRAME_PACKETS = 2
 """Messages one frame adds to a viewer's send queue (the event and its binary attachment)."""
 BACKLOG_RECHECK = 0.05
@@ -309,13 +309,14 @@ class LiveHub:
                 for key, slot in live.slots.items():
                     if slot.seq <= viewer.sent_seq.get(key, 0) or not viewer.wants(slot):
                         continue
-                    if slot.event == "frame" and queued > MAX_VIEWER_BACKLOG - FRAME_PACKETS:
-                        recheck = now + BACKLOG_RECHECK  # it still reads what it was sent: look again soon
-                        next_time = recheck if next_time is None else min(next_time, recheck)
-                        continue
                     sent_at = viewer.in_flight.get(key)
                     if sent_at is not None and now - sent_at < self.ack_timeout:
                         continue  # waiting for the viewer's ack; the ack wakes the dispatcher
+                    if sent_at is not None and queued > MAX_VIEWER_BACKLOG - FRAME_PACKETS:
+                        # no ack in time and its queue is full: it does not read; resend only once it does
+                        recheck = now + BACKLOG_RECHECK
+                        next_time = recheck if next_time is None else min(next_time, recheck)
+                        continue
                     ready_at = viewer.last_sent.get(key, 0.0) + self.min_interval
                     if now < ready_at:
                         next_time = ready_at if next_time is None else min(next_time, ready_at)
