@@ -3,7 +3,8 @@
 ``make_publisher(url, token, run)`` returns a :class:`SocketPublisher`, or a :class:`NullPublisher`
 that does nothing when ``url`` is None. The socket publisher never blocks or slows its caller: each
 publish call only records the newest item of its stream (a queue of size one that drops the oldest)
-and returns; a background thread connects, encodes images (JPEG for camera-like streams, PNG for
+and returns — episodes, metrics, log lines and changes of the run's phase are queued instead, so
+none is lost; a background thread connects, encodes images (JPEG for camera-like streams, PNG for
 flat bird's-eye rasters), and sends them as binary Socket.IO payloads, waiting for the server's
 acknowledgement so nothing piles up. With no server reachable it retries quietly with backoff and
 drops live frames, so memory stays bounded.
@@ -212,7 +213,14 @@ class SocketPublisher(Publisher):
         with self._lock:
             # Sent again on each (re)connection: a phase such as the first jit can last minutes
             # without a newer status.
-            self._status = {**status, "t": time.time()}
+            previous, self._status = self._status, {**status, "t": time.time()}
+            if previous is None or previous["phase"] != status["phase"]:
+                # A phase change is always delivered, in order (a two-second evaluation must not
+                # vanish between two sends); updates within a phase keep only the newest.
+                self._latest.pop(STATUS_SLOT, None)
+                self._events.append(("status", self._status))
+                self._lock.notify()
+                return
         self._store(STATUS_SLOT, "status", self._status)
 
     def publish_episode(self, metrics: dict[str, Any], env_index: int = 0) -> None:

@@ -94,6 +94,26 @@ def test_frames_steps_episodes_and_metrics_reach_a_viewer(server):
     viewer.close()
 
 
+def test_every_phase_change_reaches_a_viewer_in_order(server):
+    """Phases that last less than one send (a two-episode evaluation) are not coalesced away;
+    counter updates within a phase may be, but the newest one arrives last."""
+    viewer = Viewer(server["base"], "run-phases")
+    statuses = []
+    viewer.client.on("status", statuses.append, namespace="/view")
+    publisher = make_publisher(server["url"], None, "run-phases")
+    assert publisher.wait_connected(5)
+    phases = ["filling", "training", "evaluating", "training", "saving", "training", "evaluating", "done"]
+    for phase in phases:
+        for step in range(50):
+            publisher.publish_status({"phase": phase, "env_steps": step})
+    assert wait_until(lambda: statuses and statuses[-1]["phase"] == "done" and statuses[-1]["env_steps"] == 49)
+    publisher.close()
+    viewer.close()
+    seen = [s["phase"] for s in statuses]
+    changes = [p for i, p in enumerate(seen) if i == 0 or seen[i - 1] != p]
+    assert changes == phases, seen
+
+
 def test_wrong_token_is_reported_once_and_never_connects(server, caplog):
     with caplog.at_level(logging.WARNING, logger="visualization"):
         publisher = make_publisher(server["base"], "not-the-token", "run")
