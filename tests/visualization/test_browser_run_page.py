@@ -5,10 +5,13 @@ Set CARDREAMER_VIS_SCREENSHOTS=folder to keep one full-page screenshot per view 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -19,6 +22,7 @@ from conftest import birdeye_frame, camera_frame, wait_until, write_training_run
 from visualization.publisher import make_publisher
 
 CHROMIUM = "/usr/bin/chromium"
+LOADED_MS = 60_000  # deadline of a wait for something the page does (CI machines and this one are loaded)
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium at /usr/bin/chromium"),
@@ -91,8 +95,27 @@ def colored_pixels(page, title: str, rgb=SERIES_COLOR) -> int:
 
 
 def wait_redrawn(page, since: int) -> None:
-    page.wait_for_function("n => (window.visStats.redraws || 0) > n", arg=since, timeout=5_000)
+    page.wait_for_function("n => (window.visStats.redraws || 0) > n", arg=since, timeout=LOADED_MS)
     time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def live_env(publisher) -> Iterator[None]:
+    """Publish a bird's-eye frame and step info every 50 ms, as an env does, until the block ends."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(0.05):
+            publisher.publish_frame("birdeye_wpt", birdeye_frame(time.time(), 128))
+            publisher.publish_step({"speed": 5.0, "reward": 0.3, "r_speed": 0.25, "r_lane": -0.05})
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def test_curves_overlay_and_smoothing(server, page, tmp_path):
@@ -102,7 +125,7 @@ def test_curves_overlay_and_smoothing(server, page, tmp_path):
     for seed in range(3):
         write_training_run(logdir / "exp" / "base" / f"seed{seed}", steps=40, seed=10 + seed)
     page.goto(server["url"] + f"&run={RUN}")
-    page.wait_for_selector(chart(page, "success rate") + " canvas", timeout=10_000)
+    page.wait_for_selector(chart(page, "success rate") + " canvas", timeout=LOADED_MS)
     titles = page.eval_on_selector_all("#charts-headline .chart-card", "cs => cs.map(c => c.dataset.title)")
     assert titles == ["success rate", "collision rate", "route completion", "episode return", "episode length",
                       "speed (episode mean, m/s)"]
@@ -110,9 +133,9 @@ def test_curves_overlay_and_smoothing(server, page, tmp_path):
     # Grouped panels are collapsed and bookkeeping counters get no chart.
     assert page.locator("details.chart-group[open]").count() == 0
     page.click("summary:has-text('World model')")
-    page.wait_for_selector(chart(page, "train/loss/image"), timeout=5_000)
+    page.wait_for_selector(chart(page, "train/loss/image"), timeout=LOADED_MS)
     page.click("summary:has-text('System')")
-    page.wait_for_selector(chart(page, "fps/env"), timeout=5_000)
+    page.wait_for_selector(chart(page, "fps/env"), timeout=LOADED_MS)
     every = page.eval_on_selector_all(".chart-card", "cs => cs.map(c => c.dataset.title)")
     assert not {"next_eval", "env_steps", "episodes", "updates", "replay/steps"} & set(every)
 
@@ -141,13 +164,13 @@ def test_curves_overlay_and_smoothing(server, page, tmp_path):
     redraws = page.evaluate("window.visStats.redraws")
     page.check('li.run[data-run="wpt-dreamerv3-seed1"] .compare')
     page.wait_for_function("() => document.querySelector('.chart-card[data-title=\"success rate\"]')"
-                           ".dataset.series.includes('seed1')", timeout=10_000)
+                           ".dataset.series.includes('seed1')", timeout=LOADED_MS)
     assert series_of(page, "success rate") == [f"{RUN} · train", f"{RUN} · eval", "wpt-dreamerv3-seed1 · train",
                                                "wpt-dreamerv3-seed1 · eval"]
     assert "compare=wpt-dreamerv3-seed1" in page.url
     page.check('li.group[data-group="exp/base"] input')
     page.wait_for_function("() => document.querySelector('.chart-card[data-title=\"episode return\"]')"
-                           ".dataset.series.includes('exp/base (mean ± sd)')", timeout=10_000)
+                           ".dataset.series.includes('exp/base (mean ± sd)')", timeout=LOADED_MS)
     time.sleep(0.4)
     assert " ± " in page.locator(chart(page, "episode return") + " .readout").inner_text()
     page.mouse.move(0, 0)
@@ -162,12 +185,12 @@ def test_one_point_series_are_drawn(server, page):
     (run_dir / "scores.jsonl").write_text(json.dumps({"step": 5000, "eval/episodes": 2, "eval/success_rate": 0.5,
                                                       "eval/return": 12.0}) + "\n")
     page.goto(server["url"] + "&run=first-eval")
-    page.wait_for_selector(chart(page, "success rate") + " canvas", timeout=10_000)
+    page.wait_for_selector(chart(page, "success rate") + " canvas", timeout=LOADED_MS)
     time.sleep(0.3)
     assert series_of(page, "success rate") == ["eval"]
     assert colored_pixels(page, "success rate") >= 12, "the only evaluation is not drawn"
     page.click("summary:has-text('World model')")
-    page.wait_for_selector(chart(page, "train/openloop/birdeye_wpt_mse") + " canvas", timeout=5_000)
+    page.wait_for_selector(chart(page, "train/openloop/birdeye_wpt_mse") + " canvas", timeout=LOADED_MS)
     time.sleep(0.3)
     assert colored_pixels(page, "train/openloop/birdeye_wpt_mse") >= 12
 
@@ -180,10 +203,10 @@ def test_episodes_one_row_each_and_eval_videos_play(server, page, tmp_path):
     video = run_dir / "videos" / "eval-birdeye_wpt-0000010000.mp4"
     iio.imwrite(video, np.stack([birdeye_frame(t / 10, 64) for t in range(20)]), extension=".mp4", fps=10)
     publisher = make_publisher(server["url"], None, RUN)
-    assert publisher.wait_connected(5)
+    assert publisher.wait_connected(LOADED_MS / 1000)
     try:
         page.goto(server["url"] + f"&run={RUN}")
-        page.wait_for_selector("#episode-rows tr", timeout=10_000)
+        page.wait_for_selector("#episode-rows tr", timeout=LOADED_MS)
         files = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
         assert page.locator("#episode-rows tr").count() == len(files)
         # New episodes, published live (with the env) and appended to the file (with the step).
@@ -192,7 +215,7 @@ def test_episodes_one_row_each_and_eval_videos_play(server, page, tmp_path):
             publisher.publish_episode(episode, env_index=k)
             with open(run_dir / "scores.jsonl", "a") as f:
                 f.write(json.dumps({"step": 13_000 + k, **{f"episode/{key}": v for key, v in episode.items()}}) + "\n")
-        page.wait_for_function("n => window.visStats.episodes === n", arg=len(files) + 3, timeout=10_000)
+        page.wait_for_function("n => window.visStats.episodes === n", arg=len(files) + 3, timeout=LOADED_MS)
         assert wait_until(lambda: page.locator("#episode-rows tr").first.inner_text().split("\t")[2:4]
                           == ["13002", "2"], timeout=5), page.locator("#episode-rows tr").first.inner_text()
         assert page.locator("#episode-rows tr").count() == len(files) + 3
@@ -200,7 +223,7 @@ def test_episodes_one_row_each_and_eval_videos_play(server, page, tmp_path):
         assert page.locator("#episode-rows tr.eval").first.inner_text().startswith("eval ×4\t—\t10000")
         page.click("#episode-rows tr.has-video")
         page.wait_for_selector("#episode-video:not([hidden])")
-        page.wait_for_function("() => document.querySelector('#episode-video video').readyState >= 1", timeout=10_000)
+        page.wait_for_function("() => document.querySelector('#episode-video video').readyState >= 1", timeout=LOADED_MS)
         src = page.get_attribute("#episode-video video", "src")
         assert src.startswith(f"/runs/{RUN}/videos/eval-birdeye_wpt-0000010000.mp4")
         size = page.eval_on_selector("#episode-video video", "v => [v.videoWidth, v.getBoundingClientRect().width]")
@@ -217,13 +240,14 @@ def test_dream_strips_and_live_view(server, page, tmp_path):
     write_training_run(run_dir, steps=20)
     (run_dir / "config.yaml").write_text("model:\n  report_context: 5\n")
     publisher = make_publisher(server["url"], None, RUN)
-    assert publisher.wait_connected(5)
-    try:
+    assert publisher.wait_connected(LOADED_MS / 1000)
+    with contextlib.ExitStack() as stack:
+        stack.callback(publisher.close)
         real = np.stack([np.concatenate([birdeye_frame(t / 4, 32), camera_frame(t / 4, 32)]) for t in range(12)])
         drift = np.linspace(0, 60, 12)[:, None, None, None]
         imagined = np.clip(real * (1 - drift / 150) + drift * (np.arange(12) >= 5)[:, None, None, None], 0, 255)
         page.goto(server["url"] + f"&run={RUN}")
-        page.wait_for_selector(chart(page, "success rate") + " canvas", timeout=10_000)
+        page.wait_for_selector(chart(page, "success rate") + " canvas", timeout=LOADED_MS)
         with open(run_dir / "scores.jsonl", "a") as f:  # the episode the first sample replays has ended
             f.write(json.dumps({"step": 19_500, "episode/number": 37, "episode/return": 12.5, "episode/length": 60,
                                 "episode/success": 0.0, "episode/collision": 1.0}) + "\n")
@@ -231,11 +255,8 @@ def test_dream_strips_and_live_view(server, page, tmp_path):
                    {"env": 0, "env_steps": [18_001, 18_023], "episodes": [{"number": 41, "steps": [93, 99]},
                                                                           {"number": 44, "steps": [0, 4]}]}]
         publisher.publish_dream(real, imagined.astype(np.uint8), step=20_000, rows=2, samples=samples)
-        for _ in range(15):
-            publisher.publish_frame("birdeye_wpt", birdeye_frame(time.time(), 128))
-            publisher.publish_step({"speed": 5.0, "reward": 0.3, "r_speed": 0.25, "r_lane": -0.05})
-            time.sleep(0.05)
-        page.wait_for_selector("#dream-view:not([hidden])", timeout=10_000)
+        stack.enter_context(live_env(publisher))
+        page.wait_for_selector("#dream-view:not([hidden])", timeout=LOADED_MS)
         strips = page.evaluate("""['dream-real', 'dream-imagined', 'dream-error'].map(id => {
             const c = document.getElementById(id), r = c.getBoundingClientRect();
             return [c.width, c.height, r.width, r.height, getComputedStyle(c).imageRendering]; })""")
@@ -250,6 +271,7 @@ def test_dream_strips_and_live_view(server, page, tmp_path):
         assert page.locator("#dream-samples .tab").count() == 2
         origin = page.locator("#dream-origin")
         assert origin.inner_text() == "env 1 · episode #37, its steps 40–51 · collected at env steps 12,340–12,362"
+        page.wait_for_selector("#episode-rows tr.dreamed", timeout=LOADED_MS)  # once the server read the file
         assert page.locator("#episode-rows tr.dreamed").count() == 1
         assert page.locator("#episode-rows tr.dreamed").inner_text().startswith("train\t#37\t19500")
         first = page.eval_on_selector("#dream-real", "c => c.toDataURL()")
@@ -258,7 +280,7 @@ def test_dream_strips_and_live_view(server, page, tmp_path):
         assert origin.inner_text() == ("env 0 · episodes #41 (steps 93–99), #44 (0–4) · collected at env steps "
                                        "18,001–18,023")
         assert page.locator("#episode-rows tr.dreamed").count() == 0  # neither episode has ended
-        page.wait_for_function("() => (window.visStats.frames['0/birdeye_wpt'] || 0) >= 1", timeout=10_000)
+        page.wait_for_function("() => (window.visStats.frames['0/birdeye_wpt'] || 0) >= 1", timeout=LOADED_MS)
         panel = page.eval_on_selector('.panel[data-key="0/birdeye_wpt"]', "p => p.getBoundingClientRect().width")
         main = page.eval_on_selector("main", "m => m.clientWidth")
         if page.view_name == "phone":
@@ -266,20 +288,18 @@ def test_dream_strips_and_live_view(server, page, tmp_path):
         no_sideways_scroll(page)
         time.sleep(0.5)
         screenshot(page, "live-dream", tmp_path)
-    finally:
-        publisher.close()
 
 
 def test_header_says_what_the_trainer_is_doing(server, page, tmp_path):
     """During the first jit the trainer blocks for minutes: the header's clock keeps counting."""
     publisher = make_publisher(server["url"], None, RUN)
-    assert publisher.wait_connected(5)
+    assert publisher.wait_connected(LOADED_MS / 1000)
     try:
         counters = {"detail": "", "env_steps": 1024, "updates": 0, "steps": 100_000, "fps": 40.0, "ups": 0.0}
         publisher.publish_status({"phase": "compiling", "label": "compiling the train step",
                                   "since": time.time() - 65, "eta": None, **counters})
         page.goto(server["url"] + f"&run={RUN}")
-        page.wait_for_selector("#run-status:not([hidden])", timeout=10_000)
+        page.wait_for_selector("#run-status:not([hidden])", timeout=LOADED_MS)
         phase = page.locator("#run-phase")
         assert wait_until(lambda: phase.inner_text().startswith("compiling the train step… 1:0"), timeout=5)
         first = phase.inner_text()
@@ -299,7 +319,7 @@ def test_header_says_what_the_trainer_is_doing(server, page, tmp_path):
     finally:
         publisher.close()
     # Once the trainer is gone, the header does not claim it is still at work.
-    page.wait_for_selector("#run-status", state="hidden", timeout=10_000)
+    page.wait_for_selector("#run-status", state="hidden", timeout=LOADED_MS)
 
 
 def test_log_panel_streams_the_run_log(server, page, tmp_path):
@@ -313,7 +333,7 @@ def test_log_panel_streams_the_run_log(server, page, tmp_path):
              "2026-12-04T03:02:11Z INFO    training at 1,024 env steps"]
     (run_dir / "train.log").write_text("".join(line + "\n" for line in lines))
     page.goto(server["url"] + f"&run={RUN}")
-    page.wait_for_function("() => window.visStats.logLines === 4", timeout=10_000)
+    page.wait_for_function("() => window.visStats.logLines === 4", timeout=LOADED_MS)
     assert page.locator("#log-lines .log-line").all_inner_texts() == lines
     more = ["2026-12-04T03:05:40Z WARNING env reset: the world was lost; recovering the world in 10 s (1 of 5)",
             "2026-12-04T03:10:00Z INFO    evaluation at 10,000 env steps: 4 episodes, return 41.0 ± 3.2, success 75%",
@@ -321,7 +341,7 @@ def test_log_panel_streams_the_run_log(server, page, tmp_path):
             "2026-12-04T03:12:00Z ERROR   RuntimeError: the update broke"]
     with open(run_dir / "train.log", "a") as f:
         f.write("".join(line + "\n" for line in more))
-    page.wait_for_function("() => window.visStats.logLines === 8", timeout=10_000)
+    page.wait_for_function("() => window.visStats.logLines === 8", timeout=LOADED_MS)
     assert page.locator("#log-lines .log-line.warning").all_inner_texts() == more[:1]
     assert page.locator("#log-lines .log-line.error").count() == 2
     assert page.inner_text("#log-summary") == "8 lines · 1 warning · 2 errors"
@@ -336,12 +356,12 @@ def test_log_panel_streams_the_run_log(server, page, tmp_path):
 
     # A run whose directory this server does not hold: its trainer's lines arrive live.
     publisher = make_publisher(server["url"], None, "elsewhere")
-    assert publisher.wait_connected(5)
+    assert publisher.wait_connected(LOADED_MS / 1000)
     try:
         page.goto(server["url"] + "&run=elsewhere")
-        page.wait_for_selector("#log-empty:not([hidden])", timeout=10_000)
+        page.wait_for_selector("#log-empty:not([hidden])", timeout=LOADED_MS)
         publisher.publish_log(lines[:2])
-        page.wait_for_function("() => window.visStats.logLines === 2", timeout=10_000)
+        page.wait_for_function("() => window.visStats.logLines === 2", timeout=LOADED_MS)
         assert page.locator("#log-lines .log-line").all_inner_texts() == lines[:2]
     finally:
         publisher.close()

@@ -20,8 +20,10 @@
     interactive: false,
     status: null, // the trainer's newest run status (phase, counters, rates)
   };
-  // Exposed for tests and curious users: frames drawn per slot, last latency, chart points.
-  const stats = (window.visStats = { frames: {}, latencyMs: {}, chartPoints: 0, episodes: 0 });
+  // Exposed for tests and curious users: frames received and drawn per slot, the last latency, the
+  // newest drawn frames as [drawn at, published at] (ms since the epoch), chart points.
+  const RECENT_FRAMES = 32;
+  const stats = (window.visStats = { received: {}, frames: {}, latencyMs: {}, recent: {}, chartPoints: 0, episodes: 0 });
 
   // ---------------------------------------------------------------- connection
   const socket = io("/view", { auth: { token }, transports: ["websocket"] });
@@ -308,6 +310,7 @@
   socket.on("frame", async (msg) => {
     try {
       if (msg.run !== state.run) return;
+      stats.received[msg.key] = (stats.received[msg.key] || 0) + 1;
       const panel = panels.get(msg.key);
       if (!panel) return;
       const bitmap = await createImageBitmap(new Blob([msg.data], { type: "image/" + msg.fmt }));
@@ -321,9 +324,12 @@
       const now = performance.now();
       panel.times.push(now);
       while (panel.times.length && now - panel.times[0] > 2000) panel.times.shift();
-      const latency = Math.max(0, Date.now() - msg.t * 1000);
+      const drawnAt = Date.now(), latency = Math.max(0, drawnAt - msg.t * 1000);
       stats.frames[msg.key] = (stats.frames[msg.key] || 0) + 1;
       stats.latencyMs[msg.key] = latency;
+      const recent = (stats.recent[msg.key] ||= []);
+      recent.push([drawnAt, msg.t * 1000]);
+      if (recent.length > RECENT_FRAMES) recent.shift();
       panel.lastDrawn = now;
       panel.latency = latency;
     } finally {
