@@ -6,6 +6,7 @@ Set CARDREAMER_VIS_SCREENSHOT=path.png to keep the screenshot of the full page.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import shutil
@@ -99,7 +100,7 @@ def assert_no_frame_backlog(page, key: str, frames: int = 16) -> None:
     wait_drawn(page, key, frames)
     recent = page.evaluate("([key, n]) => window.visStats.recent[key].slice(-n)", [key, frames])
     ages = [drawn - published for drawn, published in recent]
-    intervals = [b[0] - a[0] for a, b in zip(recent, recent[1:])]
+    intervals = [b[0] - a[0] for a, b in itertools.pairwise(recent)]
     print(f"{key}: median age {np.median(ages):.0f} ms, median interval {np.median(intervals):.0f} ms")
     assert np.median(ages) <= 3 * np.median(intervals), (
         f"frames shown {np.median(ages):.0f} ms after they were published, {np.median(intervals):.0f} ms apart: "
