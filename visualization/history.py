@@ -177,23 +177,27 @@ def _episode_identity(episode: dict[str, Any]) -> str:
 
 
 _EVAL_VIDEO = re.compile(r"^eval-.+-(\d{10})\.mp4$")
+_TRAIN_VIDEO = re.compile(r"^train-.+-(\d{10})-ep(\d+)\.mp4$")
 
 
-def eval_videos(run_dir: Path) -> dict[int, list[str]]:
-    """The mp4 files in ``run_dir/videos`` recorded of each evaluation, by its step.
+def episode_videos(run_dir: Path) -> dict[str, dict[str, list[str]]]:
+    """The mp4 files in ``run_dir/videos`` recorded of episodes: ``{"eval": {"<step>": names},
+    "train": {"<step>/<number>": names}}``.
 
-    A trainer writes one video per image key of each evaluation, ``eval-<key>-<step:010d>.mp4``;
-    training episodes have none.
+    A trainer writes one video per image key of each evaluation, ``eval-<key>-<step:010d>.mp4``,
+    and of each training episode it records (``run.train_video_every``),
+    ``train-<key>-<step:010d>-ep<number>.mp4``: the step its row was logged at and its number.
     """
     try:
         names = sorted(os.listdir(run_dir / "videos"))
     except (FileNotFoundError, NotADirectoryError):
-        return {}
-    videos: dict[int, list[str]] = {}
+        names = []
+    videos: dict[str, dict[str, list[str]]] = {"eval": {}, "train": {}}
     for name in names:
-        match = _EVAL_VIDEO.match(name)
-        if match:
-            videos.setdefault(int(match.group(1)), []).append(name)
+        if match := _EVAL_VIDEO.match(name):
+            videos["eval"].setdefault(str(int(match.group(1))), []).append(name)
+        elif match := _TRAIN_VIDEO.match(name):
+            videos["train"].setdefault(f"{int(match.group(1))}/{int(match.group(2))}", []).append(name)
     return videos
 
 

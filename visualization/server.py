@@ -37,7 +37,7 @@ from flask_socketio import SocketIO
 from socketio.exceptions import ConnectionRefusedError as ConnectionRefused
 
 from cardreamer.atomic import write_atomic
-from visualization.history import RunHistory, config_value, eval_videos, list_run_dirs, run_mtime
+from visualization.history import RunHistory, config_value, episode_videos, list_run_dirs, run_mtime
 from visualization.hub import LiveHub
 from visualization.protocol import (
     MAX_ENVS,
@@ -334,10 +334,12 @@ class VisualizationServer:
 
         @self.app.get("/api/videos")
         def videos():
-            """The videos recorded of a run's evaluations, by step: ``{"videos": {"<step>": [url]}}``."""
+            """The videos recorded of a run's episodes: ``{"eval": {"<step>": [url]}, "train":
+            {"<step>/<number>": [url]}}`` (see :func:`visualization.history.episode_videos`)."""
             run = self._http_run()
-            return jsonify(videos={str(step): [f"/runs/{run}/videos/{name}" for name in names]
-                                   for step, names in eval_videos(self.logdir / run).items()})
+            return jsonify({kind: {episode: [f"/runs/{run}/videos/{name}" for name in names]
+                                   for episode, names in by_episode.items()}
+                            for kind, by_episode in episode_videos(self.logdir / run).items()})
 
         @self.app.get("/runs/<path:run>/videos/<name>")
         def video(run: str, name: str):

@@ -211,7 +211,9 @@ class Logger:
             publish(frames[:, :, :width], frames[:, :, width:], int(step), context=context, rows=rows,
                     samples=samples)
 
-    def video(self, name: str, step: int, frames: np.ndarray, fps: int) -> str:
-        path = os.path.join(self.logdir, "videos", f"{name}-{int(step):010d}.mp4")
+    def video(self, name: str, step: int, frames: np.ndarray, fps: int, episode: int | None = None) -> str:
+        """Write ``videos/<name>-<step:010d>.mp4`` (``-ep<episode>`` before .mp4: a training episode's)."""
+        tail = "" if episode is None else f"-ep{int(episode)}"
+        path = os.path.join(self.logdir, "videos", f"{name}-{int(step):010d}{tail}.mp4")
         write_video(path, frames, fps)
         return path

@@ -137,6 +137,32 @@ def run_episodes(agent, envs: gym.vector.VectorEnv, episodes: int, mode: str, se
     return results, {k: np.stack(v) for k, v in frames.items() if v}
 
 
+class EpisodeFrames:
+    """The frames of env 0's every ``every``-th training episode (its first one included), for
+    each of ``keys``, at most ``max_frames`` of each; ``every=0`` records none."""
+
+    def __init__(self, every: int, keys: tuple[str, ...], max_frames: int):
+        self.every, self.keys, self.max_frames = every, keys if every else (), max_frames
+        self.started = 0  # env 0's episodes begun in this process
+        self.frames: dict[str, list[np.ndarray]] | None = None  # None: not recording this episode
+
+    def add(self, steps: dict[str, np.ndarray]) -> None:
+        """Env 0's observations of one vector step (``steps`` batched over envs)."""
+        if not self.keys:
+            return
+        if steps["is_first"][0]:
+            self.frames = {key: [] for key in self.keys} if self.started % self.every == 0 else None
+            self.started += 1
+        if self.frames is not None and len(self.frames[self.keys[0]]) < self.max_frames:
+            for key in self.keys:
+                self.frames[key].append(steps[key][0].copy())
+
+    def take(self) -> dict[str, np.ndarray]:
+        """The frames of env 0's episode that just ended (empty if it was not recorded)."""
+        frames, self.frames = self.frames, None
+        return {key: np.stack(v) for key, v in frames.items() if v} if frames else {}
+
+
 def summarize(episodes: list[dict]) -> dict[str, float | None]:
     """Mean return/length and rates of the driving info keys (None where no episode reported one)."""
     out: dict[str, float | None] = {"episodes": len(episodes)}
@@ -223,6 +249,8 @@ class Trainer:
         self.logger.truncate(self.counters["env_steps"])  # rows written after the restored checkpoint
         self.publisher = publisher
         self.video_keys = video_keys(envs.single_observation_space)
+        self.episode_frames = EpisodeFrames(self.run_cfg.train_video_every, self.video_keys,
+                                            self.run_cfg.max_video_frames)
         self.recent: collections.deque[dict] = collections.deque(maxlen=20)
         self.train_metrics: dict[str, list[float]] = collections.defaultdict(list)
         self.owed_updates = 0.0
@@ -338,12 +366,17 @@ class Trainer:
                 self.publisher.publish_frame(key, steps[key][i], i)
             if publish_step:  # the step the env just took: its reward, r_* terms, speed, terminal reason
                 publish_step({"reward": float(collector.reward[i]), **_info_at(collector.info, i)}, i)
+        self.episode_frames.add(steps)
         self.counters["env_steps"] += self.envs.num_envs
         for env, episode in finished:
             self.counters["episodes"] += 1
             # Its last step was just added: the replay's number of the episode, which dreams name too.
             episode["number"] = self.replay.episode_of(env)
             self.recent.append(episode)
+            if env == 0:  # its videos before its row, so that a viewer of the row finds them
+                for key, video in self.episode_frames.take().items():
+                    self.logger.video(f"train-{key}", self.counters["env_steps"], video, self.run_cfg.video_fps,
+                                      episode=episode["number"])
             # episode/score too: the key DreamerV3's own plotting reads
             row = {**{f"episode/{k}": v for k, v in episode.items()}, "episode/score": episode["return"]}
             self.logger.score(self.counters["env_steps"], row, labels=("episode/number",))
@@ -394,10 +427,9 @@ class Trainer:
                 self.run_cfg.max_video_frames, on_episode=lambda n: self.status.set("evaluating", f"episode {n}/{total}"))
         self.last_eval = summarize(episodes)
         self.run_log.info(f"evaluation at {step:,} env steps: " + _eval_line(self.last_eval))
-        row = {f"eval/{k}": v for k, v in self.last_eval.items()}
-        self.logger.evaluation(step, row)
-        for key, video in frames.items():
+        for key, video in frames.items():  # before the row, so that a viewer of the row finds them
             self.logger.video(f"eval-{key}", step, video, self.run_cfg.video_fps)
+        self.logger.evaluation(step, {f"eval/{k}": v for k, v in self.last_eval.items()})
 
     def _log(self, fps: float, ups: float) -> None:
         row = {f"train/{k}": float(np.mean(v)) for k, v in self.train_metrics.items()}

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 
+import imageio.v3 as iio
 import numpy as np
 import pydantic
 import pytest
@@ -86,7 +87,7 @@ def test_custom_backbone_trains_through_the_loop_and_evaluates(tmp_path):
 
 class RecordingPublisher:
     def __init__(self):
-        self.frames, self.metrics, self.episodes, self.closed = [], [], [], False
+        self.frames, self.metrics, self.episodes, self.episode_envs, self.closed = [], [], [], [], False
 
     def publish_metrics(self, step, metrics):
         self.metrics.append((step, metrics))
@@ -97,6 +98,7 @@ class RecordingPublisher:
 
     def publish_episode(self, metrics, env_index=0):
         self.episodes.append(metrics)
+        self.episode_envs.append(env_index)
 
     def close(self):
         self.closed = True
@@ -122,8 +124,27 @@ def test_random_backbone_publishes_and_writes_run_files(tmp_path):
     assert "model" not in yaml.safe_load((tmp_path / "config.yaml").read_text())  # random has no model config
     assert "backbone: random" in (tmp_path / "config.yaml").read_text()
     assert list((tmp_path / "videos").glob("eval-image-*.mp4"))  # episode videos of the image key
+    assert not list((tmp_path / "videos").glob("train-*"))  # training episodes are recorded on request
     with pytest.raises(ConfigError, match="unknown backbone 'nope'.*random"):
         train(_config(tmp_path / "x", "nope", 10), env_fn=ReachEnv)
+
+
+def test_every_nth_training_episode_of_env_0_is_recorded(tmp_path):
+    """run.train_video_every=3: env 0's 1st, 4th, 7th... training episodes, named by the step and
+    number of their row in scores.jsonl, each frame of the episode (its first observation too)."""
+    publisher = RecordingPublisher()
+    train(_config(tmp_path, "random", 600, "env.num_envs=2", "env.parallel=false", "run.train_video_every=3"),
+          env_fn=ReachEnv, publisher=publisher)
+    rows = {(r["step"], r["episode/number"]): r for r in map(json.loads, (tmp_path / "scores.jsonl").open())
+            if "episode/number" in r}
+    env0 = [e["number"] for e, env in zip(publisher.episodes, publisher.episode_envs) if env == 0]
+    assert len(env0) >= 7 and len(env0) < len(rows)
+    videos = sorted(tmp_path.glob("videos/train-*.mp4"), key=lambda p: int(p.stem.split("-ep")[1]))
+    recorded = [(int(p.stem.split("-")[2]), int(p.stem.split("-ep")[1])) for p in videos]
+    assert [number for _, number in recorded] == env0[::3]
+    for path, key in zip(videos, recorded):
+        assert path.name.startswith("train-image-")
+        assert len(iio.imread(path, index=None)) == rows[key]["episode/length"] + 1
 
 
 _KILLED_RUN = textwrap.dedent("""

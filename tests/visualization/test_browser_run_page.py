@@ -195,13 +195,15 @@ def test_one_point_series_are_drawn(server, page):
     assert colored_pixels(page, "train/openloop/birdeye_wpt_mse") >= 12
 
 
-def test_episodes_one_row_each_and_eval_videos_play(server, page, tmp_path):
-    """A trainer writes each training episode to scores.jsonl and publishes it live; one row each."""
+def test_episodes_one_row_each_and_recorded_videos_play(server, page, tmp_path):
+    """A trainer writes each training episode to scores.jsonl and publishes it live; one row each.
+    Rows with a recorded video play it: an evaluation's (by its step) and a recorded training
+    episode's (run.train_video_every: by its step and number)."""
     logdir = server["logdir"]
     run_dir = logdir / RUN
     write_training_run(run_dir, steps=12, eval_every=5000)
-    video = run_dir / "videos" / "eval-birdeye_wpt-0000010000.mp4"
-    iio.imwrite(video, np.stack([birdeye_frame(t / 10, 64) for t in range(20)]), extension=".mp4", fps=10)
+    frames = np.stack([birdeye_frame(t / 10, 64) for t in range(20)])
+    iio.imwrite(run_dir / "videos" / "eval-birdeye_wpt-0000010000.mp4", frames, extension=".mp4", fps=10)
     publisher = make_publisher(server["url"], None, RUN)
     assert publisher.wait_connected(LOADED_MS / 1000)
     try:
@@ -209,26 +211,41 @@ def test_episodes_one_row_each_and_eval_videos_play(server, page, tmp_path):
         page.wait_for_selector("#episode-rows tr", timeout=LOADED_MS)
         files = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
         assert page.locator("#episode-rows tr").count() == len(files)
-        # New episodes, published live (with the env) and appended to the file (with the step).
+        # New episodes, published live (with the env) and appended to the file (with the step); the
+        # trainer recorded the second one, and wrote its video before its row.
+        iio.imwrite(run_dir / "videos" / "train-birdeye_wpt-0000013001-ep41.mp4", frames[::-1][:, :, :48],
+                    extension=".mp4", fps=10)
         for k in range(3):
-            episode = {"return": 50.0 + k, "length": 200 + k, "success": 1.0, "collision": 0.0}
+            episode = {"return": 50.0 + k, "length": 200 + k, "success": 1.0, "collision": 0.0, "number": 40 + k}
             publisher.publish_episode(episode, env_index=k)
             with open(run_dir / "scores.jsonl", "a") as f:
                 f.write(json.dumps({"step": 13_000 + k, **{f"episode/{key}": v for key, v in episode.items()}}) + "\n")
         page.wait_for_function("n => window.visStats.episodes === n", arg=len(files) + 3, timeout=LOADED_MS)
         assert wait_until(lambda: page.locator("#episode-rows tr").first.inner_text().split("\t")[2:4]
-                          == ["13002", "2"], timeout=5), page.locator("#episode-rows tr").first.inner_text()
+                          == ["13002", "2"], timeout=LOADED_MS / 1000), page.locator("#episode-rows tr").first.inner_text()
         assert page.locator("#episode-rows tr").count() == len(files) + 3
         assert page.locator("#episode-rows tr.eval").count() == 2
         assert page.locator("#episode-rows tr.eval").first.inner_text().startswith("eval ×4\t—\t10000")
-        page.click("#episode-rows tr.has-video")
-        page.wait_for_selector("#episode-video:not([hidden])")
-        page.wait_for_function("() => document.querySelector('#episode-video video').readyState >= 1", timeout=LOADED_MS)
-        src = page.get_attribute("#episode-video video", "src")
-        assert src.startswith(f"/runs/{RUN}/videos/eval-birdeye_wpt-0000010000.mp4")
-        size = page.eval_on_selector("#episode-video video", "v => [v.videoWidth, v.getBoundingClientRect().width]")
-        assert size[0] == 64 and 0 < size[1] <= page.viewport_size["width"]
-        no_sideways_scroll(page)
+        page.wait_for_selector("#episode-rows tr.train.has-video", timeout=LOADED_MS)
+        assert page.locator("#episode-rows tr.has-video").count() == 3  # both evaluations and episode #41
+        assert page.locator("#episode-rows tr.train.has-video").inner_text().startswith("train\t#41\t13001\t1\t")
+
+        for row, src, title, width in [
+                ("tr.eval.has-video >> nth=0", "eval-birdeye_wpt-0000010000.mp4", "eval episode at step 10,000", 64),
+                ("tr.train.has-video", "train-birdeye_wpt-0000013001-ep41.mp4", "train episode #41 at step 13,001", 48)]:
+            page.click(f"#episode-rows {row}")
+            page.wait_for_selector("#episode-video:not([hidden])")
+            page.wait_for_function("src => document.querySelector('#episode-video video').src.includes(src) && "
+                                   "document.querySelector('#episode-video video').readyState >= 1", arg=src,
+                                   timeout=LOADED_MS)
+            assert page.get_attribute("#episode-video video", "src").startswith(f"/runs/{RUN}/videos/{src}")
+            assert page.inner_text("#episode-video .video-title") == title
+            assert page.inner_text("#episode-video .video-streams") == "birdeye_wpt"
+            size = page.eval_on_selector("#episode-video video", "v => [v.videoWidth, v.getBoundingClientRect().width]")
+            assert size[0] == width and 0 < size[1] <= page.viewport_size["width"]
+            no_sideways_scroll(page)
+        page.wait_for_function("() => document.querySelector('#episode-video video').currentTime > 0.3",
+                               timeout=LOADED_MS)  # it plays
         screenshot(page, "episodes", tmp_path)
     finally:
         publisher.close()

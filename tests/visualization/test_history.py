@@ -4,7 +4,7 @@ import itertools
 import json
 import logging
 
-from visualization.history import JsonlTail, RunHistory, config_value, eval_videos, list_run_dirs
+from visualization.history import JsonlTail, RunHistory, config_value, episode_videos, list_run_dirs
 
 
 def test_tail_reads_only_complete_new_lines(tmp_path):
@@ -78,10 +78,13 @@ def test_an_evaluation_is_one_row_of_kind_eval(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
     for name in ("eval-camera-0000010000.mp4", "eval-birdeye-0000010000.mp4", "eval-camera-0000020000.mp4",
-                 "openloop-camera-0000010000.mp4"):
+                 "openloop-camera-0000010000.mp4", "train-birdeye_wpt-0000012340-ep37.mp4",
+                 "train-camera-0000012340-ep37.mp4", "train-camera-0000020000.mp4"):
         (videos / name).write_bytes(b"")
-    assert eval_videos(tmp_path) == {10_000: ["eval-birdeye-0000010000.mp4", "eval-camera-0000010000.mp4"],
-                                     20_000: ["eval-camera-0000020000.mp4"]}
+    assert episode_videos(tmp_path) == {
+        "eval": {"10000": ["eval-birdeye-0000010000.mp4", "eval-camera-0000010000.mp4"],
+                 "20000": ["eval-camera-0000020000.mp4"]},
+        "train": {"12340/37": ["train-birdeye_wpt-0000012340-ep37.mp4", "train-camera-0000012340-ep37.mp4"]}}
 
 
 def test_runs_of_an_experiment_are_found_under_its_folder(tmp_path):

@@ -210,8 +210,10 @@ def test_http_gives_histories_for_overlays_and_episode_videos(vis, tmp_path):
     reply = http.get("/api/history?run=exp/base/seed0").get_json()
     assert reply["metrics"] == [{"step": 5, "train/loss/image": 0.5}]
     assert [(e["kind"], e["return"]) for e in reply["episodes"]] == [("eval", 3.0)]
+    (run_dir / "videos" / "train-camera-0000000004-ep2.mp4").write_bytes(b"")
     assert http.get("/api/videos?run=exp/base/seed0").get_json() == {
-        "videos": {"5": ["/runs/exp/base/seed0/videos/eval-camera-0000000005.mp4"]}}
+        "eval": {"5": ["/runs/exp/base/seed0/videos/eval-camera-0000000005.mp4"]},
+        "train": {"4/2": ["/runs/exp/base/seed0/videos/train-camera-0000000004-ep2.mp4"]}}
     assert http.get("/runs/exp/base/seed0/videos/eval-camera-0000000005.mp4").data == b"mp4 bytes"
     assert http.get("/api/history?run=../etc").status_code == 400
     assert http.get("/api/history?run=nothing-here").status_code == 404

@@ -731,20 +731,27 @@
   }
 
   // ---------------------------------------------------------------- episodes
-  let videosByStep = {}; // evaluation step -> video URLs
+  // Recorded videos: evaluations' by step, training episodes' by "step/number".
+  let videos = { eval: {}, train: {} };
+  const episodeVideos = (e) =>
+    (typeof e.step === "number" && (e.kind === "eval" ? videos.eval[String(e.step)] : videos.train[`${e.step}/${e.number}`])) || [];
+  let videosDue = null;
+  function fetchVideosSoon() { // a trainer writes an episode's videos before its row: one listing for a burst of rows
+    if (!videosDue) videosDue = setTimeout(() => { videosDue = null; fetchVideos(); }, 1000);
+  }
   async function fetchVideos() {
     if (!state.run) return;
     const run = state.run;
     try {
       const reply = await fetch(`/api/videos?run=${encodeURIComponent(run)}&token=${encodeURIComponent(token)}`);
-      if (reply.ok && run === state.run) { videosByStep = (await reply.json()).videos; renderEpisodes(); }
+      if (reply.ok && run === state.run) { videos = await reply.json(); renderEpisodes(); }
     } catch (error) {
       console.warn("visualizer: listing videos failed:", String(error));
     }
   }
 
   function resetEpisodes() {
-    videosByStep = {};
+    videos = { eval: {}, train: {} };
     $("episode-video").hidden = true;
     $("episode-video").querySelector("video").removeAttribute("src");
     stats.episodes = 0;
@@ -782,11 +789,12 @@
       const b = document.createElement("button");
       b.className = "tab";
       b.dataset.url = url;
-      b.textContent = url.split("/").pop().replace(/^eval-/, "").replace(/-\d+\.mp4$/, "");
+      b.textContent = url.split("/").pop().replace(/^(eval|train)-/, "").replace(/-\d{10}(-ep\d+)?\.mp4$/, "");
       b.onclick = () => play(url);
       choose.append(b);
     }
-    box.querySelector(".video-title").textContent = `${e.kind} episode at step ${e.step.toLocaleString("en-US")}`;
+    const number = e.kind === "eval" || e.number == null ? "" : ` #${e.number}`;
+    box.querySelector(".video-title").textContent = `${e.kind} episode${number} at step ${e.step.toLocaleString("en-US")}`;
     box.hidden = false;
     play(urls[0]);
   }
@@ -806,7 +814,7 @@
     for (const e of all.slice(-300).reverse()) {
       const tr = document.createElement("tr");
       const evaluation = e.kind === "eval";
-      const urls = (typeof e.step === "number" && videosByStep[String(e.step)]) || [];
+      const urls = episodeVideos(e);
       tr.className = e.kind + (urls.length ? " has-video" : "") + (dreamEpisodes.includes(e.number) ? " dreamed" : "");
       if (e.number != null) tr.dataset.number = e.number;
       const kind = cell(evaluation ? `eval${e.episodes ? " ×" + e.episodes : ""}` : "train");
@@ -850,7 +858,7 @@
     addEpisodeRecords(data, msg.records);
     markCurvesDirty();
     renderEpisodes();
-    if (msg.records.some((e) => e.kind === "eval")) setTimeout(fetchVideos, 3000); // videos follow the scores
+    fetchVideosSoon();
   });
 
   // ---------------------------------------------------------------- log
