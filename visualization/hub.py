@@ -224,9 +224,10 @@ class LiveHub:
             if viewer is not None and viewer.in_flight.pop(key, None) is not None:
                 self._notify()
 
-    def viewers_of(self, run: str) -> int:
+    def viewers_of(self, run: str) -> list[str]:
+        """Sids of the viewers watching ``run`` (or waiting for it to start)."""
         with self._lock:
-            return sum(1 for v in self._viewers.values() if v.run == run)
+            return [v.sid for v in self._viewers.values() if v.run == run]
 
     def forget_idle(self, max_idle: float) -> list[str]:
         """Drop the live state (newest frames and step info, dream, status) of the runs that no

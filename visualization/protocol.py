@@ -10,6 +10,7 @@ matter in their newest version (video frames, step info) are addressed by a *slo
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any
 
@@ -111,6 +112,16 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v, _depth + 1) for v in value]
     return str(value)
+
+
+def directory_identity(path: str) -> list[int]:
+    """The device and inode of the directory ``path`` (OSError if there is none): a server that
+    sees the pair a publisher announced with a path sees the publisher's directory, not another
+    machine's of the same name."""
+    info = os.stat(path)
+    if not os.path.isdir(path):
+        raise NotADirectoryError(path)
+    return [info.st_dev, info.st_ino]
 
 
 def check_image(name: str, image: object) -> np.ndarray:

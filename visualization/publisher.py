@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from visualization.protocol import (
     check_image,
     check_name,
     check_run_name,
+    directory_identity,
     image_format,
     slot_key,
     to_jsonable,
@@ -122,10 +124,12 @@ class _Frame:
 class SocketPublisher(Publisher):
     """Publishes to a visualization server from a background thread; see the module docstring."""
 
-    def __init__(self, url: str, token: str, run: str, interactive: bool = False, max_fps: float = 30.0):
+    def __init__(self, url: str, token: str, run: str, interactive: bool = False, max_fps: float = 30.0,
+                 run_dir: str | None = None):
         self.url = url
         self.token = token
         self.run = check_run_name(run)
+        self.run_dir = None if run_dir is None else os.path.abspath(run_dir)
         self.interactive = interactive
         self.min_interval = 1.0 / max_fps
         self.frames_sent = 0
@@ -279,6 +283,16 @@ class SocketPublisher(Publisher):
                 self._drop_connection("the server stopped acknowledging messages")
         self._drop_connection(None)
 
+    def _announced_dir(self) -> dict[str, Any]:
+        """The run's directory and its identity, for a server on this machine to read the run's
+        files from (its history before this connection); nothing while the directory is missing."""
+        if self.run_dir is None:
+            return {}
+        try:
+            return {"run_dir": self.run_dir, "run_dir_id": directory_identity(self.run_dir)}
+        except OSError:
+            return {}
+
     def _connect(self) -> bool:
         client = socketio.Client(reconnection=False, logger=False, engineio_logger=False)
         refusal: list[str] = []
@@ -292,7 +306,8 @@ class SocketPublisher(Publisher):
         client.on("connect_error", on_connect_error, namespace=PUBLISH_NAMESPACE)
         try:
             client.connect(self.url, namespaces=[PUBLISH_NAMESPACE], transports=["websocket"], wait_timeout=5,
-                           auth={"token": self.token, "run": self.run, "interactive": self.interactive})
+                           auth={"token": self.token, "run": self.run, "interactive": self.interactive,
+                                 **self._announced_dir()})
         except socketio.exceptions.ConnectionError as error:
             if refusal:  # the server answered and said no: a configuration error worth one warning
                 if refusal[0] != self._last_refusal:
@@ -441,8 +456,11 @@ def encode_image(image: np.ndarray, fmt: str) -> bytes:
 
 
 def make_publisher(url: str | None, token: str | None, run: str, interactive: bool = False,
-                   max_fps: float = 30.0) -> Publisher:
+                   max_fps: float = 30.0, run_dir: str | None = None) -> Publisher:
     """A publisher for ``run`` on the server at ``url`` (a NullPublisher when ``url`` is None).
+
+    ``run_dir``: the run's directory, which it announces: a server on this machine whose logdir
+    holds no run of that name reads the run's files there, so its viewers get the whole history.
 
     ``url`` may carry the token as a query (``http://127.0.0.1:9000/?token=...``), as printed by
     the server; ``interactive`` lets the page send driving controls to this publisher.
@@ -457,4 +475,5 @@ def make_publisher(url: str | None, token: str | None, run: str, interactive: bo
     if not token:
         raise ValueError(f"visualization url {url!r}: a token is required (pass token= or add ?token=... "
                          "as printed by 'cardreamer serve')")
-    return SocketPublisher(f"{parts.scheme}://{parts.netloc}", token, run, interactive=interactive, max_fps=max_fps)
+    return SocketPublisher(f"{parts.scheme}://{parts.netloc}", token, run, interactive=interactive, max_fps=max_fps,
+                           run_dir=run_dir)

@@ -47,6 +47,7 @@ from visualization.protocol import (
     check_env_index,
     check_name,
     check_run_name,
+    directory_identity,
     shown,
     to_jsonable,
 )
@@ -123,6 +124,7 @@ class VisualizationServer:
         self.recorder = EpisodeRecorder()
         self._saving = threading.Lock()  # held while an episode is being saved: one at a time
         self._histories: dict[str, RunHistory] = {}
+        self._run_dirs: dict[str, Path] = {}  # runs outside the logdir: the directories their publishers announced
         self._histories_lock = threading.Lock()
         # Held while adding to a run's history (and telling its viewers), while a viewer joins
         # (history snapshot, then join), and while idle histories are dropped, so each record
@@ -199,17 +201,56 @@ class VisualizationServer:
 
         return handle
 
+    def run_dir(self, run: str) -> Path:
+        """The directory of ``run``'s files: in the logdir, or the one its publisher announced."""
+        with self._histories_lock:
+            return self._run_dirs.get(run, self.logdir / run)
+
+    def _adopt_run_dir(self, run: str, auth: dict[str, Any]) -> None:
+        """Read ``run``'s files from the directory its publisher announced (``run_dir`` and its
+        ``run_dir_id``, see :func:`visualization.protocol.directory_identity`) when the logdir holds
+        no run of that name and this machine's directory of that path is the publisher's: viewers
+        then get the run's whole history, what it logged before this connection too (a resumed run).
+        A directory of another machine is ignored: the run shows what it publishes from now on."""
+        path, identity = auth.get("run_dir"), auth.get("run_dir_id")
+        if path is None:
+            return
+        if not isinstance(path, str) or not os.path.isabs(path) or not isinstance(identity, list):
+            raise ConnectionRefused(f"run_dir must be an absolute path sent with its run_dir_id [device, inode], "
+                                    f"got {shown(path)} and {shown(identity)}")
+        if run_mtime(self.logdir / run) is not None:
+            return  # the logdir's own run of that name
+        try:
+            here = directory_identity(path) == identity
+        except OSError:
+            here = False
+        if not here:
+            log.info("run %s: %s is not its publisher's directory on this machine; showing what it publishes",
+                     run, path)
+            return
+        with self._replay_lock:
+            with self._histories_lock:
+                if self._run_dirs.get(run) == Path(path):
+                    return
+                self._run_dirs[run] = Path(path)
+                stale = self._histories.pop(run, None)  # what was published to it so far, now in the files too
+            if stale is not None:
+                history = self.history(run)
+                for sid in self.hub.viewers_of(run):
+                    self._send_history(sid, run, history)
+                    self.hub.arrived(sid, run)
+
     def history(self, run: str) -> RunHistory:
         """The history of ``run``, read from its files if not held yet."""
         with self._histories_lock:
             if run not in self._histories:
-                history = RunHistory(self.logdir / run)
+                history = RunHistory(self._run_dirs.get(run, self.logdir / run))
                 history.poll_files()  # the files' records come before anything published live
                 self._histories[run] = history
             return self._histories[run]
 
     def _on_disk(self, run: str) -> bool:
-        return run_mtime(self.logdir / run) is not None
+        return run_mtime(self.run_dir(run)) is not None
 
     def _known_history(self, run: str) -> RunHistory | None:
         """The history of ``run`` if the run exists (held, in the logdir, or published to), else None."""
@@ -232,6 +273,9 @@ class VisualizationServer:
     def runs(self) -> list[dict[str, Any]]:
         """Every run known from the logdir or from live publishers, most recently updated first."""
         on_disk = list_run_dirs(self.logdir)
+        with self._histories_lock:
+            announced = dict(self._run_dirs)
+        on_disk.update({run: mtime for run, path in announced.items() if (mtime := run_mtime(path)) is not None})
         live = self.hub.summary()
         runs = []
         for name in set(on_disk) | set(live):
@@ -339,14 +383,14 @@ class VisualizationServer:
             run = self._http_run()
             return jsonify({kind: {episode: [f"/runs/{run}/videos/{name}" for name in names]
                                    for episode, names in by_episode.items()}
-                            for kind, by_episode in episode_videos(self.logdir / run).items()})
+                            for kind, by_episode in episode_videos(self.run_dir(run)).items()})
 
         @self.app.get("/runs/<path:run>/videos/<name>")
         def video(run: str, name: str):
             self._http_run(run)
             if not name.endswith(".mp4"):
                 abort(404)
-            return send_from_directory(self.logdir.resolve() / run / "videos", name, mimetype="video/mp4")
+            return send_from_directory(self.run_dir(run).resolve() / "videos", name, mimetype="video/mp4")
 
     def _http_run(self, run: str | None = None) -> str:
         """The run an HTTP request names (``run`` or its ``?run=``), after checking its token."""
@@ -368,6 +412,7 @@ class VisualizationServer:
                 run = check_run_name(auth.get("run"))
             except ValueError as error:
                 raise ConnectionRefused(str(error)) from None
+            self._adopt_run_dir(run, auth)
             self.hub.add_publisher(request.sid, run, bool(auth.get("interactive", False)))
             self.broadcast_runs()
 
@@ -461,7 +506,7 @@ class VisualizationServer:
                 raise ValueError("dream needs as many real as imagined frames, in jpeg or png")
             rows, stride, context = data.get("rows", 1), data.get("stride", 1), data.get("context")
             if context is None:  # the frames observed before imagining, as the run's config says
-                context = config_value(self.logdir / run, "report_context")
+                context = config_value(self.run_dir(run), "report_context")
             counts = [rows, stride] if context is None else [rows, stride, context + 1]
             if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in counts):
                 raise ValueError("dream 'rows' and 'stride' must be positive integers and 'context' a "
@@ -552,7 +597,7 @@ class VisualizationServer:
     def _save_recording(self, run: str, env: int, sid: str) -> None:
         """Save the episode of (run, env) as mp4 and tell the viewer ``sid``; releases ``_saving``."""
         try:
-            paths = self.recorder.save(run, env, self.logdir / run / "videos")
+            paths = self.recorder.save(run, env, self.run_dir(run) / "videos")
         except Exception as error:  # noqa: BLE001 - any failure (decode, ffmpeg, disk) is reported to the page
             log.warning("saving the episode of run %s env %d failed: %s", run, env, error)
             result = {"run": run, "env": env, "ok": False, "error": str(error)}

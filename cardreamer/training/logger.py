@@ -32,13 +32,14 @@ class NullPublisher:
         pass
 
 
-def make_publisher(config, run: str):
-    """The visualizer's publisher when ``run.serve`` is set, else a ``NullPublisher``."""
+def make_publisher(config, run: str, run_dir: str | None = None):
+    """The visualizer's publisher when ``run.serve`` is set, else a ``NullPublisher``; it announces
+    ``run_dir`` (see :func:`visualization.publisher.make_publisher`)."""
     if not config.run.serve:
         return NullPublisher()
     from visualization.publisher import make_publisher as make  # imported lazily: optional component
 
-    return make(config.run.serve_url or None, config.run.serve_token or None, run)
+    return make(config.run.serve_url or None, config.run.serve_token or None, run, run_dir=run_dir)
 
 
 def write_video(path: str, frames: np.ndarray, fps: int) -> None:

@@ -489,16 +489,17 @@ def train(config: TrainingConfig | Mapping, env_fn: EnvFn | None = None, publish
     config = with_plugins(config if env_fn else with_task_config(config))
     logdir = os.path.abspath(os.path.expanduser(config.logdir))
     env_fn = env_fn or default_env_fn(config)
-    own_publisher = publisher is None
-    publisher = publisher or make_publisher(config, config.run.serve_name or os.path.basename(logdir))
     envs = make_vector_env(env_fn, config.env.num_envs, config.env.parallel, config.env.image_size,
                            training_slots(config.env.num_envs, evaluation=bool(config.run.eval_every)))
-    trainer = None
+    trainer = own_publisher = None
     try:
         layout = checkpoint.space_layout(envs.single_observation_space, envs.single_action_space)
         start = starting_checkpoint(config, logdir, layout)  # refused before anything is written
         os.makedirs(logdir, exist_ok=True)
         _write_config(logdir, config)
+        if publisher is None:  # made once the run's directory exists: it announces it to the server
+            publisher = own_publisher = make_publisher(config, config.run.serve_name or os.path.basename(logdir),
+                                                       logdir)
         run_log = RunLog(logdir, publisher)
         try:
             with run_log.capture():
@@ -514,8 +515,8 @@ def train(config: TrainingConfig | Mapping, env_fn: EnvFn | None = None, publish
         if trainer is not None:
             trainer.close()
         envs.close()
-        if own_publisher:
-            publisher.close()
+        if own_publisher is not None:
+            own_publisher.close()
 
 
 @contextlib.contextmanager

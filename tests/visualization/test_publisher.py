@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import tracemalloc
+import urllib.request
 
 import numpy as np
 import pytest
-from conftest import Viewer, birdeye_frame, camera_frame, decode, wait_until
+import socketio
+from conftest import Viewer, birdeye_frame, camera_frame, decode, wait_until, write_training_run
 
 from visualization.cli import free_port, start_server_subprocess
+from visualization.protocol import VIEW_NAMESPACE
 from visualization.publisher import NullPublisher, SocketPublisher, make_publisher
 
 
@@ -148,3 +152,50 @@ def test_publisher_reconnects_after_server_restart(tmp_path):
         publisher.close()
         process.terminate()
         process.wait(10)
+
+
+def test_a_run_outside_the_servers_logdir_is_read_where_its_publisher_says(server, tmp_path):
+    """The publisher announces its run's directory: the server on this machine reads the run's
+    files there, so viewers get what it logged before connecting; a viewer already waiting for the
+    run gets that history too. A directory that is not the publisher's (another machine's) is not read."""
+    run_dir = tmp_path / "elsewhere" / "wpt-seed0"
+    write_training_run(run_dir, steps=20, eval_every=5000)
+    logged = len((run_dir / "scores.jsonl").read_text().splitlines())
+    waiting = Viewer(server["base"], "wpt-seed0")
+    histories, live = [], []
+    waiting.client.on("history", histories.append, namespace=VIEW_NAMESPACE)
+    waiting.client.on("metrics", lambda data: live.extend(data["records"]), namespace=VIEW_NAMESPACE)
+    with make_publisher(server["url"], None, "wpt-seed0", run_dir=str(run_dir)) as publisher:
+        assert publisher.wait_connected(30)
+        assert wait_until(lambda: histories, timeout=30)
+        assert len(histories[-1]["episodes"]) == logged and len(histories[-1]["metrics"]) == 20
+        publisher.publish_metrics(21_000, {"train/loss/image": 0.5})
+        assert wait_until(lambda: any(r["step"] == 21_000 for r in live), timeout=30)
+        joined = Viewer(server["base"], "wpt-seed0")
+        assert [r["step"] for r in joined.history["metrics"]] == [1000 * i for i in range(1, 22)]
+    try:
+        assert len(joined.history["episodes"]) == logged
+        videos = json.loads(urllib.request.urlopen(f"{server['base']}/api/videos?run=wpt-seed0").read())
+        assert sorted(videos["eval"]) == ["10000", "15000", "20000", "5000"]
+        assert not (server["logdir"] / "wpt-seed0").exists()
+    finally:
+        joined.close()
+        waiting.close()
+
+    # Another machine's directory of that path: the server sees another device and inode.
+    other = socketio.Client(reconnection=False)
+    other.connect(server["base"], namespaces=["/publish"], transports=["websocket"],
+                  auth={"token": server["token"], "run": "other-seed0", "run_dir": str(run_dir), "run_dir_id": [0, 0]})
+    try:
+        viewer = Viewer(server["base"], "other-seed0")
+        assert viewer.history == {"run": "other-seed0", "metrics": [], "episodes": [], "log": []}
+        viewer.close()
+    finally:
+        other.disconnect()
+    refused, reasons = socketio.Client(reconnection=False), []
+    refused.on("connect_error", lambda data=None: reasons.append(data), namespace="/publish")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        refused.connect(server["base"], namespaces=["/publish"], transports=["websocket"],
+                        auth={"token": server["token"], "run": "r", "run_dir": "relative/run", "run_dir_id": [1, 2]})
+    assert reasons == [{"message": "run_dir must be an absolute path sent with its run_dir_id [device, inode], "
+                                   "got 'relative/run' and [1, 2]"}]

@@ -4,6 +4,7 @@ the run's status (phase, counters, rates), its episodes with their terminal reas
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 import yaml
@@ -67,3 +68,26 @@ def test_train_url_is_checked_before_training(tmp_path):
     with pytest.raises(SystemExit):  # one or the other
         _parse(["train", "--task", "t", "--logdir", str(tmp_path), "--serve", "--url", "http://h:1/?token=t"])
     assert not list(tmp_path.iterdir())
+
+
+def test_a_resumed_run_outside_the_servers_logdir_shows_its_whole_history(server, tmp_path, reach_env_id):
+    """The first part of the run trained without a server; resumed with --url to a server whose
+    logdir does not hold it, the page still gets every episode and metric row from the start."""
+    logdir = tmp_path / "mine" / "reach-random"
+    common = ["train", "--task", reach_env_id, "--backbone", "random", "--logdir", str(logdir), "--eval-every", "0",
+              "--run.progress=false", "--run.train_fill=200", "--run.log_every=0"]
+    first = _parse([*common, "--steps", "600"])
+    assert first.func(first) == 0
+    before = len((logdir / "scores.jsonl").read_text().splitlines())
+    resumed = _parse([*common, "--steps", "1200", "--url", server["url"]])
+    assert resumed.func(resumed) == 0
+    rows = [json.loads(line) for line in (logdir / "scores.jsonl").read_text().splitlines()]
+    assert len(rows) > before > 0
+    viewer = Viewer(server["base"], "reach-random")
+    try:
+        assert sorted(e["step"] for e in viewer.history["episodes"]) == [r["step"] for r in rows]
+        steps = [m["step"] for m in viewer.history["metrics"]]
+        assert steps[0] <= 600 < steps[-1] == 1200
+    finally:
+        viewer.close()
+    assert not (server["logdir"] / "reach-random").exists()
