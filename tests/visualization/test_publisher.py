@@ -199,3 +199,25 @@ def test_a_run_outside_the_servers_logdir_is_read_where_its_publisher_says(serve
                         auth={"token": server["token"], "run": "r", "run_dir": "relative/run", "run_dir_id": [1, 2]})
     assert reasons == [{"message": "run_dir must be an absolute path sent with its run_dir_id [device, inode], "
                                    "got 'relative/run' and [1, 2]"}]
+
+
+def test_viewers_of_a_run_get_its_files_once_its_directory_is_announced(server, tmp_path):
+    """A run first published without its directory (live data only) is watched; once a publisher
+    announces the directory, the viewer is sent the history its files hold."""
+    run_dir = tmp_path / "elsewhere" / "wpt-seed0"
+    write_training_run(run_dir, steps=20)
+    with make_publisher(server["url"], None, "wpt-seed0") as live_only:
+        assert live_only.wait_connected(30)
+        viewer = Viewer(server["base"], "wpt-seed0")
+        histories, live = [], []
+        viewer.client.on("history", histories.append, namespace=VIEW_NAMESPACE)
+        viewer.client.on("metrics", lambda data: live.extend(data["records"]), namespace=VIEW_NAMESPACE)
+        live_only.publish_metrics(500, {"train/loss/image": 2.0})
+        assert wait_until(lambda: live, timeout=30)
+        assert viewer.history["metrics"] == [] and [r["step"] for r in live] == [500]
+        with make_publisher(server["url"], None, "wpt-seed0", run_dir=str(run_dir)) as announcing:
+            assert announcing.wait_connected(30)
+            assert wait_until(lambda: histories, timeout=30)
+    viewer.close()
+    assert [r["step"] for r in histories[-1]["metrics"]] == [1000 * i for i in range(1, 21)]
+    assert len(histories[-1]["episodes"]) == len((run_dir / "scores.jsonl").read_text().splitlines())
