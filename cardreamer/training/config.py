@@ -74,7 +74,7 @@ class RunSettings(_Settings):
     eval_every: int = Field(10_000, ge=0)  # env steps between evaluations; 0 disables
     eval_episodes: int = Field(4, ge=1)
     report_every: float = Field(300.0, ge=0)  # seconds between open-loop prediction videos; 0 disables
-    video_every: int = Field(1, ge=1)  # record every n-th evaluation as mp4
+    video_every: int = Field(1, ge=1)  # record env 0's first episode of the 1st, (1+n)-th, (1+2n)-th... evaluation as mp4
     train_video_every: int = Field(0, ge=0)  # record env 0's every n-th training episode as mp4; 0: none
     video_fps: int = Field(10, ge=1)
     max_video_frames: int = Field(1000, ge=1)

@@ -421,9 +421,11 @@ class Trainer:
             self.eval_envs = make_vector_env(self.env_fn, 1, False, self.config.env.image_size,
                                              [evaluation_slot(self.envs.num_envs)])
         total = self.run_cfg.eval_episodes
+        number = step // self.run_cfg.eval_every  # 1 for the first evaluation, also after a resume
+        recorded = self.video_keys if (number - 1) % self.run_cfg.video_every == 0 else ()
         with self.status.during("evaluating", f"episode 0/{total}"):
             episodes, frames = run_episodes(
-                self.agent, self.eval_envs, total, "eval", self.config.seed + 10_000 + step, self.video_keys,
+                self.agent, self.eval_envs, total, "eval", self.config.seed + 10_000 + step, recorded,
                 self.run_cfg.max_video_frames, on_episode=lambda n: self.status.set("evaluating", f"episode {n}/{total}"))
         self.last_eval = summarize(episodes)
         self.run_log.info(f"evaluation at {step:,} env steps: " + _eval_line(self.last_eval))

@@ -129,6 +129,15 @@ def test_random_backbone_publishes_and_writes_run_files(tmp_path):
         train(_config(tmp_path / "x", "nope", 10), env_fn=ReachEnv)
 
 
+def test_every_nth_evaluation_is_recorded(tmp_path):
+    train(_config(tmp_path, "random", 500, "run.eval_every=100", "run.eval_episodes=1", "run.video_every=2"),
+          env_fn=ReachEnv)
+    evaluated = [r["step"] for r in map(json.loads, (tmp_path / "scores.jsonl").read_text().splitlines())
+                 if "eval/return" in r]
+    recorded = sorted(int(p.stem.rsplit("-", 1)[1]) for p in (tmp_path / "videos").glob("eval-image-*.mp4"))
+    assert evaluated == [100, 200, 300, 400, 500] and recorded == [100, 300, 500]
+
+
 def test_every_nth_training_episode_of_env_0_is_recorded(tmp_path):
     """run.train_video_every=3: env 0's 1st, 4th, 7th... training episodes, named by the step and
     number of their row in scores.jsonl, each frame of the episode (its first observation too)."""
