@@ -373,7 +373,8 @@ class StandInServer:
     """One stand-in simulator; ``client`` is the client factory handed to CarlaWorld.
 
     Test hooks: ``kill`` makes every call time out as a dead server does; ``restart`` brings
-    up a fresh, empty server; ``tick_seconds`` makes each tick take that long; ``sensor_delay`` delivers camera/lidar readings from another
+    up a fresh, empty server; ``tick_seconds`` makes each tick take that long (longer than the client's timeout: the
+    tick times out, the server lives); ``sensor_delay`` delivers camera/lidar readings from another
     thread after that many seconds; ``stale_readings`` sends a reading of the previous frame
     first; ``drop_frames`` never sends those frames; ``lidar_points`` (N, 3), when set, is what
     every lidar returns (sensor frame) instead of ``lidar_scene``.
@@ -782,8 +783,13 @@ class StandInWorld:
         return Response(actor.id)
 
     # ---- simulation
-    def tick(self, seconds: float = 10.0) -> int:
+    def tick(self, seconds: float = 0.0) -> int:
+        """One synchronous step. As libcarla 0.9.16 (client/World.cpp, detail/Simulator.cpp): ``seconds`` 0 waits the
+        client's timeout for the frame; when the step takes longer, the server has still stepped, but the call raises
+        a time-out and the process's Traffic Managers are not ticked."""
         self.check()
+        timeout = seconds or self.server.last_client.timeout
+        started = time.monotonic()
         if not self.settings["synchronous_mode"]:
             raise RuntimeError("stand-in: tick() called while the world is in asynchronous mode")
         dt = self.settings["fixed_delta_seconds"] or 0.05
@@ -805,6 +811,9 @@ class StandInWorld:
         self._deliver_events(self._snapshot, hits)
         if self.server.tick_seconds:
             time.sleep(self.server.tick_seconds)
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"time-out of {int(timeout * 1000)}ms while waiting for the simulator, make sure the "
+                               f"simulator is ready and connected to {self.server.address}")
         tick_traffic_managers()
         return self.frame
 
