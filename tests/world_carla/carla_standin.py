@@ -853,7 +853,7 @@ class StandInWorld:
         position = np.array([np.interp(d, s, corners[:, 0]), np.interp(d, s, corners[:, 1])])
         segment = min(int(np.searchsorted(s, d, side="right")), len(s) - 1)
         offset = corners[segment] - corners[segment - 1]
-        if np.linalg.norm(offset) > 1e-9:
+        if d > 1e-9 and np.linalg.norm(offset) > 1e-9:  # a vehicle standing still does not turn
             vehicle.yaw = float(np.arctan2(offset[1], offset[0]))
         vehicle.velocity = (position - vehicle.xy) / dt
         vehicle.speed = float(np.linalg.norm(vehicle.velocity))
