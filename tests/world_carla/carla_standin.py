@@ -9,9 +9,10 @@ server would send it). Only ``carla.command.SpawnActor`` is stood in for (``Spaw
 because it needs a blueprint object that only a server can hand out.
 
 Motion is deliberately simple and deterministic: ego vehicles follow their controls with a
-kinematic bicycle, autopilot vehicles drive along their Traffic Manager path at the desired
-speed, and overlapping boxes stop both vehicles and report a collision. This checks the
-backend's translation of the API, not CARLA's physics.
+kinematic bicycle, autopilot vehicles drive along their Traffic Manager's waypoint buffer at the
+desired speed (planned as CARLA's TM plans it: ``standin_tm_path``), and overlapping boxes stop
+both vehicles and report a collision. This checks the backend's translation of the API, not
+CARLA's physics.
 """
 from __future__ import annotations
 
@@ -29,14 +30,13 @@ from typing import Any
 
 import carla
 import numpy as np
+from standin_tm_path import PathFollower
 
 STANDIN_VERSION = "0.9.16"
 VEHICLE_EXTENT = carla.Vector3D(x=2.4, y=1.05, z=0.75)
 DEFAULT_AUTOPILOT_SPEED = 30.0  # km/h, the TM's default on town roads
 VEHICLE_MASS = 1845.0           # kg, a Tesla Model 3 in CARLA
 EVENT_DELAY = 0.02              # s after a tick returns before its events reach the client's callbacks
-ACTION_SPACING = 2.0            # m between the waypoints of a stand-in TM's action buffer
-ACTION_HORIZON = 30.0           # m of path ahead the buffer holds
 
 TRAFFIC_MANAGERS: dict[int, StandInTrafficManager] = {}
 """Every Traffic Manager of this process by port, whichever server it was made for (CARLA's static
@@ -373,7 +373,8 @@ class StandInServer:
     """One stand-in simulator; ``client`` is the client factory handed to CarlaWorld.
 
     Test hooks: ``kill`` makes every call time out as a dead server does; ``restart`` brings
-    up a fresh, empty server; ``tick_seconds`` makes each tick take that long; ``sensor_delay`` delivers camera/lidar readings from another
+    up a fresh, empty server; ``tick_seconds`` makes each tick take that long (longer than the client's timeout: the
+    tick times out, the server lives); ``sensor_delay`` delivers camera/lidar readings from another
     thread after that many seconds; ``stale_readings`` sends a reading of the previous frame
     first; ``drop_frames`` never sends those frames; ``lidar_points`` (N, 3), when set, is what
     every lidar returns (sensor frame) instead of ``lidar_scene``.
@@ -536,6 +537,9 @@ class StandInTrafficManager:
         self.seed: int | None = None
         self.running = True
         self.ticks = 0
+        self.rng = np.random.default_rng(0)
+        self.followers: dict[int, PathFollower] = {}
+        self._options: dict[tuple[int, int, int], str] = {}
 
     def get_port(self) -> int:
         return self.port
@@ -552,28 +556,31 @@ class StandInTrafficManager:
 
     def set_random_device_seed(self, seed: int) -> None:
         self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def follower(self, vehicle: Vehicle) -> PathFollower:
+        """The TM's waypoint buffer for ``vehicle`` (made on first use, on the map of the server's world)."""
+        follower = self.followers.get(vehicle.id)
+        if follower is None or follower.carla_map is not self.server.world.carla_map:
+            follower = self.followers[vehicle.id] = PathFollower(self.server.world.carla_map, self.rng, self._options)
+        return follower
 
     def set_desired_speed(self, vehicle: Vehicle, kmh: float) -> None:
         vehicle.desired_speed_kmh = kmh
 
-    def set_path(self, vehicle: Vehicle, locations: list[carla.Location]) -> None:
+    def set_path(self, vehicle: Vehicle, locations: list[carla.Location], empty_buffer: bool = True) -> None:
+        """Record the path sent (``vehicle.path``, ``vehicle.path_xyz``) and hand it to the vehicle's planner, which
+        re-plans it on the map's waypoints as CARLA's localization stage does."""
         vehicle.path = [np.array([loc.x, loc.y]) for loc in locations]
         vehicle.path_xyz = [(loc.x, loc.y, loc.z) for loc in locations]
+        self.follower(vehicle).set_path(locations)
 
     def get_all_actions(self, vehicle: Vehicle) -> list[list[Any]]:
-        """What this TM will drive ``vehicle`` along: ``[road option, carla.Waypoint]`` pairs every ACTION_SPACING
-        metres of its remaining path (the straight chords the stand-in's autopilot drives) up to ACTION_HORIZON
-        ahead, as CARLA's get_all_actions lists its waypoint buffer; [] for a vehicle it does not drive."""
-        if vehicle.autopilot_port != self.port or not vehicle.path:
+        """``[road option, carla.Waypoint]`` pairs: the buffer's front and each change of road option
+        (``TrafficManager::GetActionBuffer``); [] for a vehicle this TM does not drive or has not planned yet."""
+        if vehicle.autopilot_port != self.port or vehicle.id not in self.followers:
             return []
-        corners = np.array([vehicle.xy, *vehicle.path])
-        s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(corners, axis=0), axis=1))])
-        ahead = np.arange(ACTION_SPACING, min(s[-1], ACTION_HORIZON) + 1e-9, ACTION_SPACING)
-        carla_map = self.server.world.carla_map
-        return [["LaneFollow", carla_map.get_waypoint(carla.Location(x=float(np.interp(d, s, corners[:, 0])),
-                                                                     y=float(np.interp(d, s, corners[:, 1])),
-                                                                     z=float(vehicle.z)))]
-                for d in ahead]
+        return self.follower(vehicle).actions()
 
     ignore_lights_percentage = _tm_setting("ignore_lights_percentage")
     ignore_signs_percentage = _tm_setting("ignore_signs_percentage")
@@ -776,8 +783,13 @@ class StandInWorld:
         return Response(actor.id)
 
     # ---- simulation
-    def tick(self, seconds: float = 10.0) -> int:
+    def tick(self, seconds: float = 0.0) -> int:
+        """One synchronous step. As libcarla 0.9.16 (client/World.cpp, detail/Simulator.cpp): ``seconds`` 0 waits the
+        client's timeout for the frame; when the step takes longer, the server has still stepped, but the call raises
+        a time-out and the process's Traffic Managers are not ticked. The step's time is the server's
+        ``tick_seconds`` (not this process's own work, so a loaded test machine times nothing out)."""
         self.check()
+        timeout = seconds or self.server.last_client.timeout
         if not self.settings["synchronous_mode"]:
             raise RuntimeError("stand-in: tick() called while the world is in asynchronous mode")
         dt = self.settings["fixed_delta_seconds"] or 0.05
@@ -799,6 +811,9 @@ class StandInWorld:
         self._deliver_events(self._snapshot, hits)
         if self.server.tick_seconds:
             time.sleep(self.server.tick_seconds)
+        if self.server.tick_seconds > timeout:
+            raise RuntimeError(f"time-out of {int(timeout * 1000)}ms while waiting for the simulator, make sure the "
+                               f"simulator is ready and connected to {self.server.address}")
         tick_traffic_managers()
         return self.frame
 
@@ -818,20 +833,28 @@ class StandInWorld:
 
     @staticmethod
     def _drive_autopilot(vehicle: Vehicle, dt: float) -> None:
+        """Localize on the vehicle's TM (its buffer, see ``standin_tm_path``), then drive ``desired speed * dt`` along
+        the buffer from where the vehicle is (waypoints behind the one before are skipped); without its TM, straight."""
         step = vehicle.desired_speed_kmh / 3.6 * dt
-        position = vehicle.xy.copy()
-        while step > 1e-9:
-            target = vehicle.path[0] if vehicle.path else position + [np.cos(vehicle.yaw), np.sin(vehicle.yaw)]
-            offset = target - position
-            distance = float(np.linalg.norm(offset))
-            if distance > 1e-9:
-                vehicle.yaw = float(np.arctan2(offset[1], offset[0]))
-            if vehicle.path and distance <= step:
-                position, step = target, step - distance
-                vehicle.path.pop(0)
-                continue
-            position = position + offset / max(distance, 1e-9) * step
-            step = 0.0
+        tm = TRAFFIC_MANAGERS.get(vehicle.autopilot_port)
+        corners = [vehicle.xy.copy()]
+        if tm is not None:
+            follower = tm.follower(vehicle)
+            follower.update(np.array([*vehicle.xy, vehicle.z]), vehicle.yaw, vehicle.speed)
+            for waypoint, xyz in zip(follower.buffer, follower.polyline()):
+                forward = np.radians(waypoint.transform.rotation.yaw)
+                if np.dot(xyz[:2] - corners[-1], [np.cos(forward), np.sin(forward)]) > 1e-3:
+                    corners.append(xyz[:2])
+        if len(corners) == 1:
+            corners.append(vehicle.xy + 100.0 * np.array([np.cos(vehicle.yaw), np.sin(vehicle.yaw)]))
+        corners = np.array(corners)
+        s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(corners, axis=0), axis=1))])
+        d = min(step, s[-1])
+        position = np.array([np.interp(d, s, corners[:, 0]), np.interp(d, s, corners[:, 1])])
+        segment = min(int(np.searchsorted(s, d, side="right")), len(s) - 1)
+        offset = corners[segment] - corners[segment - 1]
+        if d > 1e-9 and np.linalg.norm(offset) > 1e-9:  # a vehicle standing still does not turn
+            vehicle.yaw = float(np.arctan2(offset[1], offset[0]))
         vehicle.velocity = (position - vehicle.xy) / dt
         vehicle.speed = float(np.linalg.norm(vehicle.velocity))
         vehicle.xy = position

@@ -44,6 +44,29 @@ def test_nothing_is_left_behind_across_2000_resets(make_world, server):
     assert server.live() == []
 
 
+def test_a_tick_that_times_out_on_a_live_server_is_a_loss_and_reconnect_goes_on_there(make_world, server):
+    """A slow step (GPU load) times the tick out while the server lives and has stepped: the world is lost until
+    reconnect, which continues on the same server with this world's old vehicles removed."""
+    world = make_world(config=CarlaServer(timeout=0.2))
+    world.spawn_vehicle(ego_pose(world), role="ego")
+    world.spawn_traffic(2)
+    world.tick()
+    frame = server.world.frame
+    server.tick_seconds = 0.3
+    with pytest.raises(CarlaServerLost, match=r"during tick: time-out of 200ms while waiting for the simulator"):
+        world.tick()
+    assert server.world.frame == frame + 1  # the server did step
+    server.tick_seconds = 0.0
+    with pytest.raises(CarlaServerLost, match="call reconnect"):
+        world.reset(0)
+    world.reconnect()
+    assert server.live("vehicle.") == []  # the old ego (kept vehicles included) and traffic are gone
+    world.reset(1)
+    ego = world.spawn_vehicle(ego_pose(world), role="ego")
+    world.tick()
+    assert world.vehicles().ids.tolist() == [ego] and server.world.settings["synchronous_mode"] is True
+
+
 def test_server_loss_raises_a_specific_error_until_reconnect(make_world, server):
     world = make_world()
     world.spawn_vehicle(ego_pose(world), role="ego")

@@ -75,7 +75,8 @@ def test_a_worker_killed_mid_tick_is_world_lost_and_recover_starts_a_fresh_one(p
 
 
 def test_a_hung_worker_is_killed_after_the_call_timeout(process_world):
-    world = process_world(tick_seconds=30.0, call_timeout=2.0)
+    # ticks of 30 s within a client timeout of 60 s: no libcarla time-out, the worker just does not answer
+    world = process_world(tick_seconds=30.0, call_timeout=2.0, config=CarlaServer(timeout=60.0))
     process = world._process
     with pytest.raises(WorldLost, match=r"did not answer within 2 s, so it was killed during tick"):
         world.tick()

@@ -128,13 +128,19 @@ def test_background_vehicles_get_autopilot_behaviour_and_route(make_world, serve
                                    "ignore_vehicles_percentage": 0.0, "auto_lane_change": False,
                                    "distance_to_leading_vehicle": 4.0}
     path = np.array(vehicle.path)
-    s, lateral = route.project(path)
-    assert np.abs(lateral).max() < 0.05 and np.diff(s[:-1]) == pytest.approx(10.0, abs=0.01)
-    # a point every 10 m from the first one past Town04's junction stretch (y > 65), none inside it
-    past_junction = route.s[np.flatnonzero([not world.road_map.lanes[lane].is_junction for lane in route.lanes])[0]]
+    s, lateral = route.project(path[:-1])
+    assert np.abs(lateral).max() < 0.05
+    # none inside Town04's junction stretches (y > 65, and y < -48 where the route ends) or within 5 m of one: one 5 m
+    # past the first one's exit, then every 10 m, and the last 5 m onto the lane the route's last junction lane leads to
+    road_map = world.road_map
+    past_junction = route.s[np.flatnonzero([not road_map.lanes[lane].is_junction for lane in route.lanes])[0]]
     assert past_junction > 20.0
-    assert s[0] == pytest.approx(10.0 * np.ceil(past_junction / 10.0), abs=0.01) and s[-1] > s[-2]  # the end: in a junction
-    assert path[-1] == pytest.approx(route.points[-1], abs=1e-3)
+    assert s[0] == pytest.approx(past_junction + 5.0, abs=0.01)
+    assert np.diff(s[1:]) == pytest.approx(10.0, abs=0.01) and s[1] == pytest.approx(10.0 * round(s[1] / 10.0), abs=1e-3)
+    assert 1.0 < s[1] - s[0] <= 11.0  # a grid point within 1 m of the exit's is left out
+    assert road_map.lanes[int(route.lanes[-1])].is_junction and route.length - s[-1] > 5.0
+    exit_lane = road_map.lanes[road_map.lanes[int(route.lanes[-1])].successors[0]]
+    assert path[-1] == pytest.approx(exit_lane.position(5.0), abs=1e-3)
     assert vehicle.velocity == pytest.approx([5.0 * np.cos(route.headings[0]), 5.0 * np.sin(route.headings[0])],
                                              abs=1e-3)
     intended = world.intended_route(actor_id)
@@ -146,29 +152,58 @@ def test_background_vehicles_get_autopilot_behaviour_and_route(make_world, serve
 
 
 def test_background_intentions_are_what_the_traffic_manager_will_drive(make_world, server):
-    """The TM re-plans on its own waypoint graph (lane changes, junction branches): intentions are read from its action
-    buffer (get_all_actions), not from the path it was sent."""
+    """get_all_actions lists only the front of the TM's buffer and each change of road option
+    (LocalizationStage::ComputeActionBuffer): the intention follows the lanes from there and on along the planned
+    route; when the TM's buffer is on another lane, along that one."""
     world = make_world()
     route = plan_route(world.road_map, (9.0, 60.0), (9.0, -58.0))
     actor_id = world.spawn_vehicle(lane_pose(world, 9.0, 60.0), route=route, speed=5.0)
     tm = server.traffic_managers[world.tm_port]
     vehicle = server.actors[actor_id]
-    world.tick()
-    # the TM takes the vehicle one lane over (as its auto lane change would): lane x = 12.2
-    tm.set_path(vehicle, [carla.Location(x=12.2, y=float(y), z=0.0) for y in (45.0, 30.0, 15.0, 0.0)])
     for _ in range(3):
         world.tick()
+    assert [option for option, _ in tm.get_all_actions(vehicle)] == ["LaneFollow"]  # one lane: the front only
     intention, progress = world.intended_route(actor_id)
     v = world.vehicles()
     assert intention is not route and progress == 0.0 and world.route_of(actor_id) is route  # the plan is kept
     assert intention.points[0] == pytest.approx(v.xy[v.row(actor_id)])  # from where the vehicle is now
-    buffered = np.array([[wp.transform.location.x, wp.transform.location.y] for _, wp in tm.get_all_actions(vehicle)])
-    _, off = intention.project(buffered)
-    assert np.abs(off).max() < 0.1 and intention.length == pytest.approx(  # through every buffered waypoint
-        np.linalg.norm(buffered[-1] - intention.points[0]), rel=0.1)
+    _, off = route.project(intention.points[1:])
+    assert np.abs(off).max() < 0.1 and intention.length == pytest.approx(route.length - world.route_progress(actor_id),
+                                                                         abs=3.0)
+    assert np.diff(intention.s).max() <= 1.0 + 1e-4
+    # the TM takes the vehicle one lane over (its buffer jumps to a path point on lane x = 12.2)
+    tm.set_path(vehicle, [carla.Location(x=12.2, y=float(y), z=0.0) for y in (45.0, 30.0, 15.0, 0.0)])
+    for _ in range(40):
+        world.tick()
+    intention, progress = world.intended_route(actor_id)
+    v = world.vehicles()
+    assert intention.points[0] == pytest.approx(v.xy[v.row(actor_id)]) and progress == 0.0
     lane_x = {lane: world.road_map.lanes[lane].position(0.0)[0] for lane in set(intention.lanes.tolist())}
-    assert intention.lanes[-1] in {lane for lane, x in lane_x.items() if abs(x - 12.2) < 1.0}  # the TM's lane
-    assert np.diff(intention.s).max() <= 1.0 + 1e-9
+    assert all(abs(x - 12.2) < 1.0 for x in lane_x.values()) and intention.length > 30.0  # the TM's lane, ahead
+
+
+def test_background_vehicles_stay_on_their_route_through_junctions(make_world, server):
+    """With a TM that plans as CARLA's (successors only, branches by the next point's road, points consumed within
+    sqrt(30) m and snapped to its 5 m waypoints), every vehicle drives its planned route, junctions included."""
+    from cardreamer.roadmap import random_route
+
+    world = make_world("Town01")
+    points = world.road_map.spawn_points()
+    for seed in range(14, 22):
+        rng = np.random.default_rng(seed)
+        i = int(rng.integers(len(points.xy)))
+        route = random_route(world.road_map, rng, int(points.lane[i]), float(points.s[i]), 200.0)
+        vehicle = world.spawn_vehicle(Pose(float(points.xy[i, 0]), float(points.xy[i, 1]), float(points.yaw[i])),
+                                      route=route, behavior=Behavior(desired_speed=8.0))
+        for _ in range(200):
+            world.tick()
+            if world.route_of(vehicle) is not route:
+                break  # arrived: a new route
+            v = world.vehicles()
+            _, off = route.project(v.xy[v.row(vehicle)][None])
+            assert abs(off[0]) < 2.0, f"seed {seed}: {off[0]:.1f} m off its route at {world.route_progress(vehicle):.0f} m"
+        assert world.route_of(vehicle) is not route or world.route_progress(vehicle) > 150.0
+        world.destroy(vehicle)
 
 
 def test_intentions_fall_back_to_the_planned_route_without_the_tms_actions(make_world, server, monkeypatch):
@@ -243,7 +278,7 @@ def test_vehicles_spawn_at_their_own_lane_height_on_overpasses(make_world, serve
         k = int(np.argmin(np.linalg.norm(points.xy - vehicle.xy, axis=1)))
         expected = world.heights.at(int(points.lane[k]), float(points.s[k]))
         assert vehicle.z == pytest.approx(expected + 0.5, abs=1e-6)
-        assert vehicle.path_xyz[0][2] == pytest.approx(expected, abs=1.5)  # 10 m ahead on the same road level
+        assert vehicle.path_xyz[0][2] == pytest.approx(expected, abs=3.0)  # ahead on the same deck (8+ m apart)
         heights.append(expected)
     assert max(heights) > 5.0 and min(heights) < 1.0  # Town04 has both levels
 
@@ -588,7 +623,7 @@ def test_traffic_manager_paths_have_no_point_in_a_junction_and_one_between_any_t
     world = make_world("Town01")
     road_map, carla_map = world.road_map, server.world.carla_map
     points = road_map.spawn_points()
-    crossings = 0
+    crossings = ends_in_junction = 0
     for seed in range(6):
         rng = np.random.default_rng(seed)
         i = int(rng.integers(len(points.xy)))
@@ -596,10 +631,18 @@ def test_traffic_manager_paths_have_no_point_in_a_junction_and_one_between_any_t
         vehicle = world.spawn_vehicle(Pose(float(points.xy[i, 0]), float(points.xy[i, 1]), float(points.yaw[i])),
                                       route=route)
         path = server.actors[vehicle].path_xyz
-        for x, y, z in path[:-1]:  # the last is the route's end, wherever it is
+        in_junction = np.array([road_map.lanes[int(lane)].is_junction for lane in route.lanes])
+        border = np.flatnonzero(in_junction[1:] != in_junction[:-1])
+        borders = np.concatenate([route.points[border], route.points[border + 1]])
+        for x, y, z in path:
             waypoint = carla_map.get_waypoint(carla.Location(x=x, y=y, z=z))
             assert not waypoint.is_junction, f"path point ({x:.1f}, {y:.1f}) is inside junction {waypoint.junction_id}"
-        in_junction = np.array([road_map.lanes[int(lane)].is_junction for lane in route.lanes])
+            assert not len(borders) or np.linalg.norm(borders - [x, y], axis=1).min() > 4.9, \
+                f"path point ({x:.1f}, {y:.1f}) within 5 m of a junction: the TM's 5 m waypoints may snap it into one"
+        if road_map.lanes[int(route.lanes[-1])].is_junction:  # the route ends in a junction: the path leaves it
+            exit_lane = road_map.lanes[road_map.lanes[int(route.lanes[-1])].successors[0]]
+            assert exit_lane.project(np.array(path[-1][:2])[None])[1][0] == pytest.approx(0.0, abs=0.05)
+            ends_in_junction += 1
         runs = np.flatnonzero(np.diff(np.concatenate([[0], (~in_junction).astype(int), [0]])))
         for a, b in zip(runs[::2], runs[1::2]):
             if a == 0 or b == len(route.lanes):
@@ -609,4 +652,4 @@ def test_traffic_manager_paths_have_no_point_in_a_junction_and_one_between_any_t
             near = [np.min(np.linalg.norm(stretch - np.array([x, y]), axis=1)) for x, y, _ in path]
             assert min(near) < 1.0, f"no path point between two junctions on route points {a}..{b}"
         world.destroy(vehicle)
-    assert crossings >= 3
+    assert crossings >= 3 and ends_in_junction >= 1

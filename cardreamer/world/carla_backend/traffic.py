@@ -7,6 +7,7 @@ equivalent for (time headway, accelerations, politeness) are not used by this ba
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import carla
@@ -14,11 +15,15 @@ import numpy as np
 
 from cardreamer.config import CarlaServer
 from cardreamer.roadmap import RoadMap, Route
+from cardreamer.roadmap.route import route_through_lanes
 from cardreamer.world.api import Behavior, WorldError
 from cardreamer.world.carla_backend.connection import free_port, port_is_free
+from cardreamer.world.carla_backend.heights import LaneHeights
 
 PATH_SPACING = 10.0  # m between the locations handed to the TM's set_path
-INTENTION_STEP = 1.0  # m between the points of a route read from the TM's actions
+JUNCTION_MARGIN = 5.0  # m a path point keeps from a junction: the TM's waypoints are 5 m apart (Constants.h MAP_RESOLUTION)
+INTENTION_STEP = 1.0  # m between the points of a route read from the TM's actions (none shorter)
+LINK_DEPTH = 6  # lanes searched between two of the TM's actions
 
 
 def check_tm_port(config: CarlaServer) -> None:
@@ -83,24 +88,48 @@ def apply_behavior(tm: Any, vehicle: Any, behavior: Behavior) -> None:
 
 
 def path_arc_lengths(route: Route, road_map: RoadMap, spacing: float = PATH_SPACING) -> np.ndarray:
-    """Arc lengths of the path handed to the TM: every ``spacing`` metres outside junctions (the start left out), at
-    least one on every stretch between two junctions, and the route's end (wherever it is).
+    """Arc lengths along ``route`` of the path handed to the TM: every ``spacing`` metres (the start left out, the end
+    kept) except inside junctions and within JUNCTION_MARGIN of one (the route's or the next after its end), plus one
+    JUNCTION_MARGIN past every junction exit (mid-stretch where the stretch is shorter).
 
-    The TM re-plans a path on its own waypoint graph (``LocalizationStage::ImportPath``): it follows successors,
-    consumes a point once one of its waypoints comes within about 5.5 m, and at a junction takes the branch whose
-    exit road is the next point's road. A point inside a junction names a connector road no exit has, and a
-    stretch with no point leaves the next junction's branch to the nearest exit (carla PR #4786).
+    How the TM uses a path (LocalizationStage.cpp, ``ImportPath``): it snaps each point to its own nearest waypoint
+    (5 m apart, InMemoryMap), follows successors only, consumes a point once a waypoint it pushes is within sqrt(30) m,
+    and at a fork takes the branch whose end point past the junction is on the next point's road (else the nearest).
+    A point inside a junction, or near enough to snap into one, names a connector road no exit has and makes the buffer
+    jump onto whichever connector it snapped to; with no point on a junction's exit road, the branch is left to the
+    nearest end point (carla PR #4786).
     """
     in_junction = np.array([road_map.lanes[int(lane)].is_junction for lane in route.lanes])
-    s = np.arange(spacing, route.length, spacing)
-    kept = np.append(s[~in_junction[np.clip(np.searchsorted(route.s, s, side="right") - 1, 0, len(route.s) - 1)]],
-                     route.length)
-    # stretches outside junctions: [start, end) of each run of points on non-junction lanes
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], (~in_junction).astype(int), [0]])))
+    changes = np.flatnonzero(in_junction[1:] != in_junction[:-1])
+    borders = [route.points[changes], route.points[changes + 1]]
+    last = road_map.lanes[int(route.lanes[-1])]
+    borders += [road_map.lanes[k].points[:1] for k in last.successors if road_map.lanes[k].is_junction]
+    borders = np.concatenate(borders) if borders else np.zeros((0, 2))
+    s = np.append(np.arange(spacing, route.length, spacing), route.length)
+    point = np.clip(np.searchsorted(route.s, s, side="right") - 1, 0, len(route.s) - 1)
+    clear = ~in_junction[point]
+    if len(borders):
+        clear &= np.min(np.linalg.norm(route.position(s)[:, None] - borders[None], axis=-1), axis=1) >= JUNCTION_MARGIN
     ends = np.append(route.s, route.length)
-    extra = [(ends[a] + ends[b]) / 2 for a, b in zip(edges[::2], edges[1::2])
-             if not np.any((kept >= ends[a]) & (kept <= ends[b])) and ends[b] > spacing / 2]
-    return np.unique(np.concatenate([kept, extra]))
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], (~in_junction).astype(int), [0]])))
+    exits = [min(ends[a] + JUNCTION_MARGIN, (ends[a] + ends[b]) / 2) for a, b in zip(edges[::2], edges[1::2]) if a > 0]
+    chosen = np.sort(np.concatenate([s[clear], exits]))
+    return chosen[np.concatenate([[True], np.diff(chosen) > 1.0])] if len(chosen) else chosen
+
+
+def tm_path(route: Route, road_map: RoadMap, heights: LaneHeights) -> tuple[np.ndarray, np.ndarray]:
+    """The (x, y) and heights of the path the TM is sent for ``route``: ``path_arc_lengths``, and where the route ends
+    inside a junction, a point JUNCTION_MARGIN onto the lane it leads to (so the TM leaves the junction the route's way
+    and no point lies inside it)."""
+    s = path_arc_lengths(route, road_map)
+    xy, z = route.position(s).reshape(-1, 2), heights.along(route, s)
+    last = road_map.lanes[int(route.lanes[-1])]
+    if last.is_junction and last.successors:
+        exit_lane = last.successors[0]
+        s_exit = min(JUNCTION_MARGIN, road_map.lanes[exit_lane].length / 2)
+        xy = np.concatenate([xy, road_map.lanes[exit_lane].position(s_exit)[None]])
+        z = np.append(z, heights.at(exit_lane, s_exit))
+    return xy, z
 
 
 def set_path(tm: Any, vehicle: Any, xy: np.ndarray, z: np.ndarray) -> None:
@@ -108,37 +137,68 @@ def set_path(tm: Any, vehicle: Any, xy: np.ndarray, z: np.ndarray) -> None:
     tm.set_path(vehicle, [carla.Location(x=float(x), y=float(y), z=float(h)) for (x, y), h in zip(xy, z)])
 
 
-def tm_intention(tm: Any, vehicle: Any, start: np.ndarray, road_map: RoadMap) -> Route | None:
-    """The route the Traffic Manager will drive ``vehicle`` along: from its box centre ``start`` through the waypoints
-    of the TM's action buffer, every INTENTION_STEP metres; None when the TM cannot tell (no ``get_all_actions``
-    before CARLA 0.9.13, a vehicle not in its buffer yet).
+def tm_intention(tm: Any, vehicle: Any, start: np.ndarray, road_map: RoadMap, planned: Route,
+                 progress: float) -> Route | None:
+    """The route the Traffic Manager will drive ``vehicle`` along, from its box centre ``start``; None when the TM
+    cannot tell (no ``get_all_actions`` before CARLA 0.9.13, a vehicle it has not planned yet, no lane of this map).
 
-    ``get_all_actions(actor)`` returns ``[road option, carla.Waypoint]`` pairs (``TrafficManager::GetActionBuffer``,
-    a ``std::pair<RoadOption, WaypointPtr>`` per buffered waypoint): where the TM's localization stage has planned
-    the vehicle's next stretch, after its own lane changes and junction choices, not the path it was sent.
+    ``get_all_actions(actor)`` is sparse: ``[road option, carla.Waypoint]`` for the front of the TM's waypoint buffer
+    and for each waypoint where the road option changes (LocalizationStage.cpp ``ComputeActionBuffer``: Left, Right,
+    Straight on junction connectors, ChangeLaneLeft/Right, LaneFollow), as far as the TM has planned (15 m or more).
+    So the route follows lane successors from the front's lane through each action's lane (a neighbour lane: a lane
+    change), and on along the planned route where the last of them is on it ahead (the TM follows the path it was sent
+    there), else to the end of that lane.
     """
     if not hasattr(tm, "get_all_actions"):
         return None
-    waypoints = [action[1] for action in tm.get_all_actions(vehicle) if len(action) > 1 and action[1] is not None]
-    xy, lanes = [np.asarray(start, float)], []
-    for waypoint in waypoints:
-        lane = road_map.index_of((waypoint.road_id, waypoint.section_id, waypoint.lane_id))
-        lane = lane if lane is not None else (lanes[-1] if lanes else None)
-        if lane is None:
-            continue  # not a driving lane of this map (yet): the next one says where it goes
-        location = waypoint.transform.location
-        xy.append(np.array([location.x, location.y]))
-        lanes.append(lane)
-    if not lanes:
+    keyed = [(road_map.index_of((w.road_id, w.section_id, w.lane_id)), w) for _, w in
+             (a for a in tm.get_all_actions(vehicle) if len(a) > 1 and a[1] is not None)]
+    keyed = [(lane, w) for lane, w in keyed if lane is not None]
+    if not keyed:
         return None
-    points = np.array(xy)
+    sequence = [keyed[0][0]]
+    for lane, _ in keyed[1:]:
+        link = _lane_link(road_map, sequence[-1], lane)
+        if link is None:
+            break  # not reachable from the lanes before it: the TM's buffer jumped (a path point on another lane)
+        sequence += link
+    ahead = [int(k) for k, _ in itertools.groupby(planned.lanes[np.searchsorted(planned.s, progress, side="right") - 1:])]
+    first = road_map.lanes[sequence[0]]
+    location = keyed[0][1].transform.location
+    s_start = float(first.project(np.array([[location.x, location.y]]))[0][0])
+    if sequence[-1] in ahead:
+        sequence += ahead[ahead.index(sequence[-1]) + 1:]
+        s_goal = float(road_map.lanes[sequence[-1]].project(planned.points[-1:])[0][0])
+    else:
+        s_goal = road_map.lanes[sequence[-1]].length
+    if len(sequence) == 1 and s_goal - s_start < INTENTION_STEP:
+        return None
+    lanes_route = route_through_lanes(road_map, sequence, s_start, s_goal)
+    start = np.asarray(start, float)
+    steps = int(np.ceil(np.linalg.norm(lanes_route.points[0] - start) / INTENTION_STEP))  # to the buffer's front
+    chord = start + np.linspace(0.0, 1.0, steps, endpoint=False)[:, None] * (lanes_route.points[0] - start)
+    points = np.concatenate([chord.reshape(-1, 2), lanes_route.points])
     keep = np.concatenate([[True], np.linalg.norm(np.diff(points, axis=0), axis=1) > 1e-3])
-    points, lanes = points[keep], np.array([lanes[0], *lanes])[keep]
+    points, lanes = points[keep], np.concatenate([np.full(steps, lanes_route.lanes[0]), lanes_route.lanes])[keep]
     if len(points) < 2:
         return None
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
-    samples = np.append(np.arange(0.0, s[-1], INTENTION_STEP), s[-1])
-    resampled = np.stack([np.interp(samples, s, points[:, 0]), np.interp(samples, s, points[:, 1])], axis=-1)
-    segment = np.clip(np.searchsorted(s, samples, side="right"), 1, len(s) - 1)  # the waypoint each sample heads to
-    direction = points[segment] - points[segment - 1]
-    return Route(resampled, np.arctan2(direction[:, 1], direction[:, 0]), lanes[segment])
+    direction = np.diff(points, axis=0)
+    headings = np.arctan2(direction[:, 1], direction[:, 0])
+    return Route(points, np.append(headings, lanes_route.headings[-1]), lanes)
+
+
+def _lane_link(road_map: RoadMap, source: int, target: int, depth: int = LINK_DEPTH) -> list[int] | None:
+    """The lanes after ``source`` up to ``target`` along successors (breadth first, at most ``depth`` lanes), or
+    ``[target]`` for a neighbour lane; [] when they are the same lane; None when ``target`` is not reachable."""
+    if source == target:
+        return []
+    lane = road_map.lanes[source]
+    if target in (lane.left, lane.right) and target not in lane.successors:
+        return [target]
+    paths = [[source]]
+    for _ in range(depth):
+        paths = [p + [n] for p in paths for n in road_map.lanes[p[-1]].successors if n not in p]
+        for p in paths:
+            if p[-1] == target:
+                return p[1:]
+    return None

@@ -52,10 +52,10 @@ from cardreamer.world.carla_backend.traffic import (
     apply_behavior,
     check_tm_port,
     choose_tm_port,
-    path_arc_lengths,
     set_path,
     start_traffic_manager,
     tm_intention,
+    tm_path,
 )
 
 log = logging.getLogger(__name__)
@@ -601,8 +601,7 @@ class CarlaWorld(World, SensorWorld):
         return self.heights.at(request.lane, request.s) + SPAWN_LIFT
 
     def _send_route(self, actor: Any, route: Route) -> None:
-        s = path_arc_lengths(route, self.road_map)
-        set_path(self.tm, actor, route.position(s), self.heights.along(route, s))
+        set_path(self.tm, actor, *tm_path(route, self.road_map, self.heights))
 
     def _height(self, actor_id: int) -> float:
         """The vehicle's height in the last tick's snapshot (its spawn height before it was ticked): map queries
@@ -716,7 +715,7 @@ class CarlaWorld(World, SensorWorld):
                 v = self.vehicles()
                 with self._server_calls("reading the Traffic Manager's actions"):
                     self._intentions[actor_id] = tm_intention(self.tm, vehicle.actor, v.xy[v.row(actor_id)],
-                                                              self.road_map)
+                                                              self.road_map, vehicle.route, vehicle.progress)
             if self._intentions[actor_id] is not None:
                 return self._intentions[actor_id], 0.0
         return super().intended_route(actor_id)
