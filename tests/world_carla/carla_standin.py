@@ -377,7 +377,9 @@ class StandInServer:
     tick times out, the server lives); ``sensor_delay`` delivers camera/lidar readings from another
     thread after that many seconds; ``stale_readings`` sends a reading of the previous frame
     first; ``drop_frames`` never sends those frames; ``lidar_points`` (N, 3), when set, is what
-    every lidar returns (sensor frame) instead of ``lidar_scene``.
+    every lidar returns (sensor frame) instead of ``lidar_scene``; ``foreign_light_ids`` gives the
+    traffic lights of worlds made after it is set OpenDRIVE ids that are not their signals' (and
+    poles a metre off the signals' positions), as lights placed in the editor can have.
     """
 
     def __init__(self, maps: dict[str, Path], version: str = STANDIN_VERSION, host: str = "127.0.0.1",
@@ -390,6 +392,7 @@ class StandInServer:
         self.drop_frames: set[int] = set()
         self.lidar_points: np.ndarray | None = None
         self.tick_seconds = 0.0
+        self.foreign_light_ids = False
         self.batches: list[list[Any]] = []  # every command batch received, for inspection
         self.physics_warnings: list[str] = []
         self.generations = 0  # settings whose physics substeps do not cover the step
@@ -656,8 +659,13 @@ class StandInWorld:
         self._on_tick: dict[int, Callable[[Snapshot], None]] = {}  # run in registration order, as CARLA's CallbackList
         self._next_callback = 1
         for landmark in {lm.id: lm for lm in self.carla_map.get_all_landmarks_of_type("1000001")}.values():
-            light = TrafficLight(server, server.new_id(), "traffic.traffic_light", landmark.transform, {},
-                                 opendrive_id=str(landmark.id))
+            actor_id, transform = server.new_id(), landmark.transform
+            opendrive_id = str(landmark.id)
+            if server.foreign_light_ids:  # placed in the editor: its own id, its pole a metre off the signal's
+                opendrive_id = f"editor-{actor_id}"
+                location = transform.location + carla.Location(x=0.8, y=-0.6)
+                transform = carla.Transform(location, transform.rotation)
+            light = TrafficLight(server, actor_id, "traffic.traffic_light", transform, {}, opendrive_id=opendrive_id)
             server.actors[light.id] = light
 
     def check(self) -> None:
@@ -723,7 +731,15 @@ class StandInWorld:
         return self.server.cache([self.server.actors[response.actor_id]])[0]
 
     def get_traffic_lights_from_waypoint(self, waypoint: carla.Waypoint, distance: float) -> list[TrafficLight]:
-        return []
+        """As CARLA's (client/World.cpp): the traffic-light landmarks within ``distance`` ahead, each
+        looked up by its id among the lights' OpenDRIVE ids, so a light with another id is not found."""
+        self.check()
+        by_id = {light.opendrive_id: light for light in self.server.live("traffic.")}
+        found: dict[str, TrafficLight] = {}
+        for landmark in waypoint.get_landmarks_of_type(distance, "1000001", False):
+            if landmark.id in by_id:
+                found.setdefault(landmark.id, by_id[landmark.id])
+        return list(found.values())
 
     def reset_all_traffic_lights(self) -> None:
         self.check()

@@ -436,6 +436,25 @@ def test_lights_map_to_road_map_signals_by_opendrive_id(make_world, server):
     assert set(lights.states.tolist()) <= {TrafficLightStates.RED, TrafficLightStates.YELLOW, TrafficLightStates.GREEN}
 
 
+def test_lights_whose_opendrive_ids_are_not_their_signals_are_found_where_they_stand(make_world, server):
+    """Lights placed in the editor may carry ids that are not the OpenDRIVE signals'; CARLA's
+    get_traffic_lights_from_waypoint looks lights up by those ids too, so only where a light
+    stands tells which signal it is."""
+    server.foreign_light_ids = True
+    server.restart()
+    world = make_world()
+    signals = world.road_map.signals
+    expected = [i for i, s in enumerate(signals) if s.kind == "traffic_light"]
+    assert world.traffic_lights().signals.tolist() == expected
+    first = signals[expected[0]]
+    light = min(server.live("traffic."), key=lambda a: a.get_transform().location.distance(
+        carla.Location(x=float(first.location[0]), y=float(first.location[1]))))
+    for state, expect in ((carla.TrafficLightState.Green, TrafficLightStates.GREEN),
+                          (carla.TrafficLightState.Red, TrafficLightStates.RED)):
+        light.state = state
+        assert world.traffic_lights().states[0] == expect
+
+
 def test_light_timing_per_junction_and_cycle(make_world, server):
     world = make_world()
     lanes = world.road_map.lanes

@@ -1,8 +1,10 @@
 """The server's traffic-light actors matched to the road map's traffic-light signals.
 
 A road-map signal is an OpenDRIVE signal id on one controlled lane; the server's light is found
-by that id (``get_opendrive_id``) or, failing that, as the light governing the signal's stop line
-(``get_traffic_lights_from_waypoint``).
+by that id (``get_opendrive_id``), failing that as the light governing the signal's stop line
+(``get_traffic_lights_from_waypoint``), and failing that as the light standing where the signal
+does: CARLA's waypoint lookup goes through the same ids (LibCarla client/World.cpp), and a light
+placed in the editor need not carry its signal's.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ STATE_INDEX = {carla.TrafficLightState.Red: TrafficLightStates.RED,
                carla.TrafficLightState.Green: TrafficLightStates.GREEN}
 """Off and Unknown lights stop nobody and are reported GREEN."""
 LIGHT_SEARCH_DISTANCE = 10.0  # m ahead of a stop line to look for its light
+LIGHT_POSITION_TOLERANCE = 5.0  # m between a signal's position and a light with an unknown id standing for it
 
 
 class LightTable:
@@ -27,12 +30,18 @@ class LightTable:
 
     def __init__(self, world: Any, road_map: RoadMap, heights: LaneHeights):
         self.road_map, self.heights = road_map, heights
-        by_id = {str(light.get_opendrive_id()): light for light in world.get_actors().filter("traffic.traffic_light")}
+        actors = list(world.get_actors().filter("traffic.traffic_light"))
+        by_id = {str(light.get_opendrive_id()): light for light in actors}
+        named = {signal.id for signal in road_map.signals}
+        unnamed = [light for light in actors if str(light.get_opendrive_id()) not in named]
+        unnamed_xy = np.array([(light.get_transform().location.x, light.get_transform().location.y)
+                               for light in unnamed], dtype=float).reshape(-1, 2)
         rows, lights = [], []
         for row, signal in enumerate(road_map.signals):
             if signal.kind != "traffic_light":
                 continue
-            light = by_id.get(signal.id) or self._light_at_stop_line(world, signal)
+            light = (by_id.get(signal.id) or self._light_at_stop_line(world, signal)
+                     or _light_standing_at(signal.location, unnamed, unnamed_xy))
             if light is not None:
                 rows.append(row)
                 lights.append(light)
@@ -81,3 +90,12 @@ class LightTable:
             light.set_yellow_time(float(yellow))
             if red is not None:
                 light.set_red_time(float(red))
+
+
+def _light_standing_at(xy: np.ndarray, lights: list[Any], lights_xy: np.ndarray) -> Any | None:
+    """The nearest of ``lights`` to ``xy``, if within LIGHT_POSITION_TOLERANCE."""
+    if not lights:
+        return None
+    distance = np.hypot(*(lights_xy - xy).T)
+    nearest = int(np.argmin(distance))
+    return lights[nearest] if distance[nearest] <= LIGHT_POSITION_TOLERANCE else None
