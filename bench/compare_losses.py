@@ -12,30 +12,18 @@ equal numbers of gradient steps rather than equal env steps.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import numpy as np
+from learning_curve import read_rows  # this folder
 
-KEYS = ["train/loss/rec", "train/loss/rew", "train/loss/con", "train/loss/dyn", "train/loss/rep",
+KEYS = ["train/loss/rec", "train/loss/rew", "train/loss/con", "train/loss/dyn",
         "train/post_entropy", "train/actor_entropy", "train/ret_scale", "episode/return_recent"]
 
 
 def read_metrics(logdir: str) -> list[dict]:
-    path = os.path.join(logdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no metrics.jsonl (is {logdir!r} a run directory of `cardreamer train`?)")
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    rows = []
-    for number, line in enumerate(lines, 1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):  # only the last line of a live run may be half-written
-                raise ValueError(f"{path}:{number}: not a JSON row") from None
-    return [r for r in rows if "updates" in r]
+    return [r for r in read_rows(logdir, "metrics.jsonl") if "updates" in r]
 
 
 def cell(rows: list[dict], key: str, at: int, window: int) -> str:

@@ -24,10 +24,12 @@ EVAL_COLUMNS = [("eval/episodes", "episodes", "{:.0f}"), ("eval/return", "return
                 ("eval/collision_rate", "collisions", "{:.0%}"), ("eval/success_rate", "success", "{:.0%}")]
 
 
-def read_scores(logdir: str) -> list[dict]:
-    path = os.path.join(logdir, "scores.jsonl")
+def read_rows(logdir: str, name: str) -> list[dict]:
+    """The JSON rows of a run directory's ``name`` (scores.jsonl, metrics.jsonl); a live run's
+    half-written last line is skipped."""
+    path = os.path.join(logdir, name)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no scores.jsonl (is {logdir!r} a run directory of `cardreamer train`?)")
+        raise FileNotFoundError(f"{path}: no {name} (is {logdir!r} a run directory of `cardreamer train`?)")
     with open(path) as f:
         lines = [line for line in f if line.strip()]
     rows = []
@@ -37,7 +39,11 @@ def read_scores(logdir: str) -> list[dict]:
         except json.JSONDecodeError:
             if number < len(lines):  # only the last line of a live run may be half-written
                 raise ValueError(f"{path}:{number}: not a JSON row") from None
-    return [r for r in rows if "step" in r]
+    return rows
+
+
+def read_scores(logdir: str) -> list[dict]:
+    return [r for r in read_rows(logdir, "scores.jsonl") if "step" in r]
 
 
 def _cell(rows: list[dict], key: str, fmt: str) -> str:
